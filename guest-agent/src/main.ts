@@ -1,0 +1,40 @@
+// qvm guest agent entry point: serves the GuestAgent gRPC service on a root-only Unix socket and
+// bridges vsock port 1024 to it.
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { agentV1 } from "@qvm/protocol";
+import { createGuestAgentService, AGENT_VERSION } from "./service.js";
+import { startVsockBridge } from "./vsock-bridge.js";
+import { AGENT_VSOCK_PORT, MAX_MESSAGE_BYTES } from "./limits.js";
+
+const SOCKET = process.env.QVM_AGENT_SOCKET ?? "/run/qvm-agent/agent.sock";
+const log = (m: string) => process.stderr.write(`qvm-agent: ${m}\n`);
+
+async function main(): Promise<void> {
+  mkdirSync(path.dirname(SOCKET), { recursive: true, mode: 0o700 });
+  rmSync(SOCKET, { force: true });
+  const server = new Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  });
+  server.addService(agentV1.GuestAgentService, createGuestAgentService());
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix:${SOCKET}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  chmodSync(SOCKET, 0o600);
+  const bridge = process.env.QVM_AGENT_NO_VSOCK ? undefined : startVsockBridge(AGENT_VSOCK_PORT, SOCKET, log);
+  log(`version ${AGENT_VERSION} listening on vsock port ${AGENT_VSOCK_PORT}`);
+  const stop = () => {
+    bridge?.stop();
+    server.forceShutdown();
+    process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+main().catch((err) => {
+  log(`fatal: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(1);
+});

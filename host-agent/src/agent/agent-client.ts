@@ -1,0 +1,102 @@
+// The host's client of one domain's guest agent. Every reply is untrusted and validated before it
+// is returned; every call has a deadline.
+import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { QvmError, agentV1 } from "@qvm/protocol";
+import { agentCallError } from "./grpc-errors.js";
+import { ExecProcess } from "./exec-process.js";
+import { parseGuestInfo, parseGuestPing, type GuestInfo, type PingReply, type SignalName } from "./replies.js";
+import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
+
+export interface ExecOptions {
+  /** argv, run directly; or a string, run by /bin/sh -c. */
+  command: string[] | string;
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  pty?: { rows: number; cols: number };
+}
+
+export class AgentClient {
+  private readonly client: agentV1.GuestAgentClient;
+
+  constructor(
+    readonly socketPath: string,
+    private readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+  ) {
+    this.client = new agentV1.GuestAgentClient(`unix:${socketPath}`, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": MAX_AGENT_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_AGENT_MESSAGE_BYTES,
+      // Reconnect quickly while a domain boots; the default backoff grows to minutes.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 1000,
+      "grpc.enable_retries": 0,
+    });
+  }
+
+  private unary<Req, Res>(
+    what: string,
+    fn: (req: Req, md: Metadata, opts: { deadline: Date }, cb: (err: ServiceError | null, res: Res) => void) => unknown,
+    req: Req,
+    timeoutMs = this.callTimeoutMs,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      fn.call(this.client, req, new Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) =>
+        err ? reject(agentCallError(err, what, this.socketPath)) : resolve(res),
+      );
+    });
+  }
+
+  async ping(timeoutMs?: number): Promise<PingReply> {
+    return parseGuestPing(await this.unary("Ping", this.client.ping, {}, timeoutMs));
+  }
+
+  async getInfo(): Promise<GuestInfo> {
+    return parseGuestInfo(await this.unary("GetInfo", this.client.getInfo, {}));
+  }
+
+  async signal(execId: number, signal: SignalName): Promise<void> {
+    await this.unary("Signal", this.client.signal, { execId, signal });
+  }
+
+  async shutdown(reboot = false): Promise<void> {
+    await this.unary("Shutdown", this.client.shutdown, { reboot });
+  }
+
+  /**
+   * Polls Ping until the agent answers or the deadline passes. `isAlive` lets the caller stop
+   * early when the VM has died instead of waiting out the timeout.
+   */
+  async waitReady(timeoutMs: number, isAlive: () => boolean = () => true): Promise<PingReply> {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      if (!isAlive()) throw new QvmError("VMM_FAILED", "the VM exited before its agent answered");
+      try {
+        return await this.ping(Math.min(2000, Math.max(1, deadline - Date.now())));
+      } catch (err) {
+        if (err instanceof QvmError && err.code === "AGENT_PROTOCOL") throw err;
+        last = err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new QvmError("AGENT_TIMEOUT", `guest agent did not answer within ${timeoutMs} ms`, { cause: last });
+  }
+
+  exec(opts: ExecOptions): ExecProcess {
+    const start: agentV1.ExecStart = {
+      argv: Array.isArray(opts.command) ? opts.command : [],
+      shellCommand: typeof opts.command === "string" ? opts.command : "",
+      env: opts.env ?? {},
+      cwd: opts.cwd ?? "",
+      user: opts.user ?? "",
+      pty: opts.pty !== undefined,
+      window: opts.pty,
+    };
+    if (start.argv.length === 0 && !start.shellCommand) throw new QvmError("INVALID_ARGUMENT", "exec needs a command");
+    return new ExecProcess(this.client.exec(), start, this.socketPath);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,82 @@
+// Validation of everything a guest agent sends. Functions here take untrusted guest data and
+// return typed values, or throw QvmError AGENT_PROTOCOL.
+import { z } from "zod";
+import { QvmError, type agentV1 } from "@qvm/protocol";
+import { MAX_GUEST_TEXT_IN_ERRORS, MAX_OUTPUT_CHUNK_BYTES, MAX_SHORT_STRING } from "./limits.js";
+
+const printable = z.string().max(MAX_SHORT_STRING).regex(/^[\x20-\x7e]*$/, "non-printable characters");
+
+export const SIGNAL_NAMES = [
+  "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV",
+  "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN",
+  "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+] as const;
+export type SignalName = (typeof SIGNAL_NAMES)[number];
+
+const pingReply = z.object({ agentVersion: printable });
+const infoReply = z.object({
+  kernelRelease: printable.min(1),
+  uptimeSeconds: z.number().finite().nonnegative(),
+  agentVersion: printable,
+  hostname: printable,
+});
+
+export type PingReply = z.infer<typeof pingReply>;
+export type GuestInfo = z.infer<typeof infoReply>;
+
+/** Shortens and escapes guest-supplied text before it goes into a host-side message. */
+export function quoteGuestText(text: string): string {
+  const clipped = text.length > MAX_GUEST_TEXT_IN_ERRORS ? `${text.slice(0, MAX_GUEST_TEXT_IN_ERRORS)}…` : text;
+  return JSON.stringify(clipped);
+}
+
+function parse<T>(schema: z.ZodType<T>, what: string, value: unknown): T {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    throw new QvmError("AGENT_PROTOCOL", `invalid ${what} from the guest agent: ${r.error.issues[0]?.message ?? "malformed"}`);
+  }
+  return r.data;
+}
+
+export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping reply", v);
+export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);
+
+export type ExecEvent =
+  | { kind: "started"; execId: number; pid: number }
+  | { kind: "stdout" | "stderr"; data: Buffer }
+  | { kind: "exit"; code: number | null; signal: SignalName | null };
+
+/** Validates one Exec stream message from the guest. Ordering is checked by the caller. */
+export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
+  const msg = res.msg;
+  switch (msg?.$case) {
+    case "started": {
+      const { execId, pid } = msg.value;
+      if (!Number.isInteger(execId) || execId < 1 || !Number.isInteger(pid) || pid < 1 || pid > 0x3fffffff) {
+        throw new QvmError("AGENT_PROTOCOL", "invalid Exec started message from the guest agent");
+      }
+      return { kind: "started", execId, pid };
+    }
+    case "stdout":
+    case "stderr":
+      if (msg.value.length > MAX_OUTPUT_CHUNK_BYTES) {
+        throw new QvmError("AGENT_PROTOCOL", `oversized ${msg.$case} chunk from the guest agent (${msg.value.length} bytes)`);
+      }
+      return { kind: msg.$case, data: msg.value };
+    case "exit": {
+      const { code, signal } = msg.value;
+      if (signal) {
+        if (!(SIGNAL_NAMES as readonly string[]).includes(signal)) {
+          throw new QvmError("AGENT_PROTOCOL", `unknown signal name from the guest agent: ${quoteGuestText(signal)}`);
+        }
+        return { kind: "exit", code: null, signal: signal as SignalName };
+      }
+      if (!Number.isInteger(code) || code < 0 || code > 255) {
+        throw new QvmError("AGENT_PROTOCOL", `exit code out of range from the guest agent: ${code}`);
+      }
+      return { kind: "exit", code, signal: null };
+    }
+    default:
+      throw new QvmError("AGENT_PROTOCOL", "empty Exec message from the guest agent");
+  }
+}

@@ -1,0 +1,77 @@
+// Small process helpers for VMMs that must outlive qvmd: detached spawning with output to a log
+// file, liveness checks that guard against pid reuse, and kill-and-wait.
+import { spawn } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+
+export interface SpawnedProcess {
+  pid: number;
+  /** Settles when the child exits (only for children of this process). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts a process in its own session, so it survives qvmd's exit, writing output to logPath. */
+export function spawnDetached(file: string, args: string[], logPath: string): Promise<SpawnedProcess> {
+  const fd = openSync(logPath, "a", 0o600);
+  try {
+    const child = spawn(file, args, { detached: true, stdio: ["ignore", fd, fd] });
+    return new Promise((resolve, reject) => {
+      child.once("error", reject);
+      child.once("spawn", () => {
+        child.unref();
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+          child.once("exit", (code, signal) => res({ code, signal })),
+        );
+        resolve({ pid: child.pid!, exited });
+      });
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** True if pid is alive and its command line contains `marker` (guards against pid reuse). */
+export function processAlive(pid: number, marker?: string): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+  if (!marker) return true;
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // A zombie still answers kill(0); it is dead for our purposes.
+    if (/\) Z /.test(stat)) return false;
+    return cmdline.includes(marker);
+  } catch {
+    return false;
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Waits until the process is gone (polling), up to timeoutMs. Returns whether it is gone. */
+export async function waitGone(pid: number, marker: string | undefined, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!processAlive(pid, marker)) return true;
+    await sleep(50);
+  }
+  return !processAlive(pid, marker);
+}
+
+export async function killAndWait(pid: number, marker: string | undefined, graceMs = 2000): Promise<void> {
+  if (!processAlive(pid, marker)) return;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  if (await waitGone(pid, marker, graceMs)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  await waitGone(pid, marker, 5000);
+}

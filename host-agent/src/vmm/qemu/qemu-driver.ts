@@ -1,0 +1,310 @@
+// The QEMU backend: microvm machine, KVM or TCG, guest RAM in a shared memfd, vsock through
+// vhost-device-vsock, serial console on a socket and in a log file, control over QMP.
+import { mkdirSync, rmSync, existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { QvmError } from "@qvm/protocol";
+import type { Accel, PreparedVm, StopOptions, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
+import { chooseAccel, type AccelChoice } from "../accel.js";
+import { requireExecutable } from "../host-tools.js";
+import { killAndWait, processAlive, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
+import { writeJsonAtomic, readJson } from "@qvm/images";
+import { buildQemuArgs, type QemuPaths } from "./qemu-args.js";
+import { QmpClient, type QmpEvent } from "./qmp.js";
+import { startVhostVsock } from "./vhost-vsock.js";
+
+const STATE_FILE = "vmm.json";
+const LIVENESS_POLL_MS = 500;
+
+export interface QemuDriverOptions {
+  qemuBinary?: string;
+  vhostVsockBinary?: string;
+  accel?: AccelChoice;
+  log?: (msg: string) => void;
+}
+
+export function runtimePaths(runtimeDir: string, logDir: string) {
+  return {
+    qmpSocket: path.join(runtimeDir, "qmp.sock"),
+    consoleSocket: path.join(runtimeDir, "console.sock"),
+    vhostUserSocket: path.join(runtimeDir, "vhost-user-vsock.sock"),
+    vsockPath: path.join(runtimeDir, "vsock.sock"),
+    consoleLog: path.join(logDir, "console.log"),
+    vmmLog: path.join(logDir, "vmm.log"),
+    vsockLog: path.join(logDir, "vsock.log"),
+  };
+}
+
+const vmmStateSchema = z.object({
+  vmm: z.literal("qemu"),
+  name: z.string(),
+  accel: z.enum(["kvm", "tcg"]),
+  qemuPid: z.number().int().positive(),
+  vhostPid: z.number().int().positive(),
+  runtimeDir: z.string(),
+  logDir: z.string(),
+});
+type VmmState = z.infer<typeof vmmStateSchema>;
+
+export class QemuDriver implements VmmDriver {
+  readonly kind = "qemu" as const;
+  private readonly log: (msg: string) => void;
+
+  constructor(private readonly opts: QemuDriverOptions = {}) {
+    this.log = opts.log ?? (() => {});
+  }
+
+  private binaries() {
+    return {
+      qemu: requireExecutable("qemu-system-x86_64", "qemu-system-x86", this.opts.qemuBinary ?? process.env.QVM_QEMU),
+      vhost: requireExecutable("vhost-device-vsock", "vhost-device-vsock (Debian sid)", this.opts.vhostVsockBinary ?? process.env.QVM_VHOST_DEVICE_VSOCK),
+    };
+  }
+
+  async checkHost(): Promise<void> {
+    this.binaries();
+  }
+
+  private accel(): AccelChoice {
+    return this.opts.accel ?? chooseAccel();
+  }
+
+  async prepare(spec: VmSpec): Promise<PreparedVm> {
+    const { qemu } = this.binaries();
+    for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
+      if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
+    }
+    const paths = runtimePaths(spec.runtimeDir, spec.logDir);
+    const accel = this.accel();
+    return { spec, command: [qemu, ...buildQemuArgs(spec, accel.accel, { ...paths, consoleLog: paths.consoleLog })] };
+  }
+
+  async start(prepared: PreparedVm): Promise<VmHandle> {
+    const { spec } = prepared;
+    const { vhost } = this.binaries();
+    const accel = this.accel();
+    if (accel.accel === "tcg") this.log(`warning: ${spec.name}: running under TCG software emulation (${accel.why}); expect slow domains`);
+    if (existsSync(path.join(spec.runtimeDir, STATE_FILE)) && (await this.attach(spec.runtimeDir))) {
+      throw new QvmError("FAILED_PRECONDITION", `a VMM for ${spec.name} is already running in ${spec.runtimeDir}`);
+    }
+    mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
+    mkdirSync(spec.logDir, { recursive: true, mode: 0o700 });
+    const paths = runtimePaths(spec.runtimeDir, spec.logDir);
+
+    let vhostProc: SpawnedProcess | undefined;
+    let qemuProc: SpawnedProcess | undefined;
+    try {
+      vhostProc = await startVhostVsock(vhost, {
+        guestCid: spec.guestCid,
+        vhostUserSocket: paths.vhostUserSocket,
+        udsPath: paths.vsockPath,
+        logPath: paths.vsockLog,
+      });
+      const [file, ...args] = prepared.command;
+      qemuProc = await spawnDetached(file!, args, paths.vmmLog);
+      const state: VmmState = {
+        vmm: "qemu",
+        name: spec.name,
+        accel: accel.accel,
+        qemuPid: qemuProc.pid,
+        vhostPid: vhostProc.pid,
+        runtimeDir: spec.runtimeDir,
+        logDir: spec.logDir,
+      };
+      writeJsonAtomic(path.join(spec.runtimeDir, STATE_FILE), state);
+      const vm = new QemuVm(state, qemuProc, this.log);
+      return vm;
+    } catch (err) {
+      if (qemuProc) await killAndWait(qemuProc.pid, spec.runtimeDir, 0);
+      if (vhostProc) await killAndWait(vhostProc.pid, spec.runtimeDir, 0);
+      rmSync(spec.runtimeDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async attach(runtimeDir: string): Promise<VmHandle | undefined> {
+    const file = path.join(runtimeDir, STATE_FILE);
+    if (!existsSync(file)) return undefined;
+    const state = readJson(file, vmmStateSchema, "remove it once no QEMU for this domain runs");
+    if (!processAlive(state.qemuPid, runtimeDir)) {
+      // The VMM died while nobody watched: clean up what it left.
+      await killAndWait(state.vhostPid, runtimeDir, 500);
+      rmSync(runtimeDir, { recursive: true, force: true });
+      return undefined;
+    }
+    return new QemuVm(state, undefined, this.log);
+  }
+}
+
+class QemuVm implements VmHandle {
+  readonly exited: Promise<VmExit>;
+  private resolveExited!: (e: VmExit) => void;
+  private qmp: QmpClient | undefined;
+  private qmpConnecting: Promise<QmpClient> | undefined;
+  private lastShutdown: QmpEvent | undefined;
+  private stopRequested = false;
+  private done = false;
+  private detached = false;
+  private poll: NodeJS.Timeout | undefined;
+  private readonly paths: ReturnType<typeof runtimePaths>;
+
+  constructor(
+    private readonly state: VmmState,
+    own: SpawnedProcess | undefined,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.paths = runtimePaths(state.runtimeDir, state.logDir);
+    this.exited = new Promise((r) => (this.resolveExited = r));
+    if (own) {
+      void own.exited.then((st) => this.onGone(st));
+    } else {
+      // Not our child: we cannot wait() for it, so poll.
+      this.poll = setInterval(() => {
+        if (!processAlive(state.qemuPid, state.runtimeDir)) void this.onGone(undefined);
+      }, LIVENESS_POLL_MS);
+    }
+  }
+
+  get name(): string {
+    return this.state.name;
+  }
+  get runtimeDir(): string {
+    return this.state.runtimeDir;
+  }
+
+  isAlive(): boolean {
+    return !this.done && processAlive(this.state.qemuPid, this.state.runtimeDir);
+  }
+
+  private connectQmp(timeoutMs: number): Promise<QmpClient> {
+    if (this.qmp) return Promise.resolve(this.qmp);
+    this.qmpConnecting ??= (async () => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        if (this.done) throw this.deadError();
+        try {
+          const qmp = await QmpClient.connect(this.paths.qmpSocket);
+          qmp.on("event", (ev) => {
+            if (ev.event === "SHUTDOWN") this.lastShutdown = ev;
+          });
+          qmp.on("close", () => {
+            this.qmp = undefined;
+            this.qmpConnecting = undefined;
+            // QEMU closes QMP only when it exits: check now rather than at the next poll.
+            setTimeout(() => {
+              if (!processAlive(this.state.qemuPid, this.state.runtimeDir)) void this.onGone(undefined);
+            }, 20);
+          });
+          this.qmp = qmp;
+          return qmp;
+        } catch (err) {
+          if (Date.now() > deadline) {
+            throw new QvmError("VMM_FAILED", `QEMU for ${this.name} did not open its control socket; see ${this.paths.vmmLog}`, { cause: err });
+          }
+          await sleep(25);
+        }
+      }
+    })().finally(() => (this.qmpConnecting = undefined));
+    return this.qmpConnecting;
+  }
+
+  private deadError(): QvmError {
+    return new QvmError("VMM_FAILED", `QEMU for ${this.name} exited; see ${this.paths.vmmLog} and ${this.paths.consoleLog}`);
+  }
+
+  async waitReady(timeoutMs: number): Promise<void> {
+    const qmp = await this.connectQmp(timeoutMs);
+    await qmp.execute("query-status");
+  }
+
+  async info(): Promise<VmInfo> {
+    let state: VmState = "stopped";
+    if (this.isAlive()) {
+      const qmp = await this.connectQmp(5000);
+      const st = await qmp.execute<{ status: string }>("query-status");
+      state = st.status === "paused" ? "paused" : "running";
+    }
+    return {
+      vmm: "qemu",
+      accel: this.state.accel as Accel,
+      state,
+      pid: this.state.qemuPid,
+      vsockPath: path.join(this.state.runtimeDir, "vsock.sock"),
+      consoleSocket: this.paths.consoleSocket,
+      consoleLogPath: this.paths.consoleLog,
+    };
+  }
+
+  async pause(): Promise<void> {
+    await (await this.connectQmp(5000)).execute("stop");
+  }
+
+  async resume(): Promise<void> {
+    await (await this.connectQmp(5000)).execute("cont");
+  }
+
+  async stop(opts: StopOptions = {}): Promise<VmExit> {
+    if (this.done) return this.exited;
+    this.stopRequested = true;
+    if (!opts.force) {
+      try {
+        const qmp = await this.connectQmp(2000);
+        await qmp.execute("cont").catch(() => {}); // a paused guest cannot see the power button
+        await qmp.execute("system_powerdown");
+        const gone = await Promise.race([this.exited.then(() => true), sleep(opts.timeoutMs ?? 10_000).then(() => false)]);
+        if (gone) return this.exited;
+        this.log(`${this.name}: no clean poweroff in time; killing the VMM`);
+      } catch {
+        // QMP unavailable: fall through to the kill.
+      }
+    }
+    try {
+      process.kill(this.state.qemuPid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    if (!this.poll && !(await waitGone(this.state.qemuPid, this.state.runtimeDir, 5000))) {
+      throw new QvmError("VMM_FAILED", `QEMU pid ${this.state.qemuPid} did not die after SIGKILL`);
+    }
+    if (this.poll) void this.onGone(undefined);
+    return this.exited;
+  }
+
+  detach(): void {
+    this.detached = true;
+    if (this.poll) clearInterval(this.poll);
+    this.qmp?.close();
+  }
+
+  private async onGone(st: { code: number | null; signal: NodeJS.Signals | null } | undefined): Promise<void> {
+    if (this.done) return;
+    if (this.detached && st === undefined) return;
+    this.done = true;
+    if (this.poll) clearInterval(this.poll);
+    this.qmp?.close();
+    await killAndWait(this.state.vhostPid, this.state.runtimeDir, 1000);
+    rmSync(this.state.runtimeDir, { recursive: true, force: true });
+    this.resolveExited(this.describeExit(st));
+  }
+
+  private describeExit(st: { code: number | null; signal: NodeJS.Signals | null } | undefined): VmExit {
+    const reason = this.lastShutdown?.data?.reason;
+    if (reason === "guest-shutdown") return { reason: "the guest powered off", clean: true };
+    if (reason === "guest-reset") return { reason: "the guest rebooted or its kernel panicked", clean: this.stopRequested };
+    if (reason === "guest-panic") return { reason: `the guest kernel panicked; see ${this.paths.consoleLog}`, clean: false };
+    if (reason === "host-qmp-quit" || reason === "host-signal") return { reason: "stopped by the host", clean: true };
+    if (this.stopRequested) return { reason: "killed on request", clean: true };
+    if (st?.signal) return { reason: `the VMM was killed by ${st.signal}`, clean: false };
+    if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${tail(this.paths.vmmLog)}`, clean: false };
+    return { reason: `the VMM process exited unexpectedly; see ${this.paths.vmmLog}`, clean: false };
+  }
+}
+
+function tail(file: string, max = 300): string {
+  try {
+    const text = readFileSync(file, "utf8").trim();
+    return text.length > max ? `…${text.slice(-max)}` : text || "(no output)";
+  } catch {
+    return "(no log)";
+  }
+}

@@ -1,0 +1,71 @@
+// Hybrid vsock, host side: the protocol that vhost-device-vsock, cloud-hypervisor and Firecracker
+// speak on their Unix socket. Connect, write "CONNECT <port>\n", read "OK <host-port>\n"; after
+// that the socket is the guest's vsock stream. The reply comes from the VMM's device model (not the
+// guest), but it is still bounded: a reply longer than MAX_HANDSHAKE_BYTES or not of the form
+// above fails the dial.
+import net from "node:net";
+import { QvmError } from "@qvm/protocol";
+
+export const MAX_HANDSHAKE_BYTES = 64;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+const OK_REPLY = /^OK \d{1,10}$/;
+
+export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS): Promise<net.Socket> {
+  if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) {
+    return Promise.reject(new QvmError("INVALID_ARGUMENT", `invalid vsock port ${port}`));
+  }
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(udsPath);
+    let buffered = Buffer.alloc(0);
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.off("data", onData);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else {
+        resolve(sock);
+      }
+    };
+    const timer = setTimeout(
+      () => finish(new QvmError("AGENT_TIMEOUT", `no answer to CONNECT ${port} on ${udsPath} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const nl = buffered.indexOf(0x0a);
+      if (nl < 0) {
+        if (buffered.length > MAX_HANDSHAKE_BYTES) finish(new QvmError("AGENT_PROTOCOL", `oversized vsock handshake reply on ${udsPath}`));
+        return;
+      }
+      const line = buffered.subarray(0, nl).toString("latin1");
+      if (nl > MAX_HANDSHAKE_BYTES || !OK_REPLY.test(line)) {
+        finish(new QvmError("AGENT_PROTOCOL", `unexpected vsock handshake reply on ${udsPath}: ${JSON.stringify(line.slice(0, 32))}`));
+        return;
+      }
+      const rest = buffered.subarray(nl + 1);
+      finish();
+      // Bytes that arrived with the OK line belong to the stream.
+      if (rest.length) sock.unshift(rest);
+    };
+    sock.on("data", onData);
+    sock.once("connect", () => sock.write(`CONNECT ${port}\n`));
+    sock.once("error", (err: NodeJS.ErrnoException) =>
+      finish(
+        new QvmError(
+          "AGENT_UNAVAILABLE",
+          err.code === "ENOENT" || err.code === "ECONNREFUSED"
+            ? `vsock socket ${udsPath} is not accepting connections (is the domain running?)`
+            : `vsock connection to ${udsPath} failed: ${err.message}`,
+          { cause: err },
+        ),
+      ),
+    );
+    // The device closes the connection when nothing listens on the guest port.
+    sock.once("close", () => finish(new QvmError("AGENT_UNAVAILABLE", `nothing listens on guest vsock port ${port} (${udsPath})`)));
+  });
+}

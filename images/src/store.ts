@@ -1,0 +1,152 @@
+// The image store: a content-addressed cache under the data directory.
+//
+//   <images>/kernels/<hash>/{vmlinuz,initrd.img,modules.img,manifest.json}
+//   <images>/kernels/current -> <hash>
+//   <images>/templates/<name>/<hash>/{root.img,manifest.json}
+//   <images>/templates/<name>/current -> <hash>
+//
+// A build writes into "<hash>.partial-<pid>" and renames it into place with the manifest already
+// inside, so an entry either exists whole or not at all; a crashed build leaves only a .partial
+// directory, which the next build removes.
+import { existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { QvmError } from "@qvm/protocol";
+import { readJson, writeJsonAtomic } from "./json-file.js";
+
+export const BUILD_COMMAND = "./qvm-images build";
+
+export const kernelManifestSchema = z.object({
+  kind: z.literal("kernel"),
+  hash: z.string(),
+  kernelRelease: z.string(),
+  packageVersion: z.string(),
+  builtAt: z.string(),
+  files: z.object({ vmlinuz: z.string(), initrd: z.string(), modules: z.string() }),
+});
+export type KernelManifest = z.infer<typeof kernelManifestSchema>;
+
+export const templateManifestSchema = z.object({
+  kind: z.literal("template"),
+  name: z.string(),
+  hash: z.string(),
+  suite: z.string(),
+  builtAt: z.string(),
+  sizeBytes: z.number(),
+  files: z.object({ root: z.string() }),
+});
+export type TemplateManifest = z.infer<typeof templateManifestSchema>;
+
+export interface KernelBundle {
+  dir: string;
+  manifest: KernelManifest;
+  vmlinuz: string;
+  initrd: string;
+  modules: string;
+}
+
+export interface TemplateImage {
+  dir: string;
+  manifest: TemplateManifest;
+  root: string;
+}
+
+export const DEFAULT_DATA_DIR = "/var/lib/qvm";
+
+export function defaultImagesDir(env = process.env): string {
+  return env.QVM_IMAGES_DIR ?? path.join(env.QVM_DATA_DIR ?? DEFAULT_DATA_DIR, "images");
+}
+
+export class ImageStore {
+  constructor(readonly root: string) {}
+
+  private kindDir(kind: "kernels" | `templates/${string}`): string {
+    return path.join(this.root, kind);
+  }
+
+  entryDir(kind: "kernels" | `templates/${string}`, hash: string): string {
+    return path.join(this.kindDir(kind), hash);
+  }
+
+  /** Runs `build` into a fresh partial directory and publishes it as `hash`, then marks it current. */
+  async publish(kind: "kernels" | `templates/${string}`, hash: string, build: (dir: string) => Promise<unknown>): Promise<string> {
+    const base = this.kindDir(kind);
+    mkdirSync(base, { recursive: true });
+    for (const e of readdirSync(base)) if (e.includes(".partial-")) rmSync(path.join(base, e), { recursive: true, force: true });
+    const final = path.join(base, hash);
+    const partial = `${final}.partial-${process.pid}`;
+    mkdirSync(partial, { recursive: true });
+    try {
+      const manifest = await build(partial);
+      writeJsonAtomic(path.join(partial, "manifest.json"), manifest);
+      rmSync(final, { recursive: true, force: true });
+      renameSync(partial, final);
+    } catch (err) {
+      rmSync(partial, { recursive: true, force: true });
+      throw err;
+    }
+    this.setCurrent(kind, hash);
+    return final;
+  }
+
+  has(kind: "kernels" | `templates/${string}`, hash: string): boolean {
+    return existsSync(path.join(this.entryDir(kind, hash), "manifest.json"));
+  }
+
+  setCurrent(kind: "kernels" | `templates/${string}`, hash: string): void {
+    const link = path.join(this.kindDir(kind), "current");
+    const tmp = `${link}.tmp-${process.pid}`;
+    rmSync(tmp, { force: true });
+    symlinkSync(hash, tmp);
+    renameSync(tmp, link);
+  }
+
+  private current(kind: "kernels" | `templates/${string}`): string | undefined {
+    try {
+      return readlinkSync(path.join(this.kindDir(kind), "current"));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The current kernel bundle, or NOT_FOUND naming the build command. */
+  kernel(): KernelBundle {
+    const hash = this.current("kernels");
+    const dir = hash && this.entryDir("kernels", hash);
+    if (!dir || !existsSync(path.join(dir, "manifest.json"))) {
+      throw new QvmError("NOT_FOUND", `no kernel bundle in ${this.root}: run \`${BUILD_COMMAND} kernel\``);
+    }
+    const manifest = readJson(path.join(dir, "manifest.json"), kernelManifestSchema);
+    return {
+      dir,
+      manifest,
+      vmlinuz: path.join(dir, manifest.files.vmlinuz),
+      initrd: path.join(dir, manifest.files.initrd),
+      modules: path.join(dir, manifest.files.modules),
+    };
+  }
+
+  /** The current build of template `name`, or NOT_FOUND naming the build command. */
+  template(name: string): TemplateImage {
+    const kind = `templates/${name}` as const;
+    const hash = this.current(kind);
+    const dir = hash && this.entryDir(kind, hash);
+    if (!dir || !existsSync(path.join(dir, "manifest.json"))) {
+      throw new QvmError("NOT_FOUND", `no template image "${name}" in ${this.root}: run \`${BUILD_COMMAND} template ${name}\``);
+    }
+    const manifest = readJson(path.join(dir, "manifest.json"), templateManifestSchema);
+    return { dir, manifest, root: path.join(dir, manifest.files.root) };
+  }
+
+  listTemplates(): TemplateImage[] {
+    const dir = path.join(this.root, "templates");
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir).flatMap((name) => {
+      try {
+        return [this.template(name)];
+      } catch {
+        return [];
+      }
+    });
+  }
+}

@@ -1,0 +1,128 @@
+// Template root images. `debian-12`: mmdebstrap (minbase + systemd + what the agent needs, Node
+// from Debian), the bundled guest agent, its pty helper and systemd unit, written as a sparse ext4
+// image with `mke2fs -d` (no loop devices). mmdebstrap itself needs root (it chroots to run
+// maintainer scripts).
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
+import path from "node:path";
+import os from "node:os";
+import { QvmError } from "@qvm/protocol";
+import { inputsHash, sha256File } from "./hash.js";
+import type { Progress } from "./progress.js";
+import { run } from "./run.js";
+import type { ImageStore, TemplateImage, TemplateManifest } from "./store.js";
+import { repoPath } from "./repo.js";
+
+export interface TemplateRecipe {
+  suite: string;
+  packages: string[];
+  rootSizeMiB: number;
+}
+
+export const TEMPLATES: Record<string, TemplateRecipe> = {
+  "debian-12": {
+    suite: "bookworm",
+    packages: [
+      "systemd-sysv", "udev", "nodejs", "socat", "util-linux", "iproute2", "procps", "kmod",
+      "ca-certificates", "sudo", "bash", "less", "coreutils",
+    ],
+    rootSizeMiB: 4096,
+  },
+};
+
+export const DEFAULT_USER = "user";
+
+export function guestAgentFiles() {
+  return {
+    agent: repoPath("guest-agent/dist/qvm-agent.cjs"),
+    ptySource: repoPath("guest-agent/native/qvm-pty.c"),
+    unit: repoPath("guest-agent/systemd/qvm-agent.service"),
+  };
+}
+
+export async function templateInputs(name: string): Promise<Record<string, unknown>> {
+  const recipe = TEMPLATES[name];
+  if (!recipe) throw new QvmError("NOT_FOUND", `unknown template "${name}"; known: ${Object.keys(TEMPLATES).join(", ")}`);
+  const files = guestAgentFiles();
+  if (!existsSync(files.agent)) throw new QvmError("MISSING_DEPENDENCY", `${files.agent} is missing: run \`npm run build\``);
+  return {
+    format: 1,
+    name,
+    recipe,
+    agent: await sha256File(files.agent),
+    pty: await sha256File(files.ptySource),
+    unit: await sha256File(files.unit),
+    customize: CUSTOMIZE_VERSION,
+  };
+}
+
+/** Bump when customize() changes what it writes. */
+const CUSTOMIZE_VERSION = 1;
+
+export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
+  const inputs = await templateInputs(name);
+  const recipe = TEMPLATES[name]!;
+  const hash = inputsHash(inputs);
+  const kind = `templates/${name}` as const;
+  if (!opts.force && store.has(kind, hash)) {
+    store.setCurrent(kind, hash);
+    progress.info(`template ${name} ${hash} is up to date`);
+    return store.template(name);
+  }
+  if (process.getuid?.() !== 0) throw new QvmError("PERMISSION_DENIED", "building a template runs mmdebstrap, which needs root: run as root");
+  const work = mkdtempSync(path.join(os.tmpdir(), "qvm-template-"));
+  try {
+    await store.publish(kind, hash, async (out) => {
+      const rootfs = path.join(work, "rootfs");
+      const args = ["--variant=minbase", `--include=${recipe.packages.join(",")}`, "--quiet", recipe.suite, rootfs];
+      if (opts.mirror ?? process.env.QVM_DEBIAN_MIRROR) args.push(opts.mirror ?? process.env.QVM_DEBIAN_MIRROR!);
+      await progress.step(`mmdebstrap ${recipe.suite} (${recipe.packages.length} packages)`, () => run("mmdebstrap", args, { timeout: 30 * 60_000 }));
+      await progress.step("install guest agent", () => customize(rootfs, path.join(work, "qvm-pty")));
+      const rootImg = path.join(out, "root.img");
+      await progress.step(`write ext4 image (${recipe.rootSizeMiB} MiB, sparse)`, () =>
+        run("mke2fs", ["-q", "-t", "ext4", "-L", "qvm-root", "-d", rootfs, rootImg, `${recipe.rootSizeMiB}M`]),
+      );
+      const manifest: TemplateManifest = {
+        kind: "template",
+        name,
+        hash,
+        suite: recipe.suite,
+        builtAt: new Date().toISOString(),
+        sizeBytes: statSync(rootImg).size,
+        files: { root: "root.img" },
+      };
+      return manifest;
+    });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return store.template(name);
+}
+
+async function customize(rootfs: string, ptyBinary: string): Promise<void> {
+  const files = guestAgentFiles();
+  await run("gcc", ["-O2", "-static", "-s", "-o", ptyBinary, files.ptySource, "-lutil"]);
+  const lib = path.join(rootfs, "usr/lib/qvm");
+  mkdirSync(lib, { recursive: true });
+  copyFileSync(files.agent, path.join(lib, "qvm-agent.cjs"));
+  copyFileSync(ptyBinary, path.join(lib, "qvm-pty"));
+  chmodSync(path.join(lib, "qvm-pty"), 0o755);
+
+  const systemd = path.join(rootfs, "etc/systemd/system");
+  copyFileSync(files.unit, path.join(systemd, "qvm-agent.service"));
+  mkdirSync(path.join(systemd, "sysinit.target.wants"), { recursive: true });
+  symlinkSync("../qvm-agent.service", path.join(systemd, "sysinit.target.wants/qvm-agent.service"));
+  // Nothing in a domain needs these, and they cost boot time under emulation.
+  for (const unit of ["apt-daily.timer", "apt-daily-upgrade.timer", "getty@tty1.service", "e2scrub_reap.service", "systemd-timesyncd.service"]) {
+    rmSync(path.join(systemd, unit), { force: true });
+    symlinkSync("/dev/null", path.join(systemd, unit));
+  }
+
+  writeFileSync(path.join(rootfs, "etc/hostname"), "qvm\n");
+  writeFileSync(path.join(rootfs, "etc/hosts"), "127.0.0.1 localhost\n127.0.1.1 qvm\n");
+  writeFileSync(path.join(rootfs, "etc/fstab"), "# root and /lib/modules are mounted by the qvm initramfs\n");
+  // As in Qubes: the domain's user has passwordless sudo; isolation is between domains.
+  writeFileSync(path.join(rootfs, "etc/sudoers.d/qvm"), `${DEFAULT_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n`, { mode: 0o440 });
+  await run("chroot", [rootfs, "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", DEFAULT_USER]);
+  // Root logs in without a password on the serial console, which only the host can reach.
+  await run("chroot", [rootfs, "passwd", "--delete", "root"]);
+}
