@@ -12,7 +12,7 @@ const targets = {
   "guest-agent": { entryPoints: ["guest-agent/src/main.ts"], outfile: "guest-agent/dist/qvm-agent.cjs", format: "cjs", target: "node18",
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
-  // demo: { entryPoints: ["host-agent/src/demo.ts"], outfile: "host-agent/dist/qvm-demo.js", format: "esm", target: "node20", banner: esmBanner },
+  demo: { entryPoints: ["host-agent/src/demo.ts"], outfile: "host-agent/dist/qvm-demo.js", format: "esm", target: "node20", banner: esmBanner },
 };
 
 const only = process.argv.slice(2);

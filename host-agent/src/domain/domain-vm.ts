@@ -1,0 +1,130 @@
+// A running domain as the host sees it: its VMM (through a driver), the relay to its guest agent,
+// and the agent client. Starting waits for the agent to answer Ping; a domain whose agent stays
+// silent is stopped and the error names its serial console log.
+import { mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { QvmError } from "@qvm/protocol";
+import type { KernelBundle } from "@qvm/images";
+import { AgentClient } from "../agent/agent-client.js";
+import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
+import { VsockRelay } from "../vsock/agent-relay.js";
+import type { VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
+import { runtimePaths } from "../vmm/qemu/qemu-driver.js";
+
+export interface DomainVmOptions {
+  name: string;
+  driver: VmmDriver;
+  kernel: KernelBundle;
+  /** The template root image; the domain boots a copy-on-write overlay of it, discarded at stop. */
+  rootImage: string;
+  runtimeDir: string;
+  logDir: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  kernelArgs?: string[];
+  agentTimeoutMs?: number;
+}
+
+export const DEFAULT_MEMORY_MIB = 1024;
+export const DEFAULT_VCPUS = 2;
+
+async function createRootOverlay(base: string, overlay: string): Promise<void> {
+  try {
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay]);
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string };
+    if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", "qemu-img not found (Debian package qemu-utils): run `bash scripts/install-system-deps.sh`");
+    throw new QvmError("VMM_FAILED", `cannot create the root overlay ${overlay}: ${e.stderr ?? String(err)}`);
+  }
+}
+
+export class DomainVm {
+  private constructor(
+    readonly name: string,
+    readonly vm: VmHandle,
+    readonly agent: AgentClient,
+    private readonly relay: VsockRelay,
+    readonly consoleLog: string,
+  ) {
+    void vm.exited.then(() => this.release());
+  }
+
+  /** Boots the domain and returns once its agent answers. */
+  static async start(opts: DomainVmOptions): Promise<DomainVm> {
+    const overlay = path.join(opts.runtimeDir, "root.qcow2");
+    const spec: VmSpec = {
+      name: opts.name,
+      runtimeDir: opts.runtimeDir,
+      logDir: opts.logDir,
+      kernel: { vmlinuz: opts.kernel.vmlinuz, initrd: opts.kernel.initrd },
+      kernelArgs: opts.kernelArgs,
+      disks: [
+        { serial: "root", path: overlay, format: "qcow2", readonly: false },
+        { serial: "modules", path: opts.kernel.modules, format: "raw", readonly: true },
+      ],
+      memoryMiB: opts.memoryMiB ?? DEFAULT_MEMORY_MIB,
+      vcpus: opts.vcpus ?? DEFAULT_VCPUS,
+      guestCid: 3,
+    };
+    if (await opts.driver.attach(opts.runtimeDir)) {
+      throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);
+    }
+    mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
+    let vm: VmHandle;
+    try {
+      await createRootOverlay(opts.rootImage, overlay);
+      vm = await opts.driver.start(await opts.driver.prepare(spec));
+    } catch (err) {
+      rmSync(opts.runtimeDir, { recursive: true, force: true });
+      throw err;
+    }
+    const paths = runtimePaths(opts.runtimeDir, opts.logDir);
+    let relay: VsockRelay | undefined;
+    try {
+      await vm.waitReady(30_000);
+      relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), paths.vsockPath, AGENT_VSOCK_PORT);
+      const agent = new AgentClient(relay.listenPath);
+      const timeout = opts.agentTimeoutMs ?? DEFAULT_AGENT_READY_TIMEOUT_MS;
+      try {
+        await agent.waitReady(timeout, () => vm.isAlive());
+      } catch (err) {
+        agent.close();
+        if (err instanceof QvmError && err.code === "VMM_FAILED") {
+          const exit = await vm.exited;
+          throw new QvmError("VMM_FAILED", `${opts.name} stopped while booting (${exit.reason}); see ${paths.consoleLog}`);
+        }
+        throw new QvmError(
+          "AGENT_TIMEOUT",
+          `the agent of ${opts.name} did not answer within ${Math.round(timeout / 1000)} s; the domain was stopped. Serial log: ${paths.consoleLog}`,
+          { cause: err },
+        );
+      }
+      return new DomainVm(opts.name, vm, agent, relay, paths.consoleLog);
+    } catch (err) {
+      await relay?.close();
+      await vm.stop({ force: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Clean shutdown through the agent; the VMM is killed if the guest does not power off in time. */
+  async shutdown(timeoutMs = 60_000): Promise<VmExit> {
+    try {
+      await this.agent.shutdown();
+    } catch {
+      return this.vm.stop({ timeoutMs: Math.min(timeoutMs, 10_000) });
+    }
+    const exit = await Promise.race([this.vm.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeoutMs).unref())]);
+    return exit ?? this.vm.stop({ force: true });
+  }
+
+  kill(): Promise<VmExit> {
+    return this.vm.stop({ force: true });
+  }
+
+  private async release(): Promise<void> {
+    this.agent.close();
+    await this.relay.close();
+  }
+}

@@ -1,0 +1,11 @@
+// Public surface of the host agent.
+export { DomainVm, type DomainVmOptions, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from "./domain/domain-vm.js";
+export { AgentClient, type ExecOptions } from "./agent/agent-client.js";
+export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
+export type { GuestInfo, SignalName } from "./agent/replies.js";
+export { QemuDriver, runtimePaths } from "./vmm/qemu/qemu-driver.js";
+export { buildQemuArgs, kernelCommandLine } from "./vmm/qemu/qemu-args.js";
+export { chooseAccel } from "./vmm/accel.js";
+export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo } from "./vmm/driver.js";
+export { dialHybridVsock } from "./vsock/hybrid-dial.js";
+export { VsockRelay } from "./vsock/agent-relay.js";
