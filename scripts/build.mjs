@@ -9,7 +9,7 @@ const esmBanner = { js: "import { createRequire as __qvmCreateRequire } from 'no
 
 const targets = {
   // Runs inside domains on Debian's Node (18 on bookworm): one self-contained file.
-  "guest-agent": { entryPoints: ["guest-agent/src/main.ts"], outfile: "guest-agent/dist/qvm-agent.cjs", format: "cjs", target: "node18",
+  "guest-agent": { entryPoints: ["guest-agent/src/main.ts"], outfile: "guest-agent/dist/qvm-agent.cjs", format: "cjs", target: "node18", minify: true,
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   demo: { entryPoints: ["host-agent/src/demo.ts"], outfile: "host-agent/dist/qvm-demo.js", format: "esm", target: "node20", banner: esmBanner },

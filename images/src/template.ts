@@ -56,7 +56,7 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
 }
 
 /** Bump when customize() changes what it writes. */
-const CUSTOMIZE_VERSION = 1;
+const CUSTOMIZE_VERSION = 2;
 
 export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
   const inputs = await templateInputs(name);
@@ -112,7 +112,13 @@ async function customize(rootfs: string, ptyBinary: string): Promise<void> {
   mkdirSync(path.join(systemd, "sysinit.target.wants"), { recursive: true });
   symlinkSync("../qvm-agent.service", path.join(systemd, "sysinit.target.wants/qvm-agent.service"));
   // Nothing in a domain needs these, and they cost boot time under emulation.
-  for (const unit of ["apt-daily.timer", "apt-daily-upgrade.timer", "getty@tty1.service", "e2scrub_reap.service", "systemd-timesyncd.service"]) {
+  // Domains have no VGA console: only the serial getty (for `qvm console`) is kept.
+  const masked = [
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
+    "e2scrub_reap.service", "systemd-timesyncd.service", "getty-static.service",
+    ...[1, 2, 3, 4, 5, 6].map((n) => `getty@tty${n}.service`),
+  ];
+  for (const unit of masked) {
     rmSync(path.join(systemd, unit), { force: true });
     symlinkSync("/dev/null", path.join(systemd, unit));
   }

@@ -1,0 +1,147 @@
+// The guest agent's Exec path, end to end, on one booted domain.
+import { createHash, randomBytes } from "node:crypto";
+import os from "node:os";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { DomainVm } from "@qvm/host-agent";
+import { bootDomain, collect, imageStore, leftovers, testDirs, type TestDirs } from "./fixtures.js";
+
+let dirs: TestDirs;
+let dom: DomainVm;
+
+beforeAll(async () => {
+  dirs = testDirs("exec");
+  dom = await bootDomain("exec", dirs);
+});
+
+afterAll(async () => {
+  if (dom) await dom.shutdown();
+  const left = leftovers(dirs);
+  dirs.cleanup();
+  expect(left).toEqual({ processes: [], runtimeDirExists: false });
+});
+
+async function run(command: string[] | string, input?: Buffer | string) {
+  const p = dom.agent.exec({ command });
+  if (input !== undefined) p.stdin.write(input);
+  p.stdin.end();
+  const [stdout, stderr, exit] = await Promise.all([collect(p.stdout), collect(p.stderr), p.exit]);
+  return { stdout: stdout.toString(), stderr: stderr.toString(), exit };
+}
+
+describe("exec through the guest agent", () => {
+  it("runs uname -r in the guest kernel, not the host's", async () => {
+    const release = imageStore().kernel().manifest.kernelRelease;
+    const r = await run(["uname", "-r"]);
+    expect(r.stdout.trim()).toBe(release);
+    expect(release).not.toBe(os.release());
+    const info = await dom.agent.getInfo();
+    expect(info.kernelRelease).toBe(release);
+    expect(info.uptimeSeconds).toBeGreaterThan(0);
+  });
+
+  it("pipes 10 MiB through cat unchanged", async () => {
+    const data = randomBytes(10 * 1024 * 1024);
+    const p = dom.agent.exec({ command: ["cat"] });
+    const out = collect(p.stdout);
+    p.stdin.end(data);
+    const [got, exit] = await Promise.all([out, p.exit]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(got.length).toBe(data.length);
+    expect(createHash("sha256").update(got).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+  });
+
+  it("keeps stderr separate from stdout", async () => {
+    const r = await run("echo to-out; echo to-err >&2; echo more-out");
+    expect(r.stdout).toBe("to-out\nmore-out\n");
+    expect(r.stderr).toBe("to-err\n");
+  });
+
+  it("propagates exit codes", async () => {
+    expect((await run("exit 42")).exit).toEqual({ code: 42, signal: null });
+    expect((await run(["true"])).exit).toEqual({ code: 0, signal: null });
+    expect((await run(["false"])).exit).toEqual({ code: 1, signal: null });
+  });
+
+  it("reports a program that does not exist as 127", async () => {
+    const r = await run(["/no/such/program"]);
+    expect(r.exit.code).toBe(127);
+    expect(r.stderr).toContain("/no/such/program");
+  });
+
+  it("propagates death by signal", async () => {
+    expect((await run("kill -TERM $$")).exit).toEqual({ code: null, signal: "SIGTERM" });
+  });
+
+  it("delivers Signal to a running process", async () => {
+    const p = dom.agent.exec({ command: ["sleep", "600"] });
+    const { execId } = await p.started;
+    await dom.agent.signal(execId, "SIGKILL");
+    expect(await p.exit).toEqual({ code: null, signal: "SIGKILL" });
+  });
+
+  it("runs as the requested user with its environment", async () => {
+    const r = await run("id -un; echo $HOME; echo $FOO");
+    expect(r.stdout).toBe("root\n/root\n\n");
+    const p = dom.agent.exec({ command: "id -un; id -Gn; echo $HOME; pwd; echo $FOO", user: "user", env: { FOO: "bar" } });
+    p.stdin.end();
+    const out = (await collect(p.stdout)).toString().split("\n");
+    expect(out[0]).toBe("user");
+    expect(out[1]).toContain("sudo");
+    expect(out.slice(2, 5)).toEqual(["/home/user", "/home/user", "bar"]);
+  });
+
+  it("refuses an unknown user with a clear error", async () => {
+    const p = dom.agent.exec({ command: ["true"], user: "nobody-here" });
+    await expect(p.exit).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("nobody-here") });
+  });
+
+  it("gives a pty session that echoes typed input and follows resizes", async () => {
+    const p = dom.agent.exec({ command: ["/bin/sh"], pty: { rows: 30, cols: 100 } });
+    let screen = "";
+    p.stdout.on("data", (d: Buffer) => (screen += d.toString()));
+    const waitFor = async (re: RegExp) => {
+      for (let i = 0; i < 600 && !re.test(screen); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(screen).toMatch(re);
+    };
+    p.stdin.write("echo $((6*7)); tty\n");
+    await waitFor(/echo \$\(\(6\*7\)\); tty\r?\n/); // the terminal echoed what was typed
+    await waitFor(/\r?\n42\r?\n\/dev\/pts\/\d+/);
+    p.stdin.write("stty size\n");
+    await waitFor(/\r?\n30 100\r?\n/);
+    p.resize(50, 132);
+    p.stdin.write("stty size\n");
+    await waitFor(/\r?\n50 132\r?\n/);
+    p.stdin.write("exit 7\n");
+    expect(await p.exit).toEqual({ code: 7, signal: null });
+  });
+
+  it("keeps several processes apart at once", async () => {
+    const rs = await Promise.all([1, 2, 3, 4].map((n) => run(`sleep 0.${n}; echo $((${n}*${n}))`)));
+    expect(rs.map((r) => r.stdout.trim())).toEqual(["1", "4", "9", "16"]);
+  });
+});
+
+describe("a hostile guest on the vsock path", () => {
+  it("garbage instead of gRPC fails the call with a typed error and the host keeps working", async () => {
+    const { VsockRelay, AgentClient, runtimePaths } = await import("@qvm/host-agent");
+    const path = await import("node:path");
+    // A listener in the guest that answers every connection with random bytes.
+    const liar = dom.agent.exec({ command: ["socat", "VSOCK-LISTEN:1025,reuseaddr,fork", "SYSTEM:head -c 300000 /dev/urandom"] });
+    await liar.started;
+    await new Promise((r) => setTimeout(r, 1500));
+    const relay = await VsockRelay.listen(path.join(dirs.base, "liar.sock"), runtimePaths(dirs.runtimeDir, dirs.logDir).vsockPath, 1025);
+    const client = new AgentClient(relay.listenPath, 5000);
+    try {
+      const err = await client.ping(5000).then(() => undefined, (e: unknown) => e);
+      expect(err).toMatchObject({ name: "QvmError" });
+      expect(["AGENT_PROTOCOL", "AGENT_UNAVAILABLE", "AGENT_TIMEOUT"]).toContain((err as { code: string }).code);
+    } finally {
+      client.close();
+      await relay.close();
+      await dom.agent.signal((await liar.started).execId, "SIGKILL");
+      await liar.exit;
+    }
+    // The real agent still answers.
+    expect((await dom.agent.ping()).agentVersion).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});

@@ -1,0 +1,28 @@
+import { defineConfig } from "vitest/config";
+
+// Tiers (DESIGN.md): unit and integration tests live beside the code as *.test.ts; end-to-end tests
+// in tests/e2e boot real domains under QEMU and run one file at a time (VMs are heavy on 2 cores).
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["{protocol,host-agent,guest-agent,images,cli,gui-proxy}/src/**/*.test.ts"],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["tests/e2e/**/*.test.ts"],
+          globalSetup: ["tests/e2e/global-setup.ts"],
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
+        },
+      },
+    ],
+  },
+});
