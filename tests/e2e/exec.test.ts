@@ -3,7 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DomainVm } from "@qvm/host-agent";
-import { bootDomain, collect, imageStore, leftovers, testDirs, type TestDirs } from "./fixtures.js";
+import { bootDomain, killLeftoverDomains, collect, imageStore, leftovers, testDirs, type TestDirs } from "./fixtures.js";
 
 let dirs: TestDirs;
 let dom: DomainVm;
@@ -15,6 +15,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (dom) await dom.shutdown();
+  await killLeftoverDomains();
   const left = leftovers(dirs);
   dirs.cleanup();
   expect(left).toEqual({ processes: [], runtimeDirExists: false });

@@ -27,9 +27,17 @@ export function testDirs(name: string): TestDirs {
   };
 }
 
+const booted = new Set<DomainVm>();
+
+/** Kills every domain a test booted and left running (a failed assertion must not leak VMs). */
+export async function killLeftoverDomains(): Promise<void> {
+  await Promise.all([...booted].map((d) => d.kill().catch(() => {})));
+  booted.clear();
+}
+
 export async function bootDomain(name: string, dirs: TestDirs, extra: Partial<DomainVmOptions> = {}): Promise<DomainVm> {
   const store = imageStore();
-  return DomainVm.start({
+  const dom = await DomainVm.start({
     name,
     driver: new QemuDriver(),
     kernel: store.kernel(),
@@ -39,6 +47,9 @@ export async function bootDomain(name: string, dirs: TestDirs, extra: Partial<Do
     memoryMiB: 768,
     ...extra,
   });
+  booted.add(dom);
+  void dom.vm.exited.then(() => booted.delete(dom));
+  return dom;
 }
 
 /** Pids of every process whose command line mentions `marker` (a test's private directory). */

@@ -3,10 +3,11 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { bootDomain, leftovers, testDirs, type TestDirs } from "./fixtures.js";
+import { bootDomain, killLeftoverDomains, leftovers, testDirs, type TestDirs } from "./fixtures.js";
 
 let dirs: TestDirs | undefined;
-afterEach(() => {
+afterEach(async () => {
+  await killLeftoverDomains();
   dirs?.cleanup();
   dirs = undefined;
 });

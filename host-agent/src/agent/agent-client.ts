@@ -35,12 +35,15 @@ export class AgentClient {
 
   private unary<Req, Res>(
     what: string,
-    fn: (req: Req, md: Metadata, opts: { deadline: Date }, cb: (err: ServiceError | null, res: Res) => void) => unknown,
+    fn: (req: Req, md: Metadata, opts: { deadline: Date; waitForReady?: boolean }, cb: (err: ServiceError | null, res: Res) => void) => unknown,
     req: Req,
     timeoutMs = this.callTimeoutMs,
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
-      fn.call(this.client, req, new Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) =>
+      if (this.closed) return reject(this.closedError(what));
+      // waitForReady: a call made while the channel reconnects waits for it (up to the deadline)
+      // instead of failing at once.
+      fn.call(this.client, req, new Metadata(), { deadline: new Date(Date.now() + timeoutMs), waitForReady: true }, (err, res) =>
         err ? reject(agentCallError(err, what, this.socketPath)) : resolve(res),
       );
     });
@@ -82,7 +85,14 @@ export class AgentClient {
     throw new QvmError("AGENT_TIMEOUT", `guest agent did not answer within ${timeoutMs} ms`, { cause: last });
   }
 
+  private closed = false;
+
+  private closedError(what: string): QvmError {
+    return new QvmError("AGENT_UNAVAILABLE", `cannot ${what}: the domain's agent connection is closed (is the domain running?)`);
+  }
+
   exec(opts: ExecOptions): ExecProcess {
+    if (this.closed) throw this.closedError("Exec");
     const start: agentV1.ExecStart = {
       argv: Array.isArray(opts.command) ? opts.command : [],
       shellCommand: typeof opts.command === "string" ? opts.command : "",
@@ -97,6 +107,7 @@ export class AgentClient {
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
   }
 }

@@ -58,11 +58,21 @@ export class ExecProcess {
 
     this.exit = new Promise<ExecExit>((resolve, reject) => {
       let exited: ExecExit | undefined;
+      let settled = false;
+      let outputsEnded = false;
+      const endOutputs = () => {
+        if (outputsEnded) return;
+        outputsEnded = true;
+        this.stdout.push(null);
+        this.stderr.push(null);
+      };
+      // The error is reported once, through `exit`; the output streams just end, so a reader that
+      // does not listen for errors cannot crash the host.
       const fail = (err: QvmError) => {
-        if (exited) return;
+        if (settled) return;
+        settled = true;
         rejectStarted(err);
-        this.stdout.destroy(err);
-        this.stderr.destroy(err);
+        endOutputs();
         this.stdin.destroy();
         call.cancel();
         reject(err);
@@ -84,18 +94,28 @@ export class ExecProcess {
         if (this.execId === undefined) return fail(new QvmError("AGENT_PROTOCOL", `guest agent sent ${ev.kind} before started`));
         if (ev.kind === "exit") {
           exited = { code: ev.code, signal: ev.signal };
-          this.stdout.push(null);
-          this.stderr.push(null);
+          endOutputs();
           this.stdin.destroy();
           return;
         }
         const target = ev.kind === "stdout" ? this.stdout : this.stderr;
         if (!target.push(ev.data)) call.pause();
       });
-      call.on("error", (err) => fail(agentCallError(err, "Exec", socketPath)));
+      call.on("error", (err) => {
+        // A transport error after a valid exit message does not undo the process's result.
+        if (exited && !settled) {
+          settled = true;
+          resolve(exited);
+        } else {
+          fail(agentCallError(err, "Exec", socketPath));
+        }
+      });
       call.on("end", () => {
-        if (exited) resolve(exited);
-        else fail(new QvmError("AGENT_PROTOCOL", "guest agent ended the Exec stream without an exit status"));
+        if (settled) return;
+        if (exited) {
+          settled = true;
+          resolve(exited);
+        } else fail(new QvmError("AGENT_PROTOCOL", "guest agent ended the Exec stream without an exit status"));
       });
     });
     this.exit.catch(() => {});

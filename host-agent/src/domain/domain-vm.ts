@@ -9,6 +9,7 @@ import type { KernelBundle } from "@qvm/images";
 import { AgentClient } from "../agent/agent-client.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
+import { waitForGuestPort } from "../vsock/hybrid-dial.js";
 import type { VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
 import { runtimePaths } from "../vmm/qemu/qemu-driver.js";
 
@@ -84,12 +85,15 @@ export class DomainVm {
     try {
       await vm.waitReady(30_000);
       relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), paths.vsockPath, AGENT_VSOCK_PORT);
-      const agent = new AgentClient(relay.listenPath);
       const timeout = opts.agentTimeoutMs ?? DEFAULT_AGENT_READY_TIMEOUT_MS;
+      const deadline = Date.now() + timeout;
+      let agent: AgentClient | undefined;
       try {
-        await agent.waitReady(timeout, () => vm.isAlive());
+        await waitForGuestPort(paths.vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
+        agent = new AgentClient(relay.listenPath);
+        await agent.waitReady(Math.max(5000, deadline - Date.now()), () => vm.isAlive());
       } catch (err) {
-        agent.close();
+        agent?.close();
         if (err instanceof QvmError && err.code === "VMM_FAILED") {
           const exit = await vm.exited;
           throw new QvmError("VMM_FAILED", `${opts.name} stopped while booting (${exit.reason}); see ${paths.consoleLog}`);

@@ -24,6 +24,8 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
       done = true;
       clearTimeout(timer);
       sock.off("data", onData);
+      // Back to paused mode so nothing is lost before the caller attaches its own reader.
+      sock.pause();
       if (err) {
         sock.destroy();
         reject(err);
@@ -68,4 +70,27 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
     // The device closes the connection when nothing listens on the guest port.
     sock.once("close", () => finish(new QvmError("AGENT_UNAVAILABLE", `nothing listens on guest vsock port ${port} (${udsPath})`)));
   });
+}
+
+/**
+ * Polls until something in the guest accepts connections on `port`, or the deadline passes.
+ * Used while a domain boots so that the gRPC channel is opened only once the agent listens
+ * (grpc-js otherwise spends the boot in connect/backoff cycles).
+ */
+export async function waitForGuestPort(udsPath: string, port: number, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new QvmError("VMM_FAILED", "the VM exited before its agent listened");
+    try {
+      const sock = await dialHybridVsock(udsPath, port, Math.max(1, Math.min(5000, deadline - Date.now())));
+      sock.destroy();
+      return;
+    } catch (err) {
+      if (err instanceof QvmError && err.code === "AGENT_PROTOCOL") throw err;
+      last = err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new QvmError("AGENT_TIMEOUT", `nothing listened on guest vsock port ${port} within ${timeoutMs} ms`, { cause: last });
 }

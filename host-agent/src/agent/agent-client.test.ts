@@ -1,0 +1,127 @@
+// Integration: the host's AgentClient against a real gRPC server that behaves like a compromised
+// guest agent. Every bad reply must end in a typed QvmError, and the client must keep working.
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Server, ServerCredentials, status } from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentV1 } from "@qvm/protocol";
+import { AgentClient } from "./agent-client.js";
+
+type Mode = "ok" | "oversized" | "control-chars" | "early-stdout" | "after-exit" | "no-exit" | "bad-exit" | "flood";
+let mode: Mode = "ok";
+let floodBlocked = 0;
+let dir: string;
+let server: Server;
+let client: AgentClient;
+
+const hostile: agentV1.GuestAgentServer = {
+  ping(_call, cb) {
+    cb(null, { agentVersion: mode === "oversized" ? "9".repeat(300 * 1024) : "1.0.0" });
+  },
+  getInfo(_call, cb) {
+    cb(null, { kernelRelease: mode === "control-chars" ? "6.1\x1b[31m" : "6.1.0", uptimeSeconds: 1, agentVersion: "1.0.0", hostname: "h" });
+  },
+  exec(call) {
+    call.once("data", () => {
+      const send = (msg: agentV1.ExecResponse["msg"]) => call.write({ msg });
+      if (mode === "early-stdout") send({ $case: "stdout", value: Buffer.from("x") });
+      send({ $case: "started", value: { execId: 1, pid: 10 } });
+      if (mode === "flood") {
+        // Writes until the transport pushes back; counts how often it did.
+        const chunk = Buffer.alloc(64 * 1024, 0x61);
+        let sent = 0;
+        const pump = () => {
+          while (sent < 400) {
+            sent++;
+            if (!call.write({ msg: { $case: "stdout", value: chunk } })) {
+              floodBlocked++;
+              call.once("drain", pump);
+              return;
+            }
+          }
+          send({ $case: "exit", value: { code: 0, signal: "" } });
+          call.end();
+        };
+        pump();
+        return;
+      }
+      send({ $case: "stdout", value: Buffer.from("out") });
+      if (mode === "no-exit") return void call.end();
+      send({ $case: "exit", value: { code: mode === "bad-exit" ? 999 : 0, signal: "" } });
+      if (mode === "after-exit") send({ $case: "stdout", value: Buffer.from("late") });
+      call.end();
+    });
+  },
+  signal(_call, cb) {
+    cb({ code: status.NOT_FOUND, details: "no such exec" });
+  },
+  shutdown(_call, cb) {
+    cb(null, {});
+  },
+};
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "qvm-agentc-"));
+  server = new Server();
+  server.addService(agentV1.GuestAgentService, hostile);
+  await new Promise<void>((res, rej) => server.bindAsync(`unix:${path.join(dir, "a.sock")}`, ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  client = new AgentClient(path.join(dir, "a.sock"), 5000);
+});
+afterAll(() => {
+  client.close();
+  server.forceShutdown();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function runExec() {
+  const p = client.exec({ command: ["x"] });
+  p.stdin.end();
+  p.stdout.resume();
+  p.stderr.resume();
+  return p.exit;
+}
+
+describe("AgentClient against a hostile agent", () => {
+  it("works with a well-behaved peer", async () => {
+    mode = "ok";
+    expect(await client.ping()).toEqual({ agentVersion: "1.0.0" });
+    expect(await runExec()).toEqual({ code: 0, signal: null });
+  });
+
+  it.each<[Mode, string]>([
+    ["oversized", "ping"],
+    ["control-chars", "getInfo"],
+  ])("a %s reply to %s is refused with AGENT_PROTOCOL", async (m, call) => {
+    mode = m;
+    const p = call === "ping" ? client.ping() : client.getInfo();
+    await expect(p).rejects.toMatchObject({ name: "QvmError", code: "AGENT_PROTOCOL" });
+    mode = "ok";
+    expect(await client.ping()).toEqual({ agentVersion: "1.0.0" });
+  });
+
+  it.each<Mode>(["early-stdout", "after-exit", "no-exit", "bad-exit"])("an Exec stream with %s fails with AGENT_PROTOCOL", async (m) => {
+    mode = m;
+    await expect(runExec()).rejects.toMatchObject({ code: "AGENT_PROTOCOL" });
+    mode = "ok";
+    expect(await runExec()).toEqual({ code: 0, signal: null });
+  });
+
+  it("an output flood is held back by back-pressure while nobody reads", async () => {
+    mode = "flood";
+    floodBlocked = 0;
+    const p = client.exec({ command: ["x"] });
+    p.stdin.end();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(floodBlocked).toBeGreaterThan(0); // the sender had to wait: nothing piles up unbounded
+    expect(p.stdout.readableLength).toBeLessThanOrEqual(2 * 1024 * 1024);
+    let total = 0;
+    p.stdout.on("data", (d: Buffer) => (total += d.length));
+    expect(await p.exit).toEqual({ code: 0, signal: null });
+    expect(total).toBe(400 * 64 * 1024);
+  });
+
+  it("maps guest errors to typed errors with clipped text", async () => {
+    await expect(client.signal(1, "SIGTERM")).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+});

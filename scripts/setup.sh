@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian/Ubuntu machine needs before qvm runs: Debian packages (and
+# vhost-device-vsock from sid, via a private apt list), npm packages, generated code and bundles.
+# Idempotent and quiet when there is nothing to do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system-deps.sh
+
+if [[ ! -d node_modules/@grpc/grpc-js || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "[setup] installing npm packages" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "[setup] generating protocol code and bundling" >&2
+npm run -s build

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: setup, type check, unit and integration tests, then end-to-end tests that
+# boot real domains under QEMU (images are built first and cached in .qvm/images).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export QVM_IMAGES_DIR=${QVM_IMAGES_DIR:-$PWD/.qvm/images}
+echo "[test] type check" >&2
+npm run -s typecheck
+echo "[test] unit and integration tests" >&2
+npx vitest run --project unit "$@"
+echo "[test] end-to-end tests with real VMs" >&2
+npx vitest run --project e2e "$@"
