@@ -13,6 +13,7 @@ const targets = {
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   demo: { entryPoints: ["host-agent/src/demo.ts"], outfile: "host-agent/dist/qvm-demo.js", format: "esm", target: "node20", banner: esmBanner },
+  bench: { entryPoints: ["tests/bench/main.ts"], outfile: "tests/dist/bench.js", format: "esm", target: "node20", banner: esmBanner },
 };
 
 const only = process.argv.slice(2);

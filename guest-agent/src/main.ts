@@ -17,6 +17,9 @@ async function main(): Promise<void> {
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    // The host sends keepalive pings to notice a stalled vsock connection; allow them.
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 1000,
   });
   server.addService(agentV1.GuestAgentService, createGuestAgentService());
   await new Promise<void>((resolve, reject) =>

@@ -55,8 +55,9 @@ export function createGuestAgentService(power: PowerControl = systemPower): agen
         },
         onDrain: (cb: () => void) => call.once("drain", cb),
       };
+      // grpc-js sends an error status on a streaming call when the call emits 'error'.
       const reject = (code: status, details: string) => {
-        call.destroy(Object.assign(new Error(details), { code, details }));
+        call.emit("error", { code, details, name: "AgentError", message: details });
       };
 
       call.on("data", (req: agentV1.ExecRequest) => {

@@ -89,9 +89,13 @@ export class DomainVm {
       const deadline = Date.now() + timeout;
       let agent: AgentClient | undefined;
       try {
-        await waitForGuestPort(paths.vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
+        const probe = await waitForGuestPort(paths.vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
         agent = new AgentClient(relay.listenPath);
-        await agent.waitReady(Math.max(5000, deadline - Date.now()), () => vm.isAlive());
+        try {
+          await agent.waitReady(Math.max(5000, deadline - Date.now()), () => vm.isAlive());
+        } finally {
+          probe.destroy();
+        }
       } catch (err) {
         agent?.close();
         if (err instanceof QvmError && err.code === "VMM_FAILED") {

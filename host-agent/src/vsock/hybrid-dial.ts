@@ -75,17 +75,17 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
 /**
  * Polls until something in the guest accepts connections on `port`, or the deadline passes.
  * Used while a domain boots so that the gRPC channel is opened only once the agent listens
- * (grpc-js otherwise spends the boot in connect/backoff cycles).
+ * (grpc-js otherwise spends the boot in connect/backoff cycles). Returns the probe connection:
+ * the caller closes it only after its real connection is up, because vhost-device-vsock hands
+ * a freed host port straight to the next connection while the guest may still hold the old one.
  */
-export async function waitForGuestPort(udsPath: string, port: number, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+export async function waitForGuestPort(udsPath: string, port: number, timeoutMs: number, isAlive: () => boolean = () => true): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
     if (!isAlive()) throw new QvmError("VMM_FAILED", "the VM exited before its agent listened");
     try {
-      const sock = await dialHybridVsock(udsPath, port, Math.max(1, Math.min(5000, deadline - Date.now())));
-      sock.destroy();
-      return;
+      return await dialHybridVsock(udsPath, port, Math.max(1, Math.min(5000, deadline - Date.now())));
     } catch (err) {
       if (err instanceof QvmError && err.code === "AGENT_PROTOCOL") throw err;
       last = err;
