@@ -106,12 +106,12 @@ describe("exec through the guest agent", () => {
     };
     p.stdin.write("echo $((6*7)); tty\n");
     await waitFor(/echo \$\(\(6\*7\)\); tty\r?\n/); // the terminal echoed what was typed
-    await waitFor(/\r?\n42\r?\n\/dev\/pts\/\d+/);
+    await waitFor(/42\r?\n\/dev\/pts\/\d+/);
     p.stdin.write("stty size\n");
-    await waitFor(/\r?\n30 100\r?\n/);
+    await waitFor(/30 100\r?\n/);
     p.resize(50, 132);
     p.stdin.write("stty size\n");
-    await waitFor(/\r?\n50 132\r?\n/);
+    await waitFor(/50 132\r?\n/);
     p.stdin.write("exit 7\n");
     expect(await p.exit).toEqual({ code: 7, signal: null });
   });

@@ -30,9 +30,10 @@ export class AgentClient {
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,
       "grpc.enable_retries": 0,
-      // A vsock connection can stall without closing; keepalive pings notice and reconnect.
-      "grpc.keepalive_time_ms": 5000,
-      "grpc.keepalive_timeout_ms": 5000,
+      // A vsock connection can stall without closing; keepalive pings notice and reconnect. Long
+      // enough that pausing a domain briefly does not drop its running Exec streams.
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 20_000,
       "grpc.keepalive_permit_without_calls": 1,
     });
   }

@@ -52,7 +52,8 @@ export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
   switch (msg?.$case) {
     case "started": {
       const { execId, pid } = msg.value;
-      if (!Number.isInteger(execId) || execId < 1 || !Number.isInteger(pid) || pid < 1 || pid > 0x3fffffff) {
+      // pid 0: the program could not be started; its exit (126/127) follows.
+      if (!Number.isInteger(execId) || execId < 1 || !Number.isInteger(pid) || pid < 0 || pid > 0x3fffffff) {
         throw new QvmError("AGENT_PROTOCOL", "invalid Exec started message from the guest agent");
       }
       return { kind: "started", execId, pid };
