@@ -127,7 +127,7 @@ describe("a hostile guest on the vsock path", () => {
     const { VsockRelay, AgentClient, runtimePaths } = await import("@qvm/host-agent");
     const path = await import("node:path");
     // A listener in the guest that answers every connection with random bytes.
-    const liar = dom.agent.exec({ command: ["socat", "VSOCK-LISTEN:1025,reuseaddr,fork", "SYSTEM:head -c 300000 /dev/urandom"] });
+    const liar = dom.agent.exec({ command: ["socat", "VSOCK-LISTEN:1025,reuseaddr,fork", "SYSTEM:head -c 4000 /dev/urandom"] });
     await liar.started;
     await new Promise((r) => setTimeout(r, 1500));
     const relay = await VsockRelay.listen(path.join(dirs.base, "liar.sock"), runtimePaths(dirs.runtimeDir, dirs.logDir).vsockPath, 1025);

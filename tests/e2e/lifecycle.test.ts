@@ -29,10 +29,10 @@ describe("domain lifecycle with real VMs", () => {
   it("pause and resume stop and restart the guest", async () => {
     dirs = testDirs("pause");
     const dom = await bootDomain("pause", dirs);
-    await dom.vm.pause();
+    await dom.pause();
     expect((await dom.vm.info()).state).toBe("paused");
     await expect(dom.agent.ping(2000)).rejects.toMatchObject({ code: "AGENT_TIMEOUT" });
-    await dom.vm.resume();
+    await dom.resume();
     expect((await dom.vm.info()).state).toBe("running");
     expect((await dom.agent.ping()).agentVersion).toBeTruthy();
     await dom.kill();

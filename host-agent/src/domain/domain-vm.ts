@@ -127,6 +127,22 @@ export class DomainVm {
     return exit ?? this.vm.stop({ force: true });
   }
 
+  /** Pauses the VM; host bytes toward the guest are held back until resume (see VsockRelay.hold). */
+  async pause(): Promise<void> {
+    this.relay.hold();
+    try {
+      await this.vm.pause();
+    } catch (err) {
+      this.relay.release();
+      throw err;
+    }
+  }
+
+  async resume(): Promise<void> {
+    await this.vm.resume();
+    this.relay.release();
+  }
+
   kill(): Promise<VmExit> {
     return this.vm.stop({ force: true });
   }

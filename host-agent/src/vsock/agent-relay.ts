@@ -7,6 +7,10 @@ import { dialHybridVsock } from "./hybrid-dial.js";
 export class VsockRelay {
   private readonly server: net.Server;
   private readonly conns = new Set<net.Socket>();
+  /** Host-side sockets whose bytes flow toward the guest; paused while the relay is held. */
+  private readonly hostSides = new Set<net.Socket>();
+  private held = false;
+  private readonly waiting: Array<() => void> = [];
 
   private constructor(
     readonly listenPath: string,
@@ -31,22 +35,53 @@ export class VsockRelay {
     client.pause();
     client.once("close", () => this.conns.delete(client));
     client.on("error", () => client.destroy());
-    dialHybridVsock(this.udsPath, this.port).then(
-      (guest) => {
-        if (client.destroyed) return guest.destroy();
-        this.conns.add(guest);
-        guest.once("close", () => {
-          this.conns.delete(guest);
-          client.destroy();
-        });
-        guest.on("error", () => guest.destroy());
-        client.once("close", () => guest.destroy());
-        client.pipe(guest);
-        guest.pipe(client);
-        client.resume();
-      },
-      () => client.destroy(),
-    );
+    const connect = () =>
+      dialHybridVsock(this.udsPath, this.port).then(
+        (guest) => {
+          if (client.destroyed) return guest.destroy();
+          this.conns.add(guest);
+          this.hostSides.add(client);
+          guest.once("close", () => {
+            this.conns.delete(guest);
+            client.destroy();
+          });
+          guest.on("error", () => guest.destroy());
+          client.once("close", () => {
+            this.hostSides.delete(client);
+            guest.destroy();
+          });
+          guest.pipe(client);
+          // Host -> guest by hand instead of pipe(), so hold() can stop it without pipe()
+          // resuming the source on the next drain.
+          client.on("data", (d: Buffer) => {
+            if (!guest.write(d)) client.pause();
+          });
+          guest.on("drain", () => {
+            if (!this.held) client.resume();
+          });
+          client.once("end", () => guest.end());
+          if (!this.held) client.resume();
+        },
+        () => client.destroy(),
+      );
+    if (this.held) this.waiting.push(() => void connect());
+    else void connect();
+  }
+
+  /**
+   * Stops sending host bytes to the guest (new connections wait). Used while the domain is
+   * paused: vhost-device-vsock 0.3 wedges every connection of a VM when the host writes while
+   * the guest's queues are stopped.
+   */
+  hold(): void {
+    this.held = true;
+    for (const c of this.hostSides) c.pause();
+  }
+
+  release(): void {
+    this.held = false;
+    for (const c of this.hostSides) c.resume();
+    for (const go of this.waiting.splice(0)) go();
   }
 
   async close(): Promise<void> {
