@@ -9,7 +9,9 @@ bash scripts/install-system-deps.sh
 
 if [[ ! -d node_modules/@grpc/grpc-js || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "[setup] installing npm packages" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: npm 11 rejects its own lock file in ci mode when optional
+  # platform packages (rollup's) are listed without versions.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 echo "[setup] generating protocol code and bundling" >&2
