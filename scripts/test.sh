@@ -7,7 +7,14 @@ bash scripts/setup.sh
 export QVM_IMAGES_DIR=${QVM_IMAGES_DIR:-$PWD/.qvm/images}
 echo "[test] type check" >&2
 npm run -s typecheck
+mkdir -p .qvm/reports
 echo "[test] unit and integration tests" >&2
-npx vitest run --project unit "$@"
+npx vitest run --project unit --reporter=default --reporter=json --outputFile.json=.qvm/reports/unit.json "$@"
 echo "[test] end-to-end tests with real VMs" >&2
-npx vitest run --project e2e "$@"
+npx vitest run --project e2e --reporter=default --reporter=json --outputFile.json=.qvm/reports/e2e.json "$@"
+# One plain closing line for the whole suite.
+node -e '
+  const r = ["unit", "e2e"].map((p) => require(`./.qvm/reports/${p}.json`));
+  const sum = (k) => r.reduce((n, x) => n + x[k], 0);
+  console.log(`${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed`);
+'

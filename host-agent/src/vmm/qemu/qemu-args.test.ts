@@ -32,6 +32,11 @@ describe("QEMU command line", () => {
     expect(value(buildQemuArgs(spec, "kvm", paths), "-cpu")).toEqual(["host"]);
   });
 
+  it("gives TCG domains one vCPU (SMP bring-up hangs under TCG) and KVM domains their vcpus", () => {
+    expect(value(buildQemuArgs({ ...spec, vcpus: 4 }, "tcg", paths), "-smp")).toEqual(["1"]);
+    expect(value(buildQemuArgs({ ...spec, vcpus: 4 }, "kvm", paths), "-smp")).toEqual(["4"]);
+  });
+
   it("never disables pit/pic/rtc (boot stalls for a minute under TCG)", () => {
     const machine = value(buildQemuArgs(spec, "tcg", paths), "-machine")[0]!;
     expect(machine).not.toMatch(/pit=off|pic=off|rtc=off/);
