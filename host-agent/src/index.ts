@@ -5,7 +5,7 @@ export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
 export type { GuestInfo, SignalName } from "./agent/replies.js";
 export { QemuDriver, runtimePaths } from "./vmm/qemu/qemu-driver.js";
 export { buildQemuArgs, kernelCommandLine } from "./vmm/qemu/qemu-args.js";
-export { chooseAccel } from "./vmm/accel.js";
+export { chooseAccel, hostTscKhz } from "./vmm/accel.js";
 export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo } from "./vmm/driver.js";
 export { dialHybridVsock } from "./vsock/hybrid-dial.js";
 export { VsockRelay } from "./vsock/agent-relay.js";

@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { execFileSync, spawn } from "node:child_process";
 import { ImageStore, defaultImagesDir } from "@qvm/images";
-import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
+import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, hostTscKhz, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
 
 const ROUNDS = Number(process.env.QVM_BENCH_ROUNDS ?? 2);
 const EXEC_N = Number(process.env.QVM_BENCH_EXEC_N ?? 30);
@@ -56,7 +56,7 @@ async function bootPlain(i: number): Promise<number> {
     ],
   };
   const p = runtimePaths(runtimeDir, logDir);
-  const args = buildQemuArgs(spec, chooseAccel().accel, p);
+  const args = buildQemuArgs(spec, chooseAccel().accel, p, hostTscKhz());
   const t0 = performance.now();
   const vhost = spawn("vhost-device-vsock", ["--guest-cid", "3", "--socket", p.vhostUserSocket, "--uds-path", p.vsockPath], { stdio: "ignore" });
   while (!(await exists(p.vhostUserSocket))) await sleep(5);

@@ -23,7 +23,10 @@ export function testDirs(name: string): TestDirs {
     base,
     runtimeDir: path.join(base, "run", name),
     logDir: path.join(base, "logs", name),
-    cleanup: () => rmSync(base, { recursive: true, force: true }),
+    // QVM_KEEP_TEST_DIRS=1 keeps logs of every test for diagnosis.
+    cleanup: () => {
+      if (!process.env.QVM_KEEP_TEST_DIRS) rmSync(base, { recursive: true, force: true });
+    },
   };
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chooseAccel, type AccelProbe } from "./accel.js";
+import { chooseAccel, hostTscKhz, type AccelProbe } from "./accel.js";
 
 const probe = (flags: string, kvm: boolean, env?: string): AccelProbe => ({
   cpuinfo: () => `processor\t: 0\nflags\t\t: fpu sse2 ${flags} avx\n`,
@@ -22,4 +22,9 @@ describe("accelerator choice", () => {
     expect(chooseAccel(probe("vmx", true, "tcg")).accel).toBe("tcg");
     expect(() => chooseAccel(probe("", false, "xen"))).toThrow(/QVM_ACCEL must be kvm or tcg/);
   });
+});
+
+describe("host TSC rate", () => {
+  it("reads cpu MHz as kHz", () => expect(hostTscKhz("cpu MHz\t\t: 2596.132\n")).toBe(2596132));
+  it("gives up on nonsense", () => expect(hostTscKhz("cpu MHz : n/a\n")).toBeUndefined());
 });

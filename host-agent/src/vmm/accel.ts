@@ -40,3 +40,9 @@ export function chooseAccel(probe: AccelProbe = hostAccelProbe): AccelChoice {
   if (!probe.kvmOpens()) return { accel: "tcg", why: "/dev/kvm cannot be opened" };
   return { accel: "kvm", why: "hardware virtualization available" };
 }
+
+/** The host's TSC rate in kHz from /proc/cpuinfo, or undefined when it cannot be read. */
+export function hostTscKhz(cpuinfo: string = hostAccelProbe.cpuinfo()): number | undefined {
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
+  return Number.isFinite(mhz) && mhz > 100 ? Math.round(mhz * 1000) : undefined;
+}

@@ -5,7 +5,7 @@ import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
 import type { Accel, PreparedVm, StopOptions, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
-import { chooseAccel, type AccelChoice } from "../accel.js";
+import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
@@ -76,7 +76,7 @@ export class QemuDriver implements VmmDriver {
     }
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
     const accel = this.accel();
-    return { spec, command: [qemu, ...buildQemuArgs(spec, accel.accel, { ...paths, consoleLog: paths.consoleLog })] };
+    return { spec, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz())] };
   }
 
   async start(prepared: PreparedVm): Promise<VmHandle> {
