@@ -1,0 +1,167 @@
+// Domain properties: one table says each property's type, how a value from the CLI is parsed and
+// checked, and where its value comes from when the domain does not set it (Qubes: the domain,
+// then its template, then a global default).
+import { QvmError } from "@qvm/protocol";
+import { isLabel, LABEL_NAMES } from "./labels.js";
+import type { DomainClass, DomainRecord } from "./domain.js";
+
+export type PropValue = string | number | boolean;
+
+/** What property checks need to know about other domains. */
+export interface DomainLookup {
+  get(name: string): DomainRecord | undefined;
+  globals(): Record<string, PropValue>;
+}
+
+interface PropertyDef {
+  type: "int" | "bool" | "str" | "label" | "domain" | "vmm";
+  doc: string;
+  /** Falls back to the template's value before the global default (Qubes' behaviour for most). */
+  fromTemplate: boolean;
+  /** Name of the global property that supplies the default, or a constant default. */
+  global?: string;
+  default?: PropValue;
+  min?: number;
+  max?: number;
+  /** Classes that may set it; all when absent. */
+  classes?: DomainClass[];
+  /** Extra check with access to other domains. */
+  check?: (self: DomainRecord, value: PropValue, lookup: DomainLookup) => void;
+}
+
+const GIB = 1024;
+
+export const PROPERTIES: Record<string, PropertyDef> = {
+  label: { type: "label", doc: `color of the domain's trusted frame: ${LABEL_NAMES.join(", ")}`, fromTemplate: false },
+  template: {
+    type: "domain",
+    doc: "TemplateVM whose root volume this AppVM boots",
+    fromTemplate: false,
+    global: "default_template",
+    classes: ["AppVM"],
+    check: (_self, value, lookup) => {
+      const t = lookup.get(String(value));
+      if (!t) throw new QvmError("NOT_FOUND", `template "${value}" does not exist`);
+      if (t.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${t.class}, not a TemplateVM`);
+    },
+  },
+  netvm: {
+    type: "domain",
+    doc: 'domain that provides network access ("" for none)',
+    fromTemplate: false,
+    global: "default_netvm",
+    check: (self, value, lookup) => checkNetvm(self.name, String(value), lookup),
+  },
+  memory: { type: "int", doc: "initial memory in MiB", fromTemplate: true, default: 400, min: 128, max: 256 * GIB },
+  maxmem: { type: "int", doc: "maximum memory in MiB (0: no balancing)", fromTemplate: true, default: 4000, min: 0, max: 256 * GIB },
+  vcpus: { type: "int", doc: "number of virtual CPUs", fromTemplate: true, default: 2, min: 1, max: 64 },
+  kernel: { type: "str", doc: 'kernel bundle to boot ("" for the domain\'s own)', fromTemplate: true, global: "default_kernel" },
+  kernelopts: { type: "str", doc: "extra kernel command line", fromTemplate: true, default: "" },
+  autostart: { type: "bool", doc: "start the domain when qvmd starts", fromTemplate: false, default: false },
+  provides_network: { type: "bool", doc: "the domain can be another domain's netvm", fromTemplate: false, default: false },
+  default_user: { type: "str", doc: "user that `qvm run` runs programs as", fromTemplate: true, default: "user" },
+  qrexec_timeout: { type: "int", doc: "seconds to wait for the agent at start", fromTemplate: true, global: "default_qrexec_timeout", min: 1, max: 3600 },
+  shutdown_timeout: { type: "int", doc: "seconds to wait for a clean shutdown", fromTemplate: true, global: "default_shutdown_timeout", min: 1, max: 3600 },
+  vmm: { type: "vmm", doc: "hypervisor backend: qemu", fromTemplate: true, global: "default_vmm" },
+};
+
+export const GLOBAL_PROPERTIES: Record<string, { type: PropertyDef["type"]; default: PropValue; doc: string; min?: number; max?: number }> = {
+  default_template: { type: "str", default: "", doc: "template of new AppVMs" },
+  default_netvm: { type: "str", default: "", doc: "netvm of domains that set none" },
+  default_kernel: { type: "str", default: "current", doc: "kernel bundle domains boot" },
+  default_vmm: { type: "vmm", default: "qemu", doc: "hypervisor backend" },
+  default_qrexec_timeout: { type: "int", default: 60, doc: "seconds to wait for the agent at start", min: 1, max: 3600 },
+  default_shutdown_timeout: { type: "int", default: 60, doc: "seconds to wait for a clean shutdown", min: 1, max: 3600 },
+};
+
+function unknownProperty(name: string, table: Record<string, unknown>): QvmError {
+  return new QvmError("INVALID_ARGUMENT", `unknown property "${name}"; known: ${Object.keys(table).join(", ")}`);
+}
+
+/** Parses a value given as text (CLI, API) into the property's type, with range checks. */
+export function parsePropertyValue(name: string, raw: string | PropValue, def: { type: PropertyDef["type"]; min?: number; max?: number }): PropValue {
+  const text = String(raw);
+  switch (def.type) {
+    case "int": {
+      if (!/^-?\d+$/.test(text)) throw new QvmError("INVALID_ARGUMENT", `${name} must be an integer, not ${JSON.stringify(text)}`);
+      const n = Number(text);
+      if ((def.min !== undefined && n < def.min) || (def.max !== undefined && n > def.max)) {
+        throw new QvmError("INVALID_ARGUMENT", `${name} must be between ${def.min} and ${def.max}, not ${n}`);
+      }
+      return n;
+    }
+    case "bool": {
+      const t = text.toLowerCase();
+      if (["true", "1", "yes", "on"].includes(t)) return true;
+      if (["false", "0", "no", "off"].includes(t)) return false;
+      throw new QvmError("INVALID_ARGUMENT", `${name} must be true or false, not ${JSON.stringify(text)}`);
+    }
+    case "label":
+      if (!isLabel(text)) throw new QvmError("INVALID_ARGUMENT", `unknown label "${text}"; labels: ${LABEL_NAMES.join(", ")}`);
+      return text;
+    case "vmm":
+      if (text !== "qemu") throw new QvmError("INVALID_ARGUMENT", `${name} must be "qemu" (cloud-hypervisor is not available yet)`);
+      return text;
+    case "domain":
+    case "str":
+      if (text.length > 1024 || /[\x00-\x1f]/.test(text)) throw new QvmError("INVALID_ARGUMENT", `${name} must be printable text up to 1024 characters`);
+      return text;
+  }
+}
+
+/** Validates and returns the value to store for `name` on `self`. */
+export function checkPropertySet(self: DomainRecord, name: string, raw: string | PropValue, lookup: DomainLookup): PropValue {
+  const def = PROPERTIES[name];
+  if (!def) throw unknownProperty(name, PROPERTIES);
+  if (def.classes && !def.classes.includes(self.class)) {
+    throw new QvmError("INVALID_ARGUMENT", `${name} cannot be set on a ${self.class} (only on ${def.classes.join(", ")})`);
+  }
+  const value = parsePropertyValue(name, raw, def);
+  if (def.check && value !== "") def.check(self, value, lookup);
+  return value;
+}
+
+export function checkGlobalSet(name: string, raw: string | PropValue): PropValue {
+  const def = GLOBAL_PROPERTIES[name];
+  if (!def) throw unknownProperty(name, GLOBAL_PROPERTIES);
+  return parsePropertyValue(name, raw, def);
+}
+
+export interface ResolvedProperty {
+  value: PropValue;
+  /** Where the value came from. */
+  source: "own" | "template" | "global" | "default";
+}
+
+/** A property's effective value with Qubes' fallback: own -> template -> global -> default. */
+export function resolveProperty(self: DomainRecord, name: string, lookup: DomainLookup): ResolvedProperty {
+  const def = PROPERTIES[name];
+  if (!def) throw unknownProperty(name, PROPERTIES);
+  if (Object.hasOwn(self.props, name)) return { value: self.props[name]!, source: "own" };
+  if (def.fromTemplate && self.class === "AppVM") {
+    const t = lookup.get(String(self.props.template ?? ""));
+    if (t && Object.hasOwn(t.props, name)) return { value: t.props[name]!, source: "template" };
+  }
+  if (def.global) {
+    const globals = lookup.globals();
+    const value = Object.hasOwn(globals, def.global) ? globals[def.global]! : GLOBAL_PROPERTIES[def.global]!.default;
+    return { value, source: "global" };
+  }
+  return { value: def.default ?? "", source: "default" };
+}
+
+/** Refuses a netvm chain that loops back to `self` or names a domain that provides no network. */
+function checkNetvm(self: string, netvm: string, lookup: DomainLookup): void {
+  const seen = new Set([self]);
+  let cur = netvm;
+  while (cur) {
+    if (seen.has(cur)) throw new QvmError("INVALID_ARGUMENT", `netvm loop: ${[...seen, cur].join(" -> ")}`);
+    seen.add(cur);
+    const d = lookup.get(cur);
+    if (!d) throw new QvmError("NOT_FOUND", `netvm "${cur}" does not exist`);
+    if (cur === netvm && d.props.provides_network !== true) {
+      throw new QvmError("INVALID_ARGUMENT", `"${cur}" does not provide network; set its provides_network to true first`);
+    }
+    cur = String(d.props.netvm ?? "");
+  }
+}
