@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { QemuDriver } from "@qvm/host-agent";
 import { bootDomain, killLeftoverDomains, leftovers, testDirs, type TestDirs } from "./fixtures.js";
 
 let dirs: TestDirs | undefined;
@@ -36,6 +37,24 @@ describe("domain lifecycle with real VMs", () => {
     expect((await dom.vm.info()).state).toBe("running");
     expect((await dom.agent.ping()).agentVersion).toBeTruthy();
     await dom.kill();
+    expect(leftovers(dirs)).toEqual({ processes: [], runtimeDirExists: false });
+  });
+
+  it("re-attaches to a running VMM after letting go of it, and cleans up one that died meanwhile", async () => {
+    dirs = testDirs("reattach");
+    const dom = await bootDomain("reattach", dirs);
+    const { pid } = await dom.vm.info();
+    await dom.detach();
+    expect(leftovers(dirs).processes.length).toBe(2); // still running: nobody stopped it
+
+    const again = await new QemuDriver().attach(dirs.runtimeDir);
+    expect(again).toBeDefined();
+    expect(await again!.info()).toMatchObject({ state: "running", pid });
+    again!.detach();
+
+    process.kill(pid, "SIGKILL");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await new QemuDriver().attach(dirs.runtimeDir)).toBeUndefined();
     expect(leftovers(dirs)).toEqual({ processes: [], runtimeDirExists: false });
   });
 

@@ -143,6 +143,12 @@ export class DomainVm {
     this.relay.release();
   }
 
+  /** Lets go of the domain without stopping it (qvmd exiting); QemuDriver.attach takes it back. */
+  async detach(): Promise<void> {
+    this.vm.detach();
+    await this.release();
+  }
+
   kill(): Promise<VmExit> {
     return this.vm.stop({ force: true });
   }

@@ -245,6 +245,7 @@ class QemuVm implements VmHandle {
 
   async stop(opts: StopOptions = {}): Promise<VmExit> {
     if (this.done) return this.exited;
+    if (this.detached) throw new QvmError("FAILED_PRECONDITION", `this handle of ${this.name} was detached; attach again to stop it`);
     this.stopRequested = true;
     if (!opts.force) {
       try {
@@ -277,8 +278,8 @@ class QemuVm implements VmHandle {
   }
 
   private async onGone(st: { code: number | null; signal: NodeJS.Signals | null } | undefined): Promise<void> {
-    if (this.done) return;
-    if (this.detached && st === undefined) return;
+    // A detached handle no longer owns the VM: whoever attaches next cleans up after it.
+    if (this.done || this.detached) return;
     this.done = true;
     if (this.poll) clearInterval(this.poll);
     this.qmp?.close();
