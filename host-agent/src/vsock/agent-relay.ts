@@ -70,8 +70,8 @@ export class VsockRelay {
 
   /**
    * Stops sending host bytes to the guest (new connections wait). Used while the domain is
-   * paused: vhost-device-vsock 0.3 wedges every connection of a VM when the host writes while
-   * the guest's queues are stopped.
+   * paused, so requests made meanwhile wait on the host side and time out cleanly instead of
+   * piling up in the VMM's device queues.
    */
   hold(): void {
     this.held = true;

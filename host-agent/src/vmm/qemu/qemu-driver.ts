@@ -219,11 +219,7 @@ class QemuVm implements VmHandle {
 
   async info(): Promise<VmInfo> {
     let state: VmState = "stopped";
-    if (this.isAlive()) {
-      const qmp = await this.connectQmp(5000);
-      const st = await qmp.execute<{ status: string }>("query-status");
-      state = st.status === "paused" ? "paused" : "running";
-    }
+    if (this.isAlive()) state = processStopped(this.state.qemuPid) ? "paused" : "running";
     return {
       vmm: "qemu",
       accel: this.state.accel as Accel,
@@ -235,22 +231,38 @@ class QemuVm implements VmHandle {
     };
   }
 
+  // Pause freezes the QEMU process instead of QMP `stop`: `stop` halts the vhost-user rings, and
+  // vhost-device-vsock 0.3 then wedges every vsock connection of the VM, new ones included, if
+  // the host sent anything meanwhile (seen in tests). A frozen process keeps the rings intact;
+  // the guest clock jumps forward on resume, as after a host suspend.
   async pause(): Promise<void> {
-    await (await this.connectQmp(5000)).execute("stop");
+    if (!this.isAlive()) throw this.deadError();
+    process.kill(this.state.qemuPid, "SIGSTOP");
+    await this.waitStopped(true);
+  }
+
+  /** Signals are delivered asynchronously: wait until /proc shows the new state. */
+  private async waitStopped(stopped: boolean): Promise<void> {
+    for (let i = 0; i < 200 && processStopped(this.state.qemuPid) !== stopped; i++) await sleep(10);
+    if (processStopped(this.state.qemuPid) !== stopped) {
+      throw new QvmError("VMM_FAILED", `QEMU for ${this.name} did not ${stopped ? "pause" : "resume"}`);
+    }
   }
 
   async resume(): Promise<void> {
-    await (await this.connectQmp(5000)).execute("cont");
+    if (!this.isAlive()) throw this.deadError();
+    process.kill(this.state.qemuPid, "SIGCONT");
+    await this.waitStopped(false);
   }
 
   async stop(opts: StopOptions = {}): Promise<VmExit> {
     if (this.done) return this.exited;
     if (this.detached) throw new QvmError("FAILED_PRECONDITION", `this handle of ${this.name} was detached; attach again to stop it`);
     this.stopRequested = true;
+    if (processStopped(this.state.qemuPid)) process.kill(this.state.qemuPid, "SIGCONT"); // a paused guest cannot see the power button
     if (!opts.force) {
       try {
         const qmp = await this.connectQmp(2000);
-        await qmp.execute("cont").catch(() => {}); // a paused guest cannot see the power button
         await qmp.execute("system_powerdown");
         const gone = await Promise.race([this.exited.then(() => true), sleep(opts.timeoutMs ?? 10_000).then(() => false)]);
         if (gone) return this.exited;
@@ -298,6 +310,15 @@ class QemuVm implements VmHandle {
     if (st?.signal) return { reason: `the VMM was killed by ${st.signal}`, clean: false };
     if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${tail(this.paths.vmmLog)}`, clean: false };
     return { reason: `the VMM process exited unexpectedly; see ${this.paths.vmmLog}`, clean: false };
+  }
+}
+
+/** True when the process is frozen by SIGSTOP (state T in /proc/PID/stat). */
+function processStopped(pid: number): boolean {
+  try {
+    return /\) T /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
   }
 }
 
