@@ -1,32 +1,20 @@
 // Integration: the real guest agent service on the host (no VM), driven by the host's AgentClient.
 // Covers the process plumbing quickly; tests/e2e covers the same inside a real domain.
-import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentV1 } from "@qvm/protocol";
-import { AgentClient } from "@qvm/host-agent";
+import { serveLocalAgent, type AgentClient, type LocalAgent } from "@qvm/host-agent";
 import { createGuestAgentService } from "./service.js";
 import { buildCommand, ExecRequestError, PTY_HELPER } from "./exec-session.js";
 
-let dir: string;
-let server: Server;
+let local: LocalAgent;
 let client: AgentClient;
 let powerCalls: boolean[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "qvm-ga-"));
-  server = new Server();
-  server.addService(agentV1.GuestAgentService, createGuestAgentService({ shutdown: (reboot) => powerCalls.push(reboot) }));
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${path.join(dir, "a.sock")}`, ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-  client = new AgentClient(path.join(dir, "a.sock"), 5000);
+  local = await serveLocalAgent(createGuestAgentService({ shutdown: (reboot) => powerCalls.push(reboot) }));
+  client = local.client;
 });
-afterAll(() => {
-  client.close();
-  server.forceShutdown();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => local.close());
 
 const text = async (s: NodeJS.ReadableStream) => {
   let t = "";

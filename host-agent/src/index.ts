@@ -1,6 +1,7 @@
 // Public surface of the host agent.
 export { DomainVm, type DomainVmOptions, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from "./domain/domain-vm.js";
 export { AgentClient, type ExecOptions } from "./agent/agent-client.js";
+export { serveLocalAgent, type LocalAgent } from "./agent/local-agent.js";
 export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
 export type { GuestInfo, SignalName } from "./agent/replies.js";
 export { QemuDriver, runtimePaths } from "./vmm/qemu/qemu-driver.js";

@@ -3,16 +3,16 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Server, ServerCredentials, status } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentV1 } from "@qvm/protocol";
-import { AgentClient } from "./agent-client.js";
+import type { AgentClient } from "./agent-client.js";
+import { serveLocalAgent, type LocalAgent } from "./local-agent.js";
 
 type Mode = "ok" | "oversized" | "control-chars" | "early-stdout" | "after-exit" | "no-exit" | "bad-exit" | "flood";
 let mode: Mode = "ok";
 let floodBlocked = 0;
-let dir: string;
-let server: Server;
+let local: LocalAgent;
 let client: AgentClient;
 
 const hostile: agentV1.GuestAgentServer = {
@@ -62,17 +62,10 @@ const hostile: agentV1.GuestAgentServer = {
 };
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "qvm-agentc-"));
-  server = new Server();
-  server.addService(agentV1.GuestAgentService, hostile);
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${path.join(dir, "a.sock")}`, ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-  client = new AgentClient(path.join(dir, "a.sock"), 5000);
+  local = await serveLocalAgent(hostile);
+  client = local.client;
 });
-afterAll(() => {
-  client.close();
-  server.forceShutdown();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => local.close());
 
 async function runExec() {
   const p = client.exec({ command: ["x"] });
