@@ -103,10 +103,11 @@ export class ExecSession {
     this.sink.send({ msg: { $case: "started", value: { execId: this.id, pid: this.child.pid ?? 0 } } });
   }
 
-  writeStdin(data: Buffer, onWritten: () => void): boolean {
+  /** Returns false when the program's stdin is full: wait for onStdinDrain. */
+  writeStdin(data: Buffer): boolean {
     const stdin = this.child.stdin;
     if (!stdin || stdin.destroyed || stdin.writableEnded) return true;
-    return stdin.write(data, () => onWritten());
+    return stdin.write(data);
   }
 
   onStdinDrain(cb: () => void): void {

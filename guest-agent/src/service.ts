@@ -78,7 +78,7 @@ export function createGuestAgentService(power: PowerControl = systemPower): agen
         }
         switch (msg?.$case) {
           case "stdin":
-            if (!session.writeStdin(msg.value, () => {})) {
+            if (!session.writeStdin(msg.value)) {
               call.pause();
               session.onStdinDrain(() => call.resume());
             }

@@ -124,13 +124,13 @@ describe("exec through the guest agent", () => {
 
 describe("a hostile guest on the vsock path", () => {
   it("garbage instead of gRPC fails the call with a typed error and the host keeps working", async () => {
-    const { VsockRelay, AgentClient, runtimePaths } = await import("@qvm/host-agent");
+    const { VsockRelay, AgentClient } = await import("@qvm/host-agent");
     const path = await import("node:path");
     // A listener in the guest that answers every connection with random bytes.
     const liar = dom.agent.exec({ command: ["socat", "VSOCK-LISTEN:1025,reuseaddr,fork", "SYSTEM:head -c 4000 /dev/urandom"] });
     await liar.started;
     await new Promise((r) => setTimeout(r, 1500));
-    const relay = await VsockRelay.listen(path.join(dirs.base, "liar.sock"), runtimePaths(dirs.runtimeDir, dirs.logDir).vsockPath, 1025);
+    const relay = await VsockRelay.listen(path.join(dirs.base, "liar.sock"), (await dom.vm.info()).vsockPath, 1025);
     const client = new AgentClient(relay.listenPath, 5000);
     try {
       const err = await client.ping(5000).then(() => undefined, (e: unknown) => e);

@@ -1,8 +1,5 @@
 // Integration: the host's AgentClient against a real gRPC server that behaves like a compromised
 // guest agent. Every bad reply must end in a typed QvmError, and the client must keep working.
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentV1 } from "@qvm/protocol";

@@ -18,6 +18,7 @@ export interface ExecOptions {
 
 export class AgentClient {
   private readonly client: agentV1.GuestAgentClient;
+  private closed = false;
 
   constructor(
     readonly socketPath: string,
@@ -89,8 +90,6 @@ export class AgentClient {
     }
     throw new QvmError("AGENT_TIMEOUT", `guest agent did not answer within ${timeoutMs} ms`, { cause: last });
   }
-
-  private closed = false;
 
   private closedError(what: string): QvmError {
     return new QvmError("AGENT_UNAVAILABLE", `cannot ${what}: the domain's agent connection is closed (is the domain running?)`);

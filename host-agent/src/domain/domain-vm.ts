@@ -11,7 +11,6 @@ import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limit
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
 import type { VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
-import { runtimePaths } from "../vmm/qemu/qemu-driver.js";
 
 export interface DomainVmOptions {
   name: string;
@@ -80,16 +79,17 @@ export class DomainVm {
       rmSync(opts.runtimeDir, { recursive: true, force: true });
       throw err;
     }
-    const paths = runtimePaths(opts.runtimeDir, opts.logDir);
+    // Socket and log locations come from the driver, so this works for any backend.
+    const { vsockPath, consoleLogPath } = await vm.info();
     let relay: VsockRelay | undefined;
     try {
       await vm.waitReady(30_000);
-      relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), paths.vsockPath, AGENT_VSOCK_PORT);
+      relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
       const timeout = opts.agentTimeoutMs ?? DEFAULT_AGENT_READY_TIMEOUT_MS;
       const deadline = Date.now() + timeout;
       let agent: AgentClient | undefined;
       try {
-        const probe = await waitForGuestPort(paths.vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
+        const probe = await waitForGuestPort(vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
         agent = new AgentClient(relay.listenPath);
         try {
           await agent.waitReady(Math.max(5000, deadline - Date.now()), () => vm.isAlive());
@@ -100,15 +100,15 @@ export class DomainVm {
         agent?.close();
         if (err instanceof QvmError && err.code === "VMM_FAILED") {
           const exit = await vm.exited;
-          throw new QvmError("VMM_FAILED", `${opts.name} stopped while booting (${exit.reason}); see ${paths.consoleLog}`);
+          throw new QvmError("VMM_FAILED", `${opts.name} stopped while booting (${exit.reason}); see ${consoleLogPath}`);
         }
         throw new QvmError(
           "AGENT_TIMEOUT",
-          `the agent of ${opts.name} did not answer within ${Math.round(timeout / 1000)} s; the domain was stopped. Serial log: ${paths.consoleLog}`,
+          `the agent of ${opts.name} did not answer within ${Math.round(timeout / 1000)} s; the domain was stopped. Serial log: ${consoleLogPath}`,
           { cause: err },
         );
       }
-      return new DomainVm(opts.name, vm, agent, relay, paths.consoleLog);
+      return new DomainVm(opts.name, vm, agent, relay, consoleLogPath);
     } catch (err) {
       await relay?.close();
       await vm.stop({ force: true }).catch(() => {});

@@ -77,6 +77,8 @@ export interface PreparedVm {
   spec: VmSpec;
   /** The exact command the VMM will run, for logs and benchmarks. */
   command: string[];
+  /** Chosen once here, so the command line and the running VM agree. */
+  accel: { accel: Accel; why: string };
 }
 
 export interface VmmDriver {

@@ -9,7 +9,7 @@ import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
-import { buildQemuArgs, type QemuPaths } from "./qemu-args.js";
+import { buildQemuArgs } from "./qemu-args.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { startVhostVsock } from "./vhost-vsock.js";
 
@@ -65,24 +65,19 @@ export class QemuDriver implements VmmDriver {
     this.binaries();
   }
 
-  private accel(): AccelChoice {
-    return this.opts.accel ?? chooseAccel();
-  }
-
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
     for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
       if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
     }
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
-    const accel = this.accel();
-    return { spec, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz())] };
+    const accel = this.opts.accel ?? chooseAccel();
+    return { spec, accel, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz())] };
   }
 
   async start(prepared: PreparedVm): Promise<VmHandle> {
-    const { spec } = prepared;
+    const { spec, accel } = prepared;
     const { vhost } = this.binaries();
-    const accel = this.accel();
     if (accel.accel === "tcg") this.log(`warning: ${spec.name}: running under TCG software emulation (${accel.why}); expect slow domains`);
     if (existsSync(path.join(spec.runtimeDir, STATE_FILE)) && (await this.attach(spec.runtimeDir))) {
       throw new QvmError("FAILED_PRECONDITION", `a VMM for ${spec.name} is already running in ${spec.runtimeDir}`);
@@ -225,7 +220,7 @@ class QemuVm implements VmHandle {
       accel: this.state.accel as Accel,
       state,
       pid: this.state.qemuPid,
-      vsockPath: path.join(this.state.runtimeDir, "vsock.sock"),
+      vsockPath: this.paths.vsockPath,
       consoleSocket: this.paths.consoleSocket,
       consoleLogPath: this.paths.consoleLog,
     };
