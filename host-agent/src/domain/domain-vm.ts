@@ -116,6 +116,19 @@ export class DomainVm {
     }
   }
 
+  /**
+   * Takes over a domain whose VMM kept running while no qvmd watched it (daemon restart). Returns
+   * undefined when no live VMM is in runtimeDir; the driver then cleans up what a dead one left.
+   */
+  static async attach(name: string, driver: VmmDriver, runtimeDir: string): Promise<DomainVm | undefined> {
+    const vm = await driver.attach(runtimeDir);
+    if (!vm) return undefined;
+    const { vsockPath, consoleLogPath, state } = await vm.info();
+    const relay = await VsockRelay.listen(path.join(runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
+    if (state === "paused") relay.hold();
+    return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath);
+  }
+
   /** Clean shutdown through the agent; the VMM is killed if the guest does not power off in time. */
   async shutdown(timeoutMs = 60_000): Promise<VmExit> {
     try {

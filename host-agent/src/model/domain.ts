@@ -15,6 +15,12 @@ export const domainRecordSchema = z
     features: z.record(z.string(), z.string()),
     tags: z.array(z.string()),
     createdAt: z.string(),
+    /**
+     * The template image (images/) whose root this domain boots, for TemplateVM and StandaloneVM;
+     * an AppVM boots its template's. Until the storage model lands every start gets a throwaway
+     * copy-on-write layer over it.
+     */
+    rootFrom: z.string().optional(),
   })
   .strict();
 

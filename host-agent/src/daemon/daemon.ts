@@ -1,0 +1,81 @@
+// Running qvmd: one instance per runtime directory (a pid file guards it), the admin socket,
+// templates registered, VMMs re-attached, autostart domains started; on SIGTERM or SIGINT it
+// lets go of the VMMs (they keep running) and exits 0.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { QvmError, adminSocketPath } from "@qvm/protocol";
+import { ImageStore } from "@qvm/images";
+import { QemuDriver } from "../vmm/qemu/qemu-driver.js";
+import { processAlive } from "../vmm/process.js";
+import { AdminServer } from "../admin/server.js";
+import { Qvmd } from "./qvmd.js";
+
+export interface DaemonOptions {
+  dataDir: string;
+  runtimeDir: string;
+  imagesDir: string;
+  peerCredHelper: string;
+  log: (msg: string) => void;
+}
+
+export interface RunningDaemon {
+  qvmd: Qvmd;
+  admin: AdminServer;
+  stop(): Promise<void>;
+}
+
+const PID_FILE = "qvmd.pid";
+
+/** Refuses to start when another live qvmd owns the runtime directory. */
+function takePidFile(runtimeDir: string): () => void {
+  const file = path.join(runtimeDir, PID_FILE);
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, "utf8").trim());
+    if (pid > 0 && pid !== process.pid && processAlive(pid, "qvmd")) {
+      throw new QvmError("FAILED_PRECONDITION", `another qvmd (pid ${pid}) already serves ${runtimeDir}; stop it first`);
+    }
+  }
+  writeFileSync(file, `${process.pid}\n`, { mode: 0o644 });
+  return () => {
+    try {
+      if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file);
+    } catch {
+      // already gone
+    }
+  };
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
+  // The runtime directory is traversable so members of group qvm can reach the admin socket;
+  // the per-domain directories below it are private (0700).
+  mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o755 });
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  const releasePid = takePidFile(opts.runtimeDir);
+  try {
+    const qvmd = new Qvmd({
+      dataDir: opts.dataDir,
+      runtimeDir: opts.runtimeDir,
+      images: new ImageStore(opts.imagesDir),
+      driver: new QemuDriver({ log: opts.log }),
+      log: opts.log,
+    });
+    await qvmd.boot();
+    const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, log: opts.log });
+    opts.log(`qvmd ${process.pid} serving ${admin.socketPath} (data ${opts.dataDir})`);
+    void qvmd.runner.autostart();
+    let stopping: Promise<void> | undefined;
+    return {
+      qvmd,
+      admin,
+      stop: () =>
+        (stopping ??= (async () => {
+          admin.close();
+          await qvmd.close();
+          releasePid();
+        })()),
+    };
+  } catch (err) {
+    releasePid();
+    throw err;
+  }
+}

@@ -1,0 +1,67 @@
+// qvmd: the host daemon. `qvmd --foreground --data-dir DIR --runtime-dir DIR` (what
+// `qvm daemon` and the systemd unit run). Logs go to stderr, one line each (the journal adds
+// timestamps under systemd).
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { DEFAULT_DATA_DIR, isQvmError, runtimeDirFromEnv } from "@qvm/protocol";
+import { startDaemon } from "./daemon.js";
+
+const USAGE = `usage: qvmd --foreground [--data-dir DIR] [--runtime-dir DIR] [--images-dir DIR]
+
+Runs the qvm host daemon until SIGTERM or SIGINT. Domains keep running when it exits; the next
+qvmd re-attaches to them.
+  --data-dir DIR     domain store, logs, images (default $QVM_DATA_DIR or ${DEFAULT_DATA_DIR})
+  --runtime-dir DIR  admin socket and per-domain sockets (default $QVM_RUNTIME_DIR or /run/qvm)
+  --images-dir DIR   built kernels and templates (default $QVM_IMAGES_DIR or DATA/images)`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      foreground: { type: "boolean", default: false },
+      "data-dir": { type: "string" },
+      "runtime-dir": { type: "string" },
+      "images-dir": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (!values.foreground) {
+    process.stderr.write(`qvmd: only --foreground is supported (run it under systemd for a service)\n${USAGE}\n`);
+    return 2;
+  }
+  const dataDir = path.resolve(values["data-dir"] ?? process.env.QVM_DATA_DIR ?? DEFAULT_DATA_DIR);
+  const runtimeDir = path.resolve(values["runtime-dir"] ?? runtimeDirFromEnv());
+  const imagesDir = path.resolve(values["images-dir"] ?? process.env.QVM_IMAGES_DIR ?? path.join(dataDir, "images"));
+  const log = (m: string) => process.stderr.write(`qvmd: ${m}\n`);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log });
+  process.title = "qvmd";
+  return new Promise((resolve) => {
+    const stop = (sig: string) => {
+      log(`${sig}: leaving domains running and exiting`);
+      daemon.stop().then(
+        () => resolve(0),
+        (err: Error) => {
+          log(`error while stopping: ${err.message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`qvmd: ${isQvmError(err) ? err.message : (err as Error).stack}\n`);
+    process.exit(isQvmError(err) ? err.exitCode : 1);
+  },
+);

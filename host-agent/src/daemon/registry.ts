@@ -1,0 +1,271 @@
+// The defined domains: create, clone, remove, properties, features and tags, over the crash-safe
+// store. Every change is validated against the model, persisted before it is reported, and
+// published on the event feed. Knows nothing of VMs except "is it running" (asked, not owned).
+import { QvmError } from "@qvm/protocol";
+import { DOMAIN_CLASSES, type DomainClass, type DomainRecord } from "../model/domain.js";
+import { isLabel, LABEL_NAMES } from "../model/labels.js";
+import { validateDomainName } from "../model/names.js";
+import {
+  GLOBAL_PROPERTIES,
+  PROPERTIES,
+  checkGlobalSet,
+  checkPropertySet,
+  resolveProperty,
+  type PropValue,
+} from "../model/properties.js";
+import { MAX_FEATURES, MAX_TAGS, validateFeature, validateTag } from "../model/tags-features.js";
+import type { DomainStore } from "../store/domain-store.js";
+import type { EventBus } from "./events.js";
+
+export interface CreateDomainInput {
+  name: string;
+  klass?: string;
+  template?: string;
+  label?: string;
+  properties?: Record<string, string>;
+}
+
+export interface PropertyView {
+  name: string;
+  value: string;
+  type: string;
+  source: "own" | "template" | "global" | "default";
+  doc: string;
+}
+
+export class DomainRegistry {
+  constructor(
+    readonly store: DomainStore,
+    private readonly events: EventBus,
+    private readonly isRunning: (name: string) => boolean,
+  ) {}
+
+  /** The record, or NOT_FOUND naming the name (validated first: it may come from anywhere). */
+  get(name: string): DomainRecord {
+    validateDomainName(name);
+    const rec = this.store.get(name);
+    if (!rec) throw new QvmError("NOT_FOUND", `no domain named "${name}"; see \`qvm ls\``);
+    return rec;
+  }
+
+  list(): DomainRecord[] {
+    return this.store.list();
+  }
+
+  create(input: CreateDomainInput): DomainRecord {
+    const name = validateDomainName(input.name);
+    const klass = (input.klass || "AppVM") as DomainClass;
+    if (!DOMAIN_CLASSES.includes(klass)) {
+      throw new QvmError("INVALID_ARGUMENT", `unknown class "${input.klass}"; classes: ${DOMAIN_CLASSES.join(", ")}`);
+    }
+    if (!input.label) throw new QvmError("INVALID_ARGUMENT", `a label is required (--label): ${LABEL_NAMES.join(", ")}`);
+    if (!isLabel(input.label)) throw new QvmError("INVALID_ARGUMENT", `unknown label "${input.label}"; labels: ${LABEL_NAMES.join(", ")}`);
+    if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
+
+    const record: DomainRecord = { name, class: klass, props: { label: input.label }, features: {}, tags: [], createdAt: new Date().toISOString() };
+    const templateName = input.template || String(this.store.globals().default_template ?? "");
+    if (klass === "AppVM") {
+      if (!templateName) throw new QvmError("INVALID_ARGUMENT", "an AppVM needs a template (--template), and no default_template is set");
+      record.props.template = checkPropertySet(record, "template", templateName, this.store);
+    } else if (input.template) {
+      // A TemplateVM or StandaloneVM created from a template starts from the same root image.
+      const source = this.get(input.template);
+      if (source.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${input.template}" is a ${source.class}, not a TemplateVM`);
+      record.rootFrom = source.rootFrom;
+    }
+    for (const [prop, raw] of Object.entries(input.properties ?? {})) {
+      if (prop === "label" || prop === "template") {
+        throw new QvmError("INVALID_ARGUMENT", `set ${prop} with --${prop}, not --prop`);
+      }
+      record.props[prop] = checkPropertySet(record, prop, raw, this.store);
+    }
+    this.store.create(record);
+    this.events.publish("domain-add", name, { class: klass });
+    return record;
+  }
+
+  /** Registers a TemplateVM for a built template image, if no domain has its name yet. */
+  registerTemplateImage(imageName: string): DomainRecord | undefined {
+    if (this.store.get(imageName)) return undefined;
+    const record: DomainRecord = {
+      name: validateDomainName(imageName),
+      class: "TemplateVM",
+      props: { label: "black" },
+      features: {},
+      tags: [],
+      createdAt: new Date().toISOString(),
+      rootFrom: imageName,
+    };
+    this.store.create(record);
+    if (!this.store.globals().default_template) this.store.setGlobal("default_template", imageName);
+    this.events.publish("domain-add", imageName, { class: "TemplateVM" });
+    return record;
+  }
+
+  clone(source: string, name: string): DomainRecord {
+    const src = this.get(source);
+    validateDomainName(name);
+    if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
+    const record: DomainRecord = { ...structuredClone(src), name, createdAt: new Date().toISOString() };
+    this.store.create(record);
+    this.events.publish("domain-add", name, { class: record.class, clonedFrom: source });
+    return record;
+  }
+
+  remove(name: string): void {
+    this.get(name);
+    if (this.isRunning(name)) throw new QvmError("FAILED_PRECONDITION", `${name} is running: stop it first with \`qvm shutdown --wait ${name}\``);
+    const users = this.usersOf(name);
+    if (users.length) throw new QvmError("FAILED_PRECONDITION", `${name} is in use: ${users.join("; ")}; change those first`);
+    this.store.remove(name);
+    this.events.publish("domain-delete", name);
+  }
+
+  /** Who depends on `name`: domains using it as template or netvm, globals naming it. */
+  usersOf(name: string): string[] {
+    const users: string[] = [];
+    for (const d of this.store.list()) {
+      if (d.props.template === name) users.push(`template of ${d.name}`);
+      if (d.props.netvm === name) users.push(`netvm of ${d.name}`);
+    }
+    for (const [g, v] of Object.entries(this.store.globals())) if (v === name) users.push(`global ${g}`);
+    return users;
+  }
+
+  // ---- properties ----------------------------------------------------------------------------
+
+  properties(domain: string): PropertyView[] {
+    if (!domain) return Object.keys(GLOBAL_PROPERTIES).map((p) => this.globalProperty(p));
+    const rec = this.get(domain);
+    return Object.keys(PROPERTIES).map((p) => this.property(rec, p));
+  }
+
+  getProperty(domain: string, name: string): PropertyView {
+    return domain ? this.property(this.get(domain), name) : this.globalProperty(name);
+  }
+
+  setProperty(domain: string, name: string, raw: string): PropertyView {
+    if (!domain) return this.setGlobal(name, raw);
+    const rec = this.get(domain);
+    if (name === "template" && this.isRunning(domain)) {
+      throw new QvmError("FAILED_PRECONDITION", `cannot change the template of ${domain} while it runs; shut it down first`);
+    }
+    const value = checkPropertySet(rec, name, raw, this.store);
+    const old = resolveProperty(rec, name, this.store).value;
+    const updated = this.store.update(domain, (r) => {
+      r.props[name] = value;
+    });
+    this.events.publish("property-set", domain, { name, value: String(value), oldvalue: String(old) });
+    return this.property(updated, name);
+  }
+
+  resetProperty(domain: string, name: string): PropertyView {
+    if (!domain) {
+      if (!Object.hasOwn(GLOBAL_PROPERTIES, name)) checkGlobalSet(name, "");
+      this.store.setGlobal(name, undefined);
+      this.events.publish("global-property-set", "", { name, value: String(GLOBAL_PROPERTIES[name]!.default) });
+      return this.globalProperty(name);
+    }
+    const rec = this.get(domain);
+    if (!Object.hasOwn(PROPERTIES, name)) checkPropertySet(rec, name, "", this.store); // throws "unknown property"
+    if (name === "label") throw new QvmError("INVALID_ARGUMENT", "label has no default; set another label instead");
+    if (name === "template" && rec.class === "AppVM") {
+      const fallback = String(this.store.globals().default_template ?? "");
+      if (!fallback) throw new QvmError("INVALID_ARGUMENT", "an AppVM needs a template and no default_template is set");
+      if (this.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `cannot change the template of ${domain} while it runs`);
+    }
+    const updated = this.store.update(domain, (r) => {
+      delete r.props[name];
+    });
+    const view = this.property(updated, name);
+    this.events.publish("property-reset", domain, { name, value: view.value });
+    return view;
+  }
+
+  private setGlobal(name: string, raw: string): PropertyView {
+    const value = checkGlobalSet(name, raw);
+    if ((name === "default_template" || name === "default_netvm") && value !== "") {
+      const target = this.get(String(value));
+      if (name === "default_template" && target.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${target.class}, not a TemplateVM`);
+      if (name === "default_netvm" && target.props.provides_network !== true) {
+        throw new QvmError("INVALID_ARGUMENT", `"${value}" does not provide network; set its provides_network to true first`);
+      }
+    }
+    this.store.setGlobal(name, value);
+    this.events.publish("global-property-set", "", { name, value: String(value) });
+    return this.globalProperty(name);
+  }
+
+  private property(rec: DomainRecord, name: string): PropertyView {
+    const resolved = resolveProperty(rec, name, this.store);
+    const def = PROPERTIES[name]!;
+    return { name, value: String(resolved.value), type: def.type, source: resolved.source, doc: def.doc };
+  }
+
+  private globalProperty(name: string): PropertyView {
+    const def = GLOBAL_PROPERTIES[name];
+    if (!def) checkGlobalSet(name, ""); // throws "unknown property" with the known list
+    const globals = this.store.globals();
+    const own = Object.hasOwn(globals, name);
+    const value: PropValue = own ? globals[name]! : def!.default;
+    return { name, value: String(value), type: def!.type, source: own ? "own" : "default", doc: def!.doc };
+  }
+
+  /** Effective value of a property, typed. */
+  resolve(rec: DomainRecord, name: string): PropValue {
+    return resolveProperty(rec, name, this.store).value;
+  }
+
+  // ---- features and tags ---------------------------------------------------------------------
+
+  features(domain: string): Record<string, string> {
+    return { ...this.get(domain).features };
+  }
+
+  setFeature(domain: string, name: string, value: string): void {
+    const rec = this.get(domain);
+    validateFeature(name, value);
+    if (!Object.hasOwn(rec.features, name) && Object.keys(rec.features).length >= MAX_FEATURES) {
+      throw new QvmError("INVALID_ARGUMENT", `${domain} already has ${MAX_FEATURES} features`);
+    }
+    this.store.update(domain, (r) => {
+      r.features[name] = value;
+    });
+    this.events.publish("feature-set", domain, { name, value });
+  }
+
+  removeFeature(domain: string, name: string): void {
+    const rec = this.get(domain);
+    validateFeature(name);
+    if (!Object.hasOwn(rec.features, name)) throw new QvmError("NOT_FOUND", `${domain} has no feature "${name}"`);
+    this.store.update(domain, (r) => {
+      delete r.features[name];
+    });
+    this.events.publish("feature-delete", domain, { name });
+  }
+
+  tags(domain: string): string[] {
+    return [...this.get(domain).tags].sort();
+  }
+
+  addTag(domain: string, tag: string): void {
+    const rec = this.get(domain);
+    validateTag(tag);
+    if (rec.tags.includes(tag)) return;
+    if (rec.tags.length >= MAX_TAGS) throw new QvmError("INVALID_ARGUMENT", `${domain} already has ${MAX_TAGS} tags`);
+    this.store.update(domain, (r) => {
+      r.tags.push(tag);
+    });
+    this.events.publish("tag-add", domain, { tag });
+  }
+
+  removeTag(domain: string, tag: string): void {
+    const rec = this.get(domain);
+    validateTag(tag);
+    if (!rec.tags.includes(tag)) throw new QvmError("NOT_FOUND", `${domain} has no tag "${tag}"`);
+    this.store.update(domain, (r) => {
+      r.tags = r.tags.filter((t) => t !== tag);
+    });
+    this.events.publish("tag-delete", domain, { tag });
+  }
+}
