@@ -15,3 +15,7 @@ export { LABELS, LABEL_NAMES, type Label } from "./model/labels.js";
 export { DOMAIN_CLASSES, domainRecordSchema, type DomainClass, type DomainRecord } from "./model/domain.js";
 export { PROPERTIES, GLOBAL_PROPERTIES, resolveProperty, checkPropertySet, checkGlobalSet, type PropValue } from "./model/properties.js";
 export { DomainStore, STORE_FILE } from "./store/domain-store.js";
+export { Qvmd, type DomainView } from "./daemon/qvmd.js";
+export { EventBus, EVENT_TYPES, type QvmEvent, type EventType } from "./daemon/events.js";
+export { KeyedMutex } from "./daemon/keyed-mutex.js";
+export { startTestDaemon, testDaemonDirs, removeTestDaemonDirs, qvmdBundle, type TestDaemon, type TestDaemonDirs } from "./daemon/test-daemon.js";

@@ -1,0 +1,168 @@
+// Integration tests of the admin API against a real qvmd process (no VMs: domains are defined,
+// changed and removed, never started, except one start that must fail before any VMM runs).
+import { chmodSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { adminSocketPath, type adminV1 } from "@qvm/protocol";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, qvmdBundle, type TestDaemon } from "../daemon/test-daemon.js";
+
+let d: TestDaemon;
+beforeAll(async () => {
+  d = await startTestDaemon(testDaemonDirs("admin-api"));
+  const c = d.client;
+  await c.createDomain({ name: "tmpl", klass: "TemplateVM", template: "", label: "black", properties: { memory: "700", vcpus: "3" } });
+  await c.setProperty("", "default_template", "tmpl");
+});
+afterAll(async () => {
+  expect(await d.stop()).toBe(0);
+  removeTestDaemonDirs(d.dirs);
+});
+
+const create = (name: string, extra: Partial<adminV1.CreateDomainRequest> = {}) =>
+  d.client.createDomain({ name, klass: "", template: "", label: "red", properties: {}, ...extra });
+
+describe("admin API against a real qvmd", () => {
+  it("creates an AppVM whose properties fall back to its template, then to the globals", async () => {
+    const { domain } = await create("work", { template: "tmpl", properties: { vcpus: "1" } });
+    expect(domain).toMatchObject({ name: "work", klass: "AppVM", state: "Halted", label: "red", template: "tmpl", netvm: "" });
+    const props = Object.fromEntries((await d.client.listProperties("work")).properties.map((p) => [p.name, p]));
+    expect(props.vcpus).toMatchObject({ value: "1", source: "own" });
+    expect(props.memory).toMatchObject({ value: "700", source: "template" });
+    expect(props.qrexec_timeout).toMatchObject({ value: "60", source: "global" });
+    expect(props.autostart).toMatchObject({ value: "false", source: "default" });
+
+    await d.client.setProperty("", "default_qrexec_timeout", "90");
+    expect((await d.client.getProperty("work", "qrexec_timeout")).property).toMatchObject({ value: "90", source: "global" });
+    await d.client.setProperty("work", "memory", "800");
+    expect((await d.client.getProperty("work", "memory")).property).toMatchObject({ value: "800", source: "own" });
+    await d.client.resetProperty("work", "memory");
+    expect((await d.client.getProperty("work", "memory")).property).toMatchObject({ value: "700", source: "template" });
+  });
+
+  it("an AppVM created without --template gets default_template", async () => {
+    expect((await create("nodefault")).domain?.template).toBe("tmpl");
+  });
+
+  it("refuses bad input with typed errors that name the rule", async () => {
+    const cases: Array<[Promise<unknown>, string, RegExp]> = [
+      [create("../x"), "INVALID_ARGUMENT", /must start with a letter/],
+      [create("dom0"), "INVALID_ARGUMENT", /reserved name/],
+      [create("a".repeat(40)), "INVALID_ARGUMENT", /longer than 31/],
+      [create("sys-dm"), "INVALID_ARGUMENT", /-dm/],
+      [create("nolabel", { label: "" }), "INVALID_ARGUMENT", /label is required/],
+      [create("badlabel", { label: "pink" }), "INVALID_ARGUMENT", /unknown label "pink"/],
+      [create("badclass", { klass: "DispVM" }), "INVALID_ARGUMENT", /unknown class/],
+      [create("notmpl", { template: "work" }), "INVALID_ARGUMENT", /is a AppVM, not a TemplateVM/],
+      [create("ghost", { template: "nope" }), "NOT_FOUND", /template "nope" does not exist/],
+      [create("work", { template: "tmpl" }), "ALREADY_EXISTS", /already exists/],
+      [d.client.setProperty("work", "colour", "red"), "INVALID_ARGUMENT", /unknown property "colour"; known: label/],
+      [d.client.setProperty("work", "memory", "lots"), "INVALID_ARGUMENT", /must be an integer/],
+      [d.client.setProperty("work", "memory", "100"), "INVALID_ARGUMENT", /between 128 and/],
+      [d.client.setProperty("work", "autostart", "maybe"), "INVALID_ARGUMENT", /true or false/],
+      [d.client.setProperty("work", "template", "work"), "INVALID_ARGUMENT", /not a TemplateVM/],
+      [d.client.setProperty("tmpl", "template", "tmpl"), "INVALID_ARGUMENT", /cannot be set on a TemplateVM/],
+      [d.client.setProperty("work", "netvm", "tmpl"), "INVALID_ARGUMENT", /does not provide network/],
+      [d.client.setProperty("", "default_template", "work"), "INVALID_ARGUMENT", /not a TemplateVM/],
+      [d.client.setProperty("", "no_such_global", "1"), "INVALID_ARGUMENT", /unknown property/],
+      [d.client.getDomain("nope"), "NOT_FOUND", /no domain named "nope"/],
+      [d.client.addTag("work", "bad tag!"), "INVALID_ARGUMENT", /invalid tag/],
+      [d.client.setFeature("work", "x".repeat(65), "1"), "INVALID_ARGUMENT", /invalid feature name/],
+      [d.client.removeDomain("tmpl"), "FAILED_PRECONDITION", /in use: template of nodefault; template of work; global default_template/],
+      [d.client.shutdownDomain({ name: "work", wait: true, force: false }), "FAILED_PRECONDITION", /work is not running/],
+      [d.client.pauseDomain("work"), "FAILED_PRECONDITION", /not running/],
+    ];
+    for (const [call, code, message] of cases) {
+      await expect(call).rejects.toMatchObject({ name: "QvmError", code, message: expect.stringMatching(message) });
+    }
+    expect((await d.client.listDomains()).domains.map((x) => x.name)).toEqual(["nodefault", "tmpl", "work"]);
+  });
+
+  it("refuses a netvm loop", async () => {
+    await create("net1", { properties: { provides_network: "true" } });
+    await create("net2", { properties: { provides_network: "true", netvm: "net1" } });
+    await expect(d.client.setProperty("net1", "netvm", "net2")).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("netvm loop: net1 -> net2 -> net1") });
+    await d.client.setProperty("net2", "netvm", "");
+    await d.client.removeDomain("net2");
+    await d.client.removeDomain("net1");
+  });
+
+  it("keeps features and tags, and clones a domain with them", async () => {
+    await d.client.setFeature("work", "service.cups", "1");
+    await d.client.addTag("work", "office");
+    await d.client.addTag("work", "office"); // adding twice is a no-op
+    expect((await d.client.listFeatures("work")).features).toEqual({ "service.cups": "1" });
+    expect((await d.client.listTags("work")).tags).toEqual(["office"]);
+    const { domain } = await d.client.cloneDomain("work", "work2");
+    expect(domain).toMatchObject({ name: "work2", tags: ["office"], template: "tmpl" });
+    expect((await d.client.listFeatures("work2")).features).toEqual({ "service.cups": "1" });
+    await d.client.removeFeature("work2", "service.cups");
+    await d.client.removeTag("work2", "office");
+    expect((await d.client.getDomain("work2")).domain?.tags).toEqual([]);
+    await expect(d.client.removeTag("work2", "office")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await d.client.removeDomain("work2");
+  });
+
+  it("streams events in order", async () => {
+    const stream = d.client.watchEvents();
+    const seen: adminV1.Event[] = [];
+    stream.on("data", (e: adminV1.Event) => seen.push(e));
+    stream.on("error", () => {});
+    await new Promise((r) => setTimeout(r, 100)); // the subscription is live once the call is up
+    await create("evt");
+    await d.client.setProperty("evt", "vcpus", "2");
+    await d.client.addTag("evt", "t1");
+    await d.client.removeDomain("evt");
+    await new Promise((r) => setTimeout(r, 200));
+    stream.cancel();
+    expect(seen.map((e) => [e.type, e.domain])).toEqual([
+      ["domain-add", "evt"],
+      ["property-set", "evt"],
+      ["tag-add", "evt"],
+      ["domain-delete", "evt"],
+    ]);
+    expect(seen[1]!.fields).toMatchObject({ name: "vcpus", value: "2" });
+    expect(seen.map((e) => e.seq)).toEqual([...seen.map((e) => e.seq)].sort((a, b) => a - b));
+  });
+
+  it("a domain without a root image fails to start with an error that says what to do, and stays halted", async () => {
+    await expect(d.client.startDomain("work")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/template tmpl has no root image/) });
+    expect((await d.client.getDomain("work")).domain?.state).toBe("Halted");
+  });
+
+  it("refuses a second qvmd on the same runtime directory", () => {
+    const r = spawnSync(process.execPath, [qvmdBundle(), "--foreground", "--data-dir", d.dirs.dataDir, "--runtime-dir", d.dirs.runtimeDir], { encoding: "utf8" });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/another qvmd \(pid \d+\) already serves/);
+  });
+
+  it("refuses a caller that is not root, qvmd's user or in group qvm, even when the socket lets it connect", async () => {
+    // A raw HTTP/2 probe: a served connection gets the server's SETTINGS frame back, a refused
+    // one is closed without a byte. Run once as root (control) and once as nobody (uid 65534).
+    const sock = adminSocketPath(d.dirs.runtimeDir);
+    const probe = `const s = require("net").connect(${JSON.stringify(sock)});
+      let n = 0; s.on("data", (b) => (n += b.length)); s.on("error", (e) => console.error(e.message));
+      s.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+      setTimeout(() => { console.log(n); process.exit(0); }, 1000);`;
+    chmodSync(d.dirs.base, 0o711);
+    chmodSync(sock, 0o666);
+    try {
+      expect(Number(execFileSync(process.execPath, ["-e", probe], { encoding: "utf8" }))).toBeGreaterThan(0);
+      const asNobody = spawnSync(process.execPath, ["-e", probe], { uid: 65534, gid: 65534, encoding: "utf8", cwd: "/" });
+      expect(asNobody.stderr).toMatch(/ECONNRESET|EPIPE|^$/);
+      expect(Number(asNobody.stdout)).toBe(0);
+      // spawnSync blocked this process: let qvmd's stderr pipe be read before looking at it.
+      await expect.poll(() => d.log(), { timeout: 2000 }).toMatch(/refused admin connection from pid \d+ uid 65534/);
+    } finally {
+      chmodSync(sock, 0o600);
+      chmodSync(d.dirs.base, 0o700);
+    }
+  });
+
+  it("keeps every domain across a daemon restart", async () => {
+    const before = (await d.client.listDomains()).domains.map((x) => x.name);
+    expect(await d.stop()).toBe(0);
+    d = await startTestDaemon(d.dirs);
+    expect((await d.client.listDomains()).domains.map((x) => x.name)).toEqual(before);
+    expect((await d.client.getProperty("", "default_qrexec_timeout")).property?.value).toBe("90");
+  });
+});

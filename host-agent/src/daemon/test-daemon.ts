@@ -1,0 +1,92 @@
+// A real qvmd process for tests: temporary data and runtime directories, the built bundle
+// (host-agent/dist/qvmd.js), an admin client, and stop/kill helpers. Used by the integration
+// tests here and the end-to-end tests in tests/.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { AdminClient, adminSocketPath } from "@qvm/protocol";
+import { repoRoot } from "@qvm/images";
+
+export interface TestDaemonDirs {
+  base: string;
+  dataDir: string;
+  runtimeDir: string;
+  imagesDir: string;
+}
+
+export interface TestDaemon {
+  dirs: TestDaemonDirs;
+  proc: ChildProcess;
+  client: AdminClient;
+  /** Everything qvmd wrote to stderr so far. */
+  log(): string;
+  /** SIGTERM (domains keep running) and wait for the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL, as a crash. */
+  kill(): Promise<void>;
+}
+
+export function qvmdBundle(): string {
+  return path.join(repoRoot(), "host-agent/dist/qvmd.js");
+}
+
+export function testDaemonDirs(label: string, imagesDir?: string): TestDaemonDirs {
+  const base = mkdtempSync(path.join(os.tmpdir(), `qvm-${label}-`));
+  return {
+    base,
+    dataDir: path.join(base, "data"),
+    runtimeDir: path.join(base, "run"),
+    imagesDir: imagesDir ?? path.join(base, "images"),
+  };
+}
+
+export function removeTestDaemonDirs(dirs: TestDaemonDirs): void {
+  if (!process.env.QVM_KEEP_TEST_DIRS) rmSync(dirs.base, { recursive: true, force: true });
+}
+
+/** Starts qvmd on `dirs` and resolves once its admin API answers. */
+export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000): Promise<TestDaemon> {
+  const bundle = qvmdBundle();
+  if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run \`npm run build\``);
+  const proc = spawn(process.execPath, [bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  proc.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  const client = new AdminClient(adminSocketPath(dirs.runtimeDir));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`qvmd exited with ${proc.exitCode}: ${stderr}`);
+    if (existsSync(adminSocketPath(dirs.runtimeDir))) {
+      try {
+        await client.getDaemonInfo(1000);
+        break;
+      } catch {
+        // not serving yet
+      }
+    }
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`qvmd did not answer within ${timeoutMs} ms: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    dirs,
+    proc,
+    client,
+    log: () => stderr,
+    stop: async () => {
+      client.close();
+      if (proc.exitCode === null) proc.kill("SIGTERM");
+      return exited;
+    },
+    kill: async () => {
+      client.close();
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
