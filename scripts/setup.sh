@@ -16,3 +16,9 @@ fi
 
 echo "[setup] generating protocol code and bundling" >&2
 npm run -s build
+
+# `qvm` on PATH; the wrapper follows the link back to this checkout.
+if [[ $(readlink -f /usr/local/bin/qvm 2>/dev/null) != "$PWD/qvm" ]]; then
+  echo "[setup] linking /usr/local/bin/qvm to $PWD/qvm" >&2
+  if [[ $(id -u) -eq 0 ]]; then ln -sf "$PWD/qvm" /usr/local/bin/qvm; else sudo ln -sf "$PWD/qvm" /usr/local/bin/qvm; fi
+fi

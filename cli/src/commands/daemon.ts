@@ -1,0 +1,60 @@
+import { Flags } from "@oclif/core";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { QvmCommand, example } from "../base.js";
+import { Failure, SilentExit, signalExitCode } from "../lib/errors.js";
+
+// The same defaults as qvmd's (protocol/src/paths.ts), repeated so `qvm daemon` loads no gRPC code.
+const DEFAULT_DATA_DIR = "/var/lib/qvm";
+const DEFAULT_RUNTIME_DIR = "/run/qvm";
+
+/** qvmd's bundle: host-agent/dist/qvmd.js in the same checkout as this CLI bundle (cli/dist/qvm.js). */
+export function qvmdBundlePath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.QVM_QVMD_BUNDLE || decodeURIComponent(new URL("../../host-agent/dist/qvmd.js", import.meta.url).pathname);
+}
+
+const FORWARDED: NodeJS.Signals[] = ["SIGTERM", "SIGINT", "SIGHUP"];
+
+export default class Daemon extends QvmCommand {
+  static override summary = "Run qvmd, the daemon that owns the domains, in the foreground.";
+  static override description = `Runs qvmd (host-agent/dist/qvmd.js, with the same node) with stdin, stdout and stderr passed through, until it exits; qvm then exits with its exit code (128+N if it was killed by signal N). SIGTERM, SIGINT (Ctrl-C) and SIGHUP sent to qvm are passed to qvmd exactly once, so it can stop its domains and exit 0. qvmd serves the admin API on RUNTIME_DIR/qvmd.sock, which every other qvm command uses; point them at a non-default runtime directory with QVM_RUNTIME_DIR.
+
+Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
+  static override examples = [
+    example("", "As root, with the default directories."),
+    example("--data-dir ~/.qvm/data --runtime-dir /tmp/qvm", "A private instance; then: QVM_RUNTIME_DIR=/tmp/qvm qvm ls"),
+  ];
+  static override flags = {
+    "data-dir": Flags.string({ description: `Where domains, volumes and state are kept.`, default: DEFAULT_DATA_DIR, helpValue: "DIR" }),
+    "runtime-dir": Flags.string({
+      description: `Where the admin socket and per-domain runtime files live (default: $QVM_RUNTIME_DIR, else ${DEFAULT_RUNTIME_DIR}).`,
+      helpValue: "DIR",
+    }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Daemon);
+    const bundle = qvmdBundlePath();
+    if (!existsSync(bundle)) throw new Failure(`qvmd is not built (${bundle} is missing): run \`node scripts/build.mjs\` in the qvm checkout`);
+    const runtimeDir = flags["runtime-dir"] ?? (process.env.QVM_RUNTIME_DIR || DEFAULT_RUNTIME_DIR);
+    // Its own process group: a Ctrl-C on the terminal reaches only qvm, which passes it on once.
+    const child = spawn(process.execPath, [bundle, "--foreground", "--data-dir", flags["data-dir"], "--runtime-dir", runtimeDir], {
+      stdio: "inherit",
+      detached: true,
+    });
+    const forward = (sig: NodeJS.Signals) => () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    };
+    const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+    for (const [sig, fn] of handlers) process.on(sig, fn);
+    try {
+      const code = await new Promise<number>((resolve, reject) => {
+        child.once("error", (err) => reject(new Failure(`cannot run qvmd: ${err.message}`)));
+        child.once("exit", (code, signal) => resolve(signal ? signalExitCode(signal) : (code ?? 1)));
+      });
+      if (code !== 0) throw new SilentExit(code);
+    } finally {
+      for (const [sig, fn] of handlers) process.removeListener(sig, fn);
+    }
+  }
+}

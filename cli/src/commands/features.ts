@@ -1,0 +1,52 @@
+import { Args, Flags } from "@oclif/core";
+import { QvmCommand, example, loadProtocol } from "../base.js";
+import { UsageError } from "../lib/errors.js";
+import { formatKeyValues } from "../lib/table.js";
+
+export default class Features extends QvmCommand {
+  static override summary = "List, get, set or unset a domain's features.";
+  static override description = `Like qvm-features. Features are free-form NAME=VALUE strings that qvm and the guest read (e.g. gui, service.NAME).
+
+  qvm features VM                  list them: NAME VALUE, sorted
+  qvm features VM FEATURE          print the value (exit 1 if not set)
+  qvm features VM FEATURE VALUE    set it
+  qvm features -D VM FEATURE       unset it
+
+--json prints the listing as a JSON object, or one feature's value as a JSON string.`;
+  static override usage = ["VM [FEATURE [VALUE]] [--json]", "-D VM FEATURE"];
+  static override examples = [
+    example("work"),
+    example("work gui 1", "Set the gui feature."),
+    example("-D work gui", "Unset it."),
+  ];
+  static override args = {
+    vm: Args.string({ description: "The domain.", required: true }),
+    feature: Args.string({ description: "The feature name.", required: false }),
+    value: Args.string({ description: "The new value.", required: false }),
+  };
+  static override flags = {
+    unset: Flags.boolean({ char: "D", aliases: ["delete"], description: "Unset FEATURE." }),
+    json: Flags.boolean({ description: "Print JSON." }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(Features);
+    if (flags.unset && (args.feature === undefined || args.value !== undefined)) throw new UsageError("-D takes a feature name and no value");
+    const admin = await this.admin();
+    if (args.feature === undefined) {
+      const { features } = await admin.listFeatures(args.vm);
+      if (flags.json) this.printJson(Object.fromEntries(Object.entries(features).sort(([a], [b]) => (a < b ? -1 : 1))));
+      else this.print(formatKeyValues(features));
+    } else if (flags.unset) {
+      await admin.removeFeature(args.vm, args.feature);
+    } else if (args.value === undefined) {
+      const { features } = await admin.listFeatures(args.vm);
+      const value = features[args.feature];
+      if (value === undefined) throw new (await loadProtocol()).QvmError("NOT_FOUND", `${args.vm} has no feature ${args.feature}`);
+      if (flags.json) this.printJson(value);
+      else this.print(`${value}\n`);
+    } else {
+      await admin.setFeature(args.vm, args.feature, args.value);
+    }
+  }
+}

@@ -1,0 +1,108 @@
+import { Args, Flags } from "@oclif/core";
+import { QvmCommand, example, loadProtocol } from "../base.js";
+import { SilentExit, UsageError, processExitCode } from "../lib/errors.js";
+import { execStart, wantPty } from "../lib/exec-request.js";
+import { ExecSession } from "../lib/exec-session.js";
+import { parseAssignments, splitRunArgv } from "../lib/run-args.js";
+import { enterRawMode, windowSize } from "../lib/terminal.js";
+
+/** Ctrl-C this many times gives up on the process (it may still run in the domain). */
+const ABANDON_AFTER_SIGINTS = 3;
+
+export default class Run extends QvmCommand {
+  static override summary = "Run a command in a domain (starting the domain if it is halted).";
+  static override description = `Like qvm-run. qvm's flags go before the VM name; everything after it is the command:
+
+  qvm run VM -- PROG ARG...   PROG with exactly these arguments (no shell)
+  qvm run VM PROG ARG...      the same, when there are several words
+  qvm run VM 'CMD | CMD'      one word, no --: a shell command (/bin/sh -c)
+
+A single word is a shell command, as qvm-run takes one command string.
+
+The process runs as the domain's default_user unless --user is given. A halted domain is started first unless --no-autostart is given.
+
+With --pass-io (-p), qvm's stdin is passed to the process and its stdout and stderr to qvm's, and qvm exits with the process's exit code (128+N when it was killed by signal N). When stdin is a terminal the process gets a pty: the terminal is put in raw mode (restored on exit) and window size changes are passed on; --no-pty turns that off, --pty forces one.
+
+Without --pass-io, the process's stdin is closed at once and its output is discarded, but qvm still waits for it and exits with its exit code.
+
+Without a pty, Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to qvm are passed to the process; pressing Ctrl-C ${ABANDON_AFTER_SIGINTS} times makes qvm give up waiting (exit 130) while the process may still run. With a pty, Ctrl-C is simply a key the process reads.
+
+If the command's own arguments include --help or -h, put -- before the command.`;
+  static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
+  static override examples = [
+    example("work -- ls -l /home", "argv, no shell."),
+    example("-p work 'ls /etc | wc -l'", "A shell command, output passed back."),
+    example("-p work bash", "An interactive shell (a pty when stdin is a terminal)."),
+    example("-p --no-pty work -- cat < file > copy", "Pipe a file through."),
+    example("-u root -n work -- apt-get update", "As root; fail if work is halted."),
+  ];
+  static override strict = false;
+  static override args = {
+    vm: Args.string({ description: "The domain to run the command in.", required: true }),
+    command: Args.string({ description: "The command: a shell command (one word) or PROG ARG... (several words, or after --).", required: true }),
+  };
+  static override flags = {
+    "pass-io": Flags.boolean({ char: "p", description: "Pass stdin, stdout and stderr between qvm and the process, and exit with its exit code." }),
+    user: Flags.string({ char: "u", description: "Run as this user (default: the domain's default_user).", helpValue: "USER" }),
+    "no-autostart": Flags.boolean({ char: "n", description: "Fail instead of starting a halted domain." }),
+    pty: Flags.boolean({ allowNo: true, description: "Use a pty (default: with --pass-io when stdin is a terminal)." }),
+    env: Flags.string({ char: "e", description: "Set an environment variable for the process; repeatable.", multiple: true, multipleNonGreedy: true, helpValue: "NAME=VALUE" }),
+    cwd: Flags.string({ description: "Working directory of the process (default: the user's home).", helpValue: "DIR" }),
+  };
+
+  async run(): Promise<void> {
+    const split = splitRunArgv(this.argv);
+    // Only qvm's flags go to the parser; the VM and the command were split off above.
+    const { flags } = await this.parse({ flags: Run.flags, args: {}, strict: true }, split.flags);
+    const passIo = Boolean(flags["pass-io"]);
+    if (flags.pty && !passIo) throw new UsageError("--pty needs --pass-io");
+    const pty = wantPty({ passIo, pty: flags.pty, stdinIsTTY: Boolean(process.stdin.isTTY) });
+    const start = execStart({
+      vm: split.vm,
+      command: split.command,
+      user: flags.user,
+      env: parseAssignments(flags.env, "--env"),
+      cwd: flags.cwd,
+      pty,
+      window: pty ? windowSize() : undefined,
+      noAutostart: Boolean(flags["no-autostart"]),
+    });
+
+    const admin = await this.connected();
+    const p = await loadProtocol();
+    const call = admin.exec();
+    const session = new ExecSession(call, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, {
+      passIo,
+      mapError: (err) => p.fromGrpcError(err, admin.socketPath),
+    });
+
+    const restoreTerminal = pty ? enterRawMode() : () => {};
+    let sigints = 0;
+    const handlers: [NodeJS.Signals, () => void][] = [
+      [
+        "SIGINT",
+        () => {
+          if (++sigints >= ABANDON_AFTER_SIGINTS) {
+            restoreTerminal();
+            call.cancel();
+            this.note(`gave up waiting for the process in ${split.vm}; it may still be running`);
+            process.exit(130);
+          }
+          session.signal("SIGINT");
+        },
+      ],
+      ["SIGTERM", () => session.signal("SIGTERM")],
+      ["SIGHUP", () => session.signal("SIGHUP")],
+      ["SIGWINCH", () => pty && session.resize(windowSize().rows, windowSize().cols)],
+    ];
+    for (const [sig, fn] of handlers) process.on(sig, fn);
+    let code: number;
+    try {
+      code = processExitCode(await session.run(start));
+    } finally {
+      for (const [sig, fn] of handlers) process.removeListener(sig, fn);
+      restoreTerminal();
+    }
+    if (code !== 0) throw new SilentExit(code);
+  }
+}

@@ -1,0 +1,38 @@
+// Every qvm command, by name: oclif's "explicit" command discovery reads this object from the
+// bundle (cli/package.json: oclif.commands), so the whole CLI is one file. One command per file
+// in commands/; names are Qubes' tool names without the "qvm-" prefix.
+import Check from "./commands/check.js";
+import Clone from "./commands/clone.js";
+import Console from "./commands/console.js";
+import Create from "./commands/create.js";
+import Daemon from "./commands/daemon.js";
+import Features from "./commands/features.js";
+import Kill from "./commands/kill.js";
+import Ls from "./commands/ls.js";
+import Pause from "./commands/pause.js";
+import Prefs from "./commands/prefs.js";
+import Remove from "./commands/remove.js";
+import Run from "./commands/run.js";
+import Shutdown from "./commands/shutdown.js";
+import Start from "./commands/start.js";
+import Tags from "./commands/tags.js";
+import Unpause from "./commands/unpause.js";
+
+export const COMMANDS = {
+  check: Check,
+  clone: Clone,
+  console: Console,
+  create: Create,
+  daemon: Daemon,
+  features: Features,
+  kill: Kill,
+  ls: Ls,
+  pause: Pause,
+  prefs: Prefs,
+  remove: Remove,
+  run: Run,
+  shutdown: Shutdown,
+  start: Start,
+  tags: Tags,
+  unpause: Unpause,
+};

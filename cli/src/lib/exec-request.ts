@@ -1,0 +1,34 @@
+// The ExecStart message for `qvm run`, from its parsed command line.
+import type { adminV1 } from "@qvm/protocol";
+import type { RunCommandSpec } from "./run-args.js";
+
+export interface RunOptions {
+  vm: string;
+  command: RunCommandSpec;
+  user?: string | undefined;
+  env?: Record<string, string>;
+  cwd?: string | undefined;
+  pty: boolean;
+  window?: { rows: number; cols: number } | undefined;
+  noAutostart: boolean;
+}
+
+export function execStart(o: RunOptions): adminV1.ExecStart {
+  return {
+    domain: o.vm,
+    argv: o.command.kind === "argv" ? o.command.argv : [],
+    shellCommand: o.command.kind === "shell" ? o.command.command : "",
+    env: o.env ?? {},
+    cwd: o.cwd ?? "",
+    user: o.user ?? "",
+    pty: o.pty,
+    window: o.pty ? (o.window ?? { rows: 24, cols: 80 }) : undefined,
+    noAutostart: o.noAutostart,
+  };
+}
+
+/** Whether `qvm run` uses a pty: --pty/--no-pty decide; by default, with --pass-io on a terminal. */
+export function wantPty(opts: { passIo: boolean; pty: boolean | undefined; stdinIsTTY: boolean }): boolean {
+  if (!opts.passIo) return false;
+  return opts.pty ?? opts.stdinIsTTY;
+}

@@ -1,0 +1,319 @@
+// The real `qvm` (the ./qvm wrapper and the bundle `node scripts/build.mjs cli` makes) against a
+// fake qvmd: a grpc-js server with the QvmAdmin service on a temporary socket, found through
+// QVM_RUNTIME_DIR. Checks what users see: stdout, one-line errors on stderr, exit codes.
+import { spawn, execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { fakeDomain, startFakeQvmd, type FakeQvmd } from "./test-support/fake-qvmd.js";
+
+const repo = path.resolve(import.meta.dirname, "../..");
+const qvmWrapper = path.join(repo, "qvm");
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+let fake: FakeQvmd;
+
+/** Runs ./qvm with `args`, `input` on stdin; `during` gets the child once it is spawned. */
+function qvm(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; during?: (child: ReturnType<typeof spawn>) => void } = {}): Promise<Result> {
+  const env: NodeJS.ProcessEnv = { ...process.env, QVM_RUNTIME_DIR: fake.runtimeDir, ...opts.env };
+  // As a user runs it: not vitest's NODE_ENV.
+  delete env.NODE_ENV;
+  const t0 = Date.now();
+  const child = spawn(qvmWrapper, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  if (opts.input !== undefined) child.stdin.end(opts.input);
+  opts.during?.(child);
+  return new Promise((resolve) => child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr, ms: Date.now() - t0 })));
+}
+
+const sortedCalls = (method: string) => fake.calls.filter(([m]) => m === method).map(([, r]) => r);
+
+beforeAll(async () => {
+  execFileSync(process.execPath, ["scripts/build.mjs", "cli"], { cwd: repo, stdio: "inherit" });
+  fake = await startFakeQvmd();
+}, 120_000);
+afterAll(async () => {
+  await fake?.close();
+});
+beforeEach(() => {
+  fake.domains = [
+    fakeDomain("work", { state: "Running", label: "blue", netvm: "sys-net", tags: ["office"] }),
+    fakeDomain("debian-12", { klass: "TemplateVM", label: "black", template: "" }),
+    fakeDomain("sys-net", { state: "Paused", label: "red", template: "debian-12" }),
+  ];
+  fake.properties = new Map([
+    [
+      "work",
+      [
+        { name: "memory", value: "400", type: "int", source: "template", doc: "MiB" },
+        { name: "label", value: "blue", type: "label", source: "own", doc: "" },
+        { name: "netvm", value: "sys-net", type: "domain", source: "global", doc: "" },
+      ],
+    ],
+    ["", [{ name: "default_template", value: "debian-12", type: "domain", source: "own", doc: "" }]],
+  ]);
+  fake.calls = [];
+  fake.execStarts = [];
+  fake.execSignals = [];
+});
+
+describe("qvm ls", () => {
+  it("prints the aligned table, sorted, '-' for empty, no color when not a terminal", async () => {
+    const r = await qvm(["ls"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toBe(
+      [
+        "NAME       STATE    CLASS       LABEL  TEMPLATE   NETVM",
+        "debian-12  Halted   TemplateVM  black  -          -",
+        "sys-net    Paused   AppVM       red    debian-12  -",
+        "work       Running  AppVM       blue   debian-12  sys-net",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("filters by state and tag, and --json prints the Domain objects", async () => {
+    expect((await qvm(["ls", "--running", "--paused"])).stdout.split("\n").slice(1, -1).map((l) => l.split(" ")[0])).toEqual(["sys-net", "work"]);
+    const r = await qvm(["ls", "--json", "--tags", "office", "--tags", "nothing"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([fake.domains[0]]);
+    expect(Object.keys(JSON.parse(r.stdout)[0])).toContain("lastStopReason");
+  });
+
+  it("copes with 100 domains", async () => {
+    fake.domains = Array.from({ length: 100 }, (_, i) => fakeDomain(`d${String(i).padStart(3, "0")}`));
+    const r = await qvm(["ls"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")).toHaveLength(102);
+  });
+});
+
+describe("qvm prefs", () => {
+  it("lists with the D marker, prints one value, sets, resets", async () => {
+    expect((await qvm(["prefs", "work"])).stdout).toBe("label   -  blue\nmemory  D  400\nnetvm   D  sys-net\n");
+    expect((await qvm(["prefs", "work", "memory"])).stdout).toBe("400\n");
+    expect(await qvm(["prefs", "work", "memory", "800"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+    expect(await qvm(["prefs", "-D", "work", "memory"])).toMatchObject({ code: 0 });
+    expect(sortedCalls("setProperty")).toEqual([{ domain: "work", name: "memory", value: "800" }]);
+    expect(sortedCalls("resetProperty")).toEqual([{ domain: "work", name: "memory" }]);
+  });
+
+  it("works on the global properties with --global, and prints JSON", async () => {
+    expect((await qvm(["prefs", "--global"])).stdout).toBe("default_template  -  debian-12\n");
+    await qvm(["prefs", "--global", "default_template", "fedora"]);
+    expect(sortedCalls("setProperty")).toEqual([{ domain: "", name: "default_template", value: "fedora" }]);
+    expect(JSON.parse((await qvm(["prefs", "work", "memory", "--json"])).stdout)).toEqual({ name: "memory", value: "400", type: "int", source: "template", doc: "MiB" });
+  });
+
+  it("maps qvmd's INVALID_ARGUMENT to exit 2 with one line", async () => {
+    const r = await qvm(["prefs", "work", "colour"]);
+    expect(r).toMatchObject({ code: 2, stdout: "", stderr: 'qvm: unknown property "colour"\n' });
+  });
+});
+
+describe("qvm create", () => {
+  it("sends the class, template, label and properties", async () => {
+    const r = await qvm(["create", "new", "-l", "green", "-t", "debian-12", "--prop", "memory=800", "--prop", "netvm="]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(sortedCalls("createDomain")).toEqual([{ name: "new", klass: "AppVM", template: "debian-12", label: "green", properties: { memory: "800", netvm: "" } }]);
+    await qvm(["create", "--class", "TemplateVM", "--label", "black", "tpl"]);
+    expect(sortedCalls("createDomain")[1]).toMatchObject({ name: "tpl", klass: "TemplateVM", template: "" });
+  });
+
+  it("refuses a missing label or a bad class before calling qvmd: exit 2, one line", async () => {
+    for (const args of [["create", "x"], ["create", "x", "-l", "red", "--class", "DispVM"], ["create", "x", "-l", "red", "--prop", "memory"]]) {
+      const r = await qvm(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^qvm: [^\n]+\n$/);
+    }
+    expect(sortedCalls("createDomain")).toEqual([]);
+  });
+
+  it("reports ALREADY_EXISTS as exit 1", async () => {
+    expect(await qvm(["create", "work", "-l", "red"])).toMatchObject({ code: 1, stderr: 'qvm: domain "work" already exists\n' });
+  });
+});
+
+describe("qvm run", () => {
+  it("-p passes stdin and output, and exits with the program's exit code", async () => {
+    const r = await qvm(["run", "-p", "work", "--", "cat"], { input: "hello\n" });
+    expect(r).toMatchObject({ code: 3, stdout: "HELLO\n", stderr: "err" });
+    expect(fake.execStarts[0]).toMatchObject({ domain: "work", argv: ["cat"], shellCommand: "", pty: false, noAutostart: false });
+  });
+
+  it("one word is a shell command; several words or -- are argv; flags after the VM belong to the command", async () => {
+    await qvm(["run", "-p", "work", "ls -l | wc -l"], { input: "" });
+    await qvm(["run", "-u", "root", "-n", "work", "ls", "-u", "-p"], { input: "" });
+    expect(fake.execStarts.map((s) => [s.argv, s.shellCommand, s.user, s.noAutostart])).toEqual([
+      [[], "ls -l | wc -l", "", false],
+      [["ls", "-u", "-p"], "", "root", true],
+    ]);
+  });
+
+  it("without -p drops the output but still exits with the program's code", async () => {
+    expect(await qvm(["run", "work", "--", "exit", "7"], { input: "x" })).toMatchObject({ code: 7, stdout: "", stderr: "" });
+  });
+
+  it("exits 128+N when the program is killed by signal N", async () => {
+    expect((await qvm(["run", "-p", "work", "--", "kill", "SIGKILL"], { input: "" })).code).toBe(137);
+  });
+
+  it("passes SIGTERM to the program (no pty)", async () => {
+    const r = await qvm(["run", "-p", "work", "--", "sleep"], {
+      during: (child) => {
+        const poll = setInterval(() => {
+          if (fake.execStarts.length) {
+            clearInterval(poll);
+            child.kill("SIGTERM");
+          }
+        }, 20);
+      },
+    });
+    expect(fake.execSignals).toEqual(["SIGTERM"]);
+    expect(r.code).toBe(143);
+  });
+
+  it("reports an unknown domain in one line", async () => {
+    expect(await qvm(["run", "-p", "nope", "--", "true"], { input: "" })).toMatchObject({ code: 1, stderr: 'qvm: domain "nope" does not exist\n' });
+  });
+});
+
+describe("qvm console", () => {
+  it("passes input and output until qvmd closes the console, with a hint on stderr", async () => {
+    const r = await qvm(["console", "work"], { input: "hello q" });
+    expect(r).toMatchObject({ code: 0, stdout: "login: hello q" });
+    expect(r.stderr).toBe("qvm: console of work; press Ctrl-] to detach\nqvm: qvmd closed the console of work\n");
+  });
+
+  it("detaches at Ctrl-] and exits 0, not sending what follows", async () => {
+    const r = await qvm(["console", "work"], { input: "ab\x1dq" });
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain("q");
+    expect(r.stderr).toMatch(/detached from the console of work\n$/);
+  });
+
+  it("reports an unknown domain in one line", async () => {
+    const r = await qvm(["console", "nope"], { input: "" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/qvm: domain "nope" does not exist\n$/);
+  });
+});
+
+describe("lifecycle, tags, features, check, remove", () => {
+  it("start reports each failure in one line, goes on, and exits with the first failure's code", async () => {
+    const r = await qvm(["start", "work", "nope", "debian-12"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('qvm: domain "work" is already running\nqvm: domain "nope" does not exist\n');
+    expect(fake.domains.find((d) => d.name === "debian-12")?.state).toBe("Running");
+    expect((await qvm(["start", "--skip-if-running", "work"])).code).toBe(0);
+  });
+
+  it("shutdown --all --wait shuts every domain that is not halted down, sending the flags", async () => {
+    expect((await qvm(["shutdown", "--all", "--wait", "--exclude", "sys-net"])).code).toBe(0);
+    expect(sortedCalls("shutdownDomain")).toEqual([{ name: "work", wait: true, force: false }]);
+    expect((await qvm(["shutdown"])).code).toBe(2);
+  });
+
+  it("check answers with the exit code", async () => {
+    expect(await qvm(["check", "work"])).toMatchObject({ code: 0, stdout: "work exists\n" });
+    expect(await qvm(["check", "nope"])).toMatchObject({ code: 1, stdout: "nope does not exist\n" });
+    expect(await qvm(["check", "--running", "sys-net"])).toMatchObject({ code: 0 });
+    expect(await qvm(["check", "--running", "-q", "debian-12"])).toMatchObject({ code: 1, stdout: "" });
+    expect((await qvm(["check", "--template", "debian-12"])).code).toBe(0);
+  });
+
+  it("tags and features", async () => {
+    fake.tags.set("work", ["b", "a"]);
+    expect((await qvm(["tags", "work"])).stdout).toBe("a\nb\n");
+    expect((await qvm(["tags", "work", "list", "a", "zzz"])).code).toBe(1);
+    await qvm(["tags", "work", "add", "x", "y"]);
+    expect(sortedCalls("addTag")).toEqual([{ domain: "work", tag: "x" }, { domain: "work", tag: "y" }]);
+    fake.features.set("work", { gui: "1" });
+    expect((await qvm(["features", "work", "gui"])).stdout).toBe("1\n");
+    expect((await qvm(["features", "work", "nope"])).code).toBe(1);
+  });
+
+  it("remove does not ask when stdin is not a terminal", async () => {
+    expect((await qvm(["remove", "sys-net"], { input: "" })).code).toBe(0);
+    expect(fake.domains.map((d) => d.name)).not.toContain("sys-net");
+  });
+});
+
+describe("without qvmd, and help", () => {
+  it("fails fast with one line that says how to start qvmd", async () => {
+    const empty = mkdtempSync(path.join(os.tmpdir(), "qvm-nodaemon-"));
+    try {
+      const r = await qvm(["ls"], { env: { QVM_RUNTIME_DIR: empty } });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^qvm: qvmd is not reachable at .*qvmd\.sock: start it with `qvm daemon`[^\n]*\n$/);
+      expect(r.ms).toBeLessThan(2500);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it("gives up on a qvmd that accepts the connection but never answers, within seconds", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-hung-"));
+    const sockets: net.Socket[] = [];
+    const hung = net.createServer((s) => sockets.push(s.on("data", () => {})));
+    await new Promise<void>((resolve) => hung.listen(path.join(dir, "qvmd.sock"), resolve));
+    try {
+      const r = await qvm(["ls"], { env: { QVM_RUNTIME_DIR: dir } });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^qvm: qvmd at .* did not answer within 3 s[^\n]*\n$/);
+      expect(r.ms).toBeLessThan(6000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      hung.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("explains every command", async () => {
+    const r = await qvm(["--help"]);
+    expect(r.code).toBe(0);
+    for (const c of ["check", "clone", "console", "create", "daemon", "features", "kill", "ls", "pause", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
+      expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, "m"));
+    }
+    expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");
+    expect((await qvm(["nosuch"])).code).toBe(2);
+  });
+});
+
+describe("qvm daemon", () => {
+  it("runs qvmd with the directories, passes SIGTERM on once, and exits with its code", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-fake-qvmd-"));
+    const script = path.join(dir, "qvmd.js");
+    // Prints its arguments, then exits 7 on the first SIGTERM; a second one would kill it (143).
+    writeFileSync(script, `console.log(JSON.stringify(process.argv.slice(2))); process.once("SIGTERM", () => process.exit(7)); setInterval(() => {}, 1000);\n`);
+    chmodSync(script, 0o644);
+    try {
+      const r = await qvm(["daemon", "--data-dir", "/d", "--runtime-dir", "/r"], {
+        env: { QVM_QVMD_BUNDLE: script },
+        during: (child) => child.stdout?.once("data", () => child.kill("SIGTERM")),
+      });
+      expect(JSON.parse(r.stdout.split("\n")[0]!)).toEqual(["--foreground", "--data-dir", "/d", "--runtime-dir", "/r"]);
+      expect(r.code).toBe(7);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("says how to build qvmd when its bundle is missing", async () => {
+    const r = await qvm(["daemon"], { env: { QVM_QVMD_BUNDLE: "/nonexistent/qvmd.js" } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^qvm: qvmd is not built .*\n$/);
+  });
+});

@@ -1,0 +1,210 @@
+// A fake qvmd for the CLI's tests: a grpc-js server with the real QvmAdmin service definition on
+// a temporary Unix socket, serving canned domains and properties, recording every request, and
+// running a tiny "exec" (echo stdin upper-cased, exit with a chosen code or signal).
+import { Server, ServerCredentials, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { QvmError, adminV1, toGrpcError } from "@qvm/protocol";
+
+export interface FakeQvmd {
+  runtimeDir: string;
+  socketPath: string;
+  domains: adminV1.Domain[];
+  properties: Map<string, adminV1.Property[]>;
+  features: Map<string, Record<string, string>>;
+  tags: Map<string, string[]>;
+  /** Every request, in order, as [method, request]. */
+  calls: Array<[string, unknown]>;
+  execStarts: adminV1.ExecStart[];
+  execSignals: string[];
+  close(): Promise<void>;
+}
+
+export function fakeDomain(name: string, extra: Partial<adminV1.Domain> = {}): adminV1.Domain {
+  return {
+    name,
+    klass: "AppVM",
+    state: "Halted",
+    label: "red",
+    template: "debian-12",
+    netvm: "",
+    tags: [],
+    createdAt: "2026-01-01T00:00:00Z",
+    lastStopReason: "",
+    vmmPid: 0,
+    ...extra,
+  };
+}
+
+function notFound(name: string): QvmError {
+  return new QvmError("NOT_FOUND", `domain "${name}" does not exist`);
+}
+
+/**
+ * Exec behaviour, from the command: argv ["exit", N] exits with N at once; ["kill", SIG] reports
+ * death by SIG; ["wait-signal"] waits for a signal message and reports death by it; anything
+ * else echoes stdin upper-cased to stdout, writes "err" to stderr and exits 3 at end of stdin.
+ */
+function serveExec(fake: FakeQvmd, call: ServerDuplexStream<adminV1.ExecRequest, adminV1.ExecResponse>): void {
+  let done = false;
+  const send = (msg: adminV1.ExecResponse["msg"]) => !done && call.write({ msg });
+  const exit = (code: number, signal = "") => {
+    if (done) return;
+    send({ $case: "exit", value: { code, signal } });
+    done = true;
+    call.end();
+  };
+  call.on("data", (req: adminV1.ExecRequest) => {
+    const m = req.msg;
+    if (!m) return;
+    switch (m.$case) {
+      case "start": {
+        fake.execStarts.push(m.value);
+        if (!fake.domains.some((d) => d.name === m.value.domain)) {
+          done = true;
+          call.emit("error", toGrpcError(notFound(m.value.domain)));
+          return;
+        }
+        send({ $case: "started", value: { pid: 42 } });
+        const [prog, arg] = m.value.argv;
+        if (prog === "exit") exit(Number(arg));
+        else if (prog === "kill") exit(0, arg ?? "SIGKILL");
+        return;
+      }
+      case "stdin":
+        send({ $case: "stdout", value: Buffer.from(m.value.toString("utf8").toUpperCase()) });
+        return;
+      case "closeStdin":
+        send({ $case: "stderr", value: Buffer.from("err") });
+        exit(3);
+        return;
+      case "signal":
+        fake.execSignals.push(m.value);
+        exit(0, m.value);
+        return;
+      case "resize":
+        return;
+    }
+  });
+  call.on("error", () => (done = true));
+}
+
+export async function startFakeQvmd(): Promise<FakeQvmd> {
+  const runtimeDir = mkdtempSync(path.join(os.tmpdir(), "qvm-cli-test-"));
+  const socketPath = path.join(runtimeDir, "qvmd.sock");
+  const server = new Server();
+  const fake: FakeQvmd = {
+    runtimeDir,
+    socketPath,
+    domains: [],
+    properties: new Map(),
+    features: new Map(),
+    tags: new Map(),
+    calls: [],
+    execStarts: [],
+    execSignals: [],
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.forceShutdown();
+        rmSync(runtimeDir, { recursive: true, force: true });
+        resolve();
+      }),
+  };
+  const find = (name: string) => {
+    const d = fake.domains.find((x) => x.name === name);
+    if (!d) throw notFound(name);
+    return d;
+  };
+  // Every unary method: record, run, map QvmError onto the status + trailer qvmd sends.
+  const unary =
+    <Req, Res>(method: string, fn: (req: Req) => Res) =>
+    (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
+      fake.calls.push([method, call.request]);
+      try {
+        cb(null, fn(call.request));
+      } catch (err) {
+        cb(toGrpcError(err) as never);
+      }
+    };
+  const impl: Partial<adminV1.QvmAdminServer> = {
+    getDaemonInfo: unary("getDaemonInfo", () => ({ version: "test", dataDir: "/d", runtimeDir, pid: process.pid, accel: "tcg" })),
+    listDomains: unary("listDomains", () => ({ domains: fake.domains })),
+    getDomain: unary("getDomain", (r: adminV1.GetDomainRequest) => ({ domain: find(r.name) })),
+    createDomain: unary("createDomain", (r: adminV1.CreateDomainRequest) => {
+      if (!r.label) throw new QvmError("INVALID_ARGUMENT", "a label is required");
+      if (fake.domains.some((d) => d.name === r.name)) throw new QvmError("ALREADY_EXISTS", `domain "${r.name}" already exists`);
+      const d = fakeDomain(r.name, { klass: r.klass || "AppVM", label: r.label, template: r.template });
+      fake.domains.push(d);
+      return { domain: d };
+    }),
+    cloneDomain: unary("cloneDomain", (r: adminV1.CloneDomainRequest) => {
+      const d = { ...find(r.source), name: r.name };
+      fake.domains.push(d);
+      return { domain: d };
+    }),
+    removeDomain: unary("removeDomain", (r: adminV1.RemoveDomainRequest) => {
+      find(r.name);
+      fake.domains = fake.domains.filter((d) => d.name !== r.name);
+      return {};
+    }),
+    listProperties: unary("listProperties", (r: adminV1.ListPropertiesRequest) => {
+      if (r.domain) find(r.domain);
+      return { properties: fake.properties.get(r.domain) ?? [] };
+    }),
+    getProperty: unary("getProperty", (r: adminV1.GetPropertyRequest) => {
+      const p = (fake.properties.get(r.domain) ?? []).find((x) => x.name === r.name);
+      if (!p) throw new QvmError("INVALID_ARGUMENT", `unknown property "${r.name}"`);
+      return { property: p };
+    }),
+    setProperty: unary("setProperty", (r: adminV1.SetPropertyRequest) => ({ property: { name: r.name, value: r.value, type: "str", source: "own", doc: "" } })),
+    resetProperty: unary("resetProperty", (r: adminV1.ResetPropertyRequest) => ({ property: { name: r.name, value: "", type: "str", source: "default", doc: "" } })),
+    listFeatures: unary("listFeatures", (r: adminV1.ListFeaturesRequest) => ({ features: fake.features.get(find(r.domain).name) ?? {} })),
+    setFeature: unary("setFeature", () => ({})),
+    removeFeature: unary("removeFeature", () => ({})),
+    listTags: unary("listTags", (r: adminV1.ListTagsRequest) => ({ tags: fake.tags.get(find(r.domain).name) ?? [] })),
+    addTag: unary("addTag", () => ({})),
+    removeTag: unary("removeTag", () => ({})),
+    startDomain: unary("startDomain", (r: adminV1.StartDomainRequest) => {
+      const d = find(r.name);
+      if (d.state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `domain "${r.name}" is already running`);
+      d.state = "Running";
+      return { domain: d };
+    }),
+    shutdownDomain: unary("shutdownDomain", (r: adminV1.ShutdownDomainRequest) => {
+      find(r.name).state = "Halted";
+      return { reason: "" };
+    }),
+    killDomain: unary("killDomain", (r: adminV1.KillDomainRequest) => {
+      find(r.name).state = "Halted";
+      return {};
+    }),
+    pauseDomain: unary("pauseDomain", (r: adminV1.PauseDomainRequest) => {
+      find(r.name).state = "Paused";
+      return {};
+    }),
+    unpauseDomain: unary("unpauseDomain", (r: adminV1.UnpauseDomainRequest) => {
+      find(r.name).state = "Running";
+      return {};
+    }),
+    exec: (call) => serveExec(fake, call),
+    // A console that greets, then echoes every input; "q" makes "qvmd" close it.
+    console: (call) => {
+      call.on("data", (req: adminV1.ConsoleRequest) => {
+        const m = req.msg;
+        if (m?.$case === "start") {
+          fake.calls.push(["console", m.value]);
+          if (!fake.domains.some((d) => d.name === m.value.domain)) return void call.emit("error", toGrpcError(notFound(m.value.domain)));
+          call.write({ output: Buffer.from("login: ") });
+        } else if (m?.$case === "input") {
+          call.write({ output: m.value });
+          if (m.value.includes("q")) call.end();
+        }
+      });
+      call.on("end", () => call.end());
+    },
+  };
+  server.addService(adminV1.QvmAdminService, impl as UntypedServiceImplementation);
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socketPath}`, ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  return fake;
+}

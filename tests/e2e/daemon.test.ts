@@ -1,0 +1,120 @@
+// The qvm workflow end to end: the real `qvm` CLI, a real qvmd, real VMs. Covers the README flow,
+// qvmd crashing while domains run (re-attach, autostart) and VMMs dying under the daemon.
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execa } from "execa";
+import { repoRoot } from "@qvm/images";
+import type { adminV1 } from "@qvm/protocol";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent";
+import { processesMentioning } from "./fixtures.js";
+
+let d: TestDaemon;
+const dirs = testDaemonDirs("e2e-daemon", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+
+function qvm(...args: string[]) {
+  return execa(path.join(repoRoot(), "qvm"), args, { env: { QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" }, reject: false, stdin: "ignore" });
+}
+
+async function state(name: string): Promise<adminV1.Domain> {
+  const r = await qvm("ls", "--json");
+  expect(r.exitCode, r.stderr).toBe(0);
+  const dom = (JSON.parse(r.stdout) as adminV1.Domain[]).find((x) => x.name === name);
+  expect(dom, `${name} in qvm ls --json`).toBeDefined();
+  return dom!;
+}
+
+beforeAll(async () => {
+  d = await startTestDaemon(dirs);
+});
+
+afterAll(async () => {
+  // Whatever a failed test left running: kill through the API, then make sure nothing survives.
+  const c = (await startTestDaemon(dirs).catch(() => undefined)) ?? d;
+  for (const dom of (await c.client.listDomains().catch(() => ({ domains: [] }))).domains) {
+    if (dom.state !== "Halted") await c.client.killDomain(dom.name).catch(() => {});
+  }
+  await c.stop();
+  if (c !== d) await d.stop().catch(() => {});
+  expect(processesMentioning(dirs.base)).toEqual([]);
+  removeTestDaemonDirs(dirs);
+});
+
+describe("qvm CLI and qvmd with real VMs", () => {
+  it("runs the README flow: create, prefs, start, run, ls, shutdown", async () => {
+    expect((await qvm("ls", "--json")).stdout).toContain('"debian-12"'); // registered from the built image
+    let r = await qvm("create", "--class", "AppVM", "--template", "debian-12", "--label", "red", "work");
+    expect(r.exitCode, r.stderr).toBe(0);
+    r = await qvm("prefs", "work", "memory", "800");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await qvm("prefs", "work", "memory")).stdout.trim()).toBe("800");
+    r = await qvm("start", "work");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await state("work")).toMatchObject({ state: "Running", klass: "AppVM", label: "red", template: "debian-12" });
+
+    r = await qvm("run", "--pass-io", "work", "--", "uname", "-a");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Linux \S+ .*GNU\/Linux$/m);
+    r = await qvm("run", "--pass-io", "work", "--", "sh", "-c", "id -un; free -m | awk '/Mem:/ {print $2}'; exit 7");
+    expect(r.exitCode).toBe(7);
+    const [user, memMiB] = r.stdout.trim().split("\n");
+    expect(user).toBe("user"); // default_user
+    expect(Number(memMiB)).toBeGreaterThan(600); // the 800 MiB set with prefs, less the kernel's share
+    expect(Number(memMiB)).toBeLessThanOrEqual(800);
+
+    r = await qvm("ls");
+    expect(r.stdout).toMatch(/^NAME\s+STATE\s+CLASS\s+LABEL\s+TEMPLATE\s+NETVM$/m);
+    expect(r.stdout).toMatch(/^work\s+Running\s+AppVM\s+red\s+debian-12\s+-$/m);
+
+    r = await qvm("start", "work");
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.trim()).toBe("qvm: work is already running");
+    r = await qvm("remove", "--force", "work");
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain("stop it first");
+
+    r = await qvm("shutdown", "--wait", "work");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await state("work")).toMatchObject({ state: "Halted", lastStopReason: "the guest powered off" });
+    r = await qvm("shutdown", "work");
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.trim()).toBe("qvm: work is not running");
+  });
+
+  it("re-attaches to running domains after qvmd is SIGKILLed, and starts autostart domains", async () => {
+    expect((await qvm("create", "--template", "debian-12", "--label", "blue", "--prop", "memory=600", "keep")).exitCode).toBe(0);
+    expect((await qvm("create", "--template", "debian-12", "--label", "green", "--prop", "memory=600", "--prop", "autostart=true", "auto")).exitCode).toBe(0);
+    expect((await qvm("start", "keep")).exitCode).toBe(0);
+    const { vmmPid } = await state("keep");
+    expect(vmmPid).toBeGreaterThan(0);
+
+    await d.kill();
+    process.kill(vmmPid, 0); // the VMM outlived its daemon
+    d = await startTestDaemon(dirs);
+    expect(await state("keep")).toMatchObject({ state: "Running", vmmPid });
+    const r = await qvm("run", "--pass-io", "keep", "--", "cat", "/proc/uptime");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(d.log()).toContain("keep: re-attached to the running VMM");
+
+    await expect.poll(async () => (await state("auto")).state, { timeout: 120_000, interval: 1000 }).toBe("Running");
+  });
+
+  it("notices a SIGKILLed VMM within 2 s, both for a re-attached domain and for its own child", async () => {
+    const events: adminV1.Event[] = [];
+    const stream = d.client.watchEvents();
+    stream.on("data", (e: adminV1.Event) => events.push(e));
+    stream.on("error", () => {});
+    await new Promise((r) => setTimeout(r, 100));
+    for (const name of ["keep", "auto"]) {
+      const { vmmPid } = await state(name);
+      const t0 = Date.now();
+      process.kill(vmmPid, "SIGKILL");
+      await expect.poll(() => events.find((e) => e.type === "domain-shutdown" && e.domain === name), { timeout: 2000, interval: 50 }).toBeTruthy();
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(await state(name)).toMatchObject({ state: "Halted", vmmPid: 0 });
+      expect((await state(name)).lastStopReason).toMatch(/SIGKILL|exited unexpectedly/);
+    }
+    stream.cancel();
+    // No VMM or vsock helper left; only qvmd itself names the test directory.
+    expect(processesMentioning(dirs.base).filter((pid) => pid !== d.proc.pid)).toEqual([]);
+  });
+});
