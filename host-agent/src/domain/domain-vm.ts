@@ -58,7 +58,8 @@ export class DomainVm {
       runtimeDir: opts.runtimeDir,
       logDir: opts.logDir,
       kernel: { vmlinuz: opts.kernel.vmlinuz, initrd: opts.kernel.initrd },
-      kernelArgs: opts.kernelArgs,
+      // The guest's hostname is the domain's name, as in Qubes (names are validated: safe here).
+      kernelArgs: [`systemd.hostname=${opts.name}`, ...(opts.kernelArgs ?? [])],
       disks: [
         { serial: "root", path: overlay, format: "qcow2", readonly: false },
         { serial: "modules", path: opts.kernel.modules, format: "raw", readonly: true },
