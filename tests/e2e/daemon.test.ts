@@ -61,6 +61,18 @@ describe("qvm CLI and qvmd with real VMs", () => {
     expect(Number(memMiB)).toBeGreaterThan(600); // the 800 MiB set with prefs, less the kernel's share
     expect(Number(memMiB)).toBeLessThanOrEqual(800);
 
+    // The serial console carries what the guest writes to /dev/console.
+    const con = d.client.console();
+    let consoleOut = "";
+    con.on("data", (m: adminV1.ConsoleResponse) => (consoleOut += m.output.toString("latin1")));
+    con.on("error", () => {});
+    con.write({ msg: { $case: "start", value: { domain: "work" } } });
+    await new Promise((res) => setTimeout(res, 300));
+    r = await qvm("run", "--pass-io", "--user", "root", "work", "--", "sh", "-c", "echo CONSOLE-MARK-$((6*7)) > /dev/console");
+    expect(r.exitCode, r.stderr).toBe(0);
+    await expect.poll(() => consoleOut, { timeout: 10_000 }).toContain("CONSOLE-MARK-42");
+    con.cancel();
+
     r = await qvm("ls");
     expect(r.stdout).toMatch(/^NAME\s+STATE\s+CLASS\s+LABEL\s+TEMPLATE\s+NETVM$/m);
     expect(r.stdout).toMatch(/^work\s+Running\s+AppVM\s+red\s+debian-12\s+-$/m);

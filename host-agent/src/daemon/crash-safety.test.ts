@@ -76,3 +76,24 @@ describe("crash safety of the domain store", () => {
     await d.stop();
   }, 120_000);
 });
+
+describe("a damaged store", () => {
+  it("stops qvmd with an error naming the file and its previous generation, and is left as it was", async () => {
+    const { mkdirSync, readFileSync, writeFileSync } = await import("node:fs");
+    const path = await import("node:path");
+    const broken = testDaemonDirs("corrupt");
+    try {
+      const d = await startTestDaemon(broken);
+      await d.client.createDomain({ name: "t", klass: "TemplateVM", template: "", label: "black", properties: {} });
+      expect(await d.stop()).toBe(0);
+      const file = path.join(broken.dataDir, "qvm.json");
+      const torn = readFileSync(file, "utf8").slice(0, 100); // a half-written file
+      writeFileSync(file, torn);
+      mkdirSync(broken.runtimeDir, { recursive: true });
+      await expect(startTestDaemon(broken, 5000)).rejects.toThrow(/qvm\.json is not valid JSON \(corrupt or half-written\); the previous generation is in .*qvm\.json\.prev/);
+      expect(readFileSync(file, "utf8")).toBe(torn); // reported, not replaced
+    } finally {
+      removeTestDaemonDirs(broken);
+    }
+  });
+});
