@@ -59,7 +59,6 @@ const targets = {
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   qvmd: { entryPoints: ["host-agent/src/daemon/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
-  demo: { entryPoints: ["host-agent/src/demo.ts"], outfile: "host-agent/dist/qvm-demo.js", format: "esm", target: "node20", banner: esmBanner },
   // The qvm CLI, one file; oclif reads its command table from this same bundle (cli/package.json).
   // CommonJS, started by cli/dist/qvm.js from a V8 code cache (see cli/src/loader.ts and cliLoader).
   cli: {

@@ -18,7 +18,7 @@ export function loadProtocol(): Promise<typeof import("@qvm/protocol")> {
   return import("@qvm/protocol");
 }
 
-/** A usage line for a file of examples: "<%= config.bin %> <%= command.id %> ARGS". */
+/** An oclif example, "qvm COMMAND ARGS" (oclif fills in the template), with its description. */
 export function example(args: string, description?: string): string | { command: string; description: string } {
   const command = `<%= config.bin %> <%= command.id %> ${args}`.trimEnd();
   return description ? { command, description } : command;

@@ -1,6 +1,8 @@
-// The qvm CLI's entry point, bundled to cli/dist/qvm.js (node scripts/build.mjs cli) and run by
-// the ./qvm wrapper. oclif loads the command table from this same bundle: cli/package.json names
-// it as the explicit command target, with the cli directory as oclif's root.
+// The qvm CLI's entry point, bundled to cli/dist/qvm.cjs (node scripts/build.mjs cli), started
+// by the loader cli/dist/qvm.js (cli/src/loader.ts) that the ./qvm wrapper runs. oclif loads the
+// command table (COMMANDS) from this same bundle: cli/package.json names it as the explicit
+// command target, with the cli directory as oclif's root, and the loader has registered it in
+// require.cache, so oclif gets this instance.
 //
 // Every failure ends here: one line on stderr ("qvm: ..."), exit code from lib/errors.ts.
 // QVM_DEBUG=1 adds the stack of unexpected errors (and oclif's debug output).
@@ -35,8 +37,8 @@ async function main(argv: string[]): Promise<void> {
   process.exit(code);
 }
 
-// oclif imports this bundle again to read COMMANDS; the same module instance is returned, but
-// guard against a second evaluation (another URL for the same file) starting a second run.
+// oclif requires this bundle again to read COMMANDS and gets the loaded instance; should the file
+// ever be evaluated a second time, that must not start a second run.
 const g = globalThis as { __qvmMainStarted?: boolean };
 if (!g.__qvmMainStarted) {
   g.__qvmMainStarted = true;

@@ -1,8 +1,8 @@
 // The real `qvm` (the ./qvm wrapper and the bundle `node scripts/build.mjs cli` makes) against a
 // fake qvmd: a grpc-js server with the QvmAdmin service on a temporary socket, found through
 // QVM_RUNTIME_DIR. Checks what users see: stdout, one-line errors on stderr, exit codes.
-import { spawn, execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -22,13 +22,22 @@ interface Result {
 
 let fake: FakeQvmd;
 
+type RunOpts = { input?: string; env?: NodeJS.ProcessEnv; during?: (child: ReturnType<typeof spawn>) => void };
+
 /** Runs ./qvm with `args`, `input` on stdin; `during` gets the child once it is spawned. */
-function qvm(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; during?: (child: ReturnType<typeof spawn>) => void } = {}): Promise<Result> {
+function qvm(args: string[], opts: RunOpts = {}): Promise<Result> {
+  return run(qvmWrapper, args, opts);
+}
+
+/** Runs `cmd` as qvm would be run; killed after 15 s so that a failing test leaves nothing behind. */
+function run(cmd: string, args: string[], opts: RunOpts = {}): Promise<Result> {
   const env: NodeJS.ProcessEnv = { ...process.env, QVM_RUNTIME_DIR: fake.runtimeDir, ...opts.env };
   // As a user runs it: not vitest's NODE_ENV.
   delete env.NODE_ENV;
   const t0 = Date.now();
-  const child = spawn(qvmWrapper, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(cmd, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  child.on("close", () => clearTimeout(killer));
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -188,6 +197,21 @@ describe("qvm run", () => {
   it("reports an unknown domain in one line", async () => {
     expect(await qvm(["run", "-p", "nope", "--", "true"], { input: "" })).toMatchObject({ code: 1, stderr: 'qvm: domain "nope" does not exist\n' });
   });
+
+  // script(1) gives qvm a terminal: a pty, raw mode while the program runs, restored after.
+  it.skipIf(spawnSync("script", ["--version"]).status !== 0)("uses a pty on a terminal: window size sent, raw mode while running, restored after", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-pty-"));
+    try {
+      const sh = `stty rows 33 cols 111; (sleep 0.7; stty -a < /dev/tty > ${dir}/during) & ${qvmWrapper} run -p work -- wait 1500; echo "rc=$?"; stty -a > ${dir}/after`;
+      const r = await run("script", ["-qec", sh, "/dev/null"]);
+      expect(r.stdout).toContain("rc=0");
+      expect(fake.execStarts[0]).toMatchObject({ pty: true, window: { rows: 33, cols: 111 } });
+      expect(readFileSync(`${dir}/during`, "utf8")).toMatch(/(^|\s)-icanon(\s|$)/m);
+      expect(readFileSync(`${dir}/after`, "utf8")).toMatch(/(^|\s)icanon(\s|$)/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("qvm console", () => {
@@ -296,8 +320,8 @@ describe("qvm daemon", () => {
   it("runs qvmd with the directories, passes SIGTERM on once, and exits with its code", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-fake-qvmd-"));
     const script = path.join(dir, "qvmd.js");
-    // Prints its arguments, then exits 7 on the first SIGTERM; a second one would kill it (143).
-    writeFileSync(script, `console.log(JSON.stringify(process.argv.slice(2))); process.once("SIGTERM", () => process.exit(7)); setInterval(() => {}, 1000);\n`);
+    // Prints its arguments, then exits 7 on SIGTERM (or 9 after 10 s, so a failure leaks nothing).
+    writeFileSync(script, `console.log(JSON.stringify(process.argv.slice(2))); process.once("SIGTERM", () => process.exit(7)); setTimeout(() => process.exit(9), 10000);\n`);
     chmodSync(script, 0o644);
     try {
       const r = await qvm(["daemon", "--data-dir", "/d", "--runtime-dir", "/r"], {

@@ -19,7 +19,8 @@ export default class Remove extends QvmCommand {
     const { argv, flags } = await this.parse(Remove);
     const names = argv as string[];
     if (!flags.force && process.stdin.isTTY) {
-      if (!(await confirm(`Remove ${names.length > 1 ? "domains" : "domain"} ${names.join(", ")} and all their data?`))) {
+      const what = names.length > 1 ? `domains ${names.join(", ")} and their data` : `domain ${names[0]} and its data`;
+      if (!(await confirm(`Remove ${what}?`))) {
         this.note("nothing removed");
         throw new SilentExit(1);
       }

@@ -27,7 +27,7 @@ Without --pass-io, the process's stdin is closed at once and its output is disca
 
 Without a pty, Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to qvm are passed to the process; pressing Ctrl-C ${ABANDON_AFTER_SIGINTS} times makes qvm give up waiting (exit 130) while the process may still run. With a pty, Ctrl-C is simply a key the process reads.
 
-If the command's own arguments include --help or -h, put -- before the command.`;
+If the command's own arguments include --help or -h, qvm puts the -- in for you: qvm run work git --help runs git --help.`;
   static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
   static override examples = [
     example("work -- ls -l /home", "argv, no shell."),

@@ -43,8 +43,9 @@ function notFound(name: string): QvmError {
 
 /**
  * Exec behaviour, from the command: argv ["exit", N] exits with N at once; ["kill", SIG] reports
- * death by SIG; ["wait-signal"] waits for a signal message and reports death by it; anything
- * else echoes stdin upper-cased to stdout, writes "err" to stderr and exits 3 at end of stdin.
+ * death by SIG; ["wait", MS] exits 0 after MS milliseconds; anything else echoes stdin
+ * upper-cased to stdout, writes "err" to stderr and exits 3 at end of stdin. A signal message
+ * ends any of them as killed by that signal.
  */
 function serveExec(fake: FakeQvmd, call: ServerDuplexStream<adminV1.ExecRequest, adminV1.ExecResponse>): void {
   let done = false;
@@ -70,6 +71,7 @@ function serveExec(fake: FakeQvmd, call: ServerDuplexStream<adminV1.ExecRequest,
         const [prog, arg] = m.value.argv;
         if (prog === "exit") exit(Number(arg));
         else if (prog === "kill") exit(0, arg ?? "SIGKILL");
+        else if (prog === "wait") setTimeout(() => exit(0), Number(arg));
         return;
       }
       case "stdin":

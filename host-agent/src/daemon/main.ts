@@ -53,8 +53,17 @@ async function main(argv: string[]): Promise<number> {
         },
       );
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    // Repeated signals (a second Ctrl-C, `qvm daemon` forwarding) must not cut the detach short.
+    let stopping = false;
+    const onSignal = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      stop(sig);
+    };
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    // A daemon has no terminal to lose: SIGHUP (e.g. forwarded by `qvm daemon`) stops it cleanly too.
+    process.on("SIGHUP", () => onSignal("SIGHUP"));
   });
 }
 
