@@ -107,6 +107,14 @@ describe("qvm CLI and qvmd with real VMs", () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(d.log()).toContain("keep: re-attached to the running VMM");
 
+    // A guest that does not power off in time keeps running unless --force (Qubes' meaning).
+    expect((await qvm("run", "--pass-io", "--user", "root", "keep", "--", "systemctl", "mask", "--runtime", "poweroff.target")).exitCode).toBe(0);
+    expect((await qvm("prefs", "keep", "shutdown_timeout", "3")).exitCode).toBe(0);
+    const refused = await qvm("shutdown", "--wait", "keep");
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr.trim()).toBe("qvm: keep did not power off within 3 s; it still runs: use `qvm shutdown --force` or `qvm kill keep`");
+    expect(await state("keep")).toMatchObject({ state: "Running", vmmPid });
+
     await expect.poll(async () => (await state("auto")).state, { timeout: 120_000, interval: 1000 }).toBe("Running");
   });
 

@@ -196,9 +196,10 @@ export class DomainRunner {
   }
 
   /**
-   * Asks the guest to power off. With `wait`, returns how it stopped; the VMM is killed when the
-   * guest has not stopped within shutdown_timeout. Refused while a running domain uses this one
-   * as its netvm, unless `force`.
+   * Asks the guest to power off. With `wait`, returns how it stopped. `force` (Qubes' meaning:
+   * even if it hurts other domains) kills the VMM when the guest has not stopped within
+   * shutdown_timeout and skips the refusal while a running domain uses this one as its netvm;
+   * without it a guest that does not stop in time is left running and the call fails.
    */
   shutdown(name: string, opts: { wait: boolean; force: boolean }): Promise<string> {
     return this.locks.run(name, async () => {
@@ -214,7 +215,7 @@ export class DomainRunner {
       const timeoutMs = Number(registry.resolve(registry.get(name), "shutdown_timeout")) * 1000;
       l.halting = true;
       this.deps.events.publish("domain-pre-shutdown", name);
-      const done = l.dom.shutdown(timeoutMs).then(
+      const done = l.dom.shutdown(timeoutMs, { kill: opts.force }).then(
         (exit) => exit.reason,
         (err: Error) => {
           l.halting = false;

@@ -130,15 +130,26 @@ export class DomainVm {
     return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath);
   }
 
-  /** Clean shutdown through the agent; the VMM is killed if the guest does not power off in time. */
-  async shutdown(timeoutMs = 60_000): Promise<VmExit> {
+  /**
+   * Clean shutdown through the agent (the ACPI power button when the agent is unreachable). When
+   * the guest has not powered off within timeoutMs the VMM is killed, unless `kill` is false:
+   * then a QvmError says so and the domain keeps running.
+   */
+  async shutdown(timeoutMs = 60_000, { kill = true }: { kill?: boolean } = {}): Promise<VmExit> {
     try {
       await this.agent.shutdown();
     } catch {
       return this.vm.stop({ timeoutMs: Math.min(timeoutMs, 10_000) });
     }
     const exit = await Promise.race([this.vm.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeoutMs).unref())]);
-    return exit ?? this.vm.stop({ force: true });
+    if (exit) return exit;
+    if (!kill) {
+      throw new QvmError(
+        "FAILED_PRECONDITION",
+        `${this.name} did not power off within ${Math.round(timeoutMs / 1000)} s; it still runs: use \`qvm shutdown --force\` or \`qvm kill ${this.name}\``,
+      );
+    }
+    return this.vm.stop({ force: true });
   }
 
   /** Pauses the VM; host bytes toward the guest are held back until resume (see VsockRelay.hold). */
