@@ -124,8 +124,8 @@ describe("admin API against a real qvmd", () => {
     expect(seen.map((e) => e.seq)).toEqual([...seen.map((e) => e.seq)].sort((a, b) => a - b));
   });
 
-  it("a domain without a root image fails to start with an error that says what to do, and stays halted", async () => {
-    await expect(d.client.startDomain("work")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/template tmpl has no root image/) });
+  it("a domain fails to start without a kernel bundle, with an error that says what to do, and stays halted", async () => {
+    await expect(d.client.startDomain("work")).rejects.toMatchObject({ code: "NOT_FOUND", message: expect.stringMatching(/no kernel bundle in .*: run `.\/qvm-images build kernel`/) });
     expect((await d.client.getDomain("work")).domain?.state).toBe("Halted");
   });
 

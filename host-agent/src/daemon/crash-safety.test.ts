@@ -1,6 +1,8 @@
 // Kills qvmd with SIGKILL at random points of a create/clone/remove loop: after each restart the
 // store must load and hold exactly the domains whose create/clone had returned, minus those whose
 // remove had returned. Calls cut off by the kill may have landed or not; either is fine.
+import { readdirSync } from "node:fs";
+import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "./test-daemon.js";
 
@@ -30,6 +32,8 @@ describe("crash safety of the domain store", () => {
       else {
         for (const n of present) expect(names.has(n), `seed ${seed}: acknowledged domain ${n} is missing after SIGKILL`).toBe(true);
         for (const n of absent) expect(names.has(n), `seed ${seed}: removed domain ${n} came back after SIGKILL`).toBe(false);
+        // Volumes made for a create that the kill cut short are removed: one volume set per domain.
+        expect(readdirSync(path.join(dirs.dataDir, "volumes")).sort(), `seed ${seed}`).toEqual([...names].sort());
       }
       for (const n of uncertain) (names.has(n) ? present : absent).add(n);
       for (const n of uncertain) (names.has(n) ? absent : present).delete(n);

@@ -6,6 +6,7 @@ import type { ImageStore } from "@qvm/images";
 import type { DomainRecord } from "../model/domain.js";
 import { DomainStore } from "../store/domain-store.js";
 import type { VmmDriver } from "../vmm/driver.js";
+import { VolumeStore } from "../storage/volumes.js";
 import { EventBus } from "./events.js";
 import { DomainRegistry, type CreateDomainInput } from "./registry.js";
 import { DomainRunner, type PowerState } from "./runner.js";
@@ -35,25 +36,44 @@ export class Qvmd {
   readonly events = new EventBus();
   readonly registry: DomainRegistry;
   readonly runner: DomainRunner;
+  readonly volumes: VolumeStore;
   readonly log: (msg: string) => void;
 
   constructor(readonly opts: QvmdOptions) {
     this.log = opts.log ?? (() => {});
     const store = DomainStore.open(opts.dataDir);
+    this.volumes = new VolumeStore(opts.dataDir);
     this.registry = new DomainRegistry(store, this.events, (name) => this.runner.isRunning(name));
-    this.runner = new DomainRunner({ ...opts, registry: this.registry, events: this.events, log: this.log });
+    this.runner = new DomainRunner({ ...opts, registry: this.registry, volumes: this.volumes, events: this.events, log: this.log });
   }
 
-  /** Registers built template images, re-attaches running VMMs, then starts autostart domains. */
+  /**
+   * Registers built template images as TemplateVMs, removes volumes a crash left without a
+   * domain, re-attaches running VMMs and commits the roots of templates that stopped meanwhile.
+   */
   async boot(): Promise<void> {
+    for (const orphan of this.volumes.orphans((n) => this.registry.store.get(n) !== undefined)) {
+      this.log(`removing volumes without a domain: ${orphan}`);
+      this.volumes.remove(orphan);
+    }
     for (const t of this.opts.images.listTemplates()) {
+      const record = this.registry.templateImageRecord(t.manifest.name);
+      if (!record) continue;
       try {
-        if (this.registry.registerTemplateImage(t.manifest.name)) this.log(`registered TemplateVM ${t.manifest.name} from its built image`);
+        await this.volumes.create(record.name, "TemplateVM", { rootFrom: t.root });
+        this.registry.add(record);
+        this.registry.adoptDefaultTemplate(record.name);
+        this.log(`registered TemplateVM ${record.name} from its built image`);
       } catch (err) {
+        this.volumes.remove(record.name);
         this.log(`cannot register template image ${t.manifest.name}: ${(err as Error).message}`);
       }
     }
     await this.runner.reattachAll();
+    for (const rec of this.registry.list()) {
+      if (!this.volumes.exists(rec.name)) this.log(`${rec.name}: has no volumes (created by an older qvmd?); remove and create it again`);
+      else if (!this.runner.isRunning(rec.name) && rec.class !== "AppVM") await this.runner.commitRoot(rec.name);
+    }
   }
 
   describe(rec: DomainRecord): DomainView {
@@ -80,17 +100,41 @@ export class Qvmd {
     return this.describe(this.registry.get(name));
   }
 
+  /** Validates, makes the volumes, then stores the domain: a failure at any step leaves nothing. */
   create(input: CreateDomainInput): Promise<DomainView> {
-    return this.runner.locks.run(String(input.name), () => this.describe(this.registry.create(input)));
+    return this.runner.locks.run(String(input.name), async () => {
+      const record = this.registry.prepareCreate(input);
+      const rootFrom = record.rootFrom ? this.volumes.files(record.rootFrom).root : undefined;
+      await this.volumes.create(record.name, record.class, { rootFrom });
+      try {
+        return this.describe(this.registry.add(record));
+      } catch (err) {
+        this.volumes.remove(record.name);
+        throw err;
+      }
+    });
   }
 
   clone(source: string, name: string): Promise<DomainView> {
     if (source === name) return Promise.reject(new QvmError("INVALID_ARGUMENT", "the clone needs a name different from its source"));
-    return this.runner.locks.run([source, name], () => this.describe(this.registry.clone(source, name)));
+    return this.runner.locks.run([source, name], async () => {
+      const record = this.registry.prepareClone(source, name);
+      if (this.runner.isRunning(source)) throw new QvmError("FAILED_PRECONDITION", `${source} is running: shut it down before cloning it`);
+      await this.volumes.clone(source, name);
+      try {
+        return this.describe(this.registry.add(record, { clonedFrom: source }));
+      } catch (err) {
+        this.volumes.remove(name);
+        throw err;
+      }
+    });
   }
 
   remove(name: string): Promise<void> {
-    return this.runner.locks.run(name, () => this.registry.remove(name));
+    return this.runner.locks.run(name, () => {
+      this.registry.remove(name);
+      this.volumes.remove(name);
+    });
   }
 
   setProperty(domain: string, name: string, value: string) {

@@ -52,7 +52,8 @@ export class DomainRegistry {
     return this.store.list();
   }
 
-  create(input: CreateDomainInput): DomainRecord {
+  /** Validates a new domain and returns its record; nothing is stored yet (see add). */
+  prepareCreate(input: CreateDomainInput): DomainRecord {
     const name = validateDomainName(input.name);
     const klass = (input.klass || "AppVM") as DomainClass;
     if (!DOMAIN_CLASSES.includes(klass)) {
@@ -71,7 +72,7 @@ export class DomainRegistry {
       // A TemplateVM or StandaloneVM created from a template starts from the same root image.
       const source = this.get(input.template);
       if (source.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${input.template}" is a ${source.class}, not a TemplateVM`);
-      record.rootFrom = source.rootFrom;
+      record.rootFrom = source.name;
     }
     for (const [prop, raw] of Object.entries(input.properties ?? {})) {
       if (prop === "label" || prop === "template") {
@@ -79,15 +80,20 @@ export class DomainRegistry {
       }
       record.props[prop] = checkPropertySet(record, prop, raw, this.store);
     }
-    this.store.create(record);
-    this.events.publish("domain-add", name, { class: klass });
     return record;
   }
 
-  /** Registers a TemplateVM for a built template image, if no domain has its name yet. */
-  registerTemplateImage(imageName: string): DomainRecord | undefined {
+  /** Stores a prepared record (its volumes exist by now) and announces it. */
+  add(record: DomainRecord, fields: Record<string, string> = {}): DomainRecord {
+    this.store.create(record);
+    this.events.publish("domain-add", record.name, { class: record.class, ...fields });
+    return record;
+  }
+
+  /** The TemplateVM record for a built template image, if no domain has its name yet. */
+  templateImageRecord(imageName: string): DomainRecord | undefined {
     if (this.store.get(imageName)) return undefined;
-    const record: DomainRecord = {
+    return {
       name: validateDomainName(imageName),
       class: "TemplateVM",
       props: { label: "black" },
@@ -96,20 +102,18 @@ export class DomainRegistry {
       createdAt: new Date().toISOString(),
       rootFrom: imageName,
     };
-    this.store.create(record);
-    if (!this.store.globals().default_template) this.store.setGlobal("default_template", imageName);
-    this.events.publish("domain-add", imageName, { class: "TemplateVM" });
-    return record;
   }
 
-  clone(source: string, name: string): DomainRecord {
+  /** The first template becomes the default for new AppVMs. */
+  adoptDefaultTemplate(name: string): void {
+    if (!this.store.globals().default_template) this.store.setGlobal("default_template", name);
+  }
+
+  prepareClone(source: string, name: string): DomainRecord {
     const src = this.get(source);
     validateDomainName(name);
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
-    const record: DomainRecord = { ...structuredClone(src), name, createdAt: new Date().toISOString() };
-    this.store.create(record);
-    this.events.publish("domain-add", name, { class: record.class, clonedFrom: source });
-    return record;
+    return { ...structuredClone(src), name, createdAt: new Date().toISOString() };
   }
 
   remove(name: string): void {

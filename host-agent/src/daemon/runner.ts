@@ -6,6 +6,7 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import type { ImageStore } from "@qvm/images";
+import { DEFAULT_REVISIONS_TO_KEEP, type VolumeStore } from "../storage/volumes.js";
 import { DomainVm } from "../domain/domain-vm.js";
 import type { DomainRecord } from "../model/domain.js";
 import { validateDomainName } from "../model/names.js";
@@ -19,6 +20,7 @@ export type PowerState = "Halted" | "Transient" | "Running" | "Paused" | "Haltin
 
 export interface RunnerDeps {
   registry: DomainRegistry;
+  volumes: VolumeStore;
   images: ImageStore;
   driver: VmmDriver;
   events: EventBus;
@@ -125,8 +127,11 @@ export class DomainRunner {
     const rec = registry.get(name);
     const state = this.state(name);
     if (state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `${name} is already ${state === "Halting" ? "shutting down" : state.toLowerCase()}`);
-    const rootImage = this.rootImageOf(rec);
     const kernel = this.kernelOf(rec);
+    const disks = await this.deps.volumes.prepareStart(name, rec.class, this.runtimeDirOf(name), {
+      templateRoot: rec.class === "AppVM" ? this.templateRootOf(rec) : undefined,
+      revisionsToKeep: DEFAULT_REVISIONS_TO_KEEP,
+    });
     const int = (p: string) => Number(registry.resolve(rec, p));
     this.starting.add(name);
     events.publish("domain-pre-start", name);
@@ -136,7 +141,7 @@ export class DomainRunner {
         name,
         driver: this.deps.driver,
         kernel,
-        rootImage,
+        disks,
         runtimeDir: this.runtimeDirOf(name),
         logDir: this.logDirOf(name),
         memoryMiB: int("memory"),
@@ -165,20 +170,29 @@ export class DomainRunner {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
       this.lastStop.set(name, exit.reason);
-      this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) });
+      const rec = this.deps.registry.store.get(name);
+      // Announced once the root is committed, so "stopped" means a template's changes are in.
+      void (rec && rec.class !== "AppVM" ? this.locks.run(name, () => this.commitRoot(name)) : Promise.resolve()).then(() =>
+        this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }),
+      );
     });
   }
 
-  private rootImageOf(rec: DomainRecord): string {
-    let source = rec.rootFrom;
-    if (rec.class === "AppVM") {
-      const template = String(this.deps.registry.resolve(rec, "template"));
-      if (!template) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no template; set one with \`qvm prefs ${rec.name} template NAME\``);
-      source = this.deps.registry.get(template).rootFrom;
-      if (!source) throw new QvmError("FAILED_PRECONDITION", `template ${template} has no root image; create templates from a built image (\`qvm-images build\`)`);
+  /** The committed root of an AppVM's template: what its root snapshot is taken from. */
+  templateRootOf(rec: DomainRecord): string {
+    const template = String(this.deps.registry.resolve(rec, "template"));
+    if (!template) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no template; set one with \`qvm prefs ${rec.name} template NAME\``);
+    this.deps.registry.get(template);
+    return this.deps.volumes.files(template).root;
+  }
+
+  /** Makes a stopped TemplateVM's or StandaloneVM's root changes its new root (see VolumeStore.commitRoot). */
+  async commitRoot(name: string): Promise<void> {
+    try {
+      if (await this.deps.volumes.commitRoot(name, DEFAULT_REVISIONS_TO_KEEP)) this.deps.log(`${name}: root changes committed`);
+    } catch (err) {
+      this.deps.log(`${name}: cannot commit root changes (kept in root-dirty.qcow2, retried at the next start): ${(err as Error).message}`);
     }
-    if (!source) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no root image: create it with --template so it copies one`);
-    return this.deps.images.template(source).root;
   }
 
   private kernelOf(rec: DomainRecord) {
@@ -216,7 +230,11 @@ export class DomainRunner {
       l.halting = true;
       this.deps.events.publish("domain-pre-shutdown", name);
       const done = l.dom.shutdown(timeoutMs, { kill: opts.force }).then(
-        (exit) => exit.reason,
+        async (exit) => {
+          // Under this call's lock: when --wait returns, a template's changes are committed.
+          await this.commitRoot(name);
+          return exit.reason;
+        },
         (err: Error) => {
           l.halting = false;
           throw err;

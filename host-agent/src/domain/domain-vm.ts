@@ -10,14 +10,18 @@ import { AgentClient } from "../agent/agent-client.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
+import type { DiskSpec, VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
 
 export interface DomainVmOptions {
   name: string;
   driver: VmmDriver;
   kernel: KernelBundle;
-  /** The template root image; the domain boots a copy-on-write overlay of it, discarded at stop. */
-  rootImage: string;
+  /**
+   * The domain's volumes, root first (serials "root", "private"), as the storage layer prepared
+   * them; or, without volumes, `rootImage`: a root image booted through a throwaway overlay.
+   */
+  disks?: DiskSpec[];
+  rootImage?: string;
   runtimeDir: string;
   logDir: string;
   memoryMiB?: number;
@@ -61,7 +65,7 @@ export class DomainVm {
       // The guest's hostname is the domain's name, as in Qubes (names are validated: safe here).
       kernelArgs: [`systemd.hostname=${opts.name}`, ...(opts.kernelArgs ?? [])],
       disks: [
-        { serial: "root", path: overlay, format: "qcow2", readonly: false },
+        ...(opts.disks ?? [{ serial: "root", path: overlay, format: "qcow2", readonly: false }]),
         { serial: "modules", path: opts.kernel.modules, format: "raw", readonly: true },
       ],
       memoryMiB: opts.memoryMiB ?? DEFAULT_MEMORY_MIB,
@@ -74,7 +78,10 @@ export class DomainVm {
     mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
     let vm: VmHandle;
     try {
-      await createRootOverlay(opts.rootImage, overlay);
+      if (!opts.disks) {
+        if (!opts.rootImage) throw new QvmError("INVALID_ARGUMENT", `${opts.name}: no volumes and no root image to boot`);
+        await createRootOverlay(opts.rootImage, overlay);
+      }
       vm = await opts.driver.start(await opts.driver.prepare(spec));
     } catch (err) {
       rmSync(opts.runtimeDir, { recursive: true, force: true });

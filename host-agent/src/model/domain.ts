@@ -16,9 +16,8 @@ export const domainRecordSchema = z
     tags: z.array(z.string()),
     createdAt: z.string(),
     /**
-     * The template image (images/) whose root this domain boots, for TemplateVM and StandaloneVM;
-     * an AppVM boots its template's. Until the storage model lands every start gets a throwaway
-     * copy-on-write layer over it.
+     * Where a TemplateVM's or StandaloneVM's root came from when it was created: the template
+     * image (images/) or the TemplateVM it copied. Informational; the root is its own volume.
      */
     rootFrom: z.string().optional(),
   })

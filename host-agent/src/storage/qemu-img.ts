@@ -1,0 +1,76 @@
+// qemu-img and mke2fs, the only tools that touch volume files. Every failure becomes a QvmError
+// naming the file; ENOSPC is reported as a full disk so the caller can say what to free.
+import { execa } from "execa";
+import { QvmError } from "@qvm/protocol";
+
+async function tool(file: string, args: string[], what: string): Promise<string> {
+  try {
+    return (await execa(file, args)).stdout;
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string; message: string };
+    if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", `${file} not found: run \`bash scripts/install-system-deps.sh\``);
+    const detail = (e.stderr || e.message).trim().split("\n").slice(-2).join(" ");
+    if (/No space left on device/i.test(detail)) throw new QvmError("FAILED_PRECONDITION", `${what}: the disk is full (${detail}); free space and try again`);
+    throw new QvmError("VMM_FAILED", `${what}: ${detail}`, { cause: err });
+  }
+}
+
+/** A qcow2 file that records changes over `backing` (raw); the backing file is never written. */
+export function createOverlay(backing: string, overlay: string): Promise<string> {
+  return tool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay], `cannot create ${overlay}`);
+}
+
+/** A fresh ext4 filesystem of `sizeMiB` in a qcow2 file (formatted raw, then converted: only used blocks are stored). */
+export async function createExt4Qcow2(file: string, sizeMiB: number, label: string, scratch: string): Promise<void> {
+  await tool("mke2fs", ["-q", "-t", "ext4", "-L", label, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch, `${sizeMiB}M`], `cannot format ${scratch}`);
+  await tool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", scratch, file], `cannot create ${file}`);
+}
+
+/** Writes overlay+backing as one new sparse raw file (a template's root committed at stop). */
+export function flattenToRaw(overlay: string, out: string): Promise<string> {
+  return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "raw", "-S", "4k", overlay, out], `cannot commit ${overlay}`);
+}
+
+export function copyQcow2(src: string, out: string): Promise<string> {
+  return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "qcow2", src, out], `cannot copy ${src}`);
+}
+
+export function resizeImage(file: string, format: "raw" | "qcow2", sizeBytes: number): Promise<string> {
+  return tool("qemu-img", ["resize", "-q", "-f", format, file, String(sizeBytes)], `cannot resize ${file}`);
+}
+
+export interface ImageInfo {
+  virtualSize: number;
+  actualSize: number;
+}
+
+export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<ImageInfo> {
+  const out = await tool("qemu-img", ["info", "--output=json", "-f", format, "-U", file], `cannot read ${file}`);
+  const j = JSON.parse(out) as { "virtual-size": number; "actual-size": number };
+  return { virtualSize: j["virtual-size"], actualSize: j["actual-size"] };
+}
+
+// ---- internal snapshots: the revisions of a qcow2 volume -------------------------------------
+
+export interface Snapshot {
+  name: string;
+  date: string;
+}
+
+export async function listSnapshots(file: string): Promise<Snapshot[]> {
+  const out = await tool("qemu-img", ["info", "--output=json", "-f", "qcow2", "-U", file], `cannot read ${file}`);
+  const j = JSON.parse(out) as { snapshots?: Array<{ name: string; "date-sec": number }> };
+  return (j.snapshots ?? []).map((s) => ({ name: s.name, date: new Date(s["date-sec"] * 1000).toISOString() }));
+}
+
+export function createSnapshot(file: string, name: string): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-c", name, file], `cannot take revision ${name} of ${file}`);
+}
+
+export function applySnapshot(file: string, name: string): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-a", name, file], `cannot revert ${file} to ${name}`);
+}
+
+export function deleteSnapshot(file: string, name: string): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-d", name, file], `cannot delete revision ${name} of ${file}`);
+}

@@ -1,0 +1,233 @@
+// The four volumes of a domain (Qubes' model, ../shared/docs/reference/qubes.md §3), as files:
+//
+//   DATA/volumes/NAME/private.qcow2   private: persistent ext4, /rw in the guest, /home on it.
+//                                      Revisions are qcow2 internal snapshots taken before each
+//                                      start: cheap on any filesystem, reverted in place.
+//   DATA/volumes/NAME/root.img        root of a TemplateVM or StandaloneVM (sparse raw). Never
+//                                      written in place: the domain runs on root-dirty.qcow2 over
+//                                      it, which is flattened into a new root.img when it stops
+//                                      (rename: AppVMs that run keep the old inode open).
+//   RUNTIME/domains/NAME/root.qcow2   an AppVM's root: a snapshot of its template's root.img
+//                                      taken at start, discarded at stop. It is also the volatile
+//                                      volume: every change to / lives there and nothing survives.
+//   kernel                            the read-only kernel bundle (images/).
+//
+// So creating an AppVM writes only a small private volume; its root costs nothing until it runs.
+import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { QvmError } from "@qvm/protocol";
+import type { DomainClass } from "../model/domain.js";
+import type { DiskSpec } from "../vmm/driver.js";
+import * as img from "./qemu-img.js";
+
+export const DEFAULT_PRIVATE_MIB = 2048;
+export const DEFAULT_ROOT_MIB = 10 * 1024;
+export const DEFAULT_REVISIONS_TO_KEEP = 1;
+const REVISION_PREFIX = "rev-";
+
+export interface VolumeFlags {
+  snapOnStart: boolean;
+  saveOnStop: boolean;
+  rw: boolean;
+}
+
+/** Per class, as Qubes' appvm.py / templatevm.py / standalonevm.py define them. */
+export function volumeFlags(klass: DomainClass): Record<"root" | "private" | "volatile" | "kernel", VolumeFlags> {
+  const persistentRoot = klass !== "AppVM";
+  return {
+    root: { snapOnStart: !persistentRoot, saveOnStop: persistentRoot, rw: true },
+    private: { snapOnStart: false, saveOnStop: true, rw: true },
+    volatile: { snapOnStart: false, saveOnStop: false, rw: true },
+    kernel: { snapOnStart: false, saveOnStop: false, rw: false },
+  };
+}
+
+export interface VolumeView {
+  domain: string;
+  name: string;
+  path: string;
+  sizeBytes: number;
+  usageBytes: number;
+  flags: VolumeFlags;
+  revisions: string[];
+}
+
+export class VolumeStore {
+  constructor(readonly dataDir: string) {}
+
+  dir(name: string): string {
+    return path.join(this.dataDir, "volumes", name);
+  }
+
+  files(name: string) {
+    const d = this.dir(name);
+    return { private: path.join(d, "private.qcow2"), root: path.join(d, "root.img"), rootDirty: path.join(d, "root-dirty.qcow2") };
+  }
+
+  exists(name: string): boolean {
+    return existsSync(this.dir(name));
+  }
+
+  /**
+   * Makes a domain's volumes in a scratch directory renamed into place at the end, so a failure
+   * (a full disk) leaves no half-made domain. `rootFrom` is the raw root a TemplateVM or
+   * StandaloneVM starts from: hard-linked when possible (it is never written in place), else copied.
+   */
+  async create(name: string, klass: DomainClass, opts: { rootFrom?: string; privateMiB?: number } = {}): Promise<void> {
+    const final = this.dir(name);
+    if (existsSync(final)) throw new QvmError("ALREADY_EXISTS", `${final} already exists; remove it if no domain "${name}" exists`);
+    const partial = `${final}.partial-${process.pid}`;
+    rmSync(partial, { recursive: true, force: true });
+    mkdirSync(partial, { recursive: true, mode: 0o700 });
+    try {
+      const f = { private: path.join(partial, "private.qcow2"), root: path.join(partial, "root.img") };
+      const scratch = path.join(partial, "private.raw");
+      await img.createExt4Qcow2(f.private, opts.privateMiB ?? DEFAULT_PRIVATE_MIB, "qvm-private", scratch);
+      rmSync(scratch, { force: true });
+      if (klass !== "AppVM") {
+        // Without a source, as in Qubes, the root starts empty (sparse): install into it from elsewhere.
+        if (opts.rootFrom) await linkOrCopy(opts.rootFrom, f.root);
+        else await execa("truncate", ["-s", `${DEFAULT_ROOT_MIB}M`, f.root]);
+      }
+      renameSync(partial, final);
+    } catch (err) {
+      rmSync(partial, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async clone(source: string, name: string): Promise<void> {
+    const final = this.dir(name);
+    const partial = `${final}.partial-${process.pid}`;
+    rmSync(partial, { recursive: true, force: true });
+    mkdirSync(partial, { recursive: true, mode: 0o700 });
+    try {
+      const src = this.files(source);
+      await img.copyQcow2(src.private, path.join(partial, "private.qcow2")); // revisions are not copied
+      if (existsSync(src.root)) await linkOrCopy(src.root, path.join(partial, "root.img"));
+      renameSync(partial, final);
+    } catch (err) {
+      rmSync(partial, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  remove(name: string): void {
+    rmSync(this.dir(name), { recursive: true, force: true });
+  }
+
+  /** Volume directories without a domain: left by a crash between making volumes and storing the domain. */
+  orphans(known: (name: string) => boolean): string[] {
+    const dir = path.join(this.dataDir, "volumes");
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir).filter((n) => n.includes(".partial-") || !known(n));
+  }
+
+  /**
+   * The disks for a start: revisions taken first, then the root chosen by class. `templateRoot`
+   * is the template's root.img for an AppVM.
+   */
+  async prepareStart(name: string, klass: DomainClass, runtimeDir: string, opts: { templateRoot?: string; revisionsToKeep: number }): Promise<DiskSpec[]> {
+    const f = this.files(name);
+    if (!existsSync(f.private)) throw new QvmError("CORRUPT_STATE", `${f.private} is missing: the private volume of ${name} is gone`);
+    await this.takeRevision(f.private, opts.revisionsToKeep);
+    let root: DiskSpec;
+    if (klass === "AppVM") {
+      if (!opts.templateRoot || !existsSync(opts.templateRoot)) {
+        throw new QvmError("MISSING_DEPENDENCY", `the template's root volume ${opts.templateRoot ?? ""} is missing: build it with \`qvm-images build\` (qvm template build)`);
+      }
+      mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
+      const overlay = path.join(runtimeDir, "root.qcow2");
+      await img.createOverlay(opts.templateRoot, overlay);
+      root = { serial: "root", path: overlay, format: "qcow2", readonly: false };
+    } else {
+      if (!existsSync(f.root)) throw new QvmError("CORRUPT_STATE", `${f.root} is missing: the root volume of ${name} is gone`);
+      await this.commitRoot(name); // a crash may have left changes of the last run
+      await img.createOverlay(f.root, f.rootDirty);
+      root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false };
+    }
+    return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false }];
+  }
+
+  /**
+   * After a TemplateVM or StandaloneVM stopped: its root changes become the new root.img. The old
+   * file is kept as a revision (root.img.rev-N) when revisions_to_keep allows, else unlinked;
+   * AppVMs that run keep using it through their open file until they stop.
+   */
+  async commitRoot(name: string, revisionsToKeep = DEFAULT_REVISIONS_TO_KEEP): Promise<boolean> {
+    const f = this.files(name);
+    if (!existsSync(f.rootDirty)) return false;
+    const next = `${f.root}.new`;
+    rmSync(next, { force: true });
+    await img.flattenToRaw(f.rootDirty, next);
+    await execa("sync", ["-f", next]).catch(() => {});
+    if (revisionsToKeep > 0) {
+      linkSync(f.root, `${f.root}.${REVISION_PREFIX}${Date.now()}`);
+      const revs = this.rootRevisions(name);
+      for (const old of revs.slice(0, Math.max(0, revs.length - revisionsToKeep))) rmSync(path.join(this.dir(name), `root.img.${old}`), { force: true });
+    }
+    renameSync(next, f.root);
+    rmSync(f.rootDirty, { force: true });
+    return true;
+  }
+
+  private rootRevisions(name: string): string[] {
+    return readdirSync(this.dir(name))
+      .filter((n) => n.startsWith(`root.img.${REVISION_PREFIX}`))
+      .map((n) => n.slice("root.img.".length))
+      .sort();
+  }
+
+  private async takeRevision(file: string, keep: number): Promise<void> {
+    if (keep <= 0) return;
+    await img.createSnapshot(file, `${REVISION_PREFIX}${Date.now()}`);
+    const revs = (await img.listSnapshots(file)).map((s) => s.name).filter((n) => n.startsWith(REVISION_PREFIX)).sort();
+    for (const old of revs.slice(0, Math.max(0, revs.length - keep))) await img.deleteSnapshot(file, old);
+  }
+
+  /** Restores the private volume to a revision (the newest when none is named). The domain must be halted. */
+  async revertPrivate(name: string, revision?: string): Promise<string> {
+    const file = this.files(name).private;
+    const revs = (await img.listSnapshots(file)).map((s) => s.name).sort();
+    const target = revision ?? revs.at(-1);
+    if (!target || !revs.includes(target)) {
+      throw new QvmError("NOT_FOUND", revs.length ? `no revision "${revision}" of ${name}:private; revisions: ${revs.join(", ")}` : `${name}:private has no revisions yet (one is taken before each start)`);
+    }
+    await img.applySnapshot(file, target);
+    return target;
+  }
+
+  async resizePrivate(name: string, sizeBytes: number): Promise<void> {
+    const file = this.files(name).private;
+    const { virtualSize } = await img.imageInfo(file, "qcow2");
+    if (sizeBytes < virtualSize) throw new QvmError("INVALID_ARGUMENT", `${name}:private is ${virtualSize} bytes; volumes only grow`);
+    await img.resizeImage(file, "qcow2", sizeBytes);
+  }
+
+  async list(name: string, klass: DomainClass, templateRoot?: string): Promise<VolumeView[]> {
+    const f = this.files(name);
+    const flags = volumeFlags(klass);
+    const out: VolumeView[] = [];
+    const priv = await img.imageInfo(f.private, "qcow2");
+    out.push({ domain: name, name: "private", path: f.private, sizeBytes: priv.virtualSize, usageBytes: priv.actualSize, flags: flags.private,
+      revisions: (await img.listSnapshots(f.private)).map((s) => s.name).sort() });
+    const rootFile = klass === "AppVM" ? templateRoot : f.root;
+    if (rootFile && existsSync(rootFile)) {
+      const st = statSync(rootFile);
+      out.push({ domain: name, name: "root", path: rootFile, sizeBytes: st.size, usageBytes: klass === "AppVM" ? 0 : st.blocks * 512, flags: flags.root,
+        revisions: klass === "AppVM" ? [] : this.rootRevisions(name) });
+    }
+    return out;
+  }
+}
+
+async function linkOrCopy(src: string, dst: string): Promise<void> {
+  try {
+    linkSync(src, dst);
+  } catch {
+    await execa("cp", ["--reflink=auto", "--sparse=always", src, dst]).catch((err: Error) => {
+      throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "FAILED_PRECONDITION" : "VMM_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
+    });
+  }
+}

@@ -1,0 +1,65 @@
+// The volume model with real VMs: an AppVM's root is a snapshot of its template's, discarded at
+// stop, while /home (on the private volume) persists; a template updated while an AppVM runs is
+// seen by that AppVM at its next start, not before.
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execa } from "execa";
+import { repoRoot } from "@qvm/images";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent";
+import { processesMentioning } from "./fixtures.js";
+
+let d: TestDaemon;
+const dirs = testDaemonDirs("e2e-storage", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+
+function qvm(...args: string[]) {
+  return execa(path.join(repoRoot(), "qvm"), args, { env: { QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" }, reject: false, stdin: "ignore" });
+}
+
+async function ok(...args: string[]): Promise<string> {
+  const r = await qvm(...args);
+  expect(r.exitCode, `qvm ${args.join(" ")}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  d = await startTestDaemon(dirs);
+});
+
+afterAll(async () => {
+  for (const dom of (await d.client.listDomains().catch(() => ({ domains: [] }))).domains) {
+    if (dom.state !== "Halted") await d.client.killDomain(dom.name).catch(() => {});
+  }
+  await d.stop();
+  expect(processesMentioning(dirs.base)).toEqual([]);
+  removeTestDaemonDirs(dirs);
+});
+
+describe("volumes with real VMs", () => {
+  it("a file written to / of an AppVM is gone after a restart, one in /home stays", async () => {
+    await ok("create", "--template", "debian-12", "--label", "blue", "--prop", "memory=600", "st");
+    await ok("start", "st");
+    await ok("run", "--pass-io", "--user", "root", "st", "--", "sh", "-c", "echo root-change > /marker && sync");
+    await ok("run", "--pass-io", "st", "--", "sh", "-c", "echo kept > /home/user/kept && mkdir -p /home/user/dir && echo deep > /home/user/dir/f && sync");
+    expect((await ok("run", "--pass-io", "st", "--", "findmnt", "-n", "-o", "TARGET", "/rw")).trim()).toBe("/rw");
+    await ok("shutdown", "--wait", "st");
+    await ok("start", "st");
+    const r = await qvm("run", "--pass-io", "st", "--", "sh", "-c", "cat /home/user/kept /home/user/dir/f; test -e /marker && echo MARKER-STILL-THERE; ls -ld /home/user | cut -d' ' -f3");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.trim().split("\n")).toEqual(["kept", "deep", "user"]);
+  });
+
+  it("a change to the template reaches its AppVM at the AppVM's next start, not while it runs", async () => {
+    // st is running from the previous test; update the template meanwhile.
+    await ok("start", "debian-12");
+    await ok("run", "--pass-io", "--user", "root", "debian-12", "--", "sh", "-c", "echo v2 > /etc/qvm-template-mark && sync");
+    await ok("shutdown", "--wait", "debian-12");
+    let r = await qvm("run", "--pass-io", "st", "--", "sh", "-c", "cat /etc/qvm-template-mark 2>/dev/null || echo absent");
+    expect(r.stdout.trim()).toBe("absent");
+    await ok("shutdown", "--wait", "st");
+    await ok("start", "st");
+    r = await qvm("run", "--pass-io", "st", "--", "cat", "/etc/qvm-template-mark", "/home/user/kept");
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.trim().split("\n")).toEqual(["v2", "kept"]);
+    await ok("shutdown", "--wait", "st");
+  });
+});
