@@ -17,6 +17,7 @@ import Shutdown from "./commands/shutdown.js";
 import Start from "./commands/start.js";
 import Tags from "./commands/tags.js";
 import Unpause from "./commands/unpause.js";
+import Volume from "./commands/volume.js";
 
 export const COMMANDS = {
   check: Check,
@@ -35,4 +36,5 @@ export const COMMANDS = {
   start: Start,
   tags: Tags,
   unpause: Unpause,
+  volume: Volume,
 };

@@ -142,7 +142,7 @@ describe("qvm create", () => {
   });
 
   it("refuses a missing label or a bad class before calling qvmd: exit 2, one line", async () => {
-    for (const args of [["create", "x"], ["create", "x", "-l", "red", "--class", "DispVM"], ["create", "x", "-l", "red", "--prop", "memory"]]) {
+    for (const args of [["create", "x"], ["create", "x", "-l", "red", "--class", "RemoteVM"], ["create", "x", "-l", "red", "--prop", "memory"]]) {
       const r = await qvm(args);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(/^qvm: [^\n]+\n$/);

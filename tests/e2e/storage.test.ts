@@ -1,6 +1,7 @@
 // The volume model with real VMs: an AppVM's root is a snapshot of its template's, discarded at
 // stop, while /home (on the private volume) persists; a template updated while an AppVM runs is
 // seen by that AppVM at its next start, not before.
+import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execa } from "execa";
@@ -61,5 +62,38 @@ describe("volumes with real VMs", () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout.trim().split("\n")).toEqual(["v2", "kept"]);
     await ok("shutdown", "--wait", "st");
+  });
+
+  it("revert brings back the private volume as it was before the last start; resize grows it while running", async () => {
+    const before = JSON.parse(await ok("volume", "list", "st", "--json")) as Array<{ name: string; revisions: string[]; sizeBytes: number }>;
+    expect(before.find((v) => v.name === "private")?.revisions.length).toBe(1); // revisions_to_keep 1
+    await ok("start", "st");
+    await ok("volume", "resize", "st:private", "3G");
+    const df = await ok("run", "--pass-io", "st", "--", "df", "--output=size", "-B", "1M", "/rw");
+    expect(Number(df.trim().split("\n").at(-1))).toBeGreaterThan(2900); // the filesystem grew with the volume (ext4 keeps some)
+    await ok("run", "--pass-io", "st", "--", "sh", "-c", "echo later > /home/user/later && sync");
+    await ok("shutdown", "--wait", "st");
+    await ok("volume", "revert", "st:private");
+    await ok("start", "st");
+    const r = await qvm("run", "--pass-io", "st", "--", "sh", "-c", "cat /home/user/kept; test -e /home/user/later && echo LATER-STILL-THERE || echo reverted");
+    expect(r.stdout.trim().split("\n")).toEqual(["kept", "reverted"]);
+    await ok("shutdown", "--wait", "st");
+  });
+
+  it("a disposable runs the command and leaves nothing behind, also when the command crashes", async () => {
+    await ok("create", "--template", "debian-12", "--label", "red", "--prop", "template_for_dispvms=true", "--prop", "memory=600", "dvm");
+    await ok("prefs", "--global", "default_dispvm", "dvm");
+    let r = await qvm("run", "--dispvm=dvm", "--pass-io", "--", "sh", "-c", "echo hi; hostname");
+    expect(r.exitCode, r.stderr).toBe(0);
+    const [hi, host] = r.stdout.trim().split("\n");
+    expect(hi).toBe("hi");
+    expect(host).toMatch(/^disp\d{1,4}$/);
+    r = await qvm("run", "--dispvm", "--pass-io", "--", "sh", "-c", "kill -SEGV $$");
+    expect(r.exitCode).toBe(139);
+    const names = (JSON.parse(await ok("ls", "--json")) as Array<{ name: string }>).map((x) => x.name);
+    expect(names.filter((n) => n.startsWith("disp"))).toEqual([]);
+    expect(readdirSync(path.join(dirs.runtimeDir, "domains")).filter((n) => n.startsWith("disp"))).toEqual([]);
+    expect(existsSync(path.join(dirs.dataDir, "volumes", host!))).toBe(false);
+    expect(processesMentioning(`/domains/${host}`)).toEqual([]);
   });
 });

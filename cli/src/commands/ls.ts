@@ -25,7 +25,7 @@ With --json the matching domains are printed as a JSON array of the admin API's 
     paused: Flags.boolean({ description: "Only paused domains." }),
     halted: Flags.boolean({ description: "Only halted domains." }),
     tags: Flags.string({ description: "Only domains with this tag; repeat for any of several.", multiple: true, multipleNonGreedy: true, helpValue: "TAG" }),
-    class: Flags.string({ description: "Only domains of this class (AppVM, TemplateVM, StandaloneVM).", helpValue: "CLASS" }),
+    class: Flags.string({ description: "Only domains of this class (AppVM, TemplateVM, StandaloneVM, DispVM).", helpValue: "CLASS" }),
     json: Flags.boolean({ description: "Print a JSON array of Domain objects instead of the table." }),
   };
 

@@ -28,13 +28,14 @@ Without --pass-io, the process's stdin is closed at once and its output is disca
 Without a pty, Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to qvm are passed to the process; pressing Ctrl-C ${ABANDON_AFTER_SIGINTS} times makes qvm give up waiting (exit 130) while the process may still run. With a pty, Ctrl-C is simply a key the process reads.
 
 If the command's own arguments include --help or -h, qvm puts the -- in for you: qvm run work git --help runs git --help.`;
-  static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
+  static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "--dispvm[=NAME] [FLAGS] [--] PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
   static override examples = [
     example("work -- ls -l /home", "argv, no shell."),
     example("-p work 'ls /etc | wc -l'", "A shell command, output passed back."),
     example("-p work bash", "An interactive shell (a pty when stdin is a terminal)."),
     example("-p --no-pty work -- cat < file > copy", "Pipe a file through."),
     example("-u root -n work -- apt-get update", "As root; fail if work is halted."),
+    example("--dispvm=default-dvm -p -- sh -c 'echo hi'", "In a throwaway disposable, gone afterwards."),
   ];
   static override strict = false;
   static override args = {
@@ -48,6 +49,10 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     pty: Flags.boolean({ allowNo: true, description: "Use a pty (default: with --pass-io when stdin is a terminal)." }),
     env: Flags.string({ char: "e", description: "Set an environment variable for the process; repeatable.", multiple: true, multipleNonGreedy: true, helpValue: "NAME=VALUE" }),
     cwd: Flags.string({ description: "Working directory of the process (default: the user's home).", helpValue: "DIR" }),
+    dispvm: Flags.string({
+      description: "Run in a new disposable made from this template for disposables (`--dispvm` alone: the global default_dispvm) instead of in VM; it is destroyed afterwards, whatever happens.",
+      helpValue: "[=NAME]",
+    }),
   };
 
   async run(): Promise<void> {
@@ -66,6 +71,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
       pty,
       window: pty ? windowSize() : undefined,
       noAutostart: Boolean(flags["no-autostart"]),
+      dispvm: flags.dispvm,
     });
 
     const admin = await this.connected();
@@ -85,7 +91,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
           if (++sigints >= ABANDON_AFTER_SIGINTS) {
             restoreTerminal();
             call.cancel();
-            this.note(`gave up waiting for the process in ${split.vm}; it may still be running`);
+            this.note(`gave up waiting for the process in ${split.vm || "the disposable"}; it may still be running`);
             process.exit(130);
           }
           session.signal("SIGINT");

@@ -11,6 +11,8 @@ export interface RunOptions {
   pty: boolean;
   window?: { rows: number; cols: number } | undefined;
   noAutostart: boolean;
+  /** Template for a new disposable ("@default": the global default_dispvm); vm is then "". */
+  dispvm?: string | undefined;
 }
 
 export function execStart(o: RunOptions): adminV1.ExecStart {
@@ -24,6 +26,7 @@ export function execStart(o: RunOptions): adminV1.ExecStart {
     pty: o.pty,
     window: o.pty ? (o.window ?? { rows: 24, cols: 80 }) : undefined,
     noAutostart: o.noAutostart,
+    dispvm: o.dispvm ?? "",
   };
 }
 

@@ -45,7 +45,7 @@ class SlowSink extends Writable {
   }
 }
 
-const start: adminV1.ExecStart = { domain: "work", argv: ["cat"], shellCommand: "", env: {}, cwd: "", user: "", pty: false, window: undefined, noAutostart: false };
+const start: adminV1.ExecStart = { domain: "work", argv: ["cat"], shellCommand: "", env: {}, cwd: "", user: "", pty: false, window: undefined, noAutostart: false, dispvm: "" };
 const cases = (c: FakeCall<adminV1.ExecRequest>) => c.written.map((w) => w.msg?.$case);
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -65,7 +65,7 @@ describe("ExecSession", () => {
     stdin.write("early");
     await tick();
     expect(cases(call)).toEqual(["start"]); // stdin waits for the process to exist
-    call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     await tick();
     stdin.end("more");
     await tick();
@@ -82,7 +82,7 @@ describe("ExecSession", () => {
 
   it("without --pass-io: closes stdin at once and drops the output, but still returns the exit status", async () => {
     const { call, stdin, stdout, done } = setup(false);
-    call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     stdin.write("ignored");
     await tick();
     expect(cases(call)).toEqual(["start", "closeStdin"]);
@@ -95,7 +95,7 @@ describe("ExecSession", () => {
 
   it("stops reading stdin while the stream is full, until it drains", async () => {
     const { call, stdin } = setup(true);
-    call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     call.full = true;
     stdin.write("a");
     await tick();
@@ -107,7 +107,7 @@ describe("ExecSession", () => {
 
   it("stops reading the stream while our stdout is full, until it drains", async () => {
     const { call, stdout } = setup(true);
-    call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     stdout.full = true;
     call.reply({ msg: { $case: "stdout", value: Buffer.from("x") } });
     expect(call.paused).toBe(true);
@@ -117,7 +117,7 @@ describe("ExecSession", () => {
 
   it("forwards signals and window sizes while the process runs, not after", async () => {
     const { call, session, done } = setup(true);
-    call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     session.signal("SIGINT");
     session.resize(40, 100);
     expect(call.written.slice(-2)).toEqual([{ msg: { $case: "signal", value: "SIGINT" } }, { msg: { $case: "resize", value: { rows: 40, cols: 100 } } }]);
@@ -133,7 +133,7 @@ describe("ExecSession", () => {
     a.call.emit("error", new Error("boom"));
     await expect(a.done).rejects.toThrow("mapped: boom");
     const b = setup(true);
-    b.call.reply({ msg: { $case: "started", value: { pid: 7 } } });
+    b.call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     b.call.emit("end");
     await expect(b.done).rejects.toThrow(/without the process's exit status/);
   });

@@ -86,3 +86,17 @@ describe("parseAssignments (--prop, --env)", () => {
     expect(() => parseAssignments(["=1"], "--env")).toThrow(UsageError);
   });
 });
+
+describe("qvm run --dispvm", () => {
+  it("takes no VM name: the command follows qvm's flags", () => {
+    expect(splitRunArgv(["--dispvm=default-dvm", "--pass-io", "--", "sh", "-c", "echo hi"])).toEqual({
+      flags: ["--dispvm=default-dvm", "--pass-io"],
+      vm: "",
+      command: { kind: "argv", argv: ["sh", "-c", "echo hi"] },
+    });
+  });
+
+  it("--dispvm alone means the global default_dispvm, and one word is a shell command", () => {
+    expect(splitRunArgv(["-p", "--dispvm", "echo hi"])).toEqual({ flags: ["-p", "--dispvm=@default"], vm: "", command: { kind: "shell", command: "echo hi" } });
+  });
+});

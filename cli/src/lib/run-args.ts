@@ -11,9 +11,13 @@ export type RunCommandSpec = { kind: "argv"; argv: string[] } | { kind: "shell";
 export interface SplitRunArgs {
   /** qvm's flags, for the parser. */
   flags: string[];
+  /** "" with --dispvm: the command runs in a new disposable, not in a named domain. */
   vm: string;
   command: RunCommandSpec;
 }
+
+/** `--dispvm` alone means the global default_dispvm; `--dispvm=NAME` names a template for disposables. */
+const isDispvmFlag = (a: string) => a === "--dispvm" || a.startsWith("--dispvm=");
 
 /** Long and short flags of `qvm run` that take a value (so their value is not the VM name). */
 const VALUE_FLAGS = new Set(["-u", "--user", "-e", "--env", "--cwd"]);
@@ -48,17 +52,19 @@ export function protectRunHelp(argv: readonly string[]): string[] {
 
 export function splitRunArgv(argv: readonly string[]): SplitRunArgs {
   let i = vmIndex(argv);
-  const flags = argv.slice(0, Math.min(i, argv.length));
-  if (argv[i] === "--") i++;
-  const vm = argv[i];
+  const flags = argv.slice(0, Math.min(i, argv.length)).map((a) => (a === "--dispvm" ? "--dispvm=@default" : a));
+  const disposable = flags.some(isDispvmFlag);
+  if (argv[i] === "--" && !disposable) i++;
+  // With --dispvm there is no VM name: the command starts right after qvm's flags.
+  const vm = disposable ? "" : argv[i];
   if (vm === undefined) throw new UsageError("missing VM name: qvm run [FLAGS] VM [--] COMMAND...");
-  let rest = argv.slice(i + 1);
+  let rest = argv.slice(disposable ? i : i + 1);
   let dashdash = false;
   if (rest[0] === "--") {
     dashdash = true;
     rest = rest.slice(1);
   }
-  if (rest.length === 0) throw new UsageError(`missing command to run in ${vm}: qvm run [FLAGS] VM [--] COMMAND...`);
+  if (rest.length === 0) throw new UsageError(`missing command to run in ${vm || "the disposable"}: qvm run [FLAGS] VM [--] COMMAND...`);
   const command: RunCommandSpec =
     rest.length === 1 && !dashdash ? { kind: "shell", command: rest[0]! } : { kind: "argv", argv: rest };
   return { flags, vm, command };

@@ -67,7 +67,7 @@ function serveExec(fake: FakeQvmd, call: ServerDuplexStream<adminV1.ExecRequest,
           call.emit("error", toGrpcError(notFound(m.value.domain)));
           return;
         }
-        send({ $case: "started", value: { pid: 42 } });
+        send({ $case: "started", value: { pid: 42, domain: "work" } });
         const [prog, arg] = m.value.argv;
         if (prog === "exit") exit(Number(arg));
         else if (prog === "kill") exit(0, arg ?? "SIGKILL");

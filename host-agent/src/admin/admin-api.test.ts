@@ -51,7 +51,7 @@ describe("admin API against a real qvmd", () => {
       [create("sys-dm"), "INVALID_ARGUMENT", /-dm/],
       [create("nolabel", { label: "" }), "INVALID_ARGUMENT", /label is required/],
       [create("badlabel", { label: "pink" }), "INVALID_ARGUMENT", /unknown label "pink"/],
-      [create("badclass", { klass: "DispVM" }), "INVALID_ARGUMENT", /unknown class/],
+      [create("badclass", { klass: "RemoteVM" }), "INVALID_ARGUMENT", /unknown class/],
       [create("notmpl", { template: "work" }), "INVALID_ARGUMENT", /is a AppVM, not a TemplateVM/],
       [create("ghost", { template: "nope" }), "NOT_FOUND", /template "nope" does not exist/],
       [create("work", { template: "tmpl" }), "ALREADY_EXISTS", /already exists/],

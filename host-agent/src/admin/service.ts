@@ -6,6 +6,7 @@ import { QvmError, adminV1, toGrpcError } from "@qvm/protocol";
 import type { Qvmd, DomainView } from "../daemon/qvmd.js";
 import type { QvmEvent } from "../daemon/events.js";
 import type { PropertyView } from "../daemon/registry.js";
+import type { VolumeView } from "../storage/volumes.js";
 import { SIGNAL_NAMES, type SignalName } from "../agent/replies.js";
 import type { ExecProcess } from "../agent/exec-process.js";
 import type { AgentClient } from "../agent/agent-client.js";
@@ -28,6 +29,17 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
 
 const domainMsg = (d: DomainView): adminV1.Domain => ({ ...d });
 const propMsg = (p: PropertyView): adminV1.Property => ({ ...p });
+const volumeMsg = (v: VolumeView): adminV1.Volume => ({
+  domain: v.domain,
+  name: v.name,
+  path: v.path,
+  sizeBytes: v.sizeBytes,
+  usageBytes: v.usageBytes,
+  snapOnStart: v.flags.snapOnStart,
+  saveOnStop: v.flags.saveOnStop,
+  rw: v.flags.rw,
+  revisions: v.revisions,
+});
 
 export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
   const impl: adminV1.QvmAdminServer = {
@@ -91,6 +103,13 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
       return {};
     }),
 
+    listVolumes: unary(async (req: adminV1.ListVolumesRequest) => ({ volumes: (await qvmd.listVolumes(req.domain)).map(volumeMsg) })),
+    revertVolume: unary(async (req: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(req.domain, req.volume, req.revision) })),
+    resizeVolume: unary(async (req: adminV1.ResizeVolumeRequest) => {
+      await qvmd.resizeVolume(req.domain, req.volume, req.sizeBytes);
+      return {};
+    }),
+
     exec: (call) => serveExec(qvmd, call),
     console: (call) => serveConsole(qvmd, call),
     watchEvents: (call) => serveEvents(qvmd, call),
@@ -115,9 +134,20 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
   let proc: ExecProcess | undefined;
   let agent: AgentClient | undefined;
   let finished = false;
+  let disposable: string | undefined;
+  const cleanup = () => {
+    if (disposable) void qvmd.destroyDisposable(disposable).catch((err: Error) => qvmd.log(`${disposable}: cannot destroy: ${err.message}`));
+    disposable = undefined;
+  };
   const early: adminV1.ExecRequest[] = [];
-  call.on("error", () => proc?.cancel());
-  call.on("cancelled", () => proc?.cancel());
+  call.on("error", () => {
+    proc?.cancel();
+    cleanup();
+  });
+  call.on("cancelled", () => {
+    proc?.cancel();
+    cleanup();
+  });
 
   const onRequest = (req: adminV1.ExecRequest) => {
     const msg = req.msg;
@@ -163,7 +193,12 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
       const s = first.msg.value;
       checkExecStart(s);
       call.pause();
-      const dom = await qvmd.runner.ensureRunning(s.domain, s.noAutostart);
+      if (s.dispvm) {
+        // The disposable is destroyed however this call ends: exit, error or cancellation.
+        disposable = await qvmd.createDisposable(s.dispvm);
+        s.domain = disposable;
+      }
+      const dom = await qvmd.runner.ensureRunning(s.domain, s.noAutostart && !disposable);
       const rec = qvmd.registry.get(s.domain);
       agent = dom.agent;
       proc = dom.agent.exec({
@@ -175,7 +210,7 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
       });
       const p = proc;
       const { pid } = await p.started;
-      call.write({ msg: { $case: "started", value: { pid } } });
+      call.write({ msg: { $case: "started", value: { pid, domain: s.domain } } });
       const pump = (src: NodeJS.ReadableStream, kind: "stdout" | "stderr") =>
         new Promise<void>((resolve) => {
           src.on("data", (chunk: Buffer) => {
@@ -192,9 +227,15 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
       const [exit] = await Promise.all([p.exit, pump(p.stdout, "stdout"), pump(p.stderr, "stderr")]);
       if (finished) return;
       finished = true;
+      // A disposable is gone before its caller learns the exit status.
+      if (disposable) await qvmd.destroyDisposable(disposable).catch((err: Error) => qvmd.log(`${disposable}: cannot destroy: ${err.message}`));
+      disposable = undefined;
       call.write({ msg: { $case: "exit", value: { code: exit.code ?? 0, signal: exit.signal ?? "" } } });
       call.end();
-    })().catch(abort);
+    })().catch((err) => {
+      cleanup();
+      abort(err);
+    });
   });
 }
 

@@ -17,6 +17,8 @@ export const EVENT_TYPES = [
   "tag-add",
   "tag-delete",
   "global-property-set",
+  "volume-revert",
+  "volume-resize",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

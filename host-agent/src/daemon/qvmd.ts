@@ -6,7 +6,7 @@ import type { ImageStore } from "@qvm/images";
 import type { DomainRecord } from "../model/domain.js";
 import { DomainStore } from "../store/domain-store.js";
 import type { VmmDriver } from "../vmm/driver.js";
-import { VolumeStore } from "../storage/volumes.js";
+import { VolumeStore, type VolumeView } from "../storage/volumes.js";
 import { EventBus } from "./events.js";
 import { DomainRegistry, type CreateDomainInput } from "./registry.js";
 import { DomainRunner, type PowerState } from "./runner.js";
@@ -70,7 +70,12 @@ export class Qvmd {
       }
     }
     await this.runner.reattachAll();
+    for (const rec of this.registry.list().filter((r) => r.autoCleanup)) {
+      this.log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
+      await this.destroyDisposable(rec.name).catch((err: Error) => this.log(`${rec.name}: cannot destroy: ${err.message}`));
+    }
     for (const rec of this.registry.list()) {
+      if (rec.class === "DispVM") continue;
       if (!this.volumes.exists(rec.name)) this.log(`${rec.name}: has no volumes (created by an older qvmd?); remove and create it again`);
       else if (!this.runner.isRunning(rec.name) && rec.class !== "AppVM") await this.runner.commitRoot(rec.name);
     }
@@ -143,6 +148,64 @@ export class Qvmd {
 
   resetProperty(domain: string, name: string) {
     return this.runner.locks.run(domain || "@global", () => this.registry.resetProperty(domain, name));
+  }
+
+  // ---- disposables ------------------------------------------------------------------------------
+
+  /** Defines dispNNNN from a template for disposables ("" or "@default": the global default_dispvm). */
+  createDisposable(template: string): Promise<string> {
+    const dvm = template && template !== "@default" ? template : String(this.registry.store.globals().default_dispvm ?? "");
+    if (!dvm) throw new QvmError("INVALID_ARGUMENT", "no template for disposables given and no default_dispvm set: `qvm prefs --global default_dispvm NAME`");
+    let name = "";
+    for (let i = 0; i < 100 && (!name || this.registry.store.get(name)); i++) name = `disp${1 + Math.floor(Math.random() * 9999)}`;
+    return this.runner.locks.run(name, () => {
+      const label = String(this.registry.get(dvm).props.label ?? "red");
+      const record = this.registry.prepareCreate({ name, klass: "DispVM", template: dvm, label });
+      record.autoCleanup = true;
+      this.registry.add(record, { disposableOf: dvm });
+      return name;
+    });
+  }
+
+  /** Kills a disposable if it runs and removes every trace of it (store entry, runtime files). */
+  destroyDisposable(name: string): Promise<void> {
+    return this.runner.locks.run(name, async () => {
+      if (!this.registry.store.get(name)) return;
+      if (this.runner.isRunning(name)) await this.runner.running(name).kill().catch(() => {});
+      this.registry.remove(name);
+      this.volumes.remove(name);
+    });
+  }
+
+  // ---- volumes ---------------------------------------------------------------------------------
+
+  async listVolumes(domain: string): Promise<VolumeView[]> {
+    const rec = this.registry.get(domain);
+    return this.volumes.list(rec.name, rec.class, rec.class === "AppVM" ? this.runner.templateRootOf(rec) : undefined);
+  }
+
+  revertVolume(domain: string, volume: string, revision: string): Promise<string> {
+    return this.runner.locks.run(domain, async () => {
+      const rec = this.registry.get(domain);
+      if (this.runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before reverting a volume`);
+      let done: string;
+      if (volume === "private") done = await this.volumes.revertPrivate(domain, revision || undefined);
+      else if (volume === "root" && rec.class !== "AppVM") done = this.volumes.revertRoot(domain, revision || undefined);
+      else if (volume === "root") throw new QvmError("INVALID_ARGUMENT", `${domain}:root is a snapshot of its template's root: revert the template's instead`);
+      else throw new QvmError("INVALID_ARGUMENT", `no volume "${volume}"; volumes with revisions: private, root (templates and standalones)`);
+      this.events.publish("volume-revert", domain, { volume, revision: done });
+      return done;
+    });
+  }
+
+  resizeVolume(domain: string, volume: string, sizeBytes: number): Promise<void> {
+    return this.runner.locks.run(domain, async () => {
+      this.registry.get(domain);
+      if (volume !== "private") throw new QvmError("INVALID_ARGUMENT", `only the private volume can be resized (not "${volume}")`);
+      if (this.runner.isRunning(domain)) await this.runner.growPrivateLive(domain, sizeBytes);
+      else await this.volumes.resizePrivate(domain, sizeBytes);
+      this.events.publish("volume-resize", domain, { volume, sizeBytes: String(sizeBytes) });
+    });
   }
 
   /** qvmd is exiting: VMMs keep running and the next qvmd takes them back. */

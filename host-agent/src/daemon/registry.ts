@@ -9,6 +9,7 @@ import {
   GLOBAL_PROPERTIES,
   PROPERTIES,
   checkGlobalSet,
+  checkDispvmTemplate,
   checkPropertySet,
   resolveProperty,
   type PropValue,
@@ -64,19 +65,24 @@ export class DomainRegistry {
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
 
     const record: DomainRecord = { name, class: klass, props: { label: input.label }, features: {}, tags: [], createdAt: new Date().toISOString() };
+    if (klass === "DispVM") {
+      const dvm = input.template || String(this.store.globals().default_dispvm ?? "");
+      if (!dvm) throw new QvmError("INVALID_ARGUMENT", "a DispVM needs a template for disposables (--template), and no default_dispvm is set");
+      record.props.template = checkPropertySet(record, "template", dvm, this.store);
+    }
     const templateName = input.template || String(this.store.globals().default_template ?? "");
     if (klass === "AppVM") {
       if (!templateName) throw new QvmError("INVALID_ARGUMENT", "an AppVM needs a template (--template), and no default_template is set");
       record.props.template = checkPropertySet(record, "template", templateName, this.store);
-    } else if (input.template) {
+    } else if (klass !== "DispVM" && input.template) {
       // A TemplateVM or StandaloneVM created from a template starts from the same root image.
       const source = this.get(input.template);
       if (source.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${input.template}" is a ${source.class}, not a TemplateVM`);
       record.rootFrom = source.name;
     }
     for (const [prop, raw] of Object.entries(input.properties ?? {})) {
-      if (prop === "label" || prop === "template") {
-        throw new QvmError("INVALID_ARGUMENT", `set ${prop} with --${prop}, not --prop`);
+      if (prop === "template") {
+        throw new QvmError("INVALID_ARGUMENT", "set the template with --template, not --prop");
       }
       record.props[prop] = checkPropertySet(record, prop, raw, this.store);
     }
@@ -131,6 +137,7 @@ export class DomainRegistry {
     for (const d of this.store.list()) {
       if (d.props.template === name) users.push(`template of ${d.name}`);
       if (d.props.netvm === name) users.push(`netvm of ${d.name}`);
+      if (d.props.default_dispvm === name) users.push(`default_dispvm of ${d.name}`);
     }
     for (const [g, v] of Object.entries(this.store.globals())) if (v === name) users.push(`global ${g}`);
     return users;
@@ -188,6 +195,7 @@ export class DomainRegistry {
 
   private setGlobal(name: string, raw: string): PropertyView {
     const value = checkGlobalSet(name, raw);
+    if (name === "default_dispvm" && value !== "") checkDispvmTemplate(String(value), this.store);
     if ((name === "default_template" || name === "default_netvm") && value !== "") {
       const target = this.get(String(value));
       if (name === "default_template" && target.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${target.class}, not a TemplateVM`);

@@ -2,7 +2,7 @@
 // qvmd restart. One DomainVm per running domain; per-domain calls are serialized. A VMM that dies
 // is noticed through the driver's exit promise (own child: at once; re-attached: polled every
 // 500 ms) and its domain is marked Halted with the reason.
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import type { ImageStore } from "@qvm/images";
@@ -14,6 +14,9 @@ import type { VmmDriver } from "../vmm/driver.js";
 import type { EventBus } from "./events.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import type { DomainRegistry } from "./registry.js";
+
+/** The private volume's place in the disks VolumeStore.prepareStart returns (root is 0). */
+const PRIVATE_DISK_INDEX = 1;
 
 /** Qubes' power states (Transient: starting). */
 export type PowerState = "Halted" | "Transient" | "Running" | "Paused" | "Halting";
@@ -127,9 +130,15 @@ export class DomainRunner {
     const rec = registry.get(name);
     const state = this.state(name);
     if (state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `${name} is already ${state === "Halting" ? "shutting down" : state.toLowerCase()}`);
+    if (rec.props.template_for_dispvms === true) {
+      const disposables = registry.list().filter((r) => r.class === "DispVM" && r.props.template === name && this.isRunning(r.name));
+      if (disposables.length) {
+        throw new QvmError("FAILED_PRECONDITION", `${name} is the template of running disposables (${disposables.map((r) => r.name).join(", ")}): start it once they are gone`);
+      }
+    }
     const kernel = this.kernelOf(rec);
     const disks = await this.deps.volumes.prepareStart(name, rec.class, this.runtimeDirOf(name), {
-      templateRoot: rec.class === "AppVM" ? this.templateRootOf(rec) : undefined,
+      ...this.templateVolumesOf(rec),
       revisionsToKeep: DEFAULT_REVISIONS_TO_KEEP,
     });
     const int = (p: string) => Number(registry.resolve(rec, p));
@@ -159,7 +168,31 @@ export class DomainRunner {
     }
     const info = await dom.vm.info();
     this.adopt(name, dom, info.pid, false);
+    if (existsSync(this.deps.volumes.growFlag(name))) {
+      await this.growPrivateFs(dom).then(
+        () => rmSync(this.deps.volumes.growFlag(name), { force: true }),
+        (err: Error) => this.deps.log(`${name}: cannot grow the private filesystem (retried at the next start): ${err.message}`),
+      );
+    }
     events.publish("domain-start", name, { pid: String(info.pid) });
+  }
+
+  /** Grows the private volume of a running domain: the disk through the VMM, then its filesystem. */
+  async growPrivateLive(name: string, sizeBytes: number): Promise<void> {
+    const l = this.liveOrThrow(name);
+    await this.deps.volumes.checkGrow(name, sizeBytes);
+    await l.dom.vm.resizeDisk(PRIVATE_DISK_INDEX, sizeBytes);
+    await this.growPrivateFs(l.dom);
+  }
+
+  private async growPrivateFs(dom: DomainVm): Promise<void> {
+    const p = dom.agent.exec({ command: ["sh", "-c", 'resize2fs "$(findmnt -n -o SOURCE /rw)" 2>&1'], user: "root" });
+    p.stdin.end();
+    let out = "";
+    p.stdout.on("data", (c: Buffer) => (out = (out + c.toString()).slice(-500)));
+    p.stderr.resume();
+    const exit = await p.exit;
+    if (exit.code !== 0) throw new QvmError("VMM_FAILED", `resize2fs in ${dom.name} failed: ${JSON.stringify(out.trim())}`);
   }
 
   private adopt(name: string, dom: DomainVm, pid: number, paused: boolean): void {
@@ -176,6 +209,19 @@ export class DomainRunner {
         this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }),
       );
     });
+  }
+
+  /**
+   * What a domain's snapshots are taken from: an AppVM's template's root; a disposable's
+   * template's private and that template's own template's root. A disposable's template must be
+   * halted: its private is read, so it must not change underneath.
+   */
+  templateVolumesOf(rec: DomainRecord): { templateRoot?: string; templatePrivate?: string } {
+    if (rec.class === "AppVM") return { templateRoot: this.templateRootOf(rec) };
+    if (rec.class !== "DispVM") return {};
+    const dvm = this.deps.registry.get(String(rec.props.template));
+    if (this.isRunning(dvm.name)) throw new QvmError("FAILED_PRECONDITION", `${dvm.name} is running: its disposables can start once it is shut down`);
+    return { templateRoot: this.templateRootOf(dvm), templatePrivate: this.deps.volumes.files(dvm.name).private };
   }
 
   /** The committed root of an AppVM's template: what its root snapshot is taken from. */

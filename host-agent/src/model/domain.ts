@@ -1,7 +1,7 @@
 // The persistent record of one domain, validated with zod wherever it is loaded.
 import { z } from "zod";
 
-export const DOMAIN_CLASSES = ["AppVM", "TemplateVM", "StandaloneVM"] as const;
+export const DOMAIN_CLASSES = ["AppVM", "TemplateVM", "StandaloneVM", "DispVM"] as const;
 export type DomainClass = (typeof DOMAIN_CLASSES)[number];
 
 const propValue = z.union([z.string(), z.number(), z.boolean()]);
@@ -20,6 +20,8 @@ export const domainRecordSchema = z
      * image (images/) or the TemplateVM it copied. Informational; the root is its own volume.
      */
     rootFrom: z.string().optional(),
+    /** A disposable made for one `qvm run --dispvm`: destroyed after it, or when qvmd next starts. */
+    autoCleanup: z.boolean().optional(),
   })
   .strict();
 

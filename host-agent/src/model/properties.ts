@@ -35,15 +35,27 @@ export const PROPERTIES: Record<string, PropertyDef> = {
   label: { type: "label", doc: `color of the domain's trusted frame: ${LABEL_NAMES.join(", ")}`, fromTemplate: false },
   template: {
     type: "domain",
-    doc: "TemplateVM whose root volume this AppVM boots",
+    doc: "TemplateVM whose root this AppVM boots (for a DispVM: the AppVM it is a disposable of)",
     fromTemplate: false,
     global: "default_template",
-    classes: ["AppVM"],
-    check: (_self, value, lookup) => {
+    classes: ["AppVM", "DispVM"],
+    check: (self, value, lookup) => {
       const t = lookup.get(String(value));
       if (!t) throw new QvmError("NOT_FOUND", `template "${value}" does not exist`);
-      if (t.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${t.class}, not a TemplateVM`);
+      if (self.class === "DispVM") {
+        if (t.class !== "AppVM" || t.props.template_for_dispvms !== true) {
+          throw new QvmError("INVALID_ARGUMENT", `"${value}" is not a template for disposables; set \`qvm prefs ${value} template_for_dispvms true\` on an AppVM`);
+        }
+      } else if (t.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${t.class}, not a TemplateVM`);
     },
+  },
+  template_for_dispvms: { type: "bool", doc: "this AppVM can be the template of disposables", fromTemplate: false, default: false, classes: ["AppVM"] },
+  default_dispvm: {
+    type: "domain",
+    doc: "template for disposables this domain starts (`qvm run --dispvm`)",
+    fromTemplate: false,
+    global: "default_dispvm",
+    check: (_self, value, lookup) => checkDispvmTemplate(String(value), lookup),
   },
   netvm: {
     type: "domain",
@@ -68,6 +80,7 @@ export const PROPERTIES: Record<string, PropertyDef> = {
 export const GLOBAL_PROPERTIES: Record<string, { type: PropertyDef["type"]; default: PropValue; doc: string; min?: number; max?: number }> = {
   default_template: { type: "str", default: "", doc: "template of new AppVMs" },
   default_netvm: { type: "str", default: "", doc: "netvm of domains that set none" },
+  default_dispvm: { type: "str", default: "", doc: "template for disposables (`qvm run --dispvm`)" },
   default_kernel: { type: "str", default: "current", doc: "kernel bundle domains boot" },
   default_vmm: { type: "vmm", default: "qemu", doc: "hypervisor backend" },
   default_qrexec_timeout: { type: "int", default: 60, doc: "seconds to wait for the agent at start", min: 1, max: 3600 },
@@ -142,6 +155,11 @@ export function resolveProperty(self: DomainRecord, name: string, lookup: Domain
     const t = lookup.get(String(self.props.template ?? ""));
     if (t && Object.hasOwn(t.props, name)) return { value: t.props[name]!, source: "template" };
   }
+  if (def.fromTemplate && self.class === "DispVM") {
+    // A disposable takes its settings from its template (an AppVM), which falls back in turn.
+    const t = lookup.get(String(self.props.template ?? ""));
+    if (t) return { value: resolveProperty(t, name, lookup).value, source: "template" };
+  }
   if (def.global) {
     const globals = lookup.globals();
     const value = Object.hasOwn(globals, def.global) ? globals[def.global]! : GLOBAL_PROPERTIES[def.global]!.default;
@@ -163,5 +181,14 @@ function checkNetvm(self: string, netvm: string, lookup: DomainLookup): void {
       throw new QvmError("INVALID_ARGUMENT", `"${cur}" does not provide network; set its provides_network to true first`);
     }
     cur = String(d.props.netvm ?? "");
+  }
+}
+
+/** A template for disposables: an AppVM with template_for_dispvms set. */
+export function checkDispvmTemplate(name: string, lookup: DomainLookup): void {
+  const t = lookup.get(name);
+  if (!t) throw new QvmError("NOT_FOUND", `template for disposables "${name}" does not exist`);
+  if (t.class !== "AppVM" || t.props.template_for_dispvms !== true) {
+    throw new QvmError("INVALID_ARGUMENT", `"${name}" is not a template for disposables; set \`qvm prefs ${name} template_for_dispvms true\` on an AppVM`);
   }
 }

@@ -15,9 +15,9 @@ async function tool(file: string, args: string[], what: string): Promise<string>
   }
 }
 
-/** A qcow2 file that records changes over `backing` (raw); the backing file is never written. */
-export function createOverlay(backing: string, overlay: string): Promise<string> {
-  return tool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, overlay], `cannot create ${overlay}`);
+/** A qcow2 file that records changes over `backing`; the backing file is never written. */
+export function createOverlay(backing: string, overlay: string, backingFormat: "raw" | "qcow2" = "raw"): Promise<string> {
+  return tool("qemu-img", ["create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, overlay], `cannot create ${overlay}`);
 }
 
 /** A fresh ext4 filesystem of `sizeMiB` in a qcow2 file (formatted raw, then converted: only used blocks are stored). */

@@ -13,7 +13,7 @@
 //   kernel                            the read-only kernel bundle (images/).
 //
 // So creating an AppVM writes only a small private volume; its root costs nothing until it runs.
-import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
@@ -34,10 +34,10 @@ export interface VolumeFlags {
 
 /** Per class, as Qubes' appvm.py / templatevm.py / standalonevm.py define them. */
 export function volumeFlags(klass: DomainClass): Record<"root" | "private" | "volatile" | "kernel", VolumeFlags> {
-  const persistentRoot = klass !== "AppVM";
+  const persistentRoot = klass === "TemplateVM" || klass === "StandaloneVM";
   return {
     root: { snapOnStart: !persistentRoot, saveOnStop: persistentRoot, rw: true },
-    private: { snapOnStart: false, saveOnStop: true, rw: true },
+    private: { snapOnStart: klass === "DispVM", saveOnStop: klass !== "DispVM", rw: true },
     volatile: { snapOnStart: false, saveOnStop: false, rw: true },
     kernel: { snapOnStart: false, saveOnStop: false, rw: false },
   };
@@ -75,6 +75,7 @@ export class VolumeStore {
    * StandaloneVM starts from: hard-linked when possible (it is never written in place), else copied.
    */
   async create(name: string, klass: DomainClass, opts: { rootFrom?: string; privateMiB?: number } = {}): Promise<void> {
+    if (klass === "DispVM") return; // nothing persistent: every start snapshots its template's volumes
     const final = this.dir(name);
     if (existsSync(final)) throw new QvmError("ALREADY_EXISTS", `${final} already exists; remove it if no domain "${name}" exists`);
     const partial = `${final}.partial-${process.pid}`;
@@ -128,7 +129,13 @@ export class VolumeStore {
    * The disks for a start: revisions taken first, then the root chosen by class. `templateRoot`
    * is the template's root.img for an AppVM.
    */
-  async prepareStart(name: string, klass: DomainClass, runtimeDir: string, opts: { templateRoot?: string; revisionsToKeep: number }): Promise<DiskSpec[]> {
+  async prepareStart(
+    name: string,
+    klass: DomainClass,
+    runtimeDir: string,
+    opts: { templateRoot?: string; templatePrivate?: string; revisionsToKeep: number },
+  ): Promise<DiskSpec[]> {
+    if (klass === "DispVM") return this.prepareDisposable(runtimeDir, opts.templateRoot, opts.templatePrivate);
     const f = this.files(name);
     if (!existsSync(f.private)) throw new QvmError("CORRUPT_STATE", `${f.private} is missing: the private volume of ${name} is gone`);
     await this.takeRevision(f.private, opts.revisionsToKeep);
@@ -148,6 +155,25 @@ export class VolumeStore {
       root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false };
     }
     return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false }];
+  }
+
+  /**
+   * A disposable's volumes: snapshots of its template's (an AppVM's) root and private, in the
+   * runtime directory, gone when it stops. Nothing of a disposable reaches the data directory.
+   */
+  private async prepareDisposable(runtimeDir: string, templateRoot?: string, templatePrivate?: string): Promise<DiskSpec[]> {
+    for (const f of [templateRoot, templatePrivate]) {
+      if (!f || !existsSync(f)) throw new QvmError("MISSING_DEPENDENCY", `a volume of the disposable's template is missing (${f ?? "?"}): build templates with \`qvm-images build\``);
+    }
+    mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
+    const root = path.join(runtimeDir, "root.qcow2");
+    const priv = path.join(runtimeDir, "private.qcow2");
+    await img.createOverlay(templateRoot!, root);
+    await img.createOverlay(templatePrivate!, priv, "qcow2");
+    return [
+      { serial: "root", path: root, format: "qcow2", readonly: false },
+      { serial: "private", path: priv, format: "qcow2", readonly: false },
+    ];
   }
 
   /**
@@ -198,17 +224,40 @@ export class VolumeStore {
     return target;
   }
 
+  /** Checks a new size of the private volume: volumes only grow. */
+  async checkGrow(name: string, sizeBytes: number): Promise<void> {
+    const { virtualSize } = await img.imageInfo(this.files(name).private, "qcow2");
+    if (sizeBytes < virtualSize) throw new QvmError("INVALID_ARGUMENT", `${name}:private is ${virtualSize} bytes; volumes only grow (shrinking loses data)`);
+  }
+
+  /** Grows the private volume of a halted domain; its filesystem grows at the next start. */
   async resizePrivate(name: string, sizeBytes: number): Promise<void> {
-    const file = this.files(name).private;
-    const { virtualSize } = await img.imageInfo(file, "qcow2");
-    if (sizeBytes < virtualSize) throw new QvmError("INVALID_ARGUMENT", `${name}:private is ${virtualSize} bytes; volumes only grow`);
-    await img.resizeImage(file, "qcow2", sizeBytes);
+    await this.checkGrow(name, sizeBytes);
+    await img.resizeImage(this.files(name).private, "qcow2", sizeBytes);
+    writeFileSync(this.growFlag(name), "");
+  }
+
+  /** Set while the private filesystem is smaller than its volume (grown while halted). */
+  growFlag(name: string): string {
+    return path.join(this.dir(name), "private.grow");
+  }
+
+  /** Restores a TemplateVM's or StandaloneVM's root to a kept revision (the newest when none is named). */
+  revertRoot(name: string, revision?: string): string {
+    const revs = this.rootRevisions(name);
+    const target = revision ?? revs.at(-1);
+    if (!target || !revs.includes(target)) {
+      throw new QvmError("NOT_FOUND", revs.length ? `no revision "${revision}" of ${name}:root; revisions: ${revs.join(", ")}` : `${name}:root has no revisions yet (one is kept each time the domain stops)`);
+    }
+    renameSync(path.join(this.dir(name), `root.img.${target}`), this.files(name).root);
+    return target;
   }
 
   async list(name: string, klass: DomainClass, templateRoot?: string): Promise<VolumeView[]> {
     const f = this.files(name);
     const flags = volumeFlags(klass);
     const out: VolumeView[] = [];
+    if (klass === "DispVM") return out; // its volumes exist only while it runs
     const priv = await img.imageInfo(f.private, "qcow2");
     out.push({ domain: name, name: "private", path: f.private, sizeBytes: priv.virtualSize, usageBytes: priv.actualSize, flags: flags.private,
       revisions: (await img.listSnapshots(f.private)).map((s) => s.name).sort() });

@@ -69,6 +69,8 @@ export interface VmHandle {
   pause(): Promise<void>;
   resume(): Promise<void>;
   stop(opts?: StopOptions): Promise<VmExit>;
+  /** Tells the running VM that disk `index` (its place in VmSpec.disks) grew to sizeBytes. */
+  resizeDisk(index: number, sizeBytes: number): Promise<void>;
   /** Stops watching without stopping the VM (qvmd shutting down; a later attach takes over). */
   detach(): void;
 }

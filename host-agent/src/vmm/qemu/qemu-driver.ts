@@ -278,6 +278,13 @@ class QemuVm implements VmHandle {
     return this.exited;
   }
 
+  async resizeDisk(index: number, sizeBytes: number): Promise<void> {
+    if (!this.isAlive()) throw this.deadError();
+    const qmp = await this.connectQmp(2000);
+    // The drive ids are disk<N> in the order of VmSpec.disks (qemu-args.ts).
+    await qmp.execute("block_resize", { device: `disk${index}`, size: sizeBytes });
+  }
+
   detach(): void {
     this.detached = true;
     if (this.poll) clearInterval(this.poll);

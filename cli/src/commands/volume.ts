@@ -1,0 +1,92 @@
+import { Args, Flags } from "@oclif/core";
+import type { adminV1 } from "@qvm/protocol";
+import { QvmCommand, example } from "../base.js";
+import { UsageError } from "../lib/errors.js";
+import { formatSize, parseSize } from "../lib/sizes.js";
+import { formatTable } from "../lib/table.js";
+
+/** "VM:VOLUME" as Qubes' qvm-volume takes it. */
+function splitVolume(text: string): { domain: string; volume: string } {
+  const i = text.indexOf(":");
+  if (i <= 0 || i === text.length - 1) throw new UsageError(`name the volume as VM:VOLUME (like work:private), not ${JSON.stringify(text)}`);
+  return { domain: text.slice(0, i), volume: text.slice(i + 1) };
+}
+
+function volumeRows(volumes: readonly adminV1.Volume[]): string {
+  const flag = (b: boolean) => (b ? "yes" : "no");
+  return formatTable([
+    ["DOMAIN:VOLUME", "SIZE", "USAGE", "SNAP_ON_START", "SAVE_ON_STOP", "REVISIONS"],
+    ...volumes.map((v) => [`${v.domain}:${v.name}`, formatSize(v.sizeBytes), formatSize(v.usageBytes), flag(v.snapOnStart), flag(v.saveOnStop), String(v.revisions.length)]),
+  ]);
+}
+
+export default class Volume extends QvmCommand {
+  static override summary = "List, inspect, revert or grow domain volumes.";
+  static override description = `Like qvm-volume. Every domain has a root, a private, a volatile and a kernel volume (docs/design.md):
+
+  qvm volume list [VM...]             the volumes with their sizes, flags and revision counts
+  qvm volume info VM:VOLUME           one volume in detail, with its revisions
+  qvm volume revert VM:VOLUME [REV]   restore a revision (default: the newest); the domain must be halted
+  qvm volume resize VM:VOLUME SIZE    grow private (4G, 512M, bytes), running or halted; the filesystem grows too
+
+A revision of the private volume is taken before every start; a template's or standalone's root
+keeps its previous version at every stop. Volumes only grow.`;
+  static override usage = ["list [VM...] [--json]", "info VM:VOLUME [--json]", "revert VM:VOLUME [REVISION]", "resize VM:VOLUME SIZE"];
+  static override examples = [example("list work"), example("info work:private"), example("revert work:private", "Undo everything since the last start."), example("resize work:private 4G")];
+  static override strict = false;
+  static override args = {
+    action: Args.string({ description: "list, info, revert or resize.", required: true }),
+    target: Args.string({ description: "VM (list) or VM:VOLUME.", required: false }),
+    value: Args.string({ description: "REVISION (revert) or SIZE (resize).", required: false }),
+  };
+  static override flags = {
+    json: Flags.boolean({ description: "Print the admin API's Volume objects as JSON." }),
+  };
+
+  async run(): Promise<void> {
+    const { args, argv, flags } = await this.parse(Volume);
+    const rest = (argv as string[]).slice(1);
+    const admin = await this.admin();
+    switch (args.action) {
+      case "list":
+      case "ls": {
+        const names = rest.length ? rest : (await admin.listDomains()).domains.map((d) => d.name);
+        const volumes: adminV1.Volume[] = [];
+        for (const n of names) volumes.push(...(await admin.listVolumes(n)).volumes);
+        if (flags.json) this.printJson(volumes);
+        else this.print(volumeRows(volumes));
+        return;
+      }
+      case "info": {
+        if (!args.target) throw new UsageError("info needs VM:VOLUME");
+        const { domain, volume } = splitVolume(args.target);
+        const v = (await admin.listVolumes(domain)).volumes.find((x) => x.name === volume);
+        if (!v) throw new UsageError(`${domain} has no volume "${volume}" with data on the host (volumes: root, private)`);
+        if (flags.json) return this.printJson(v);
+        this.print(
+          formatTable([
+            ["domain", v.domain], ["volume", v.name], ["path", v.path], ["size", formatSize(v.sizeBytes)], ["usage", formatSize(v.usageBytes)],
+            ["snap_on_start", String(v.snapOnStart)], ["save_on_stop", String(v.saveOnStop)], ["rw", String(v.rw)],
+            ["revisions", v.revisions.join(" ") || "-"],
+          ]),
+        );
+        return;
+      }
+      case "revert": {
+        if (!args.target) throw new UsageError("revert needs VM:VOLUME");
+        const { domain, volume } = splitVolume(args.target);
+        const { revision } = await admin.revertVolume({ domain, volume, revision: args.value ?? "" });
+        this.note(`${domain}:${volume} reverted to ${revision}`);
+        return;
+      }
+      case "resize": {
+        if (!args.target || !args.value) throw new UsageError("resize needs VM:VOLUME SIZE");
+        const { domain, volume } = splitVolume(args.target);
+        await admin.resizeVolume({ domain, volume, sizeBytes: parseSize(args.value) });
+        return;
+      }
+      default:
+        throw new UsageError(`unknown action ${JSON.stringify(args.action)}: use list, info, revert or resize`);
+    }
+  }
+}
