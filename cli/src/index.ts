@@ -16,6 +16,7 @@ import Run from "./commands/run.js";
 import Shutdown from "./commands/shutdown.js";
 import Start from "./commands/start.js";
 import Tags from "./commands/tags.js";
+import Template from "./commands/template.js";
 import Unpause from "./commands/unpause.js";
 import Volume from "./commands/volume.js";
 
@@ -35,6 +36,7 @@ export const COMMANDS = {
   shutdown: Shutdown,
   start: Start,
   tags: Tags,
+  template: Template,
   unpause: Unpause,
   volume: Volume,
 };

@@ -58,6 +58,7 @@ export class AdminClient {
   pauseDomain = (name: string) => this.call<admin.PauseDomainRequest, admin.PauseDomainResponse>(this.client.pauseDomain as never, { name });
   unpauseDomain = (name: string) => this.call<admin.UnpauseDomainRequest, admin.UnpauseDomainResponse>(this.client.unpauseDomain as never, { name });
 
+  importTemplates = () => this.call<admin.ImportTemplatesRequest, admin.ImportTemplatesResponse>(this.client.importTemplates as never, {});
   listVolumes = (domain: string) => this.call<admin.ListVolumesRequest, admin.ListVolumesResponse>(this.client.listVolumes as never, { domain });
   revertVolume = (req: admin.RevertVolumeRequest) => this.call<admin.RevertVolumeRequest, admin.RevertVolumeResponse>(this.client.revertVolume as never, req);
   resizeVolume = (req: admin.ResizeVolumeRequest) => this.call<admin.ResizeVolumeRequest, admin.ResizeVolumeResponse>(this.client.resizeVolume as never, req);

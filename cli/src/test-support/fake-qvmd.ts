@@ -130,7 +130,7 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
       }
     };
   const impl: Partial<adminV1.QvmAdminServer> = {
-    getDaemonInfo: unary("getDaemonInfo", () => ({ version: "test", dataDir: "/d", runtimeDir, pid: process.pid, accel: "tcg" })),
+    getDaemonInfo: unary("getDaemonInfo", () => ({ version: "test", dataDir: "/d", runtimeDir, pid: process.pid, accel: "tcg", imagesDir: "/d/images" })),
     listDomains: unary("listDomains", () => ({ domains: fake.domains })),
     getDomain: unary("getDomain", (r: adminV1.GetDomainRequest) => ({ domain: find(r.name) })),
     createDomain: unary("createDomain", (r: adminV1.CreateDomainRequest) => {

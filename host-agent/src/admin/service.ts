@@ -49,7 +49,9 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
       runtimeDir: qvmd.opts.runtimeDir,
       pid: process.pid,
       accel: "",
+      imagesDir: qvmd.opts.images.root,
     })),
+    importTemplates: unary(async () => ({ registered: await qvmd.importTemplates() })),
     listDomains: unary(() => ({ domains: qvmd.list().map(domainMsg) })),
     getDomain: unary((req: adminV1.GetDomainRequest) => ({ domain: domainMsg(qvmd.get(req.name)) })),
     createDomain: unary(async (req: adminV1.CreateDomainRequest) => ({

@@ -56,19 +56,7 @@ export class Qvmd {
       this.log(`removing volumes without a domain: ${orphan}`);
       this.volumes.remove(orphan);
     }
-    for (const t of this.opts.images.listTemplates()) {
-      const record = this.registry.templateImageRecord(t.manifest.name);
-      if (!record) continue;
-      try {
-        await this.volumes.create(record.name, "TemplateVM", { rootFrom: t.root });
-        this.registry.add(record);
-        this.registry.adoptDefaultTemplate(record.name);
-        this.log(`registered TemplateVM ${record.name} from its built image`);
-      } catch (err) {
-        this.volumes.remove(record.name);
-        this.log(`cannot register template image ${t.manifest.name}: ${(err as Error).message}`);
-      }
-    }
+    await this.importTemplates();
     await this.runner.reattachAll();
     for (const rec of this.registry.list().filter((r) => r.autoCleanup)) {
       this.log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
@@ -79,6 +67,28 @@ export class Qvmd {
       if (!this.volumes.exists(rec.name)) this.log(`${rec.name}: has no volumes (created by an older qvmd?); remove and create it again`);
       else if (!this.runner.isRunning(rec.name) && rec.class !== "AppVM") await this.runner.commitRoot(rec.name);
     }
+  }
+
+  /** Registers each built template image without a TemplateVM as one (its root: the image, hard-linked). */
+  async importTemplates(): Promise<string[]> {
+    const registered: string[] = [];
+    for (const t of this.opts.images.listTemplates()) {
+      await this.runner.locks.run(t.manifest.name, async () => {
+        const record = this.registry.templateImageRecord(t.manifest.name);
+        if (!record) return;
+        try {
+          await this.volumes.create(record.name, "TemplateVM", { rootFrom: t.root });
+          this.registry.add(record);
+          this.registry.adoptDefaultTemplate(record.name);
+          registered.push(record.name);
+          this.log(`registered TemplateVM ${record.name} from its built image`);
+        } catch (err) {
+          this.volumes.remove(record.name);
+          this.log(`cannot register template image ${t.manifest.name}: ${(err as Error).message}`);
+        }
+      });
+    }
+    return registered;
   }
 
   describe(rec: DomainRecord): DomainView {
