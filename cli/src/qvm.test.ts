@@ -320,8 +320,9 @@ describe("qvm daemon", () => {
   it("runs qvmd with the directories, passes SIGTERM on once, and exits with its code", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-fake-qvmd-"));
     const script = path.join(dir, "qvmd.js");
-    // Prints its arguments, then exits 7 on SIGTERM (or 9 after 10 s, so a failure leaks nothing).
-    writeFileSync(script, `console.log(JSON.stringify(process.argv.slice(2))); process.once("SIGTERM", () => process.exit(7)); setTimeout(() => process.exit(9), 10000);\n`);
+    // Exits 7 on SIGTERM (or 9 after 10 s, so a failure leaks nothing), then prints its arguments:
+    // the handler must be in place before the test sees the output and sends the signal.
+    writeFileSync(script, `process.once("SIGTERM", () => process.exit(7)); setTimeout(() => process.exit(9), 10000); console.log(JSON.stringify(process.argv.slice(2)));\n`);
     chmodSync(script, 0o644);
     try {
       const r = await qvm(["daemon", "--data-dir", "/d", "--runtime-dir", "/r"], {

@@ -61,6 +61,7 @@ export class AdminClient {
   importTemplates = () => this.call<admin.ImportTemplatesRequest, admin.ImportTemplatesResponse>(this.client.importTemplates as never, {});
   listVolumes = (domain: string) => this.call<admin.ListVolumesRequest, admin.ListVolumesResponse>(this.client.listVolumes as never, { domain });
   revertVolume = (req: admin.RevertVolumeRequest) => this.call<admin.RevertVolumeRequest, admin.RevertVolumeResponse>(this.client.revertVolume as never, req);
+  configVolume = (req: admin.ConfigVolumeRequest) => this.call<admin.ConfigVolumeRequest, admin.ConfigVolumeResponse>(this.client.configVolume as never, req);
   resizeVolume = (req: admin.ResizeVolumeRequest) => this.call<admin.ResizeVolumeRequest, admin.ResizeVolumeResponse>(this.client.resizeVolume as never, req);
 
   /** A duplex stream; write `start` first. Stream errors are grpc-js errors: map them with fromGrpcError. */

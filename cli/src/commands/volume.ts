@@ -28,10 +28,11 @@ export default class Volume extends QvmCommand {
   qvm volume info VM:VOLUME           one volume in detail, with its revisions
   qvm volume revert VM:VOLUME [REV]   restore a revision (default: the newest); the domain must be halted
   qvm volume resize VM:VOLUME SIZE    grow private (4G, 512M, bytes), running or halted; the filesystem grows too
+  qvm volume config VM:VOLUME revisions_to_keep N   how many revisions to keep (default 1, 0: none)
 
 A revision of the private volume is taken before every start; a template's or standalone's root
 keeps its previous version at every stop. Volumes only grow.`;
-  static override usage = ["list [VM...] [--json]", "info VM:VOLUME [--json]", "revert VM:VOLUME [REVISION]", "resize VM:VOLUME SIZE"];
+  static override usage = ["list [VM...] [--json]", "info VM:VOLUME [--json]", "revert VM:VOLUME [REVISION]", "resize VM:VOLUME SIZE", "config VM:VOLUME revisions_to_keep N"];
   static override examples = [example("list work"), example("info work:private"), example("revert work:private", "Undo everything since the last start."), example("resize work:private 4G")];
   static override strict = false;
   static override args = {
@@ -67,7 +68,7 @@ keeps its previous version at every stop. Volumes only grow.`;
           formatTable([
             ["domain", v.domain], ["volume", v.name], ["path", v.path], ["size", formatSize(v.sizeBytes)], ["usage", formatSize(v.usageBytes)],
             ["snap_on_start", String(v.snapOnStart)], ["save_on_stop", String(v.saveOnStop)], ["rw", String(v.rw)],
-            ["revisions", v.revisions.join(" ") || "-"],
+            ["revisions", v.revisions.join(" ") || "-"], ["revisions_to_keep", String(v.revisionsToKeep)],
           ]),
         );
         return;
@@ -85,8 +86,15 @@ keeps its previous version at every stop. Volumes only grow.`;
         await admin.resizeVolume({ domain, volume, sizeBytes: parseSize(args.value) });
         return;
       }
+      case "config": {
+        const [, property, value] = rest;
+        if (!args.target || !property || value === undefined) throw new UsageError("config needs VM:VOLUME PROPERTY VALUE (revisions_to_keep N)");
+        const { domain, volume } = splitVolume(args.target);
+        await admin.configVolume({ domain, volume, property, value });
+        return;
+      }
       default:
-        throw new UsageError(`unknown action ${JSON.stringify(args.action)}: use list, info, revert or resize`);
+        throw new UsageError(`unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize or config`);
     }
   }
 }

@@ -124,6 +124,17 @@ describe("admin API against a real qvmd", () => {
     expect(seen.map((e) => e.seq)).toEqual([...seen.map((e) => e.seq)].sort((a, b) => a - b));
   });
 
+  it("an AppVM whose template lost its root volume fails to start with an error naming `qvm template build`", async () => {
+    const { rmSync } = await import("node:fs");
+    await d.client.createDomain({ name: "tmpl2", klass: "TemplateVM", template: "", label: "black", properties: {} });
+    await create("orphanapp", { template: "tmpl2" });
+    rmSync(`${d.dirs.dataDir}/volumes/tmpl2/root.img`);
+    await expect(d.client.startDomain("orphanapp")).rejects.toMatchObject({ code: "MISSING_DEPENDENCY", message: expect.stringContaining("`qvm template build tmpl2`") });
+    expect((await d.client.getDomain("orphanapp")).domain?.state).toBe("Halted");
+    await d.client.removeDomain("orphanapp");
+    await d.client.removeDomain("tmpl2");
+  });
+
   it("a domain fails to start without a kernel bundle, with an error that says what to do, and stays halted", async () => {
     await expect(d.client.startDomain("work")).rejects.toMatchObject({ code: "NOT_FOUND", message: expect.stringMatching(/no kernel bundle in .*: run `.\/qvm-images build kernel`/) });
     expect((await d.client.getDomain("work")).domain?.state).toBe("Halted");

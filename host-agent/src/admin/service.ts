@@ -29,7 +29,8 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
 
 const domainMsg = (d: DomainView): adminV1.Domain => ({ ...d });
 const propMsg = (p: PropertyView): adminV1.Property => ({ ...p });
-const volumeMsg = (v: VolumeView): adminV1.Volume => ({
+const volumeMsg = (v: VolumeView & { revisionsToKeep: number }): adminV1.Volume => ({
+  revisionsToKeep: v.revisionsToKeep,
   domain: v.domain,
   name: v.name,
   path: v.path,
@@ -107,6 +108,10 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
 
     listVolumes: unary(async (req: adminV1.ListVolumesRequest) => ({ volumes: (await qvmd.listVolumes(req.domain)).map(volumeMsg) })),
     revertVolume: unary(async (req: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(req.domain, req.volume, req.revision) })),
+    configVolume: unary(async (req: adminV1.ConfigVolumeRequest) => {
+      await qvmd.configVolume(req.domain, req.volume, req.property, req.value);
+      return {};
+    }),
     resizeVolume: unary(async (req: adminV1.ResizeVolumeRequest) => {
       await qvmd.resizeVolume(req.domain, req.volume, req.sizeBytes);
       return {};

@@ -19,6 +19,7 @@ export const EVENT_TYPES = [
   "global-property-set",
   "volume-revert",
   "volume-resize",
+  "volume-config",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

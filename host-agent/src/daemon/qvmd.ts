@@ -189,9 +189,14 @@ export class Qvmd {
 
   // ---- volumes ---------------------------------------------------------------------------------
 
-  async listVolumes(domain: string): Promise<VolumeView[]> {
+  async listVolumes(domain: string): Promise<Array<VolumeView & { revisionsToKeep: number }>> {
     const rec = this.registry.get(domain);
-    return this.volumes.list(rec.name, rec.class, rec.class === "AppVM" ? this.runner.templateRootOf(rec) : undefined);
+    const views = await this.volumes.list(rec.name, rec.class, rec.class === "AppVM" ? this.runner.templateRootOf(rec) : undefined);
+    return views.map((v) => ({ ...v, revisionsToKeep: v.name === "root" && rec.class === "AppVM" ? 0 : this.registry.revisionsToKeep(rec, v.name as "root" | "private") }));
+  }
+
+  configVolume(domain: string, volume: string, property: string, value: string): Promise<void> {
+    return this.runner.locks.run(domain, () => this.registry.configVolume(domain, volume, property, value));
   }
 
   revertVolume(domain: string, volume: string, revision: string): Promise<string> {

@@ -11,11 +11,13 @@ import {
   checkGlobalSet,
   checkDispvmTemplate,
   checkPropertySet,
+  parsePropertyValue,
   resolveProperty,
   type PropValue,
 } from "../model/properties.js";
 import { MAX_FEATURES, MAX_TAGS, validateFeature, validateTag } from "../model/tags-features.js";
 import type { DomainStore } from "../store/domain-store.js";
+import { DEFAULT_REVISIONS_TO_KEEP } from "../storage/volumes.js";
 import type { EventBus } from "./events.js";
 
 export interface CreateDomainInput {
@@ -226,6 +228,23 @@ export class DomainRegistry {
   /** Effective value of a property, typed. */
   resolve(rec: DomainRecord, name: string): PropValue {
     return resolveProperty(rec, name, this.store).value;
+  }
+
+  // ---- volume settings -----------------------------------------------------------------------
+
+  revisionsToKeep(rec: DomainRecord, volume: "root" | "private"): number {
+    return rec.volumes?.[volume]?.revisionsToKeep ?? DEFAULT_REVISIONS_TO_KEEP;
+  }
+
+  configVolume(domain: string, volume: string, property: string, value: string): void {
+    this.get(domain);
+    if (volume !== "root" && volume !== "private") throw new QvmError("INVALID_ARGUMENT", `no configurable volume "${volume}"; volumes: root, private`);
+    if (property !== "revisions_to_keep") throw new QvmError("INVALID_ARGUMENT", `unknown volume setting "${property}"; known: revisions_to_keep`);
+    const n = parsePropertyValue(property, value, { type: "int", min: 0, max: 64 }) as number;
+    this.store.update(domain, (r) => {
+      r.volumes = { ...r.volumes, [volume]: { revisionsToKeep: n } };
+    });
+    this.events.publish("volume-config", domain, { volume, property, value: String(n) });
   }
 
   // ---- features and tags ---------------------------------------------------------------------

@@ -136,10 +136,11 @@ export class DomainRunner {
         throw new QvmError("FAILED_PRECONDITION", `${name} is the template of running disposables (${disposables.map((r) => r.name).join(", ")}): start it once they are gone`);
       }
     }
+    const sources = this.templateVolumesOf(rec);
     const kernel = this.kernelOf(rec);
     const disks = await this.deps.volumes.prepareStart(name, rec.class, this.runtimeDirOf(name), {
-      ...this.templateVolumesOf(rec),
-      revisionsToKeep: DEFAULT_REVISIONS_TO_KEEP,
+      ...sources,
+      revisionsToKeep: registry.revisionsToKeep(rec, "private"),
     });
     const int = (p: string) => Number(registry.resolve(rec, p));
     this.starting.add(name);
@@ -217,25 +218,31 @@ export class DomainRunner {
    * halted: its private is read, so it must not change underneath.
    */
   templateVolumesOf(rec: DomainRecord): { templateRoot?: string; templatePrivate?: string } {
-    if (rec.class === "AppVM") return { templateRoot: this.templateRootOf(rec) };
+    if (rec.class === "AppVM") return { templateRoot: this.templateRootOf(rec, true) };
     if (rec.class !== "DispVM") return {};
     const dvm = this.deps.registry.get(String(rec.props.template));
     if (this.isRunning(dvm.name)) throw new QvmError("FAILED_PRECONDITION", `${dvm.name} is running: its disposables can start once it is shut down`);
-    return { templateRoot: this.templateRootOf(dvm), templatePrivate: this.deps.volumes.files(dvm.name).private };
+    return { templateRoot: this.templateRootOf(dvm, true), templatePrivate: this.deps.volumes.files(dvm.name).private };
   }
 
   /** The committed root of an AppVM's template: what its root snapshot is taken from. */
-  templateRootOf(rec: DomainRecord): string {
+  templateRootOf(rec: DomainRecord, mustExist = false): string {
     const template = String(this.deps.registry.resolve(rec, "template"));
     if (!template) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no template; set one with \`qvm prefs ${rec.name} template NAME\``);
     this.deps.registry.get(template);
-    return this.deps.volumes.files(template).root;
+    const root = this.deps.volumes.files(template).root;
+    if (mustExist && !existsSync(root)) {
+      throw new QvmError("MISSING_DEPENDENCY", `template ${template} has no root volume (${root} is missing): rebuild it with \`qvm template build ${template}\` after \`qvm template remove ${template}\``);
+    }
+    return root;
   }
 
   /** Makes a stopped TemplateVM's or StandaloneVM's root changes its new root (see VolumeStore.commitRoot). */
   async commitRoot(name: string): Promise<void> {
     try {
-      if (await this.deps.volumes.commitRoot(name, DEFAULT_REVISIONS_TO_KEEP)) this.deps.log(`${name}: root changes committed`);
+      const rec = this.deps.registry.store.get(name);
+      const keep = rec ? this.deps.registry.revisionsToKeep(rec, "root") : DEFAULT_REVISIONS_TO_KEEP;
+      if (await this.deps.volumes.commitRoot(name, keep)) this.deps.log(`${name}: root changes committed`);
     } catch (err) {
       this.deps.log(`${name}: cannot commit root changes (kept in root-dirty.qcow2, retried at the next start): ${(err as Error).message}`);
     }

@@ -20,6 +20,8 @@ export const domainRecordSchema = z
      * image (images/) or the TemplateVM it copied. Informational; the root is its own volume.
      */
     rootFrom: z.string().optional(),
+    /** Per-volume settings (`qvm volume config`); absent means the defaults. */
+    volumes: z.partialRecord(z.enum(["root", "private"]), z.object({ revisionsToKeep: z.number().int().min(0).max(64) }).strict()).optional(),
     /** A disposable made for one `qvm run --dispvm`: destroyed after it, or when qvmd next starts. */
     autoCleanup: z.boolean().optional(),
   })
