@@ -12,13 +12,14 @@
 //   prop get    an admin property get vs a bare admin round trip on the same socket
 //   create      creating an AppVM (private volume only) vs a plain sparse copy of the template root
 //   disk 10     disk used by 10 AppVMs of one template vs that template's root
+//   dispvm      `qvm run --dispvm -- echo hi` vs `qvm start` + `qvm run` of an existing AppVM
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync, spawn } from "node:child_process";
 import { ImageStore, defaultImagesDir } from "@qvm/images";
 import { adminFigures, type Figure } from "./admin.js";
-import { storageFigures } from "./storage.js";
+import { disposableFigure, storageFigures } from "./storage.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, hostTscKhz, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
 
 const ROUNDS = Number(process.env.QVM_BENCH_ROUNDS ?? 2);
@@ -107,7 +108,10 @@ async function main(): Promise<void> {
   Object.assign(results, await adminFigures(log));
   Object.assign(results, await storageFigures(log));
   // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots).
-  if (process.env.QVM_BENCH_ONLY !== "admin") await vmFigures(results);
+  if (process.env.QVM_BENCH_ONLY !== "admin") {
+    await vmFigures(results);
+    Object.assign(results, await disposableFigure(log));
+  }
   report(results);
 }
 

@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { defaultImagesDir } from "@qvm/images";
+import { defaultImagesDir, repoRoot } from "@qvm/images";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent";
 import type { Figure } from "./admin.js";
 
@@ -41,6 +41,37 @@ export async function storageFigures(log: (m: string) => void, n = 10): Promise<
     };
   } finally {
     rmSync(scratch, { recursive: true, force: true });
+    await d.stop();
+    removeTestDaemonDirs(dirs);
+  }
+}
+
+/**
+ * Disposable time-to-output: `qvm run --dispvm -- echo hi` (create, boot, run, destroy) next to
+ * starting an existing AppVM and running the same command in it (`qvm start` + `qvm run`).
+ */
+export async function disposableFigure(log: (m: string) => void): Promise<Record<string, Figure>> {
+  const dirs = testDaemonDirs("bench-dispvm", defaultImagesDir());
+  const d = await startTestDaemon(dirs);
+  const cli = path.join(repoRoot(), "cli/dist/qvm.js");
+  const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };
+  const qvm = (...args: string[]) => execFileSync(process.execPath, [cli, ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const template = (await d.client.listDomains()).domains.find((x) => x.klass === "TemplateVM")!.name;
+    qvm("create", "--template", template, "--label", "red", "--prop", "template_for_dispvms=true", "dvm");
+    qvm("create", "--template", template, "--label", "blue", "app");
+    log("timing a disposable's time to output and an AppVM's start + run");
+    let t0 = performance.now();
+    const out = qvm("run", "--dispvm=dvm", "--pass-io", "--", "echo", "hi");
+    const disp = performance.now() - t0;
+    if (out.trim() !== "hi") throw new Error(`disposable printed ${JSON.stringify(out)}`);
+    t0 = performance.now();
+    qvm("start", "app");
+    qvm("run", "--pass-io", "app", "--", "echo", "hi");
+    const app = performance.now() - t0;
+    qvm("kill", "app");
+    return { dispvm: { qvm: disp, baseline: app, unit: "ms", qvmLabel: "`qvm run --dispvm` echo hi", baselineLabel: "`qvm start` + `qvm run` of an AppVM" } };
+  } finally {
     await d.stop();
     removeTestDaemonDirs(dirs);
   }

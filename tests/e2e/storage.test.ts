@@ -96,4 +96,23 @@ describe("volumes with real VMs", () => {
     expect(existsSync(path.join(dirs.dataDir, "volumes", host!))).toBe(false);
     expect(processesMentioning(`/domains/${host}`)).toEqual([]);
   });
+
+  it("a disposable whose qvmd crashed during the run is destroyed when qvmd starts again", async () => {
+    const run = qvm("run", "--dispvm", "--pass-io", "--", "sleep", "600");
+    let disp: { name: string; vmmPid: number } | undefined;
+    await expect
+      .poll(async () => {
+        const all = JSON.parse(await ok("ls", "--json")) as Array<{ name: string; state: string; vmmPid: number }>;
+        disp = all.find((x) => x.name.startsWith("disp") && x.state === "Running");
+        return disp !== undefined;
+      }, { timeout: 120_000, interval: 1000 })
+      .toBe(true);
+    await d.kill();
+    await run; // the CLI loses its daemon and exits
+    d = await startTestDaemon(dirs);
+    expect(d.log()).toContain(`${disp!.name}: disposable left by an earlier qvmd; destroying it`);
+    expect((JSON.parse(await ok("ls", "--json")) as Array<{ name: string }>).map((x) => x.name).filter((n) => n.startsWith("disp"))).toEqual([]);
+    expect(() => process.kill(disp!.vmmPid, 0)).toThrow();
+    expect(existsSync(path.join(dirs.runtimeDir, "domains", disp!.name))).toBe(false);
+  });
 });
