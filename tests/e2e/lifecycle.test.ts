@@ -78,6 +78,8 @@ describe("domain lifecycle with real VMs", () => {
       (e: unknown) => e,
     );
     expect(err).toMatchObject({ code: "AGENT_TIMEOUT", message: expect.stringContaining(path.join(dirs.logDir, "console.log")) });
+    // The guest's last console line, quoted, says how far the boot got.
+    expect((err as Error).message).toMatch(/\(last line: "[^"\n]+"\)$/);
     expect(leftovers(dirs)).toEqual({ processes: [], runtimeDirExists: false });
   });
 

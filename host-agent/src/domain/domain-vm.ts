@@ -1,12 +1,13 @@
 // A running domain as the host sees it: its VMM (through a driver), the relay to its guest agent,
 // and the agent client. Starting waits for the agent to answer Ping; a domain whose agent stays
 // silent is stopped and the error names its serial console log.
-import { mkdirSync, rmSync } from "node:fs";
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import type { KernelBundle } from "@qvm/images";
 import { AgentClient } from "../agent/agent-client.js";
+import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
@@ -112,7 +113,7 @@ export class DomainVm {
         }
         throw new QvmError(
           "AGENT_TIMEOUT",
-          `the agent of ${opts.name} did not answer within ${Math.round(timeout / 1000)} s; the domain was stopped. Serial log: ${consoleLogPath}`,
+          `the agent of ${opts.name} did not answer within ${Math.round(timeout / 1000)} s; the domain was stopped. Serial log: ${consoleLogPath} (last line: ${lastConsoleLine(consoleLogPath)})`,
           { cause: err },
         );
       }
@@ -188,5 +189,23 @@ export class DomainVm {
   private async release(): Promise<void> {
     this.agent.close();
     await this.relay.close();
+  }
+}
+
+/** The last non-empty line the guest wrote to its serial console: guest text, so clipped and quoted. */
+function lastConsoleLine(file: string): string {
+  try {
+    const fd = openSync(file, "r");
+    try {
+      const size = fstatSync(fd).size;
+      const buf = Buffer.alloc(Math.min(size, 4096));
+      readSync(fd, buf, 0, buf.length, size - buf.length);
+      const lines = buf.toString("latin1").split(/\r?\n/).map((l) => l.replace(/[^\x20-\x7e]/g, "").trim()).filter(Boolean);
+      return quoteGuestText(lines.at(-1) ?? "");
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return "none";
   }
 }
