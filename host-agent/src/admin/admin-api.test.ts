@@ -172,7 +172,12 @@ describe("admin API against a real qvmd", () => {
   it("keeps every domain across a daemon restart", async () => {
     const before = (await d.client.listDomains()).domains.map((x) => x.name);
     expect(await d.stop()).toBe(0);
+    // A domain stored by a qvmd older than the volume model gets its volumes at the next start.
+    const { existsSync, rmSync } = await import("node:fs");
+    rmSync(`${d.dirs.dataDir}/volumes/work`, { recursive: true });
     d = await startTestDaemon(d.dirs);
+    expect(existsSync(`${d.dirs.dataDir}/volumes/work/private.qcow2`)).toBe(true);
+    expect(d.log()).toContain("work: made the volumes it lacked");
     expect((await d.client.listDomains()).domains.map((x) => x.name)).toEqual(before);
     expect((await d.client.getProperty("", "default_qrexec_timeout")).property?.value).toBe("90");
   });

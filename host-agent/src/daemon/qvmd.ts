@@ -62,10 +62,36 @@ export class Qvmd {
       this.log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
       await this.destroyDisposable(rec.name).catch((err: Error) => this.log(`${rec.name}: cannot destroy: ${err.message}`));
     }
-    for (const rec of this.registry.list()) {
+    // Templates first: the roots of domains created from them are made from theirs.
+    const order = this.registry.list().sort((a, b) => Number(b.class === "TemplateVM") - Number(a.class === "TemplateVM"));
+    for (const rec of order) {
       if (rec.class === "DispVM") continue;
-      if (!this.volumes.exists(rec.name)) this.log(`${rec.name}: has no volumes (created by an older qvmd?); remove and create it again`);
+      if (!this.volumes.exists(rec.name)) await this.createMissingVolumes(rec);
       else if (!this.runner.isRunning(rec.name) && rec.class !== "AppVM") await this.runner.commitRoot(rec.name);
+    }
+  }
+
+  /**
+   * A domain stored by a qvmd older than the volume model has no volumes: make them, its root
+   * from where it came from (a template image, or a TemplateVM), so upgrading loses nothing.
+   */
+  private async createMissingVolumes(rec: DomainRecord): Promise<void> {
+    let rootFrom: string | undefined;
+    if (rec.class !== "AppVM" && rec.rootFrom) {
+      rootFrom = this.registry.store.get(rec.rootFrom) && rec.rootFrom !== rec.name ? this.volumes.files(rec.rootFrom).root : undefined;
+      if (!rootFrom) {
+        try {
+          rootFrom = this.opts.images.template(rec.rootFrom).root;
+        } catch {
+          // no such image any more: the root starts empty, as for a TemplateVM created without one
+        }
+      }
+    }
+    try {
+      await this.volumes.create(rec.name, rec.class, { rootFrom });
+      this.log(`${rec.name}: made the volumes it lacked (stored by an older qvmd)`);
+    } catch (err) {
+      this.log(`${rec.name}: has no volumes and they cannot be made: ${(err as Error).message}`);
     }
   }
 
