@@ -5,7 +5,7 @@
 # machine's own apt sources are never edited (see docs/platform.md).
 set -euo pipefail
 
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
   socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 SID_MIRROR=${QVM_SID_MIRROR:-http://deb.debian.org/debian}

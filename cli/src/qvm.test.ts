@@ -1,7 +1,7 @@
 // The real `qvm` (the ./qvm wrapper and the bundle `node scripts/build.mjs cli` makes) against a
 // fake qvmd: a grpc-js server with the QvmAdmin service on a temporary socket, found through
 // QVM_RUNTIME_DIR. Checks what users see: stdout, one-line errors on stderr, exit codes.
-import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -199,7 +199,8 @@ describe("qvm run", () => {
   });
 
   // script(1) gives qvm a terminal: a pty, raw mode while the program runs, restored after.
-  it.skipIf(spawnSync("script", ["--version"]).status !== 0)("uses a pty on a terminal: window size sent, raw mode while running, restored after", async () => {
+  // script(1) (Debian bsdutils, installed by scripts/install-system-deps.sh) gives the CLI a terminal.
+  it("uses a pty on a terminal: window size sent, raw mode while running, restored after", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-pty-"));
     try {
       const sh = `stty rows 33 cols 111; (sleep 0.7; stty -a < /dev/tty > ${dir}/during) & ${qvmWrapper} run -p work -- wait 1500; echo "rc=$?"; stty -a > ${dir}/after`;
