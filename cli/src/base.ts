@@ -6,7 +6,7 @@
 // load it; nothing here may import a value from it statically. Node's own modules, by contrast,
 // are imported statically: the bundle runs from a V8 code cache (cli/src/loader.ts), where a
 // dynamic import() of a node: module does not work.
-import { Command, Config, type Interfaces } from "@oclif/core";
+import { Args, Command, Config, type Interfaces } from "@oclif/core";
 import { accessSync, constants as fsConstants, existsSync } from "node:fs";
 import type { AdminClient } from "@qvm/protocol";
 import { SilentExit, outcomeOf } from "./lib/errors.js";
@@ -164,4 +164,24 @@ async function connectError(err: unknown, socketPath: string): Promise<Error> {
     }
   }
   return p.fromGrpcError(err, socketPath);
+}
+
+/**
+ * A command that applies one admin call to each domain named (kill, pause, unpause): the same
+ * argument handling and per-domain failure reporting, only the words and the call differ.
+ */
+export function eachDomainCommand(spec: { summary: string; description: string; what: string; call: (admin: AdminClient, name: string) => Promise<unknown> }) {
+  return class extends QvmCommand {
+    static override summary = spec.summary;
+    static override description = `${spec.description} Failures are reported one a line; qvm exits with the first one's code.`;
+    static override examples = [example("work")];
+    static override strict = false;
+    static override args = { vm: Args.string({ description: spec.what, required: true }) };
+
+    async run(): Promise<void> {
+      const { argv } = await this.parse(this.constructor as typeof QvmCommand);
+      const admin = await this.admin();
+      await this.forEachDomain(argv as string[], (name) => spec.call(admin, name));
+    }
+  };
 }

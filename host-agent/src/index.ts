@@ -11,7 +11,6 @@ export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo } from "./vmm/driver.j
 export { dialHybridVsock } from "./vsock/hybrid-dial.js";
 export { VsockRelay } from "./vsock/agent-relay.js";
 export { validateDomainName, MAX_NAME_LENGTH } from "./model/names.js";
-export { LABELS, LABEL_NAMES, type Label } from "./model/labels.js";
 export { DOMAIN_CLASSES, domainRecordSchema, type DomainClass, type DomainRecord } from "./model/domain.js";
 export { PROPERTIES, GLOBAL_PROPERTIES, resolveProperty, checkPropertySet, checkGlobalSet, type PropValue } from "./model/properties.js";
 export { DomainStore, STORE_FILE } from "./store/domain-store.js";

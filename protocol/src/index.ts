@@ -6,3 +6,4 @@ export { QvmError, type QvmErrorCode, QVM_ERROR_CODES, isQvmError } from "./erro
 export { toGrpcError, fromGrpcError, ERROR_CODE_TRAILER } from "./grpc-status.js";
 export { DEFAULT_RUNTIME_DIR, DEFAULT_DATA_DIR, ADMIN_SOCKET_NAME, ADMIN_GROUP, runtimeDirFromEnv, adminSocketPath } from "./paths.js";
 export { AdminClient, type AdminExecStream } from "./admin-client.js";
+export { LABELS, LABEL_NAMES, isLabel, type Label } from "./labels.js";

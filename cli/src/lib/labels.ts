@@ -1,16 +1,8 @@
-// The eight Qubes label colors (qubes/app.py), as qvmd knows them. The CLI only needs them to
-// color `qvm ls`, and reaches qvmd through the admin API alone, so it keeps its own small table
-// instead of importing host-agent. An unknown label is printed uncolored.
-export const LABEL_COLORS: Readonly<Record<string, string>> = {
-  red: "#cc0000",
-  orange: "#f57900",
-  yellow: "#edd400",
-  green: "#73d216",
-  gray: "#555555",
-  blue: "#3465a4",
-  purple: "#75507b",
-  black: "#000000",
-};
+// Label colors for `qvm ls`, from the admin API contract (protocol/src/labels.ts, imported alone so
+// start-up does not load gRPC). An unknown label is printed uncolored.
+import { LABELS } from "@qvm/protocol/labels";
+
+const LABEL_COLORS: Readonly<Record<string, string>> = LABELS;
 
 /** `text` in the label's color as a 24-bit ANSI foreground; unchanged for an unknown label. */
 export function colorize(text: string, label: string): string {

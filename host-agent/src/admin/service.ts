@@ -142,18 +142,20 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
   let agent: AgentClient | undefined;
   let finished = false;
   let disposable: string | undefined;
-  const cleanup = () => {
-    if (disposable) void qvmd.destroyDisposable(disposable).catch((err: Error) => qvmd.log(`${disposable}: cannot destroy: ${err.message}`));
+  /** Destroys this call's disposable, once, whichever way the call ends. */
+  const destroyDisposable = (): Promise<void> => {
+    const name = disposable;
     disposable = undefined;
+    return name ? qvmd.destroyDisposable(name).catch((err: Error) => qvmd.log(`${name}: cannot destroy: ${err.message}`)) : Promise.resolve();
   };
   const early: adminV1.ExecRequest[] = [];
   call.on("error", () => {
     proc?.cancel();
-    cleanup();
+    void destroyDisposable();
   });
   call.on("cancelled", () => {
     proc?.cancel();
-    cleanup();
+    void destroyDisposable();
   });
 
   const onRequest = (req: adminV1.ExecRequest) => {
@@ -235,12 +237,11 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
       if (finished) return;
       finished = true;
       // A disposable is gone before its caller learns the exit status.
-      if (disposable) await qvmd.destroyDisposable(disposable).catch((err: Error) => qvmd.log(`${disposable}: cannot destroy: ${err.message}`));
-      disposable = undefined;
+      await destroyDisposable();
       call.write({ msg: { $case: "exit", value: { code: exit.code ?? 0, signal: exit.signal ?? "" } } });
       call.end();
     })().catch((err) => {
-      cleanup();
+      void destroyDisposable();
       abort(err);
     });
   });

@@ -1,9 +1,8 @@
 // The defined domains: create, clone, remove, properties, features and tags, over the crash-safe
 // store. Every change is validated against the model, persisted before it is reported, and
 // published on the event feed. Knows nothing of VMs except "is it running" (asked, not owned).
-import { QvmError } from "@qvm/protocol";
+import { QvmError, isLabel, LABEL_NAMES } from "@qvm/protocol";
 import { DOMAIN_CLASSES, type DomainClass, type DomainRecord } from "../model/domain.js";
-import { isLabel, LABEL_NAMES } from "../model/labels.js";
 import { validateDomainName } from "../model/names.js";
 import {
   GLOBAL_PROPERTIES,

@@ -1,8 +1,7 @@
 // Domain properties: one table says each property's type, how a value from the CLI is parsed and
 // checked, and where its value comes from when the domain does not set it (Qubes: the domain,
 // then its template, then a global default).
-import { QvmError } from "@qvm/protocol";
-import { isLabel, LABEL_NAMES } from "./labels.js";
+import { QvmError, isLabel, LABEL_NAMES } from "@qvm/protocol";
 import type { DomainClass, DomainRecord } from "./domain.js";
 
 export type PropValue = string | number | boolean;

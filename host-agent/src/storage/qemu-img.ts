@@ -39,28 +39,32 @@ export function resizeImage(file: string, format: "raw" | "qcow2", sizeBytes: nu
   return tool("qemu-img", ["resize", "-q", "-f", format, file, String(sizeBytes)], `cannot resize ${file}`);
 }
 
-export interface ImageInfo {
-  virtualSize: number;
-  actualSize: number;
-}
-
-export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<ImageInfo> {
-  const out = await tool("qemu-img", ["info", "--output=json", "-f", format, "-U", file], `cannot read ${file}`);
-  const j = JSON.parse(out) as { "virtual-size": number; "actual-size": number };
-  return { virtualSize: j["virtual-size"], actualSize: j["actual-size"] };
-}
-
-// ---- internal snapshots: the revisions of a qcow2 volume -------------------------------------
-
 export interface Snapshot {
   name: string;
   date: string;
 }
 
+export interface ImageInfo {
+  virtualSize: number;
+  actualSize: number;
+  /** Internal snapshots (qcow2): the revisions of a volume. */
+  snapshots: Snapshot[];
+}
+
+export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<ImageInfo> {
+  const out = await tool("qemu-img", ["info", "--output=json", "-f", format, "-U", file], `cannot read ${file}`);
+  const j = JSON.parse(out) as { "virtual-size": number; "actual-size": number; snapshots?: Array<{ name: string; "date-sec": number }> };
+  return {
+    virtualSize: j["virtual-size"],
+    actualSize: j["actual-size"],
+    snapshots: (j.snapshots ?? []).map((s) => ({ name: s.name, date: new Date(s["date-sec"] * 1000).toISOString() })),
+  };
+}
+
+// ---- internal snapshots: the revisions of a qcow2 volume -------------------------------------
+
 export async function listSnapshots(file: string): Promise<Snapshot[]> {
-  const out = await tool("qemu-img", ["info", "--output=json", "-f", "qcow2", "-U", file], `cannot read ${file}`);
-  const j = JSON.parse(out) as { snapshots?: Array<{ name: string; "date-sec": number }> };
-  return (j.snapshots ?? []).map((s) => ({ name: s.name, date: new Date(s["date-sec"] * 1000).toISOString() }));
+  return (await imageInfo(file, "qcow2")).snapshots;
 }
 
 export function createSnapshot(file: string, name: string): Promise<string> {

@@ -260,7 +260,7 @@ export class VolumeStore {
     if (klass === "DispVM") return out; // its volumes exist only while it runs
     const priv = await img.imageInfo(f.private, "qcow2");
     out.push({ domain: name, name: "private", path: f.private, sizeBytes: priv.virtualSize, usageBytes: priv.actualSize, flags: flags.private,
-      revisions: (await img.listSnapshots(f.private)).map((s) => s.name).sort() });
+      revisions: priv.snapshots.map((s) => s.name).sort() });
     const rootFile = klass === "AppVM" ? templateRoot : f.root;
     if (rootFile && existsSync(rootFile)) {
       const st = statSync(rootFile);

@@ -1,5 +1,7 @@
 // The eight Qubes labels and their colors (qubes/app.py). A label is the trusted color every
-// window and terminal of a domain is framed in.
+// window and terminal of a domain is framed in. Part of the admin API contract: qvmd validates
+// labels against this table and clients (CLI, web shell) draw with it. Dependency-free, so
+// clients can import it alone ("@qvm/protocol/labels") without loading gRPC.
 export const LABELS = {
   red: "#cc0000",
   orange: "#f57900",
