@@ -1,14 +1,19 @@
-// Crash-safe JSON writes (temp file, fsync, rename) and validated reads.
+// Crash-safe file and JSON writes (temp file, fsync, rename) and validated reads.
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import path from "node:path";
 import type { z } from "zod";
 import { QvmError } from "@qvm/protocol";
 
 export function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Writes `text` so that a crash leaves either the old file or the whole new one. */
+export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  const fd = openSync(tmp, "w", 0o644);
+  const fd = openSync(tmp, "w", mode);
   try {
-    writeSync(fd, `${JSON.stringify(value, null, 2)}\n`);
+    writeSync(fd, text);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -92,9 +92,9 @@ function parseArgument(text: string, file: string, line: number): string | null 
   return text.slice(1);
 }
 
-/** Parses one policy file's text. `file` names it in errors. */
-export function parsePolicy(text: string, file: string): PolicyEntry[] {
-  const entries: PolicyEntry[] = [];
+/** The meaningful lines of a policy file: [line number, words], comments and blanks skipped. */
+function policyLines(text: string, file: string): Array<[number, string[]]> {
+  const out: Array<[number, string[]]> = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const n = i + 1;
@@ -103,7 +103,36 @@ export function parsePolicy(text: string, file: string): PolicyEntry[] {
     if (/[\x00-\x08\x0b-\x1f\x7f]/.test(raw.replace(/\r$/, ""))) fail(file, n, "control characters are not allowed");
     const line = raw.trim();
     if (!line || line.startsWith("#")) continue;
-    const words = line.split(/\s+/);
+    out.push([n, line.split(/\s+/)]);
+  }
+  return out;
+}
+
+/**
+ * Parses a file named by `!include-service`: Qubes 4.0's per-service syntax, lines of
+ * `SOURCE TARGET ACTION[,param=value...]` (`$` may stand for `@`), applying to one service and
+ * argument. `@include:PATH` / `$include:PATH` lines include more files of the same syntax.
+ */
+export function parseLegacyPolicy(text: string, file: string, service: string, argument: string | null): PolicyEntry[] {
+  const entries: PolicyEntry[] = [];
+  for (const [n, rawWords] of policyLines(text, file)) {
+    const words = rawWords.map((w) => w.replace(/^\$/, "@").replace(/:\$/g, ":@"));
+    if (words[0]!.startsWith("@include:")) {
+      if (words.length !== 1) fail(file, n, "@include:PATH takes nothing after the path");
+      entries.push({ kind: "include-service", file, line: n, path: words[0]!.slice("@include:".length), service, argument });
+      continue;
+    }
+    if (words.length < 3) fail(file, n, "a rule needs SOURCE TARGET ACTION");
+    const [first, ...commaParams] = words.slice(2).join(",").split(",");
+    entries.push(ruleFrom(file, n, service, argument, words[0]!, words[1]!, first!, commaParams.filter(Boolean)));
+  }
+  return entries;
+}
+
+/** Parses one policy file's text. `file` names it in errors. */
+export function parsePolicy(text: string, file: string): PolicyEntry[] {
+  const entries: PolicyEntry[] = [];
+  for (const [n, words] of policyLines(text, file)) {
     const head = words[0]!;
     if (head.startsWith("!")) {
       if (head === "!include" || head === "!include-dir") {
@@ -121,32 +150,45 @@ export function parsePolicy(text: string, file: string): PolicyEntry[] {
     if (service !== "*" && !SERVICE_RE.test(service)) fail(file, n, `invalid service name ${JSON.stringify(service)}`);
     const argument = parseArgument(argText, file, n);
     if (service === "*" && argument !== null) fail(file, n, 'a service of "*" needs an argument of "*"');
-    const source = parseToken(sourceText, "source");
-    if (typeof source === "string") fail(file, n, `source: ${source}`);
-    const target = parseToken(targetText, "target");
-    if (typeof target === "string") fail(file, n, `target: ${target}`);
-    if (actionText !== "allow" && actionText !== "deny" && actionText !== "ask") fail(file, n, `action must be allow, deny or ask, not ${JSON.stringify(actionText)}`);
-    const action = actionText as Action;
-    const params: Record<string, string> = {};
-    for (const p of paramWords) {
-      const eq = p.indexOf("=");
-      if (eq <= 0) fail(file, n, `parameter must be name=value, not ${JSON.stringify(p)}`);
-      const key = p.slice(0, eq);
-      const value = p.slice(eq + 1);
-      if (!PARAMS[action].includes(key)) fail(file, n, `${action} takes no parameter "${key}"; it takes: ${PARAMS[action].join(", ")}`);
-      if (Object.hasOwn(params, key)) fail(file, n, `parameter "${key}" given twice`);
-      if ((key === "notify" || key === "autostart") && !YES_NO.includes(value)) fail(file, n, `${key} must be yes or no`);
-      if (key === "target" || key === "default_target") {
-        const t = parseToken(value, "target");
-        if (typeof t === "string" || t.kind === "anyvm" || t.kind === "default" || t.kind === "tag" || t.kind === "type" || t.kind === "dispvm-tag") {
-          fail(file, n, `${key} must name one domain, @adminvm, @dispvm or @dispvm:NAME, not ${JSON.stringify(value)}`);
-        }
-      }
-      if (key === "user" && !/^[a-z_][a-z0-9_-]{0,31}$/.test(value)) fail(file, n, `invalid user name ${JSON.stringify(value)}`);
-      params[key] = value;
-    }
-    if (action === "allow" && target.kind === "default" && !params.target) fail(file, n, "an allow rule for @default must set target=");
-    entries.push({ kind: "rule", file, line: n, service, argument, source, target, action, params });
+    entries.push(ruleFrom(file, n, service, argument, sourceText, targetText, actionText, paramWords));
   }
   return entries;
+}
+
+function ruleFrom(
+  file: string,
+  n: number,
+  service: string,
+  argument: string | null,
+  sourceText: string,
+  targetText: string,
+  actionText: string,
+  paramWords: string[],
+): PolicyRule {
+  const source = parseToken(sourceText, "source");
+  if (typeof source === "string") fail(file, n, `source: ${source}`);
+  const target = parseToken(targetText, "target");
+  if (typeof target === "string") fail(file, n, `target: ${target}`);
+  if (actionText !== "allow" && actionText !== "deny" && actionText !== "ask") fail(file, n, `action must be allow, deny or ask, not ${JSON.stringify(actionText)}`);
+  const action = actionText as Action;
+  const params: Record<string, string> = {};
+  for (const p of paramWords) {
+    const eq = p.indexOf("=");
+    if (eq <= 0) fail(file, n, `parameter must be name=value, not ${JSON.stringify(p)}`);
+    const key = p.slice(0, eq);
+    const value = p.slice(eq + 1);
+    if (!PARAMS[action].includes(key)) fail(file, n, `${action} takes no parameter "${key}"; it takes: ${PARAMS[action].join(", ")}`);
+    if (Object.hasOwn(params, key)) fail(file, n, `parameter "${key}" given twice`);
+    if ((key === "notify" || key === "autostart") && !YES_NO.includes(value)) fail(file, n, `${key} must be yes or no`);
+    if (key === "target" || key === "default_target") {
+      const t = parseToken(value, "target");
+      if (typeof t === "string" || t.kind === "anyvm" || t.kind === "default" || t.kind === "tag" || t.kind === "type" || t.kind === "dispvm-tag") {
+        fail(file, n, `${key} must name one domain, @adminvm, @dispvm or @dispvm:NAME, not ${JSON.stringify(value)}`);
+      }
+    }
+    if (key === "user" && !/^[a-z_][a-z0-9_-]{0,31}$/.test(value)) fail(file, n, `invalid user name ${JSON.stringify(value)}`);
+    params[key] = value;
+  }
+  if (action === "allow" && target.kind === "default" && !params.target) fail(file, n, "an allow rule for @default must set target=");
+  return { kind: "rule", file, line: n, service, argument, source, target, action, params };
 }
