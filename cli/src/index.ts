@@ -10,6 +10,7 @@ import Features from "./commands/features.js";
 import Kill from "./commands/kill.js";
 import Ls from "./commands/ls.js";
 import Pause from "./commands/pause.js";
+import Policy from "./commands/policy.js";
 import Prefs from "./commands/prefs.js";
 import Remove from "./commands/remove.js";
 import Run from "./commands/run.js";
@@ -30,6 +31,7 @@ export const COMMANDS = {
   kill: Kill,
   ls: Ls,
   pause: Pause,
+  policy: Policy,
   prefs: Prefs,
   remove: Remove,
   run: Run,

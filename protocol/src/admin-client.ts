@@ -63,6 +63,12 @@ export class AdminClient {
   revertVolume = (req: admin.RevertVolumeRequest) => this.call<admin.RevertVolumeRequest, admin.RevertVolumeResponse>(this.client.revertVolume as never, req);
   configVolume = (req: admin.ConfigVolumeRequest) => this.call<admin.ConfigVolumeRequest, admin.ConfigVolumeResponse>(this.client.configVolume as never, req);
   resizeVolume = (req: admin.ResizeVolumeRequest) => this.call<admin.ResizeVolumeRequest, admin.ResizeVolumeResponse>(this.client.resizeVolume as never, req);
+  checkPolicy = (req: admin.CheckPolicyRequest) => this.call<admin.CheckPolicyRequest, admin.CheckPolicyResponse>(this.client.checkPolicy as never, req);
+
+  /** Registers an ask prompt: questions arrive on the stream; write answers by id. */
+  askPrompt(): ClientDuplexStream<admin.AskAnswer, admin.AskQuestion> {
+    return this.client.askPrompt();
+  }
 
   /** A duplex stream; write `start` first. Stream errors are grpc-js errors: map them with fromGrpcError. */
   exec(): AdminExecStream {

@@ -3,7 +3,7 @@ import { QvmCommand, example, loadProtocol } from "../base.js";
 import { SilentExit, UsageError, processExitCode } from "../lib/errors.js";
 import { execStart, wantPty } from "../lib/exec-request.js";
 import { ExecSession } from "../lib/exec-session.js";
-import { parseAssignments, splitRunArgv } from "../lib/run-args.js";
+import { parseAssignments, splitRunArgv, type RunCommandSpec } from "../lib/run-args.js";
 import { enterRawMode, windowSize } from "../lib/terminal.js";
 
 /** Ctrl-C this many times gives up on the process (it may still run in the domain). */
@@ -27,6 +27,8 @@ Without --pass-io, the process's stdin is closed at once and its output is disca
 
 Without a pty, Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to qvm are passed to the process; pressing Ctrl-C ${ABANDON_AFTER_SIGINTS} times makes qvm give up waiting (exit 130) while the process may still run. With a pty, Ctrl-C is simply a key the process reads.
 
+With --service, the word after VM is a qrexec service (SERVICE or SERVICE+ARG), run as the admin domain (dom0) calling it, as Qubes' qvm-run --service does: no policy applies, the service sees QREXEC_REMOTE_DOMAIN=dom0, and its input and output are passed (--pass-io is implied). Exit code 127: the domain has no such service.
+
 If the command's own arguments include --help or -h, qvm puts the -- in for you: qvm run work git --help runs git --help.`;
   static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "--dispvm[=NAME] [FLAGS] [--] PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
   static override examples = [
@@ -36,6 +38,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     example("-p --no-pty work -- cat < file > copy", "Pipe a file through."),
     example("-u root -n work -- apt-get update", "As root; fail if work is halted."),
     example("--dispvm=default-dvm -p -- sh -c 'echo hi'", "In a throwaway disposable, gone afterwards."),
+    example("--service vault qubes.GetDate", "Call a qrexec service in vault as dom0."),
   ];
   static override strict = false;
   static override args = {
@@ -49,6 +52,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     pty: Flags.boolean({ allowNo: true, description: "Use a pty (default: with --pass-io when stdin is a terminal)." }),
     env: Flags.string({ char: "e", description: "Set an environment variable for the process; repeatable.", multiple: true, multipleNonGreedy: true, helpValue: "NAME=VALUE" }),
     cwd: Flags.string({ description: "Working directory of the process (default: the user's home).", helpValue: "DIR" }),
+    service: Flags.boolean({ description: "The command is a qrexec service name (SERVICE or SERVICE+ARG) to call in VM as dom0; implies --pass-io." }),
     dispvm: Flags.string({
       description: "Run in a new disposable made from this template for disposables (`--dispvm` alone: the global default_dispvm) instead of in VM; it is destroyed afterwards, whatever happens.",
       helpValue: "[=NAME]",
@@ -59,9 +63,11 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     const split = splitRunArgv(this.argv);
     // Only qvm's flags go to the parser; the VM and the command were split off above.
     const { flags } = await this.parse({ flags: Run.flags, args: {}, strict: true }, split.flags);
-    const passIo = Boolean(flags["pass-io"]);
+    const service = flags.service ? serviceName(split.command) : undefined;
+    const passIo = Boolean(flags["pass-io"]) || service !== undefined;
     if (flags.pty && !passIo) throw new UsageError("--pty needs --pass-io");
-    const pty = wantPty({ passIo, pty: flags.pty, stdinIsTTY: Boolean(process.stdin.isTTY) });
+    if (flags.pty && service) throw new UsageError("a service gets no pty: drop --pty");
+    const pty = !service && wantPty({ passIo, pty: flags.pty, stdinIsTTY: Boolean(process.stdin.isTTY) });
     const start = execStart({
       vm: split.vm,
       command: split.command,
@@ -72,6 +78,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
       window: pty ? windowSize() : undefined,
       noAutostart: Boolean(flags["no-autostart"]),
       dispvm: flags.dispvm,
+      service,
     });
 
     const admin = await this.connected();
@@ -111,4 +118,13 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     }
     if (code !== 0) throw new SilentExit(code);
   }
+}
+
+/** The service of `qvm run --service VM SERVICE[+ARG]`: exactly one word. */
+function serviceName(command: RunCommandSpec): string {
+  const words = command.kind === "argv" ? command.argv : [command.command];
+  if (words.length !== 1 || !/^[A-Za-z0-9_.-]+(\+[A-Za-z0-9_.+-]*)?$/.test(words[0]!)) {
+    throw new UsageError(`--service takes one service name, SERVICE or SERVICE+ARG (letters, digits, "_", "." and "-"), not ${JSON.stringify(words.join(" "))}`);
+  }
+  return words[0]!;
 }

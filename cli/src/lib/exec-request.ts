@@ -13,13 +13,16 @@ export interface RunOptions {
   noAutostart: boolean;
   /** Template for a new disposable ("@default": the global default_dispvm); vm is then "". */
   dispvm?: string | undefined;
+  /** Run this qrexec service (SERVICE or SERVICE+ARG) instead of a command. */
+  service?: string | undefined;
 }
 
 export function execStart(o: RunOptions): adminV1.ExecStart {
+  const service = o.service !== undefined;
   return {
     domain: o.vm,
-    argv: o.command.kind === "argv" ? o.command.argv : [],
-    shellCommand: o.command.kind === "shell" ? o.command.command : "",
+    argv: o.command.kind === "argv" && !service ? o.command.argv : [],
+    shellCommand: o.command.kind === "shell" && !service ? o.command.command : "",
     env: o.env ?? {},
     cwd: o.cwd ?? "",
     user: o.user ?? "",
@@ -27,6 +30,7 @@ export function execStart(o: RunOptions): adminV1.ExecStart {
     window: o.pty ? (o.window ?? { rows: 24, cols: 80 }) : undefined,
     noAutostart: o.noAutostart,
     dispvm: o.dispvm ?? "",
+    service: o.service ?? "",
   };
 }
 

@@ -45,7 +45,7 @@ class SlowSink extends Writable {
   }
 }
 
-const start: adminV1.ExecStart = { domain: "work", argv: ["cat"], shellCommand: "", env: {}, cwd: "", user: "", pty: false, window: undefined, noAutostart: false, dispvm: "" };
+const start: adminV1.ExecStart = { domain: "work", argv: ["cat"], shellCommand: "", env: {}, cwd: "", user: "", pty: false, window: undefined, noAutostart: false, dispvm: "", service: "" };
 const cases = (c: FakeCall<adminV1.ExecRequest>) => c.written.map((w) => w.msg?.$case);
 const tick = () => new Promise((r) => setImmediate(r));
 

@@ -10,6 +10,8 @@ import type { VolumeView } from "../storage/volumes.js";
 import { SIGNAL_NAMES, type SignalName } from "../agent/replies.js";
 import type { ExecProcess } from "../agent/exec-process.js";
 import type { AgentClient } from "../agent/agent-client.js";
+import { ADMIN_DOMAIN_NAME, isValidServiceName, sanitizeArgument, serviceCommand, splitServiceName } from "../qrexec/service-command.js";
+import type { Prompt } from "../qrexec/prompts.js";
 
 /** Events a subscriber may fall behind by before its stream is closed (it can resubscribe). */
 export const MAX_EVENT_BACKLOG = 10_000;
@@ -117,6 +119,22 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
       return {};
     }),
 
+    checkPolicy: unary((req: adminV1.CheckPolicyRequest) => {
+      const d = qvmd.checkPolicy({ service: req.service, argument: req.argument, source: req.source, target: req.target });
+      return {
+        action: d.action,
+        target: d.action === "allow" ? d.target : "",
+        targets: d.action === "ask" ? d.targets : [],
+        defaultTarget: d.action === "ask" ? (d.defaultTarget ?? "") : "",
+        user: d.action !== "deny" ? (d.user ?? "") : "",
+        autostart: d.action !== "deny" && d.autostart,
+        notify: d.notify,
+        reason: d.action === "deny" ? d.reason : "",
+        ruleFile: d.rule?.file ?? "",
+        ruleLine: d.rule?.line ?? 0,
+      };
+    }),
+    askPrompt: (call) => serveAskPrompt(qvmd, call),
     exec: (call) => serveExec(qvmd, call),
     console: (call) => serveConsole(qvmd, call),
     watchEvents: (call) => serveEvents(qvmd, call),
@@ -129,6 +147,12 @@ function fail(call: { emit(ev: "error", e: unknown): boolean }, err: unknown): v
 }
 
 function checkExecStart(s: adminV1.ExecStart): void {
+  if (s.service) {
+    if (s.argv.length || s.shellCommand || s.pty) throw new QvmError("INVALID_ARGUMENT", "a service call takes no command and no terminal");
+    const { service } = splitServiceName(s.service);
+    if (!isValidServiceName(service)) throw new QvmError("INVALID_ARGUMENT", `invalid service name ${JSON.stringify(service)}: use letters, digits, "_", "." and "-"`);
+    return;
+  }
   const hasArgv = s.argv.length > 0;
   if (hasArgv === Boolean(s.shellCommand)) throw new QvmError("INVALID_ARGUMENT", "give either a command (argv) or a shell command, not both or neither");
   const size = s.argv.reduce((n, a) => n + a.length, 0) + s.shellCommand.length;
@@ -210,9 +234,12 @@ function serveExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecRequest, adm
       const dom = await qvmd.runner.ensureRunning(s.domain, s.noAutostart && !disposable);
       const rec = qvmd.registry.get(s.domain);
       agent = dom.agent;
+      // A service call runs as dom0 calling it (Qubes' `qvm-run --service`); no policy applies to the admin.
+      const { service, argument } = splitServiceName(s.service);
+      const svc = s.service ? serviceCommand({ service, argument: sanitizeArgument(argument), source: ADMIN_DOMAIN_NAME, requestedTarget: s.domain }) : undefined;
       proc = dom.agent.exec({
-        command: s.argv.length ? s.argv : s.shellCommand,
-        env: s.env,
+        command: svc ? svc.argv : s.argv.length ? s.argv : s.shellCommand,
+        env: svc ? { ...s.env, ...svc.env } : s.env,
         cwd: s.cwd || undefined,
         user: s.user || String(qvmd.registry.resolve(rec, "default_user")),
         pty: s.pty ? { rows: s.window?.rows || 24, cols: s.window?.cols || 80 } : undefined,
@@ -303,4 +330,34 @@ function serveEvents(qvmd: Qvmd, call: ServerWritableStream<adminV1.WatchEventsR
   call.on("cancelled", unsubscribe);
   call.on("error", unsubscribe);
   call.on("close", unsubscribe);
+}
+
+/**
+ * A registered ask prompt: questions go out on the stream, answers come back by id. The prompt
+ * stays registered until the stream ends; its unanswered questions are then denied.
+ */
+function serveAskPrompt(qvmd: Qvmd, call: ServerDuplexStream<adminV1.AskAnswer, adminV1.AskQuestion>): void {
+  const prompt: Prompt = {
+    send: (q) =>
+      call.write({
+        id: q.id,
+        source: q.source,
+        service: q.service,
+        argument: q.argument,
+        requestedTarget: q.requestedTarget,
+        targets: q.targets,
+        defaultTarget: q.defaultTarget ?? "",
+        timeoutSeconds: q.timeoutSeconds,
+      }),
+  };
+  const unregister = qvmd.asks.register(prompt);
+  qvmd.log("qrexec: an ask prompt registered");
+  call.on("data", (a: adminV1.AskAnswer) => qvmd.asks.answer(prompt, a.id, a.target));
+  const end = () => {
+    unregister();
+    call.end();
+  };
+  call.on("end", end);
+  call.on("cancelled", unregister);
+  call.on("error", unregister);
 }

@@ -8,7 +8,7 @@ import { ImageStore } from "@qvm/images";
 import { QemuDriver } from "../vmm/qemu/qemu-driver.js";
 import { processAlive } from "../vmm/process.js";
 import { AdminServer } from "../admin/server.js";
-import { Qvmd } from "./qvmd.js";
+import { Qvmd, type QvmdOptions } from "./qvmd.js";
 
 export interface DaemonOptions {
   dataDir: string;
@@ -16,6 +16,7 @@ export interface DaemonOptions {
   imagesDir: string;
   peerCredHelper: string;
   log: (msg: string) => void;
+  qrexec?: QvmdOptions["qrexec"];
 }
 
 export interface RunningDaemon {
@@ -58,6 +59,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       images: new ImageStore(opts.imagesDir),
       driver: new QemuDriver({ log: opts.log }),
       log: opts.log,
+      qrexec: opts.qrexec,
     });
     await qvmd.boot();
     const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, log: opts.log });

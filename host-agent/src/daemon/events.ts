@@ -20,6 +20,7 @@ export const EVENT_TYPES = [
   "volume-revert",
   "volume-resize",
   "volume-config",
+  "qrexec-call",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -4,16 +4,26 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { DEFAULT_DATA_DIR, isQvmError, runtimeDirFromEnv } from "@qvm/protocol";
+import { DEFAULT_DATA_DIR, QvmError, isQvmError, runtimeDirFromEnv } from "@qvm/protocol";
 import { startDaemon } from "./daemon.js";
 
 const USAGE = `usage: qvmd --foreground [--data-dir DIR] [--runtime-dir DIR] [--images-dir DIR]
+            [--ask-timeout SECONDS] [--max-qrexec-calls N]
 
 Runs the qvm host daemon until SIGTERM or SIGINT. Domains keep running when it exits; the next
 qvmd re-attaches to them.
   --data-dir DIR     domain store, logs, images (default $QVM_DATA_DIR or ${DEFAULT_DATA_DIR})
   --runtime-dir DIR  admin socket and per-domain sockets (default $QVM_RUNTIME_DIR or /run/qvm)
-  --images-dir DIR   built kernels and templates (default $QVM_IMAGES_DIR or DATA/images)`;
+  --images-dir DIR   built kernels and templates (default $QVM_IMAGES_DIR or DATA/images)
+  --ask-timeout SECONDS     how long a qrexec "ask" waits for an answer before denying (60)
+  --max-qrexec-calls N      qrexec calls one domain may hold at once; more are dropped (16)`;
+
+function positiveInt(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new QvmError("INVALID_ARGUMENT", `${flag} must be a whole number from 1 to 100000, not ${JSON.stringify(text)}`);
+  return n;
+}
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -23,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
       "data-dir": { type: "string" },
       "runtime-dir": { type: "string" },
       "images-dir": { type: "string" },
+      "ask-timeout": { type: "string" },
+      "max-qrexec-calls": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -40,7 +52,9 @@ async function main(argv: string[]): Promise<number> {
   const imagesDir = path.resolve(values["images-dir"] ?? process.env.QVM_IMAGES_DIR ?? path.join(dataDir, "images"));
   const log = (m: string) => process.stderr.write(`qvmd: ${m}\n`);
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log });
+  const askTimeout = positiveInt("--ask-timeout", values["ask-timeout"]);
+  const qrexec = { askTimeoutMs: askTimeout && askTimeout * 1000, maxCallsPerDomain: positiveInt("--max-qrexec-calls", values["max-qrexec-calls"]) };
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log, qrexec });
   process.title = "qvmd";
   return new Promise((resolve) => {
     const stop = (sig: string) => {

@@ -10,6 +10,14 @@ import { VolumeStore, type VolumeView } from "../storage/volumes.js";
 import { EventBus } from "./events.js";
 import { DomainRegistry, type CreateDomainInput } from "./registry.js";
 import { DomainRunner, type PowerState } from "./runner.js";
+import { AskBroker } from "../qrexec/prompts.js";
+import { DEFAULT_ROUTER_LIMITS, QrexecRouter, type RouterLimits } from "../qrexec/router.js";
+import { installDefaultPolicy } from "../qrexec/policy/default-policy.js";
+import { policyDirOf, qrexecHost, systemFacts } from "./qrexec-host.js";
+import { evaluate, type CallQuery, type Decision } from "../qrexec/policy/evaluate.js";
+import { loadPolicy } from "../qrexec/policy/loader.js";
+import { isValidServiceName, sanitizeArgument } from "../qrexec/service-command.js";
+import { QREXEC_VSOCK_PORT } from "@qvm/protocol";
 
 export interface QvmdOptions {
   dataDir: string;
@@ -17,7 +25,11 @@ export interface QvmdOptions {
   images: ImageStore;
   driver: VmmDriver;
   log?: (msg: string) => void;
+  /** qrexec limits: calls a domain may hold at once, time to send a request, time a person has to answer. */
+  qrexec?: Partial<RouterLimits> & { askTimeoutMs?: number };
 }
+
+export const DEFAULT_ASK_TIMEOUT_MS = 60_000;
 
 export interface DomainView {
   name: string;
@@ -38,13 +50,31 @@ export class Qvmd {
   readonly runner: DomainRunner;
   readonly volumes: VolumeStore;
   readonly log: (msg: string) => void;
+  readonly asks: AskBroker;
+  readonly qrexec: QrexecRouter;
 
   constructor(readonly opts: QvmdOptions) {
     this.log = opts.log ?? (() => {});
     const store = DomainStore.open(opts.dataDir);
     this.volumes = new VolumeStore(opts.dataDir);
     this.registry = new DomainRegistry(store, this.events, (name) => this.runner.isRunning(name));
-    this.runner = new DomainRunner({ ...opts, registry: this.registry, volumes: this.volumes, events: this.events, log: this.log });
+    this.asks = new AskBroker(opts.qrexec?.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS);
+    const q = opts.qrexec ?? {};
+    this.qrexec = new QrexecRouter(qrexecHost(this, this.asks), {
+      maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
+      requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
+    });
+    // Each running domain's qrexec socket: where vhost-device-vsock delivers its calls to port 50.
+    const hooks = {
+      running: (name: string, dom: { vm: { info(): Promise<{ vsockPath: string }> } }) => {
+        void dom.vm
+          .info()
+          .then(({ vsockPath }) => this.qrexec.attach(name, `${vsockPath}_${QREXEC_VSOCK_PORT}`))
+          .catch((err: Error) => this.log(`${name}: cannot listen for qrexec calls: ${err.message}`));
+      },
+      gone: (name: string) => this.qrexec.detach(name),
+    };
+    this.runner = new DomainRunner({ ...opts, registry: this.registry, volumes: this.volumes, events: this.events, log: this.log, hooks });
   }
 
   /**
@@ -52,6 +82,7 @@ export class Qvmd {
    * domain, re-attaches running VMMs and commits the roots of templates that stopped meanwhile.
    */
   async boot(): Promise<void> {
+    installDefaultPolicy(policyDirOf(this.opts.dataDir));
     for (const orphan of this.volumes.orphans((n) => this.registry.store.get(n) !== undefined)) {
       this.log(`removing volumes without a domain: ${orphan}`);
       this.volumes.remove(orphan);
@@ -249,8 +280,19 @@ export class Qvmd {
     });
   }
 
+  // ---- qrexec policy ------------------------------------------------------------------------
+
+  /** What the policy decides for one call (`qvm policy check`); a broken policy throws, naming file:line. */
+  checkPolicy(q: CallQuery): Decision {
+    if (!isValidServiceName(q.service)) throw new QvmError("INVALID_ARGUMENT", `invalid service name ${JSON.stringify(q.service)}: use letters, digits, "_", "." and "-"`);
+    if (q.source !== "dom0" && q.source !== "@adminvm") this.registry.get(q.source);
+    const rules = loadPolicy(policyDirOf(this.opts.dataDir));
+    return evaluate(rules, { ...q, argument: sanitizeArgument(q.argument) }, systemFacts(this));
+  }
+
   /** qvmd is exiting: VMMs keep running and the next qvmd takes them back. */
   async close(): Promise<void> {
     await this.runner.detachAll();
+    this.qrexec.detachAll();
   }
 }

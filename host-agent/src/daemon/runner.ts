@@ -30,6 +30,8 @@ export interface RunnerDeps {
   dataDir: string;
   runtimeDir: string;
   log: (msg: string) => void;
+  /** Told when a domain's VMM is taken on (started or re-attached) and when it is let go. */
+  hooks?: { running(name: string, dom: DomainVm): void; gone(name: string): void };
 }
 
 interface Live {
@@ -200,9 +202,11 @@ export class DomainRunner {
     const l: Live = { dom, pid, paused, halting: false };
     this.live.set(name, l);
     this.lastStop.delete(name);
+    this.deps.hooks?.running(name, dom);
     void dom.vm.exited.then((exit) => {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
+      this.deps.hooks?.gone(name);
       this.lastStop.set(name, exit.reason);
       const rec = this.deps.registry.store.get(name);
       // Announced once the root is committed, so "stopped" means a template's changes are in.
@@ -348,6 +352,7 @@ export class DomainRunner {
   /** qvmd is exiting: let go of every VMM without stopping it; the next qvmd re-attaches. */
   async detachAll(): Promise<void> {
     const all = [...this.live.values()];
+    for (const name of this.live.keys()) this.deps.hooks?.gone(name);
     this.live.clear();
     await Promise.all(all.map((l) => l.dom.detach().catch(() => {})));
   }

@@ -46,10 +46,10 @@ export function removeTestDaemonDirs(dirs: TestDaemonDirs): void {
 }
 
 /** Starts qvmd on `dirs` and resolves once its admin API answers. */
-export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000): Promise<TestDaemon> {
+export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000, extraArgs: string[] = []): Promise<TestDaemon> {
   const bundle = qvmdBundle();
   if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run \`npm run build\``);
-  const proc = spawn(process.execPath, [bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir], {
+  const proc = spawn(process.execPath, [bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir, ...extraArgs], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";

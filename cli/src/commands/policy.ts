@@ -1,0 +1,127 @@
+import { Args, Flags } from "@oclif/core";
+import { createInterface } from "node:readline";
+import type { adminV1 } from "@qvm/protocol";
+import { QvmCommand, example, loadProtocol } from "../base.js";
+import { SilentExit, UsageError } from "../lib/errors.js";
+
+/** "SERVICE+ARG" or "SERVICE" split at the first "+", as Qubes does. */
+function splitService(text: string): { service: string; argument: string } {
+  const i = text.indexOf("+");
+  return i < 0 ? { service: text, argument: "" } : { service: text.slice(0, i), argument: text.slice(i + 1) };
+}
+
+export default class Policy extends QvmCommand {
+  static override summary = "Check the qrexec policy, or answer its questions (ask).";
+  static override description = `The qrexec policy decides every call from one domain to another (Qubes 4.2's language; README "qrexec policy"). It lives in DATA/policy.d/*.policy (default /var/lib/qvm/policy.d); 30-user.policy is yours, 90-default.policy is qvm's and rewritten at every qvmd start.
+
+  qvm policy check SERVICE[+ARG] SOURCE TARGET
+      What the policy decides for that call and which rule decided it. TARGET is a domain
+      name, @default, @dispvm, @dispvm:NAME or @adminvm (dom0). Exit code 0 when the call
+      would be allowed or asked, 1 when denied. A policy file with an error is reported with
+      its file and line (exit 1): until it is fixed, every call is refused.
+
+  qvm policy ask [--timeout-answer TARGET|deny]
+      Registers this terminal as the prompt for "ask" rules: each question shows the caller,
+      the service and the targets the policy would allow; type one (Enter takes the default)
+      or "deny". Unanswered questions are denied after qvmd's ask timeout (60 s). Runs until
+      Ctrl-C; the newest registered prompt gets the questions. Lines can also come from a
+      pipe, one answer per question.`;
+  static override usage = ["check SERVICE[+ARG] SOURCE TARGET [--json]", "ask"];
+  static override examples = [
+    example("check qubes.Filecopy work @default", "Who may work copy files to?"),
+    example("check my.Service+arg work vault --json"),
+    example("ask", "Answer qvm-copy's \"where to?\" questions in this terminal."),
+  ];
+  static override strict = false;
+  static override args = {
+    action: Args.string({ description: "check or ask.", required: true, options: ["check", "ask"] }),
+  };
+  static override flags = {
+    json: Flags.boolean({ description: "check: print the admin API's CheckPolicyResponse as JSON." }),
+  };
+
+  async run(): Promise<void> {
+    const { args, argv, flags } = await this.parse(Policy);
+    const rest = (argv as string[]).slice(1);
+    if (args.action === "check") return this.check(rest, flags.json);
+    if (rest.length) throw new UsageError(`qvm policy ask takes no arguments (got ${JSON.stringify(rest.join(" "))})`);
+    return this.ask();
+  }
+
+  private async check(rest: string[], json: boolean): Promise<void> {
+    if (rest.length !== 3) throw new UsageError("usage: qvm policy check SERVICE[+ARG] SOURCE TARGET");
+    const [full, source, target] = rest as [string, string, string];
+    const { service, argument } = splitService(full);
+    const admin = await this.admin();
+    const res = await admin.checkPolicy({ service, argument, source, target });
+    if (json) this.printJson(res);
+    else this.print(describe(res));
+    if (res.action === "deny") throw new SilentExit(1);
+  }
+
+  private async ask(): Promise<void> {
+    const admin = await this.connected();
+    const p = await loadProtocol();
+    const call = admin.askPrompt();
+    const lines = createInterface({ input: process.stdin, terminal: false });
+    const queue: adminV1.AskQuestion[] = [];
+    let current: adminV1.AskQuestion | undefined;
+    const next = () => {
+      if (current || !queue.length) return;
+      current = queue.shift()!;
+      const q = current;
+      const what = q.argument ? `${q.service}+${q.argument}` : q.service;
+      process.stderr.write(
+        `\n${q.source} asks to call ${what} (requested target: ${q.requestedTarget}).\n` +
+          `Allowed targets: ${q.targets.join(", ")}\n` +
+          `Target${q.defaultTarget ? ` [${q.defaultTarget}]` : ""} (or "deny"; ${q.timeoutSeconds} s): `,
+      );
+    };
+    lines.on("line", (line) => {
+      const q = current;
+      if (!q) return;
+      const text = line.trim() || q.defaultTarget;
+      if (text && text !== "deny" && !q.targets.includes(text)) {
+        process.stderr.write(`${JSON.stringify(text)} is not one of: ${q.targets.join(", ")}\nTarget (or "deny"): `);
+        return;
+      }
+      const target = text === "deny" ? "" : text;
+      call.write({ id: q.id, target });
+      process.stderr.write(target ? `-> ${target}\n` : "-> denied\n");
+      current = undefined;
+      next();
+    });
+    call.on("data", (q: adminV1.AskQuestion) => {
+      queue.push(q);
+      next();
+    });
+    process.stderr.write("qvm: answering qrexec ask questions here; Ctrl-C to stop\n");
+    await new Promise<void>((resolve, reject) => {
+      const stop = () => {
+        call.end();
+        resolve();
+      };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+      call.on("error", (err) => {
+        if ((err as { code?: number }).code === 1) return resolve(); // cancelled by us
+        reject(p.fromGrpcError(err, admin.socketPath));
+      });
+      call.on("end", () => resolve());
+    });
+    lines.close();
+  }
+}
+
+function describe(r: adminV1.CheckPolicyResponse): string {
+  const rule = r.ruleFile ? `${r.ruleFile}:${r.ruleLine}` : "no rule matched";
+  const extras = [r.user && `user=${r.user}`, r.action !== "deny" && !r.autostart && "autostart=no", r.notify && "notify=yes"].filter(Boolean).join(" ");
+  switch (r.action) {
+    case "allow":
+      return `allow: to ${r.target}${extras ? ` (${extras})` : ""}\nrule: ${rule}`;
+    case "ask":
+      return `ask: targets ${r.targets.join(", ")}${r.defaultTarget ? ` (default ${r.defaultTarget})` : ""}${extras ? ` (${extras})` : ""}\nrule: ${rule}`;
+    default:
+      return `deny: ${r.reason}\nrule: ${rule}`;
+  }
+}
