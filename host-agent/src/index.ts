@@ -18,3 +18,6 @@ export { Qvmd, type DomainView } from "./daemon/qvmd.js";
 export { EventBus, EVENT_TYPES, type QvmEvent, type EventType } from "./daemon/events.js";
 export { KeyedMutex } from "./daemon/keyed-mutex.js";
 export { startTestDaemon, testDaemonDirs, removeTestDaemonDirs, qvmdBundle, type TestDaemon, type TestDaemonDirs } from "./daemon/test-daemon.js";
+export { QrexecRouter, DEFAULT_ROUTER_LIMITS, type QrexecHost, type ServiceProcess, type OpenedService, type AskQuestionInput, type RouterLimits } from "./qrexec/router.js";
+export { parsePolicy } from "./qrexec/policy/parser.js";
+export type { SystemFacts, DomainFacts } from "./qrexec/policy/evaluate.js";

@@ -1,0 +1,6 @@
+// File-copy stream library: packPaths (qvm-copy / qvm-move) and unpackStream (qubes.Filecopy).
+export { FilecopyError, type FilecopyErrorCode } from "./errors.js";
+export * from "./format.js";
+export { validateLinkTarget, validateName } from "./names.js";
+export { packPaths, type PackOptions } from "./pack.js";
+export { unpackStream, type CopyStats, type UnpackOptions } from "./unpack.js";
