@@ -57,6 +57,8 @@ const targets = {
   // Runs inside domains on Debian's Node (18 on bookworm): one self-contained file.
   "guest-agent": { entryPoints: ["guest-agent/src/main.ts"], outfile: "guest-agent/dist/qvm-agent.cjs", format: "cjs", target: "node18", minify: true,
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
+  // The in-domain qrexec tools (qrexec-client-vm, qvm-copy, …, and the services' bodies).
+  "qrexec-tools": { entryPoints: ["guest-agent/src/qrexec/tools/main.ts"], outfile: "guest-agent/dist/qvm-qrexec.cjs", format: "cjs", target: "node18", minify: true },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   qvmd: { entryPoints: ["host-agent/src/daemon/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
   // The qvm CLI, one file; oclif reads its command table from this same bundle (cli/package.json).

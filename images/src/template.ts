@@ -1,8 +1,9 @@
 // Template root images. `debian-12`: mmdebstrap (minbase + systemd + what the agent needs, Node
-// from Debian), the bundled guest agent, its pty helper and systemd unit, written as a sparse ext4
+// from Debian), the bundled guest agent, its pty helper and systemd unit, the qrexec tools and
+// services, written as a sparse ext4
 // image with `mke2fs -d` (no loop devices). mmdebstrap itself needs root (it chroots to run
 // maintainer scripts).
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { QvmError } from "@qvm/protocol";
@@ -34,21 +35,34 @@ export const DEFAULT_USER = "user";
 export function guestAgentFiles() {
   return {
     agent: repoPath("guest-agent/dist/qvm-agent.cjs"),
+    qrexecTools: repoPath("guest-agent/dist/qvm-qrexec.cjs"),
     ptySource: repoPath("guest-agent/native/qvm-pty.c"),
     unit: repoPath("guest-agent/systemd/qvm-agent.service"),
+    /** qrexec-run (the service lookup) and the standard services, installed in /etc/qubes-rpc. */
+    rpcDir: repoPath("guest-agent/rpc"),
   };
 }
+
+/** The in-domain qrexec tools: /usr/bin wrappers around the qvm-qrexec bundle. */
+export const QREXEC_TOOLS = ["qrexec-client-vm", "qvm-copy", "qvm-move", "qvm-copy-to-vm", "qvm-move-to-vm", "qvm-open-in-vm", "qvm-open-in-dvm"];
 
 export async function templateInputs(name: string): Promise<Record<string, unknown>> {
   const recipe = TEMPLATES[name];
   if (!recipe) throw new QvmError("NOT_FOUND", `unknown template "${name}"; known: ${Object.keys(TEMPLATES).join(", ")}`);
   const files = guestAgentFiles();
-  if (!existsSync(files.agent)) throw new QvmError("MISSING_DEPENDENCY", `${files.agent} is missing: run \`npm run build\``);
+  for (const f of [files.agent, files.qrexecTools]) {
+    if (!existsSync(f)) throw new QvmError("MISSING_DEPENDENCY", `${f} is missing: run \`npm run build\``);
+  }
+  const rpc: Record<string, string> = {};
+  for (const name of readdirSync(files.rpcDir).sort()) rpc[name] = await sha256File(path.join(files.rpcDir, name));
   return {
     format: 1,
     name,
     recipe,
     agent: await sha256File(files.agent),
+    qrexecTools: await sha256File(files.qrexecTools),
+    rpc,
+    tools: QREXEC_TOOLS,
     pty: await sha256File(files.ptySource),
     unit: await sha256File(files.unit),
     customize: CUSTOMIZE_VERSION,
@@ -56,7 +70,7 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
 }
 
 /** Bump when customize() changes what it writes. */
-const CUSTOMIZE_VERSION = 2;
+const CUSTOMIZE_VERSION = 3;
 
 export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
   const inputs = await templateInputs(name);
@@ -106,6 +120,19 @@ async function customize(rootfs: string, ptyBinary: string): Promise<void> {
   copyFileSync(files.agent, path.join(lib, "qvm-agent.cjs"));
   copyFileSync(ptyBinary, path.join(lib, "qvm-pty"));
   chmodSync(path.join(lib, "qvm-pty"), 0o755);
+
+  copyFileSync(files.qrexecTools, path.join(lib, "qvm-qrexec.cjs"));
+  const rpcDir = path.join(rootfs, "etc/qubes-rpc");
+  mkdirSync(rpcDir, { recursive: true });
+  mkdirSync(path.join(rootfs, "usr/local/etc/qubes-rpc"), { recursive: true });
+  for (const name of readdirSync(files.rpcDir)) {
+    const dest = name === "qrexec-run" ? path.join(lib, name) : path.join(rpcDir, name);
+    copyFileSync(path.join(files.rpcDir, name), dest);
+    chmodSync(dest, 0o755);
+  }
+  for (const tool of QREXEC_TOOLS) {
+    writeFileSync(path.join(rootfs, "usr/bin", tool), `#!/bin/sh\nexec node /usr/lib/qvm/qvm-qrexec.cjs ${tool} "$@"\n`, { mode: 0o755 });
+  }
 
   const systemd = path.join(rootfs, "etc/systemd/system");
   copyFileSync(files.unit, path.join(systemd, "qvm-agent.service"));

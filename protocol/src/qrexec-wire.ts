@@ -1,7 +1,9 @@
 // Framing of the qrexec call channel (docs/qrexec-protocol.md), shared by qvmd and the in-domain
 // tools: each frame is a type byte, a big-endian u32 length and the payload. A zero-length data
 // frame is EOF for that stream, as in Qubes' MSG_DATA_* messages.
-import { QvmError } from "./errors.js";
+
+/** A frame that breaks the rules: the channel is dropped. (No QvmError here: that would pull gRPC into the in-domain tools.) */
+export class FrameError extends Error {}
 
 /** The vsock port a domain calls the host on for qrexec (CID 2). */
 export const QREXEC_VSOCK_PORT = 50;
@@ -39,7 +41,7 @@ export interface Frame {
 }
 
 export function encodeFrame(type: FrameTypeValue, payload: Uint8Array = Buffer.alloc(0)): Buffer {
-  if (payload.length > MAX_FRAME_PAYLOAD) throw new QvmError("INVALID_ARGUMENT", `frame payload of ${payload.length} bytes is larger than ${MAX_FRAME_PAYLOAD}`);
+  if (payload.length > MAX_FRAME_PAYLOAD) throw new FrameError(`frame payload of ${payload.length} bytes is larger than ${MAX_FRAME_PAYLOAD}`);
   const b = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
   b.writeUInt8(type, 0);
   b.writeUInt32BE(payload.length, 1);
@@ -76,8 +78,8 @@ export class FrameDecoder {
     while (this.buf.length >= FRAME_HEADER_BYTES) {
       const type = this.buf.readUInt8(0);
       const len = this.buf.readUInt32BE(1);
-      if (!KNOWN.has(type)) throw new QvmError("INVALID_ARGUMENT", `unknown frame type 0x${type.toString(16)}`);
-      if (len > this.maxPayload) throw new QvmError("INVALID_ARGUMENT", `frame of ${len} bytes is larger than ${this.maxPayload}`);
+      if (!KNOWN.has(type)) throw new FrameError(`unknown frame type 0x${type.toString(16)}`);
+      if (len > this.maxPayload) throw new FrameError(`frame of ${len} bytes is larger than ${this.maxPayload}`);
       if (this.buf.length < FRAME_HEADER_BYTES + len) break;
       frames.push({ type: type as FrameTypeValue, payload: Buffer.from(this.buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len)) });
       this.buf = this.buf.subarray(FRAME_HEADER_BYTES + len);

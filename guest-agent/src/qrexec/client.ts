@@ -2,7 +2,7 @@
 // learn only "connected" or "refused", then carry stdin out and stdout/stderr back until the
 // service's exit code arrives. The stream is whatever reaches the host: socat's vsock
 // connection in a domain, a Unix socket in tests.
-import type { Duplex, Readable, Writable } from "node:stream";
+import { Writable, type Duplex, type Readable } from "node:stream";
 import { EXIT_REFUSED, FrameDecoder, FrameType, encodeData, encodeFrame, qrexecV1, type Frame } from "@qvm/protocol/qrexec";
 
 export interface CallTarget {
@@ -24,7 +24,12 @@ export interface CallOutcome {
   code: number;
 }
 
-export function callService(conn: Duplex, req: CallTarget, io: CallIo): Promise<CallOutcome> {
+/**
+ * Makes one call. `ioOrStart` is the call's streams, or a function that makes them once the call
+ * is accepted (qrexec-client-vm starts its local program only then, as Qubes' does).
+ */
+export function callService(conn: Duplex, req: CallTarget, ioOrStart: CallIo | (() => CallIo)): Promise<CallOutcome> {
+  let io: CallIo = typeof ioOrStart === "function" ? { stdin: null, stdout: nullSink(), stderr: nullSink() } : ioOrStart;
   return new Promise((resolve) => {
     const decoder = new FrameDecoder();
     let accepted: boolean | undefined;
@@ -63,6 +68,7 @@ export function callService(conn: Duplex, req: CallTarget, io: CallIo): Promise<
         if (f.type !== FrameType.RESULT || f.payload.length !== 1) return finish({ accepted: false, code: EXIT_REFUSED });
         accepted = f.payload[0] === 1;
         if (!accepted) return finish({ accepted: false, code: EXIT_REFUSED });
+        if (typeof ioOrStart === "function") io = ioOrStart();
         sendStdin();
         return;
       }
@@ -98,4 +104,8 @@ export function callService(conn: Duplex, req: CallTarget, io: CallIo): Promise<
     conn.on("close", broken);
     conn.on("error", broken);
   });
+}
+
+function nullSink(): Writable {
+  return new Writable({ write: (_c, _e, cb) => cb() });
 }
