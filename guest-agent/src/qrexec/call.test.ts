@@ -56,7 +56,7 @@ beforeEach(async () => {
       const scripts: Record<string, string> = {
         "test.Echo": "cat",
         "test.Whoami": 'echo "$QREXEC_REMOTE_DOMAIN $SERVICE+$ARG $REQ"; echo oops >&2; exit 3',
-        "test.Sleep": "exec sleep 30",
+        "test.Sleep": "while :; do echo tick; sleep 0.1; done",
       };
       const script = scripts[opts.inv.service] ?? "exit 0";
       const proc = localService(script, env);
@@ -152,6 +152,13 @@ describe("qrexec calls through the router", () => {
     expect(h.opened.at(-1)?.env.QREXEC_REMOTE_DOMAIN).toBe("personal");
   });
 
+  it("answers a caller that half-closes its side after sending its input (socat at EOF)", async () => {
+    const reply = await raw("work", Buffer.concat([request({ target: "vault", service: "test.Echo" }), encodeFrame(FrameType.STDIN, Buffer.from("half")), encodeFrame(FrameType.STDIN)]));
+    expect(reply.subarray(0, 6)).toEqual(encodeFrame(FrameType.RESULT, Buffer.from([1])));
+    expect(reply.toString()).toContain("half");
+    expect(reply.subarray(-9)).toEqual(Buffer.from([FrameType.EXIT, 0, 0, 0, 4, 0, 0, 0, 0]));
+  });
+
   it("refuses a denied call with nothing but 'refused', and runs nothing", async () => {
     const r = await call("personal", "vault", "test.Echo");
     expect(r).toEqual({ accepted: false, code: 126, stdout: "", stderr: "" });
@@ -222,7 +229,7 @@ describe("qrexec calls through the router", () => {
       expect(MAX_REQUEST_BYTES).toBeLessThan(64 * 1024);
     });
 
-    it("cancels the service and releases the target when the caller goes away mid-call", async () => {
+    it("cancels the service and releases the target when the caller goes away mid-call (noticed at the next write)", async () => {
       const s = net.connect(h.socket("work"));
       s.on("error", () => {});
       s.write(request({ target: "vault", service: "test.Sleep" }));

@@ -113,7 +113,8 @@ export class QrexecRouter {
   async attach(domain: string, socketPath: string): Promise<void> {
     this.detach(domain);
     rmSync(socketPath, { force: true });
-    const server = net.createServer((sock) => void this.handle(domain, sock));
+    // Half-open: a caller that shuts down its sending side (socat at stdin EOF) still gets the reply.
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.handle(domain, sock));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(socketPath, () => resolve());
