@@ -175,7 +175,8 @@ export class QrexecRouter {
     const decision = await this.decide(q, sock);
     if (decision.action !== "allow") {
       const reason = decision.action === "deny" ? decision.reason : "not allowed";
-      if (decision.action !== "deny" || decision.notify) this.host.log(`qrexec: ${what}: denied: ${reason}`);
+      const rule = decision.rule ? ` (${decision.rule.file}:${decision.rule.line})` : "";
+      if (decision.action !== "deny" || decision.notify) this.host.log(`qrexec: ${what}: denied: ${reason}${rule}`);
       this.host.called(source, { service, argument: q.argument, target: q.target, action: "deny", reason });
       sock.end(encodeFrame(FrameType.RESULT, Buffer.from([0])));
       return;

@@ -149,7 +149,7 @@ export function evaluate(rules: readonly PolicyRule[], q: CallQuery, system: Sys
   if (!rule) return deny("no rule matches (a call no rule names is denied)");
   const p = rule.params;
   const common = { rule, intended, user: p.user, autostart: p.autostart !== "no", notify: p.notify === "yes" };
-  if (rule.action === "deny") return deny(`denied by ${rule.file}:${rule.line}`, rule);
+  if (rule.action === "deny") return deny("the policy denies it", rule);
   if (rule.action === "allow") {
     const t = resolveTarget(p.target ?? intended, source, system);
     return "refused" in t ? deny(t.refused, rule) : { ...common, action: "allow", target: t.target };
