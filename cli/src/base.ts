@@ -126,7 +126,7 @@ const GRPC_UNIMPLEMENTED = 12;
 const GRPC_UNAVAILABLE = 14;
 
 /** AdminClient members that are not unary calls returning a promise. */
-const STREAMING = new Set<PropertyKey>(["exec", "console", "watchEvents", "close", "socketPath"]);
+const STREAMING = new Set<PropertyKey>(["exec", "console", "watchEvents", "askPrompt", "close", "socketPath"]);
 
 /**
  * `call`'s result, unless the connection probe fails first (then the probe's error, which says

@@ -309,7 +309,7 @@ describe("without qvmd, and help", () => {
   it("explains every command", async () => {
     const r = await qvm(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["check", "clone", "console", "create", "daemon", "features", "kill", "ls", "pause", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
+    for (const c of ["check", "clone", "console", "create", "daemon", "features", "kill", "ls", "pause", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
       expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, "m"));
     }
     expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");

@@ -119,7 +119,7 @@ describe("qrexec between real domains", () => {
   it("qvm run --service calls a service as dom0", async () => {
     const r = await qvm(["run", "--service", "vault", "test.Echo+x"], { input: "in\n" });
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toBe("from=dom0 arg=x env_arg=x req=vault\nin\n");
+    expect(r.stdout).toBe("from=dom0 arg=x env_arg=x req=vault\nin");
   });
 
   it("qvm-copy asks where to; answered 'vault', the tree lands in ~/QubesIncoming/work byte for byte", async () => {

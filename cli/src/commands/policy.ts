@@ -24,8 +24,8 @@ export default class Policy extends QvmCommand {
       Registers this terminal as the prompt for "ask" rules: each question shows the caller,
       the service and the targets the policy would allow; type one (Enter takes the default)
       or "deny". Unanswered questions are denied after qvmd's ask timeout (60 s). Runs until
-      Ctrl-C; the newest registered prompt gets the questions. Lines can also come from a
-      pipe, one answer per question.`;
+      Ctrl-C or Ctrl-D; the newest registered prompt gets the questions. Lines can also come
+      from a pipe, one answer per question.`;
   static override usage = ["check SERVICE[+ARG] SOURCE TARGET [--json]", "ask"];
   static override examples = [
     example("check qubes.Filecopy work @default", "Who may work copy files to?"),
@@ -103,13 +103,14 @@ export default class Policy extends QvmCommand {
       };
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
+      // No more answers can come (Ctrl-D, or the end of piped answers): stop being the prompt.
+      lines.once("close", stop);
       call.on("error", (err) => {
         if ((err as { code?: number }).code === 1) return resolve(); // cancelled by us
         reject(p.fromGrpcError(err, admin.socketPath));
       });
       call.on("end", () => resolve());
     });
-    lines.close();
   }
 }
 
