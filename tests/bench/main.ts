@@ -13,6 +13,8 @@
 //   create      creating an AppVM (private volume only) vs a plain sparse copy of the template root
 //   disk 10     disk used by 10 AppVMs of one template vs that template's root
 //   dispvm      `qvm run --dispvm -- echo hi` vs `qvm start` + `qvm run` of an existing AppVM
+//   qrexec      a trivial domain -> domain call through policy vs a host -> domain Exec `true`
+//   qvm-copy    qvm-copy-to-vm of 256 MiB vs a raw hybrid-vsock stream of it to the host
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -20,6 +22,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { ImageStore, defaultImagesDir } from "@qvm/images";
 import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
+import { qrexecFigures } from "./qrexec.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, hostTscKhz, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
 
 const ROUNDS = Number(process.env.QVM_BENCH_ROUNDS ?? 2);
@@ -105,13 +108,17 @@ async function drain(stream: NodeJS.ReadableStream): Promise<number> {
 async function main(): Promise<void> {
   const results: Record<string, Figure> = {};
   log(`accelerator: ${chooseAccel().accel} (${chooseAccel().why}); ${ROUNDS} boot rounds`);
-  Object.assign(results, await adminFigures(log));
-  Object.assign(results, await storageFigures(log));
-  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots).
-  if (process.env.QVM_BENCH_ONLY !== "admin") {
+  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec: the qrexec figures alone.
+  const only = process.env.QVM_BENCH_ONLY;
+  if (!only || only === "admin") {
+    Object.assign(results, await adminFigures(log));
+    Object.assign(results, await storageFigures(log));
+  }
+  if (!only) {
     await vmFigures(results);
     Object.assign(results, await disposableFigure(log));
   }
+  if (!only || only === "qrexec") Object.assign(results, await qrexecFigures(log));
   report(results);
 }
 
