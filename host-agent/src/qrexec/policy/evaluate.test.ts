@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { repoRoot } from "@qvm/images";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -137,6 +138,16 @@ describe("qrexec policy evaluation", () => {
     if (d.action !== "ask") throw new Error("expected ask");
     expect(d.targets).toContain("@dispvm:default-dvm");
     expect(decideAnswer(d, "@dispvm:default-dvm", q, system)).toMatchObject({ action: "allow", target: "@dispvm:default-dvm" });
+  });
+
+  it("decides the README's example policy as the README says", () => {
+    const readme = readFileSync(path.join(repoRoot(), "README.md"), "utf8");
+    const block = readme.split("An example `30-user.policy`:\n\n")[1]!.split("\n\n")[0]!;
+    const text = block.split("\n").map((l) => l.replace(/^    /, "")).join("\n");
+    const r = parsePolicy(text, "30-user.policy") as PolicyRule[];
+    expect(evaluate(r, call("qubes.Filecopy", "work", "vault"), system)).toMatchObject({ action: "allow", target: "vault", rule: { line: 2 } });
+    expect(evaluate(r, call("my.Password", "work", "@default", "get"), system)).toMatchObject({ action: "ask", targets: ["vault"] });
+    expect(evaluate(r, call("my.Password", "work", "vault", "set"), system).action).toBe("deny");
   });
 
   it("an unknown source is denied", () => {
