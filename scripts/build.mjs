@@ -1,7 +1,7 @@
 // Bundles each program into one file with esbuild. Type checking is separate (npm run typecheck).
 import { build } from "esbuild";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -59,6 +59,9 @@ const targets = {
     define: { QVM_AGENT_VERSION: JSON.stringify(version) } },
   // The in-domain qrexec tools (qrexec-client-vm, qvm-copy, …, and the services' bodies).
   "qrexec-tools": { entryPoints: ["guest-agent/src/qrexec/tools/main.ts"], outfile: "guest-agent/dist/qvm-qrexec.cjs", format: "cjs", target: "node18", minify: true },
+  // The web shell: its server (run by `qvm shell`) and its page (xterm.js), served as static files.
+  "gui-proxy": { entryPoints: ["gui-proxy/src/main.ts"], outfile: "gui-proxy/dist/qvm-shell.js", format: "esm", target: "node20", banner: esmBanner },
+  web: { entryPoints: ["gui-proxy/web/app.ts", "gui-proxy/web/app.css"], outdir: "gui-proxy/dist/web", platform: "browser", format: "iife", target: "chrome110", minify: true },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   qvmd: { entryPoints: ["host-agent/src/daemon/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
   // The qvm CLI, one file; oclif reads its command table from this same bundle (cli/package.json).
@@ -104,7 +107,7 @@ async function cliLoader() {
   }
   rmSync(noDaemon, { recursive: true, force: true });
 }
-const postBuild = { cli: cliLoader };
+const postBuild = { cli: cliLoader, web: () => copyFileSync("gui-proxy/web/index.html", "gui-proxy/dist/web/index.html") };
 
 const only = process.argv.slice(2);
 for (const [name, opts] of Object.entries(targets)) {
