@@ -14,6 +14,7 @@ import Policy from "./commands/policy.js";
 import Prefs from "./commands/prefs.js";
 import Remove from "./commands/remove.js";
 import Run from "./commands/run.js";
+import Shell from "./commands/shell.js";
 import Shutdown from "./commands/shutdown.js";
 import Start from "./commands/start.js";
 import Tags from "./commands/tags.js";
@@ -35,6 +36,7 @@ export const COMMANDS = {
   prefs: Prefs,
   remove: Remove,
   run: Run,
+  shell: Shell,
   shutdown: Shutdown,
   start: Start,
   tags: Tags,
