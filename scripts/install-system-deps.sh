@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
-  socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates)
+  socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 SID_MIRROR=${QVM_SID_MIRROR:-http://deb.debian.org/debian}
 

@@ -1,0 +1,108 @@
+/// <reference lib="dom" />
+// The web shell in a real browser (Debian's chromium driven by playwright-core) against a real
+// qvmd and real VMs: the page with its token, domains with their label colors, start, a terminal,
+// `echo $((6*7))` → 42, resize, stop → the window closes with a notice; refused without the token.
+// Leaves a screenshot of the shell with two domains in .qvm/artifacts/web-shell.png.
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execa, type ResultPromise } from "execa";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { repoRoot } from "@qvm/images";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent";
+import { processesMentioning } from "./fixtures.js";
+
+let d: TestDaemon;
+let shell: ResultPromise;
+let url = "";
+let browser: Browser;
+let page: Page;
+const dirs = testDaemonDirs("e2e-shell", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+const env = () => ({ QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" });
+const qvm = (...args: string[]) => execa(path.join(repoRoot(), "qvm"), args, { env: env(), stdin: "ignore" });
+
+beforeAll(async () => {
+  d = await startTestDaemon(dirs);
+  await qvm("create", "--template", "debian-12", "--label", "green", "--prop", "memory=600", "work");
+  await qvm("create", "--template", "debian-12", "--label", "red", "--prop", "memory=600", "untrusted");
+  shell = execa(path.join(repoRoot(), "qvm"), ["shell"], { env: env(), stdin: "ignore", reject: false });
+  url = await new Promise<string>((resolve, reject) => {
+    shell.stdout!.on("data", (c: Buffer) => {
+      const m = /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(c.toString());
+      if (m) resolve(m[0]);
+    });
+    void shell.then((r) => reject(new Error(`qvm shell exited: ${r.stderr}`)));
+  });
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  shell?.kill("SIGTERM");
+  await shell?.catch(() => {});
+  for (const dom of (await d.client.listDomains().catch(() => ({ domains: [] }))).domains) {
+    if (dom.state !== "Halted") await d.client.killDomain(dom.name).catch(() => {});
+  }
+  await d.stop();
+  expect(processesMentioning(dirs.base)).toEqual([]);
+  removeTestDaemonDirs(dirs);
+});
+
+describe("the web shell in a browser", () => {
+  it("is refused without the token", async () => {
+    const bare = url.replace(/\?token=.*/, "");
+    const r = await page.goto(bare);
+    expect(r?.status()).toBe(403);
+    expect(await page.textContent("body")).toContain("forbidden");
+  });
+
+  it("lists the domains with their label colors, starts one, and runs a command in its terminal", async () => {
+    await page.goto(url);
+    const work = page.locator('li.domain[data-domain="work"]');
+    await expect.poll(() => work.count()).toBe(1);
+    expect(await work.evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe("rgb(115, 210, 22)"); // green
+    expect(await page.locator('li.domain[data-domain="untrusted"]').evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe("rgb(204, 0, 0)");
+    await work.getByRole("button", { name: "Start" }).click();
+    await page.locator('li.domain[data-domain="work"][data-state="Running"]').waitFor({ timeout: 120_000 });
+    await work.getByRole("button", { name: "Terminal" }).click();
+    const win = page.locator('section.window[data-domain="work"]');
+    await win.waitFor();
+    expect(await win.locator(".title").textContent()).toBe("[work] terminal");
+    expect(await win.evaluate((e) => getComputedStyle(e).borderTopColor)).toBe("rgb(115, 210, 22)");
+    await win.locator(".xterm").click();
+    await page.keyboard.type("echo $((6*7))\n");
+    const lines = async () => (await win.locator(".xterm-rows > div").allTextContents()).map((l) => l.trim());
+    await expect.poll(lines, { timeout: 30_000 }).toContain("42");
+    const rows = () => win.locator(".xterm-rows > div").count();
+    const before = await rows();
+    await win.evaluate((e) => {
+      (e as HTMLElement).style.height = "620px";
+    });
+    await expect.poll(rows, { timeout: 10_000 }).toBeGreaterThan(before);
+    await page.keyboard.type("stty size\n");
+    const size = `${await rows()} `;
+    await expect.poll(async () => (await lines()).some((l) => l.startsWith(size) && /^\d+ \d+$/.test(l)), { timeout: 30_000 }).toBe(true);
+    mkdirSync(path.join(repoRoot(), ".qvm/artifacts"), { recursive: true });
+    await page.screenshot({ path: path.join(repoRoot(), ".qvm/artifacts/web-shell.png") });
+  });
+
+  it("closes the domain's windows with a visible notice when it stops", { timeout: 400_000 }, async () => {
+    await page.locator('li.domain[data-domain="work"]').getByRole("button", { name: "Stop" }).click();
+    await page
+      .locator('section.window[data-domain="work"]')
+      .waitFor({ state: "detached", timeout: 120_000 })
+      .catch(async (err: Error) => {
+        const states = await page.locator("li.domain").evaluateAll((ls) => ls.map((l) => `${(l as HTMLElement).dataset.domain}=${(l as HTMLElement).dataset.state}`));
+        throw new Error(`${err.message}; notices: ${await page.locator("#notices").textContent()}; domains: ${states.join(" ")}; qvmd: ${d.log().slice(-600)}`);
+      });
+    await expect.poll(() => page.locator("#notices").textContent()).toContain("[work] window closed");
+    const t0 = Date.now();
+    // Under 60 s: an open terminal must not hold up the guest's power-off (its shell ends on SIGHUP).
+    await page.locator('li.domain[data-domain="work"][data-state="Halted"]').waitFor({ timeout: 60_000 });
+    console.log(`work shown Halted ${Date.now() - t0} ms after its window closed`);
+  });
+});
