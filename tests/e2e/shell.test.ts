@@ -90,6 +90,31 @@ describe("the web shell in a browser", () => {
     await page.screenshot({ path: path.join(repoRoot(), ".qvm/artifacts/web-shell.png") });
   });
 
+  it("shows hostile output as text, and stays responsive through an output flood", async () => {
+    const win = page.locator('section.window[data-domain="work"]');
+    const lines = async () => (await win.locator(".xterm-rows > div").allTextContents()).map((l) => l.trim());
+    await win.locator(".xterm").click();
+    // Markup and a title escape sequence from the domain: text in the terminal, never in the page.
+    await page.keyboard.type(`printf '<img src=x onerror="document.title=1">\\n\\033]0;FAKE-TITLE\\007'; echo markup-done\n`);
+    await expect.poll(lines, { timeout: 30_000 }).toContain("markup-done");
+    expect(await page.locator("#desktop img, #domains img").count()).toBe(0);
+    expect(await page.title()).toBe("qvm");
+    expect(await win.locator(".title").textContent()).toBe("[work] terminal");
+    // A flood of output: the page keeps answering while it streams.
+    await page.keyboard.type("yes flood-line | head -c 3000000; echo; echo flood-done\n");
+    const t0 = Date.now();
+    let worst = 0;
+    while (!(await lines()).includes("flood-done")) {
+      const p0 = Date.now();
+      await page.evaluate(() => 1);
+      worst = Math.max(worst, Date.now() - p0);
+      if (Date.now() - t0 > 240_000) throw new Error("the flood did not finish in 240 s");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    console.log(`3 MB flood shown in ${Date.now() - t0} ms; slowest page answer meanwhile ${worst} ms`);
+    expect(worst).toBeLessThan(2000);
+  }, 300_000);
+
   it("closes the domain's windows with a visible notice when it stops", { timeout: 400_000 }, async () => {
     await page.locator('li.domain[data-domain="work"]').getByRole("button", { name: "Stop" }).click();
     await page
