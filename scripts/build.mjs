@@ -76,7 +76,8 @@ const targets = {
     define: { "import.meta.url": "__qvmImportMetaUrl" },
     banner: { js: "const __qvmImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   },
-  bench: { entryPoints: ["tests/bench/main.ts"], outfile: "tests/dist/bench.js", format: "esm", target: "node20", banner: esmBanner },
+  // playwright-core is loaded from node_modules: it does not survive bundling.
+  bench: { entryPoints: ["tests/bench/main.ts"], outfile: "tests/dist/bench.js", format: "esm", target: "node20", banner: esmBanner, external: ["playwright-core"] },
 };
 
 /**

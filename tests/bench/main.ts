@@ -15,6 +15,8 @@
 //   dispvm      `qvm run --dispvm -- echo hi` vs `qvm start` + `qvm run` of an existing AppVM
 //   qrexec      a trivial domain -> domain call through policy vs a host -> domain Exec `true`
 //   qvm-copy    qvm-copy-to-vm of 256 MiB vs a raw hybrid-vsock stream of it to the host
+//   keystroke   a key typed in the web shell until its echo shows vs the same echo through a pty Exec
+//   terminal    a 50 MiB cat in the web shell's terminal vs the same cat through a pty Exec
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,6 +25,7 @@ import { ImageStore, defaultImagesDir } from "@qvm/images";
 import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
+import { shellFigures } from "./shell.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, hostTscKhz, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
 
 const ROUNDS = Number(process.env.QVM_BENCH_ROUNDS ?? 2);
@@ -108,7 +111,7 @@ async function drain(stream: NodeJS.ReadableStream): Promise<number> {
 async function main(): Promise<void> {
   const results: Record<string, Figure> = {};
   log(`accelerator: ${chooseAccel().accel} (${chooseAccel().why}); ${ROUNDS} boot rounds`);
-  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec: the qrexec figures alone.
+  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec, =shell: those alone.
   const only = process.env.QVM_BENCH_ONLY;
   if (!only || only === "admin") {
     Object.assign(results, await adminFigures(log));
@@ -119,6 +122,7 @@ async function main(): Promise<void> {
     Object.assign(results, await disposableFigure(log));
   }
   if (!only || only === "qrexec") Object.assign(results, await qrexecFigures(log));
+  if (!only || only === "shell") Object.assign(results, await shellFigures(log));
   report(results);
 }
 
