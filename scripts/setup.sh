@@ -9,9 +9,11 @@ bash scripts/install-system-deps.sh
 
 if [[ ! -d node_modules/@grpc/grpc-js || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "[setup] installing npm packages" >&2
-  # `npm install`, not `npm ci`: npm 11 rejects its own lock file in ci mode when optional
-  # platform packages (rollup's) are listed without versions.
-  npm install --no-audit --no-fund --loglevel=error
+  # Exactly what package-lock.json says, and it is never rewritten: the lock lists every optional
+  # platform package (esbuild's, rollup's, unrs-resolver's) with its version and integrity, so a
+  # fresh clone installs the same tree and `git status` stays clean. A lock out of step with a
+  # package.json fails here: run `npm install` and commit the lock.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 echo "[setup] generating protocol code and bundling" >&2
