@@ -63,7 +63,7 @@ const targets = {
   "gui-proxy": { entryPoints: ["gui-proxy/src/main.ts"], outfile: "gui-proxy/dist/qvm-shell.js", format: "esm", target: "node20", banner: esmBanner },
   web: { entryPoints: ["gui-proxy/web/app.ts", "gui-proxy/web/app.css"], outdir: "gui-proxy/dist/web", platform: "browser", format: "iife", target: "chrome110", minify: true },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
-  qvmd: { entryPoints: ["host-agent/src/daemon/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
+  qvmd: { entryPoints: ["host-agent/src/bin/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
   // The qvm CLI, one file; oclif reads its command table from this same bundle (cli/package.json).
   // CommonJS, started by cli/dist/qvm.js from a V8 code cache (see cli/src/loader.ts and cliLoader).
   cli: {

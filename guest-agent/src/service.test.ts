@@ -2,7 +2,8 @@
 // Covers the process plumbing quickly; tests/e2e covers the same inside a real domain.
 import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { serveLocalAgent, type AgentClient, type LocalAgent } from "@qvm/host-agent";
+import type { AgentClient } from "@qvm/host-agent";
+import { serveLocalAgent, type LocalAgent } from "@qvm/host-agent/testing";
 import { createGuestAgentService } from "./service.js";
 import { buildCommand, ExecRequestError, PTY_HELPER } from "./exec-session.js";
 

@@ -1,23 +1,28 @@
-// Public surface of the host agent.
+// Public surface of the host agent: qvmd's core and the parts other packages build on (a domain
+// VM, the VMM drivers, the guest-agent client, the qrexec router). Test support is the separate
+// "@qvm/host-agent/testing" surface.
+export { composeQvmd, DEFAULT_ASK_TIMEOUT_MS, type ComposeOptions } from "./core/compose.js";
+export { Qvmd, type DomainView, type DaemonInfo, type ExecCommand } from "./core/qvmd.js";
+export { ExecSession, ConsoleSession } from "./core/sessions.js";
 export { DomainVm, type DomainVmOptions, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from "./domain/domain-vm.js";
+export type { Attacher, AttachContext, AttachmentHolder } from "./domain/attachments.js";
+export type { BootPlan } from "./domain/boot-plan.js";
+export type { RunningVm, VmFactory } from "./domain/vm-factory.js";
 export { AgentClient, type ExecOptions } from "./agent/agent-client.js";
-export { serveLocalAgent, type LocalAgent } from "./agent/local-agent.js";
 export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
 export type { GuestInfo, SignalName } from "./agent/replies.js";
-export { QemuDriver, runtimePaths } from "./vmm/qemu/qemu-driver.js";
-export { buildQemuArgs, kernelCommandLine } from "./vmm/qemu/qemu-args.js";
-export { chooseAccel, hostTscKhz } from "./vmm/accel.js";
-export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo } from "./vmm/driver.js";
+export { QemuDriver } from "./vmm/qemu/qemu-driver.js";
+export { DriverTable } from "./vmm/drivers.js";
+export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo, VmCapabilities, NicSpec, DeviceSpec, ChannelSpec } from "./vmm/driver.js";
 export { dialHybridVsock } from "./vsock/hybrid-dial.js";
 export { VsockRelay } from "./vsock/agent-relay.js";
 export { validateDomainName, MAX_NAME_LENGTH } from "./model/names.js";
 export { DOMAIN_CLASSES, domainRecordSchema, type DomainClass, type DomainRecord } from "./model/domain.js";
 export { PROPERTIES, GLOBAL_PROPERTIES, resolveProperty, checkPropertySet, checkGlobalSet, type PropValue } from "./model/properties.js";
 export { DomainStore, STORE_FILE } from "./store/domain-store.js";
-export { Qvmd, type DomainView } from "./daemon/qvmd.js";
-export { EventBus, EVENT_TYPES, type QvmEvent, type EventType } from "./daemon/events.js";
-export { KeyedMutex } from "./daemon/keyed-mutex.js";
-export { startTestDaemon, testDaemonDirs, removeTestDaemonDirs, qvmdBundle, type TestDaemon, type TestDaemonDirs } from "./daemon/test-daemon.js";
+export { EventBus, EVENT_TYPES, type QvmEvent, type EventType } from "./base/events.js";
+export { KeyedMutex } from "./base/keyed-mutex.js";
+export { DisposableStore, toDisposable, type Disposable } from "./base/disposables.js";
 export { QrexecRouter, DEFAULT_ROUTER_LIMITS, type QrexecHost, type ServiceProcess, type OpenedService, type AskQuestionInput, type RouterLimits } from "./qrexec/router.js";
 export { parsePolicy } from "./qrexec/policy/parser.js";
 export type { SystemFacts, DomainFacts } from "./qrexec/policy/evaluate.js";

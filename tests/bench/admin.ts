@@ -3,7 +3,7 @@
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { repoRoot } from "@qvm/images";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 
 export interface Figure {
   qvm: number;

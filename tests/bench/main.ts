@@ -26,7 +26,8 @@ import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
 import { shellFigures } from "./shell.js";
-import { AgentClient, DomainVm, QemuDriver, VsockRelay, buildQemuArgs, chooseAccel, hostTscKhz, dialHybridVsock, runtimePaths, type VmSpec } from "@qvm/host-agent";
+import { AgentClient, DomainVm, QemuDriver, VsockRelay, dialHybridVsock, type VmSpec } from "@qvm/host-agent";
+import { buildQemuArgs, chooseAccel, hostTscKhz, runtimePaths } from "@qvm/host-agent/testing";
 
 const ROUNDS = Number(process.env.QVM_BENCH_ROUNDS ?? 2);
 const EXEC_N = Number(process.env.QVM_BENCH_EXEC_N ?? 30);

@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { execa } from "execa";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
 import { FrameType, encodeFrame, qrexecV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, runtimePaths, startTestDaemon, testDaemonDirs } from "@qvm/host-agent";
+import { removeTestDaemonDirs, runtimePaths, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
 const CALLS = Number(process.env.QVM_BENCH_QREXEC_CALLS ?? 20);

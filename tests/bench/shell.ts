@@ -8,7 +8,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
 import type { AdminClient, adminV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
 const KEYS = Number(process.env.QVM_BENCH_KEYS ?? 20);

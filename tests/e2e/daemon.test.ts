@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execa } from "execa";
 import { repoRoot } from "@qvm/images";
 import type { adminV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
 import { processesMentioning } from "./fixtures.js";
 
 let d: TestDaemon;

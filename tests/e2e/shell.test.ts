@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execa, type ResultPromise } from "execa";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { repoRoot } from "@qvm/images";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
 import { processesMentioning } from "./fixtures.js";
 
 let d: TestDaemon;

@@ -4,7 +4,7 @@ import { chmodSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminSocketPath, type adminV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, qvmdBundle, type TestDaemon } from "../daemon/test-daemon.js";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, qvmdBundle, type TestDaemon } from "../testing/test-daemon.js";
 
 let d: TestDaemon;
 beforeAll(async () => {

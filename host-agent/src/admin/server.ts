@@ -4,7 +4,7 @@ import { chmodSync, chownSync, rmSync } from "node:fs";
 import net from "node:net";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { adminV1 } from "@qvm/protocol";
-import type { Qvmd } from "../daemon/qvmd.js";
+import type { Qvmd } from "../core/qvmd.js";
 import { adminService } from "./service.js";
 import { adminGroupId, peerAllowed, readPeerCred } from "./peer-cred.js";
 

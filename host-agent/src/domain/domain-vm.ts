@@ -1,9 +1,9 @@
-// A running domain as the host sees it: its VMM (through a driver), the relay to its guest agent,
-// and the agent client. Starting waits for the agent to answer Ping; a domain whose agent stays
-// silent is stopped and the error names its serial console log.
+// A running domain as the host sees it: its VMM (through a driver) and what is attached to it,
+// the relay to its guest agent and the agent client first. Starting waits for the agent to
+// answer Ping; a domain whose agent stays silent is stopped and the error names its serial
+// console log. The runtime record left beside the VMM names its driver for a later re-attach.
 import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync } from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import type { KernelBundle } from "@qvm/images";
 import { AgentClient } from "../agent/agent-client.js";
@@ -11,7 +11,11 @@ import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { DiskSpec, VmExit, VmHandle, VmmDriver, VmSpec } from "../vmm/driver.js";
+import type { DiskSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec } from "../vmm/driver.js";
+import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
+import { createOverlay } from "../storage/qemu-img.js";
+import { toDisposable } from "../base/disposables.js";
+import { DomainAttachments } from "./attachments.js";
 
 export interface DomainVmOptions {
   name: string;
@@ -29,30 +33,47 @@ export interface DomainVmOptions {
   vcpus?: number;
   kernelArgs?: string[];
   agentTimeoutMs?: number;
+  /** Told about attachments that cannot be released. */
+  log?: (msg: string) => void;
 }
 
 export const DEFAULT_MEMORY_MIB = 1024;
 export const DEFAULT_VCPUS = 2;
-
-async function createRootOverlay(base: string, overlay: string): Promise<void> {
-  try {
-    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay]);
-  } catch (err) {
-    const e = err as { code?: string; stderr?: string };
-    if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", "qemu-img not found (Debian package qemu-utils): run `bash scripts/install-system-deps.sh`");
-    throw new QvmError("VMM_FAILED", `cannot create the root overlay ${overlay}: ${e.stderr ?? String(err)}`);
-  }
-}
+/** Every domain has its own vsock device, so every guest can use the first free context id. */
+const GUEST_CID = 3;
+/** How long a VMM may take to open its control channel after it was spawned. */
+const VMM_READY_TIMEOUT_MS = 30_000;
+/** The ACPI power button's grace when the agent cannot be asked to power off. */
+const POWER_BUTTON_TIMEOUT_MS = 10_000;
 
 export class DomainVm {
+  /** Everything attached to this domain; the relay and agent client are the first. */
+  readonly attachments: DomainAttachments;
+
   private constructor(
     readonly name: string,
     readonly vm: VmHandle,
     readonly agent: AgentClient,
     private readonly relay: VsockRelay,
     readonly consoleLog: string,
+    log: (msg: string) => void,
   ) {
-    void vm.exited.then(() => this.release());
+    this.attachments = new DomainAttachments(name, log);
+    this.attachments.add("qvmd", "vsock relay", toDisposable(() => relay.close()));
+    this.attachments.add("qvmd", "agent client", toDisposable(() => agent.close()));
+    void vm.exited.then(() => this.attachments.releaseAll());
+  }
+
+  get exited(): Promise<VmExit> {
+    return this.vm.exited;
+  }
+
+  info(): Promise<VmInfo> {
+    return this.vm.info();
+  }
+
+  resizeDisk(index: number, sizeBytes: number): Promise<void> {
+    return this.vm.resizeDisk(index, sizeBytes);
   }
 
   /** Boots the domain and returns once its agent answers. */
@@ -71,7 +92,7 @@ export class DomainVm {
       ],
       memoryMiB: opts.memoryMiB ?? DEFAULT_MEMORY_MIB,
       vcpus: opts.vcpus ?? DEFAULT_VCPUS,
-      guestCid: 3,
+      guestCid: GUEST_CID,
     };
     if (await opts.driver.attach(opts.runtimeDir)) {
       throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);
@@ -81,8 +102,9 @@ export class DomainVm {
     try {
       if (!opts.disks) {
         if (!opts.rootImage) throw new QvmError("INVALID_ARGUMENT", `${opts.name}: no volumes and no root image to boot`);
-        await createRootOverlay(opts.rootImage, overlay);
+        await createOverlay(opts.rootImage, overlay);
       }
+      writeRuntimeRecord(opts.runtimeDir, { vmm: opts.driver.kind, domain: opts.name, startedAt: new Date().toISOString() });
       vm = await opts.driver.start(await opts.driver.prepare(spec));
     } catch (err) {
       rmSync(opts.runtimeDir, { recursive: true, force: true });
@@ -92,7 +114,7 @@ export class DomainVm {
     const { vsockPath, consoleLogPath } = await vm.info();
     let relay: VsockRelay | undefined;
     try {
-      await vm.waitReady(30_000);
+      await vm.waitReady(VMM_READY_TIMEOUT_MS);
       relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
       const timeout = opts.agentTimeoutMs ?? DEFAULT_AGENT_READY_TIMEOUT_MS;
       const deadline = Date.now() + timeout;
@@ -117,7 +139,7 @@ export class DomainVm {
           { cause: err },
         );
       }
-      return new DomainVm(opts.name, vm, agent, relay, consoleLogPath);
+      return new DomainVm(opts.name, vm, agent, relay, consoleLogPath, opts.log ?? (() => {}));
     } catch (err) {
       await relay?.close();
       await vm.stop({ force: true }).catch(() => {});
@@ -126,16 +148,22 @@ export class DomainVm {
   }
 
   /**
-   * Takes over a domain whose VMM kept running while no qvmd watched it (daemon restart). Returns
-   * undefined when no live VMM is in runtimeDir; the driver then cleans up what a dead one left.
+   * Takes over a domain whose VMM kept running while no qvmd watched it (daemon restart). The
+   * runtime record names the driver. Returns undefined when no live VMM is in runtimeDir; the
+   * driver then cleans up what a dead one left.
    */
-  static async attach(name: string, driver: VmmDriver, runtimeDir: string): Promise<DomainVm | undefined> {
-    const vm = await driver.attach(runtimeDir);
+  static async attach(name: string, drivers: DriverTable, runtimeDir: string, log: (msg: string) => void = () => {}): Promise<DomainVm | undefined> {
+    const record = readRuntimeRecord(runtimeDir, name);
+    if (!record) {
+      rmSync(runtimeDir, { recursive: true, force: true });
+      return undefined;
+    }
+    const vm = await drivers.get(record.vmm).attach(runtimeDir);
     if (!vm) return undefined;
     const { vsockPath, consoleLogPath, state } = await vm.info();
     const relay = await VsockRelay.listen(path.join(runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
     if (state === "paused") relay.hold();
-    return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath);
+    return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath, log);
   }
 
   /**
@@ -147,7 +175,7 @@ export class DomainVm {
     try {
       await this.agent.shutdown();
     } catch {
-      return this.vm.stop({ timeoutMs: Math.min(timeoutMs, 10_000) });
+      return this.vm.stop({ timeoutMs: Math.min(timeoutMs, POWER_BUTTON_TIMEOUT_MS) });
     }
     const exit = await Promise.race([this.vm.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeoutMs).unref())]);
     if (exit) return exit;
@@ -176,19 +204,14 @@ export class DomainVm {
     this.relay.release();
   }
 
-  /** Lets go of the domain without stopping it (qvmd exiting); QemuDriver.attach takes it back. */
+  /** Lets go of the domain without stopping it (qvmd exiting); DomainVm.attach takes it back. */
   async detach(): Promise<void> {
     this.vm.detach();
-    await this.release();
+    await this.attachments.releaseQvmdHeld();
   }
 
   kill(): Promise<VmExit> {
     return this.vm.stop({ force: true });
-  }
-
-  private async release(): Promise<void> {
-    this.agent.close();
-    await this.relay.close();
   }
 }
 

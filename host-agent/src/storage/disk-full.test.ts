@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "../daemon/test-daemon.js";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "../testing/test-daemon.js";
 
 describe("a full disk", () => {
   it("creating a domain fails with an error that says the disk is full, and leaves nothing", async () => {

@@ -1,8 +1,11 @@
 // The hypervisor driver interface, in the style of Kata's Hypervisor: prepare -> start ->
 // wait-ready -> stop (graceful / forced) -> pause / resume -> info, plus re-attach to a running
-// VMM after qvmd restarts. Backends: QEMU (vmm/qemu/) and, later, cloud-hypervisor.
+// VMM after qvmd restarts. Optional capabilities (hot-plug, snapshots) are queried before use:
+// a driver without them leaves them undefined. Backends: QEMU (vmm/qemu/) and, later,
+// cloud-hypervisor; a domain's `vmm` property picks one from the DriverTable (drivers.ts).
 
-export type VmmKind = "qemu";
+/** A driver's name, as the `vmm` property and the runtime record spell it ("qemu"). */
+export type VmmKind = string;
 export type Accel = "kvm" | "tcg";
 
 export interface DiskSpec {
@@ -11,6 +14,36 @@ export interface DiskSpec {
   path: string;
   format: "raw" | "qcow2";
   readonly: boolean;
+}
+
+/**
+ * A network link: a point-to-point Ethernet link whose far end is a socket another domain's VMM
+ * (or a user-mode stack) holds. No host IP address is ever on it. None are made yet (issue 13).
+ */
+export interface NicSpec {
+  /** Stable id within the domain ("eth0"); the guest names the interface after it. */
+  id: string;
+  mac: string;
+  /** The link's transport, as the network layer prepared it. */
+  backend: { kind: "stream-unix"; path: string; server: boolean } | { kind: "fd"; fd: number };
+}
+
+/** A device passed to the guest (a USB or PCI device). None are made yet (issue 15). */
+export interface DeviceSpec {
+  id: string;
+  kind: "usb" | "pci";
+  /** Driver-neutral address: a bus id ("1-2") for USB, a BDF ("0000:00:14.0") for PCI. */
+  address: string;
+}
+
+/**
+ * An extra vsock or virtio-serial channel (a GUI stream, a clipboard port). Channels over hybrid
+ * vsock need no VMM change; this is room for ones that do. None are made yet (issue 14).
+ */
+export interface ChannelSpec {
+  id: string;
+  kind: "vsock-port";
+  port: number;
 }
 
 export interface VmSpec {
@@ -28,6 +61,11 @@ export interface VmSpec {
   vcpus: number;
   /** vsock context id of the guest (>= 3). */
   guestCid: number;
+  /** Network links, in guest order; a driver that cannot make one refuses at prepare. */
+  nics?: NicSpec[];
+  /** Passed-through devices present at boot. */
+  devices?: DeviceSpec[];
+  channels?: ChannelSpec[];
 }
 
 export interface VmExit {
@@ -73,6 +111,26 @@ export interface VmHandle {
   resizeDisk(index: number, sizeBytes: number): Promise<void>;
   /** Stops watching without stopping the VM (qvmd shutting down; a later attach takes over). */
   detach(): void;
+  /** What this VM can do beyond the basics; callers check before use. */
+  readonly capabilities: VmCapabilities;
+}
+
+/** Adds and removes links and devices while the VM runs. */
+export interface HotplugCapability {
+  addNic(nic: NicSpec): Promise<void>;
+  removeNic(id: string): Promise<void>;
+  addDevice(device: DeviceSpec): Promise<void>;
+  removeDevice(id: string): Promise<void>;
+}
+
+/** Saves a paused VM to a directory and starts a new one from it. */
+export interface SnapshotCapability {
+  snapshot(dir: string): Promise<void>;
+}
+
+export interface VmCapabilities {
+  hotplug?: HotplugCapability;
+  snapshot?: SnapshotCapability;
 }
 
 export interface PreparedVm {
@@ -91,4 +149,6 @@ export interface VmmDriver {
   start(prepared: PreparedVm): Promise<VmHandle>;
   /** Re-attaches to a VMM left running in runtimeDir, or returns undefined if none is alive there. */
   attach(runtimeDir: string): Promise<VmHandle | undefined>;
+  /** Starts a VM from a snapshot directory, when the driver can (cloud-hypervisor's vm.restore). */
+  restore?(spec: VmSpec, snapshotDir: string): Promise<VmHandle>;
 }

@@ -78,3 +78,8 @@ export function loadPolicy(dir: string): PolicyRule[] {
   for (const f of policyFilesIn(dir, dir)) visit(f, f, (t) => parsePolicy(t, f));
   return rules;
 }
+
+/** Where qvmd keeps the policy: DATA/policy.d. */
+export function policyDirOf(dataDir: string): string {
+  return path.join(dataDir, "policy.d");
+}

@@ -4,7 +4,7 @@ import { mkdirSync, rmSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
-import type { Accel, PreparedVm, StopOptions, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
+import type { Accel, PreparedVm, StopOptions, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
 import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
@@ -67,6 +67,9 @@ export class QemuDriver implements VmmDriver {
 
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
+    // Links, devices and extra channels arrive with the issues that make them (network, USB, GUI).
+    const extra = [...(spec.nics ?? []), ...(spec.devices ?? []), ...(spec.channels ?? [])];
+    if (extra.length) throw new QvmError("INVALID_ARGUMENT", `the qemu driver cannot attach ${extra.map((e) => e.id).join(", ")} to ${spec.name} yet`);
     for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
       if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
     }
@@ -133,6 +136,9 @@ export class QemuDriver implements VmmDriver {
 
 class QemuVm implements VmHandle {
   readonly exited: Promise<VmExit>;
+  // The microvm machine has no hot-plug, and QEMU 7.2 refuses to snapshot a VM with
+  // vhost-user-vsock ("non-migratable device"): neither capability is offered.
+  readonly capabilities: VmCapabilities = {};
   private resolveExited!: (e: VmExit) => void;
   private qmp: QmpClient | undefined;
   private qmpConnecting: Promise<QmpClient> | undefined;

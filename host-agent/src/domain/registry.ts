@@ -17,7 +17,7 @@ import {
 import { MAX_FEATURES, MAX_TAGS, validateFeature, validateTag } from "../model/tags-features.js";
 import type { DomainStore } from "../store/domain-store.js";
 import { DEFAULT_REVISIONS_TO_KEEP } from "../storage/volumes.js";
-import type { EventBus } from "./events.js";
+import type { EventBus } from "../base/events.js";
 
 export interface CreateDomainInput {
   name: string;

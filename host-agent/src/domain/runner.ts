@@ -1,41 +1,52 @@
-// Running domains: start, shutdown, kill, pause, exec, console, and taking VMMs back after a
-// qvmd restart. One DomainVm per running domain; per-domain calls are serialized. A VMM that dies
-// is noticed through the driver's exit promise (own child: at once; re-attached: polled every
-// 500 ms) and its domain is marked Halted with the reason.
-import { existsSync, readdirSync, rmSync } from "node:fs";
-import path from "node:path";
+// Running domains: the power-state machine (Halted, Transient, Running, Paused, Halting), start
+// with the domains a plan depends on, shutdown, kill, pause, and taking VMs back after a qvmd
+// restart. Per-domain calls are serialized by the shared KeyedMutex. A VM that dies is noticed
+// through its exit promise and its domain becomes Halted with the reason. What a start needs
+// comes from the BootPlanner; VMs come from a VmFactory; attachments are made by the attachers
+// and released on every exit path.
 import { QvmError } from "@qvm/protocol";
-import type { ImageStore } from "@qvm/images";
-import { DEFAULT_REVISIONS_TO_KEEP, type VolumeStore } from "../storage/volumes.js";
-import { DomainVm } from "../domain/domain-vm.js";
-import type { DomainRecord } from "../model/domain.js";
+import type { KeyedMutex } from "../base/keyed-mutex.js";
+import type { EventBus } from "../base/events.js";
 import { validateDomainName } from "../model/names.js";
-import type { VmmDriver } from "../vmm/driver.js";
-import type { EventBus } from "./events.js";
-import { KeyedMutex } from "./keyed-mutex.js";
+import type { DomainRecord } from "../model/domain.js";
+import type { Attacher } from "./attachments.js";
+import type { BootPlan } from "./boot-plan.js";
+import type { DomainPaths } from "./paths.js";
 import type { DomainRegistry } from "./registry.js";
+import type { RunningVm, VmFactory } from "./vm-factory.js";
 
-/** The private volume's place in the disks VolumeStore.prepareStart returns (root is 0). */
+/** The private volume's place in the disks a plan prepares (root is 0). */
 const PRIVATE_DISK_INDEX = 1;
 
 /** Qubes' power states (Transient: starting). */
 export type PowerState = "Halted" | "Transient" | "Running" | "Paused" | "Halting";
 
+/** Storage work around a run: what stopping commits, what a start may still owe the guest. */
+export interface RunStorage {
+  /** A stopped TemplateVM's or StandaloneVM's root changes become its root; failures are logged. */
+  commitRoot(name: string): Promise<void>;
+  /** Refuses a resize that is not a growth or does not fit. */
+  checkGrow(name: string, sizeBytes: number): Promise<void>;
+  /** The private volume grew while the domain was halted: its filesystem must grow at start. */
+  growPending(name: string): boolean;
+  growDone(name: string): void;
+}
+
 export interface RunnerDeps {
   registry: DomainRegistry;
-  volumes: VolumeStore;
-  images: ImageStore;
-  driver: VmmDriver;
+  planner: { plan(rec: DomainRecord): BootPlan };
+  vms: VmFactory;
+  storage: RunStorage;
+  /** Run for every domain taken on (started or re-attached); each result is owned by the domain. */
+  attachers: readonly Attacher[];
   events: EventBus;
-  dataDir: string;
-  runtimeDir: string;
+  locks: KeyedMutex;
+  paths: DomainPaths;
   log: (msg: string) => void;
-  /** Told when a domain's VMM is taken on (started or re-attached) and when it is let go. */
-  hooks?: { running(name: string, dom: DomainVm): void; gone(name: string): void };
 }
 
 interface Live {
-  dom: DomainVm;
+  vm: RunningVm;
   pid: number;
   paused: boolean;
   halting: boolean;
@@ -45,17 +56,8 @@ export class DomainRunner {
   private readonly live = new Map<string, Live>();
   private readonly starting = new Set<string>();
   private readonly lastStop = new Map<string, string>();
-  readonly locks = new KeyedMutex();
 
   constructor(private readonly deps: RunnerDeps) {}
-
-  runtimeDirOf(name: string): string {
-    return path.join(this.deps.runtimeDir, "domains", validateDomainName(name));
-  }
-
-  logDirOf(name: string): string {
-    return path.join(this.deps.dataDir, "logs", validateDomainName(name));
-  }
 
   state(name: string): PowerState {
     if (this.starting.has(name)) return "Transient";
@@ -81,30 +83,33 @@ export class DomainRunner {
     return [...this.live.keys()];
   }
 
-  /** After a qvmd restart: takes back every VMM still running; cleans up after dead or orphaned ones. */
+  /** What is attached to a running domain ("holder:name"); [] when it is not running. */
+  attachmentsOf(name: string): string[] {
+    return this.live.get(name)?.vm.attachments.held() ?? [];
+  }
+
+  /** After a qvmd restart: takes back every VM still running; cleans up after dead or orphaned ones. */
   async reattachAll(): Promise<void> {
-    const dir = path.join(this.deps.runtimeDir, "domains");
-    if (!existsSync(dir)) return;
-    for (const name of readdirSync(dir)) {
-      let dom: DomainVm | undefined;
+    for (const { name, dir } of this.deps.paths.runtimeEntries()) {
+      let vm: RunningVm | undefined;
       try {
         validateDomainName(name);
-        dom = await DomainVm.attach(name, this.deps.driver, path.join(dir, name));
+        vm = await this.deps.vms.reattach(name, dir);
       } catch (err) {
         this.deps.log(`cannot re-attach ${JSON.stringify(name)}: ${(err as Error).message}`);
         continue;
       }
-      if (!dom) {
+      if (!vm) {
         this.lastStop.set(name, "the VMM exited while qvmd was not running");
         continue;
       }
       if (!this.deps.registry.store.get(name)) {
         this.deps.log(`${name}: VMM running for a domain that no longer exists; killing it`);
-        await dom.kill().catch(() => {});
+        await vm.kill().catch(() => {});
         continue;
       }
-      const info = await dom.vm.info();
-      this.adopt(name, dom, info.pid, info.state === "paused");
+      const info = await vm.info();
+      await this.adopt(name, vm, info.pid, info.state === "paused", true);
       this.deps.log(`${name}: re-attached to the running VMM (pid ${info.pid})`);
     }
   }
@@ -124,7 +129,7 @@ export class DomainRunner {
   }
 
   start(name: string): Promise<void> {
-    return this.locks.run(name, () => this.startLocked(name));
+    return this.deps.locks.run(name, () => this.startLocked(name));
   }
 
   private async startLocked(name: string): Promise<void> {
@@ -138,29 +143,20 @@ export class DomainRunner {
         throw new QvmError("FAILED_PRECONDITION", `${name} is the template of running disposables (${disposables.map((r) => r.name).join(", ")}): start it once they are gone`);
       }
     }
-    const sources = this.templateVolumesOf(rec);
-    const kernel = this.kernelOf(rec);
-    const disks = await this.deps.volumes.prepareStart(name, rec.class, this.runtimeDirOf(name), {
-      ...sources,
-      revisionsToKeep: registry.revisionsToKeep(rec, "private"),
-    });
-    const int = (p: string) => Number(registry.resolve(rec, p));
+    const plan = this.deps.planner.plan(rec);
+    // Qubes starts a domain's netvm first. Each dependency takes its own lock; the netvm loop
+    // check at property set keeps this from waiting on itself.
+    for (const dep of plan.dependencies) {
+      await this.ensureRunning(dep, false).catch((err: Error) => {
+        throw new QvmError("FAILED_PRECONDITION", `${name} needs ${dep} running, and it cannot start: ${err.message}`, { cause: err });
+      });
+    }
+    const disks = await plan.prepareDisks();
     this.starting.add(name);
     events.publish("domain-pre-start", name);
-    let dom: DomainVm;
+    let vm: RunningVm;
     try {
-      dom = await DomainVm.start({
-        name,
-        driver: this.deps.driver,
-        kernel,
-        disks,
-        runtimeDir: this.runtimeDirOf(name),
-        logDir: this.logDirOf(name),
-        memoryMiB: int("memory"),
-        vcpus: int("vcpus"),
-        kernelArgs: String(registry.resolve(rec, "kernelopts")).split(/\s+/).filter(Boolean),
-        agentTimeoutMs: int("qrexec_timeout") * 1000,
-      });
+      vm = await this.deps.vms.start(plan, disks);
     } catch (err) {
       const reason = (err as Error).message;
       this.lastStop.set(name, reason);
@@ -169,11 +165,11 @@ export class DomainRunner {
     } finally {
       this.starting.delete(name);
     }
-    const info = await dom.vm.info();
-    this.adopt(name, dom, info.pid, false);
-    if (existsSync(this.deps.volumes.growFlag(name))) {
-      await this.growPrivateFs(dom).then(
-        () => rmSync(this.deps.volumes.growFlag(name), { force: true }),
+    const info = await vm.info();
+    await this.adopt(name, vm, info.pid, false, false);
+    if (this.deps.storage.growPending(name)) {
+      await this.growPrivateFs(vm).then(
+        () => this.deps.storage.growDone(name),
         (err: Error) => this.deps.log(`${name}: cannot grow the private filesystem (retried at the next start): ${err.message}`),
       );
     }
@@ -183,80 +179,38 @@ export class DomainRunner {
   /** Grows the private volume of a running domain: the disk through the VMM, then its filesystem. */
   async growPrivateLive(name: string, sizeBytes: number): Promise<void> {
     const l = this.liveOrThrow(name);
-    await this.deps.volumes.checkGrow(name, sizeBytes);
-    await l.dom.vm.resizeDisk(PRIVATE_DISK_INDEX, sizeBytes);
-    await this.growPrivateFs(l.dom);
+    await this.deps.storage.checkGrow(name, sizeBytes);
+    await l.vm.resizeDisk(PRIVATE_DISK_INDEX, sizeBytes);
+    await this.growPrivateFs(l.vm);
   }
 
-  private async growPrivateFs(dom: DomainVm): Promise<void> {
-    const p = dom.agent.exec({ command: ["sh", "-c", 'resize2fs "$(findmnt -n -o SOURCE /rw)" 2>&1'], user: "root" });
+  private async growPrivateFs(vm: RunningVm): Promise<void> {
+    const p = vm.agent.exec({ command: ["sh", "-c", 'resize2fs "$(findmnt -n -o SOURCE /rw)" 2>&1'], user: "root" });
     p.stdin.end();
     let out = "";
     p.stdout.on("data", (c: Buffer) => (out = (out + c.toString()).slice(-500)));
     p.stderr.resume();
     const exit = await p.exit;
-    if (exit.code !== 0) throw new QvmError("VMM_FAILED", `resize2fs in ${dom.name} failed: ${JSON.stringify(out.trim())}`);
+    if (exit.code !== 0) throw new QvmError("STORAGE_FAILED", `resize2fs in ${vm.name} failed: ${JSON.stringify(out.trim())}`);
   }
 
-  private adopt(name: string, dom: DomainVm, pid: number, paused: boolean): void {
-    const l: Live = { dom, pid, paused, halting: false };
+  /** Takes a VM on: attaches what every running domain gets, and watches for its end. */
+  private async adopt(name: string, vm: RunningVm, pid: number, paused: boolean, reattached: boolean): Promise<void> {
+    const l: Live = { vm, pid, paused, halting: false };
     this.live.set(name, l);
     this.lastStop.delete(name);
-    this.deps.hooks?.running(name, dom);
-    void dom.vm.exited.then((exit) => {
+    void vm.exited.then((exit) => {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
-      this.deps.hooks?.gone(name);
       this.lastStop.set(name, exit.reason);
       const rec = this.deps.registry.store.get(name);
       // Announced once the root is committed, so "stopped" means a template's changes are in.
-      void (rec && rec.class !== "AppVM" ? this.locks.run(name, () => this.commitRoot(name)) : Promise.resolve()).then(() =>
+      void (rec && rec.class !== "AppVM" ? this.deps.locks.run(name, () => this.deps.storage.commitRoot(name)) : Promise.resolve()).then(() =>
         this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }),
       );
     });
-  }
-
-  /**
-   * What a domain's snapshots are taken from: an AppVM's template's root; a disposable's
-   * template's private and that template's own template's root. A disposable's template must be
-   * halted: its private is read, so it must not change underneath.
-   */
-  templateVolumesOf(rec: DomainRecord): { templateRoot?: string; templatePrivate?: string } {
-    if (rec.class === "AppVM") return { templateRoot: this.templateRootOf(rec, true) };
-    if (rec.class !== "DispVM") return {};
-    const dvm = this.deps.registry.get(String(rec.props.template));
-    if (this.isRunning(dvm.name)) throw new QvmError("FAILED_PRECONDITION", `${dvm.name} is running: its disposables can start once it is shut down`);
-    return { templateRoot: this.templateRootOf(dvm, true), templatePrivate: this.deps.volumes.files(dvm.name).private };
-  }
-
-  /** The committed root of an AppVM's template: what its root snapshot is taken from. */
-  templateRootOf(rec: DomainRecord, mustExist = false): string {
-    const template = String(this.deps.registry.resolve(rec, "template"));
-    if (!template) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no template; set one with \`qvm prefs ${rec.name} template NAME\``);
-    this.deps.registry.get(template);
-    const root = this.deps.volumes.files(template).root;
-    if (mustExist && !existsSync(root)) {
-      throw new QvmError("MISSING_DEPENDENCY", `template ${template} has no root volume (${root} is missing): rebuild it with \`qvm template build ${template}\` after \`qvm template remove ${template}\``);
-    }
-    return root;
-  }
-
-  /** Makes a stopped TemplateVM's or StandaloneVM's root changes its new root (see VolumeStore.commitRoot). */
-  async commitRoot(name: string): Promise<void> {
-    try {
-      const rec = this.deps.registry.store.get(name);
-      const keep = rec ? this.deps.registry.revisionsToKeep(rec, "root") : DEFAULT_REVISIONS_TO_KEEP;
-      if (await this.deps.volumes.commitRoot(name, keep)) this.deps.log(`${name}: root changes committed`);
-    } catch (err) {
-      this.deps.log(`${name}: cannot commit root changes (kept in root-dirty.qcow2, retried at the next start): ${(err as Error).message}`);
-    }
-  }
-
-  private kernelOf(rec: DomainRecord) {
-    const ref = String(this.deps.registry.resolve(rec, "kernel"));
-    if (ref === "") throw new QvmError("FAILED_PRECONDITION", `${rec.name}: booting the domain's own kernel (kernel "") is not supported yet; reset it with \`qvm prefs -D ${rec.name} kernel\``);
-    if (ref !== "current") throw new QvmError("NOT_FOUND", `kernel bundle "${ref}" is not available; only "current" (the one \`qvm-images build\` made) is`);
-    return this.deps.images.kernel();
+    const info = await vm.info();
+    await vm.attachments.attachAll(this.deps.attachers, { name, info, reattached }, this.deps.log);
   }
 
   private liveOrThrow(name: string): Live {
@@ -273,7 +227,7 @@ export class DomainRunner {
    * without it a guest that does not stop in time is left running and the call fails.
    */
   shutdown(name: string, opts: { wait: boolean; force: boolean }): Promise<string> {
-    return this.locks.run(name, async () => {
+    return this.deps.locks.run(name, async () => {
       const l = this.liveOrThrow(name);
       if (l.halting) throw new QvmError("FAILED_PRECONDITION", `${name} is already shutting down`);
       const { registry } = this.deps;
@@ -286,10 +240,10 @@ export class DomainRunner {
       const timeoutMs = Number(registry.resolve(registry.get(name), "shutdown_timeout")) * 1000;
       l.halting = true;
       this.deps.events.publish("domain-pre-shutdown", name);
-      const done = l.dom.shutdown(timeoutMs, { kill: opts.force }).then(
+      const done = l.vm.shutdown(timeoutMs, { kill: opts.force }).then(
         async (exit) => {
           // Under this call's lock: when --wait returns, a template's changes are committed.
-          await this.commitRoot(name);
+          await this.deps.storage.commitRoot(name);
           return exit.reason;
         },
         (err: Error) => {
@@ -306,54 +260,54 @@ export class DomainRunner {
   }
 
   kill(name: string): Promise<void> {
-    return this.locks.run(name, async () => {
-      await this.liveOrThrow(name).dom.kill();
+    return this.deps.locks.run(name, async () => {
+      await this.liveOrThrow(name).vm.kill();
     });
   }
 
   pause(name: string): Promise<void> {
-    return this.locks.run(name, async () => {
+    return this.deps.locks.run(name, async () => {
       const l = this.liveOrThrow(name);
+      if (l.halting) throw new QvmError("FAILED_PRECONDITION", `${name} is shutting down`);
       if (l.paused) throw new QvmError("FAILED_PRECONDITION", `${name} is already paused`);
-      await l.dom.pause();
+      await l.vm.pause();
       l.paused = true;
       this.deps.events.publish("domain-paused", name);
     });
   }
 
   unpause(name: string): Promise<void> {
-    return this.locks.run(name, async () => {
+    return this.deps.locks.run(name, async () => {
       const l = this.liveOrThrow(name);
       if (!l.paused) throw new QvmError("FAILED_PRECONDITION", `${name} is not paused`);
-      await l.dom.resume();
+      await l.vm.resume();
       l.paused = false;
       this.deps.events.publish("domain-unpaused", name);
     });
   }
 
   /** The running domain, started first unless `noAutostart` (then a halted domain is an error). */
-  async ensureRunning(name: string, noAutostart: boolean): Promise<DomainVm> {
+  async ensureRunning(name: string, noAutostart: boolean): Promise<RunningVm> {
     this.deps.registry.get(name);
     const now = this.live.get(name);
-    if (now && !now.halting) return now.dom;
+    if (now && !now.halting) return now.vm;
     if (noAutostart) throw new QvmError("FAILED_PRECONDITION", `${name} is not running (and autostart was turned off with --no-autostart)`);
-    await this.locks.run(name, async () => {
+    await this.deps.locks.run(name, async () => {
       if (!this.live.has(name)) await this.startLocked(name);
     });
     const l = this.live.get(name);
     if (!l || l.halting) throw new QvmError("FAILED_PRECONDITION", `${name} stopped before the command could run`);
-    return l.dom;
+    return l.vm;
   }
 
-  running(name: string): DomainVm {
-    return this.liveOrThrow(name).dom;
+  running(name: string): RunningVm {
+    return this.liveOrThrow(name).vm;
   }
 
-  /** qvmd is exiting: let go of every VMM without stopping it; the next qvmd re-attaches. */
+  /** qvmd is exiting: let go of every VM without stopping it; the next qvmd re-attaches. */
   async detachAll(): Promise<void> {
     const all = [...this.live.values()];
-    for (const name of this.live.keys()) this.deps.hooks?.gone(name);
     this.live.clear();
-    await Promise.all(all.map((l) => l.dom.detach().catch(() => {})));
+    await Promise.all(all.map((l) => l.vm.detach().catch(() => {})));
   }
 }

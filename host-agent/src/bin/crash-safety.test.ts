@@ -4,7 +4,7 @@
 import { readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "./test-daemon.js";
+import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "../testing/test-daemon.js";
 
 /** Small deterministic generator so a failing run can be replayed from the printed seed. */
 function rng(seed: number): () => number {

@@ -1,5 +1,6 @@
 // The event feed: every state change qvmd makes is published here, in order, with a sequence
 // number. The admin API streams it to subscribers (CLI, web shell).
+import { isoNow, systemClock, type Clock } from "./clock.js";
 export const EVENT_TYPES = [
   "domain-add",
   "domain-delete",
@@ -35,12 +36,15 @@ export interface QvmEvent {
 
 export type EventListener = (ev: QvmEvent) => void;
 
+
 export class EventBus {
   private seq = 0;
   private readonly listeners = new Set<EventListener>();
 
+  constructor(private readonly clock: Clock = systemClock) {}
+
   publish(type: EventType, domain: string, fields: Record<string, string> = {}): QvmEvent {
-    const ev: QvmEvent = { seq: ++this.seq, type, domain, fields, time: new Date().toISOString() };
+    const ev: QvmEvent = { seq: ++this.seq, type, domain, fields, time: isoNow(this.clock) };
     for (const l of [...this.listeners]) {
       try {
         l(ev);

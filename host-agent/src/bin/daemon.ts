@@ -6,9 +6,11 @@ import path from "node:path";
 import { QvmError, adminSocketPath } from "@qvm/protocol";
 import { ImageStore } from "@qvm/images";
 import { QemuDriver } from "../vmm/qemu/qemu-driver.js";
+import { chooseAccel } from "../vmm/accel.js";
 import { processAlive } from "../vmm/process.js";
 import { AdminServer } from "../admin/server.js";
-import { Qvmd, type QvmdOptions } from "./qvmd.js";
+import { composeQvmd, type ComposeOptions } from "../core/compose.js";
+import type { Qvmd } from "../core/qvmd.js";
 
 export interface DaemonOptions {
   dataDir: string;
@@ -16,7 +18,7 @@ export interface DaemonOptions {
   imagesDir: string;
   peerCredHelper: string;
   log: (msg: string) => void;
-  qrexec?: QvmdOptions["qrexec"];
+  qrexec?: ComposeOptions["qrexec"];
 }
 
 export interface RunningDaemon {
@@ -53,18 +55,20 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const releasePid = takePidFile(opts.runtimeDir);
   try {
-    const qvmd = new Qvmd({
+    const qvmd = composeQvmd({
       dataDir: opts.dataDir,
       runtimeDir: opts.runtimeDir,
       images: new ImageStore(opts.imagesDir),
-      driver: new QemuDriver({ log: opts.log }),
+      drivers: [new QemuDriver({ log: opts.log })],
+      accel: () => chooseAccel().accel,
+      version: process.env.QVM_VERSION ?? "0.1.0",
       log: opts.log,
       qrexec: opts.qrexec,
     });
     await qvmd.boot();
     const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, log: opts.log });
     opts.log(`qvmd ${process.pid} serving ${admin.socketPath} (data ${opts.dataDir})`);
-    void qvmd.runner.autostart();
+    void qvmd.autostart();
     let stopping: Promise<void> | undefined;
     return {
       qvmd,

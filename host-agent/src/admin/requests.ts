@@ -1,0 +1,59 @@
+// Admin requests parsed once, at the boundary, into the core's typed commands. A field that is
+// malformed is refused here with INVALID_ARGUMENT naming it; what passes is what the core gets.
+import { QvmError, type adminV1 } from "@qvm/protocol";
+import { SIGNAL_NAMES, type SignalName } from "../agent/replies.js";
+import { validateDomainName } from "../model/names.js";
+import type { ExecCommand } from "../core/qvmd.js";
+import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
+
+/** Longest command (argv bytes or shell line) an Exec may carry. */
+export const MAX_ARGV_BYTES = 128 * 1024;
+export const MAX_ENV_ENTRIES = 256;
+/** A terminal without a size gets the classic one. */
+const DEFAULT_PTY = { rows: 24, cols: 80 };
+
+/** A domain's name, validated. */
+export function domainName(name: string): string {
+  return validateDomainName(name);
+}
+
+/** A domain's name, or "" for the global properties. */
+export function domainOrGlobal(name: string): string {
+  return name === "" ? "" : validateDomainName(name);
+}
+
+export function parseExecStart(s: adminV1.ExecStart): ExecCommand {
+  const common = {
+    target: s.dispvm ? { dispvm: s.dispvm === "@default" ? "" : domainOrGlobal(s.dispvm) } : { domain: domainName(s.domain) },
+    noAutostart: s.noAutostart,
+    user: s.user,
+    cwd: s.cwd,
+    env: s.env,
+  };
+  if (Object.keys(s.env).length > MAX_ENV_ENTRIES) throw new QvmError("INVALID_ARGUMENT", `more than ${MAX_ENV_ENTRIES} environment variables`);
+  if (s.service) {
+    if (s.argv.length || s.shellCommand || s.pty) throw new QvmError("INVALID_ARGUMENT", "a service call takes no command and no terminal");
+    const { service, argument } = splitServiceName(s.service);
+    if (!isValidServiceName(service)) throw new QvmError("INVALID_ARGUMENT", `invalid service name ${JSON.stringify(service)}: use letters, digits, "_", "." and "-"`);
+    return { ...common, what: { service, argument } };
+  }
+  const hasArgv = s.argv.length > 0;
+  if (hasArgv === Boolean(s.shellCommand)) throw new QvmError("INVALID_ARGUMENT", "give either a command (argv) or a shell command, not both or neither");
+  const size = s.argv.reduce((n, a) => n + a.length, 0) + s.shellCommand.length;
+  if (size > MAX_ARGV_BYTES) throw new QvmError("INVALID_ARGUMENT", `the command is longer than ${MAX_ARGV_BYTES} bytes`);
+  return {
+    ...common,
+    what: hasArgv ? { argv: s.argv } : { shell: s.shellCommand },
+    pty: s.pty ? { rows: s.window?.rows || DEFAULT_PTY.rows, cols: s.window?.cols || DEFAULT_PTY.cols } : undefined,
+  };
+}
+
+export function parseSignal(name: string): SignalName {
+  if (!(SIGNAL_NAMES as readonly string[]).includes(name)) throw new QvmError("INVALID_ARGUMENT", `signal must be one of ${SIGNAL_NAMES.join(", ")}`);
+  return name as SignalName;
+}
+
+export function parseSize(sizeBytes: number): number {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new QvmError("INVALID_ARGUMENT", `the size must be a positive number of bytes, not ${sizeBytes}`);
+  return sizeBytes;
+}

@@ -1,0 +1,61 @@
+// What qvmd does once at start, before it serves: the shipped policy, volumes a crash left
+// without a domain, built templates registered, running VMs re-attached, disposables an earlier
+// qvmd left destroyed, volumes of domains stored by an older qvmd made, and roots of templates
+// that stopped meanwhile committed.
+import type { DomainRecord } from "../model/domain.js";
+import { installDefaultPolicy } from "../qrexec/policy/default-policy.js";
+import type { QvmdParts } from "./qvmd.js";
+
+export async function bootCore(p: QvmdParts, importTemplates: () => Promise<string[]>): Promise<void> {
+  const { registry, volumes, runner, dispvms, log } = p;
+  installDefaultPolicy(p.policyDir);
+  for (const orphan of volumes.orphans((n) => registry.store.get(n) !== undefined)) {
+    log(`removing volumes without a domain: ${orphan}`);
+    volumes.remove(orphan);
+  }
+  await importTemplates();
+  await runner.reattachAll();
+  for (const rec of registry.list().filter((r) => r.autoCleanup)) {
+    log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
+    await dispvms.destroy(rec.name).catch((err: Error) => log(`${rec.name}: cannot destroy: ${err.message}`));
+  }
+  // Templates first: the roots of domains created from them are made from theirs.
+  const order = registry.list().sort((a, b) => Number(b.class === "TemplateVM") - Number(a.class === "TemplateVM"));
+  for (const rec of order) {
+    if (rec.class === "DispVM") continue;
+    if (!volumes.exists(rec.name)) await createMissingVolumes(p, rec);
+    else if (!runner.isRunning(rec.name) && rec.class !== "AppVM") await p.locks.run(rec.name, () => commitRoot(p, rec));
+  }
+}
+
+async function commitRoot(p: QvmdParts, rec: DomainRecord): Promise<void> {
+  try {
+    if (await p.volumes.commitRoot(rec.name, p.registry.revisionsToKeep(rec, "root"))) p.log(`${rec.name}: root changes committed`);
+  } catch (err) {
+    p.log(`${rec.name}: cannot commit root changes (kept in root-dirty.qcow2, retried at the next start): ${(err as Error).message}`);
+  }
+}
+
+/**
+ * A domain stored by a qvmd older than the volume model has no volumes: make them, its root
+ * from where it came from (a template image, or a TemplateVM), so upgrading loses nothing.
+ */
+async function createMissingVolumes(p: QvmdParts, rec: DomainRecord): Promise<void> {
+  let rootFrom: string | undefined;
+  if (rec.class !== "AppVM" && rec.rootFrom) {
+    rootFrom = p.registry.store.get(rec.rootFrom) && rec.rootFrom !== rec.name ? p.volumes.files(rec.rootFrom).root : undefined;
+    if (!rootFrom) {
+      try {
+        rootFrom = p.images.template(rec.rootFrom).root;
+      } catch {
+        // no such image any more: the root starts empty, as for a TemplateVM created without one
+      }
+    }
+  }
+  try {
+    await p.volumes.create(rec.name, rec.class, { rootFrom });
+    p.log(`${rec.name}: made the volumes it lacked (stored by an older qvmd)`);
+  } catch (err) {
+    p.log(`${rec.name}: has no volumes and they cannot be made: ${(err as Error).message}`);
+  }
+}

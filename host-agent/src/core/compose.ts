@@ -1,0 +1,105 @@
+// The composition root: builds qvmd's core from its parts. Everything with an outside effect
+// (the domain store, volumes, VMM drivers, clock, randomness) comes in through ComposeOptions,
+// so tests can give fakes and a second VMM driver is one more entry in `drivers`.
+import type { ImageStore } from "@qvm/images";
+import { systemClock, type Clock } from "../base/clock.js";
+import { EventBus } from "../base/events.js";
+import { KeyedMutex } from "../base/keyed-mutex.js";
+import { DomainStore } from "../store/domain-store.js";
+import { VolumeStore } from "../storage/volumes.js";
+import type { VmmDriver } from "../vmm/driver.js";
+import { DriverTable } from "../vmm/drivers.js";
+import { BootPlanner } from "../domain/boot-plan.js";
+import { DispVms } from "../domain/dispvms.js";
+import { ProcessLauncher } from "../domain/launcher.js";
+import { DomainPaths } from "../domain/paths.js";
+import { DomainRegistry } from "../domain/registry.js";
+import { volumeRunStorage } from "../domain/run-storage.js";
+import { DomainRunner } from "../domain/runner.js";
+import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
+import type { Attacher } from "../domain/attachments.js";
+import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
+import { policyDirOf } from "../qrexec/policy/loader.js";
+import { AskBroker } from "../qrexec/prompts.js";
+import { DEFAULT_ROUTER_LIMITS, QrexecRouter, type RouterLimits } from "../qrexec/router.js";
+import { Qvmd } from "./qvmd.js";
+
+export const DEFAULT_ASK_TIMEOUT_MS = 60_000;
+
+export interface ComposeOptions {
+  dataDir: string;
+  runtimeDir: string;
+  images: ImageStore;
+  /** The VMM drivers this qvmd offers, by their kind; domains pick one with `vmm`. */
+  drivers: VmmDriver[];
+  /** What new domains run under ("kvm" or "tcg"), for the daemon info. */
+  accel: () => string;
+  log?: (msg: string) => void;
+  version?: string;
+  /** qrexec limits: calls a domain may hold at once, time to send a request, time a person has to answer. */
+  qrexec?: Partial<RouterLimits> & { askTimeoutMs?: number };
+  /** Defaults: the domain store and volumes in dataDir, real VMs, the system clock, Math.random. */
+  store?: DomainStore;
+  volumes?: VolumeStore;
+  vms?: VmFactory;
+  clock?: Clock;
+  random?: () => number;
+  /** Attachers beyond the built-in ones (the qrexec listener). */
+  attachers?: Attacher[];
+}
+
+export function composeQvmd(opts: ComposeOptions): Qvmd {
+  const log = opts.log ?? (() => {});
+  const clock = opts.clock ?? systemClock;
+  const events = new EventBus(clock);
+  const locks = new KeyedMutex();
+  const store = opts.store ?? DomainStore.open(opts.dataDir);
+  const volumes = opts.volumes ?? new VolumeStore(opts.dataDir);
+  const drivers = new DriverTable(opts.drivers);
+  const paths = new DomainPaths(opts.dataDir, opts.runtimeDir);
+  const policyDir = policyDirOf(opts.dataDir);
+  const attachers: Attacher[] = [];
+  // The registry asks the runner whether a domain runs; the runner is made right after it.
+  let runner: DomainRunner | undefined;
+  const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false);
+  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false });
+  runner = new DomainRunner({
+    registry,
+    planner,
+    vms: opts.vms ?? domainVmFactory(drivers, log),
+    storage: volumeRunStorage(volumes, registry, log),
+    attachers,
+    events,
+    locks,
+    paths,
+    log,
+  });
+  const dispvms = new DispVms({ registry, volumes, runner, locks, random: opts.random ?? Math.random });
+  const launcher = new ProcessLauncher({ registry, runner, dispvms, log });
+  const asks = new AskBroker(opts.qrexec?.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS);
+  const q = opts.qrexec ?? {};
+  const router = new QrexecRouter(qrexecHost({ registry, launcher, events, asks, policyDir, log }), {
+    maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
+    requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
+  });
+  attachers.push(qrexecListenerAttacher(router), ...(opts.attachers ?? []));
+  return new Qvmd({
+    version: opts.version ?? "0.1.0",
+    dataDir: opts.dataDir,
+    runtimeDir: opts.runtimeDir,
+    images: opts.images,
+    volumes,
+    events,
+    locks,
+    registry,
+    runner,
+    planner,
+    dispvms,
+    launcher,
+    asks,
+    router,
+    policyDir,
+    accel: opts.accel,
+    log,
+  });
+}

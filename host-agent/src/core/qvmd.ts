@@ -1,0 +1,361 @@
+// qvmd's core: the typed command surface every transport translates to (the gRPC admin API; the
+// web shell and CLI reach it through that API). Each command validates what it is given, takes
+// the locks it needs itself and returns plain data or a session; nothing else in qvmd is called
+// by a transport. It is built from injected parts by the composition root (compose.ts).
+import { QvmError } from "@qvm/protocol";
+import type { ImageStore } from "@qvm/images";
+import type { EventBus, EventListener } from "../base/events.js";
+import type { KeyedMutex } from "../base/keyed-mutex.js";
+import type { DomainRecord } from "../model/domain.js";
+import type { VolumeStore, VolumeView } from "../storage/volumes.js";
+import type { BootPlanner } from "../domain/boot-plan.js";
+import type { DispVms } from "../domain/dispvms.js";
+import type { LaunchTarget, ProcessLauncher } from "../domain/launcher.js";
+import type { DomainRegistry, CreateDomainInput, PropertyView } from "../domain/registry.js";
+import type { DomainRunner, PowerState } from "../domain/runner.js";
+import type { AskBroker, Prompt } from "../qrexec/prompts.js";
+import type { QrexecRouter } from "../qrexec/router.js";
+import { systemFacts } from "../qrexec/host.js";
+import { evaluate, type CallQuery, type Decision } from "../qrexec/policy/evaluate.js";
+import { loadPolicy } from "../qrexec/policy/loader.js";
+import { ADMIN_DOMAIN_NAME, isValidServiceName, sanitizeArgument, serviceCommand } from "../qrexec/service-command.js";
+import { ConsoleSession, ExecSession } from "./sessions.js";
+import { bootCore } from "./boot.js";
+
+export interface DomainView {
+  name: string;
+  klass: string;
+  state: PowerState;
+  label: string;
+  template: string;
+  netvm: string;
+  tags: string[];
+  createdAt: string;
+  lastStopReason: string;
+  vmmPid: number;
+}
+
+export interface DaemonInfo {
+  version: string;
+  pid: number;
+  dataDir: string;
+  runtimeDir: string;
+  imagesDir: string;
+  /** "kvm" or "tcg": what new domains run under. */
+  accel: string;
+}
+
+export type VolumeListing = VolumeView & { revisionsToKeep: number };
+
+/** What to run: a program (argv or a shell line) or, as dom0 calling, a qrexec service. */
+export type ExecWhat = { argv: string[] } | { shell: string } | { service: string; argument: string };
+
+export interface ExecCommand {
+  target: LaunchTarget;
+  what: ExecWhat;
+  noAutostart: boolean;
+  /** "": the domain's default_user. */
+  user: string;
+  cwd: string;
+  env: Record<string, string>;
+  pty?: { rows: number; cols: number };
+}
+
+export interface QvmdParts {
+  version: string;
+  dataDir: string;
+  runtimeDir: string;
+  images: ImageStore;
+  volumes: VolumeStore;
+  events: EventBus;
+  locks: KeyedMutex;
+  registry: DomainRegistry;
+  runner: DomainRunner;
+  planner: BootPlanner;
+  dispvms: DispVms;
+  launcher: ProcessLauncher;
+  asks: AskBroker;
+  router: QrexecRouter;
+  policyDir: string;
+  accel: () => string;
+  log: (msg: string) => void;
+}
+
+/** Lock key of the global properties. */
+const GLOBAL_LOCK = "@global";
+
+export class Qvmd {
+  constructor(private readonly p: QvmdParts) {}
+
+  get log(): (msg: string) => void {
+    return this.p.log;
+  }
+
+  /** Migrations, template registration, re-attach and orphan cleanup (see boot.ts). */
+  boot(): Promise<void> {
+    return bootCore(this.p, () => this.importTemplates());
+  }
+
+  /** Starts the autostart domains; failures are logged. */
+  autostart(): Promise<void> {
+    return this.p.runner.autostart();
+  }
+
+  /** qvmd is exiting: VMs keep running and the next qvmd takes them back. */
+  async close(): Promise<void> {
+    await this.p.runner.detachAll();
+    this.p.router.detachAll();
+  }
+
+  info(): DaemonInfo {
+    const { version, dataDir, runtimeDir, images } = this.p;
+    return { version, pid: process.pid, dataDir, runtimeDir, imagesDir: images.root, accel: this.p.accel() };
+  }
+
+  // ---- domains -----------------------------------------------------------------------------
+
+  list(): DomainView[] {
+    return this.p.registry.list().map((r) => this.describe(r));
+  }
+
+  get(name: string): DomainView {
+    return this.describe(this.p.registry.get(name));
+  }
+
+  /** Validates, makes the volumes, then stores the domain: a failure at any step leaves nothing. */
+  create(input: CreateDomainInput): Promise<DomainView> {
+    const { locks, registry, volumes } = this.p;
+    return locks.run(input.name, async () => {
+      const record = registry.prepareCreate(input);
+      const rootFrom = record.rootFrom ? volumes.files(record.rootFrom).root : undefined;
+      await volumes.create(record.name, record.class, { rootFrom });
+      try {
+        return this.describe(registry.add(record));
+      } catch (err) {
+        volumes.remove(record.name);
+        throw err;
+      }
+    });
+  }
+
+  clone(source: string, name: string): Promise<DomainView> {
+    const { locks, registry, volumes, runner } = this.p;
+    if (source === name) return Promise.reject(new QvmError("INVALID_ARGUMENT", "the clone needs a name different from its source"));
+    return locks.run([source, name], async () => {
+      const record = registry.prepareClone(source, name);
+      if (runner.isRunning(source)) throw new QvmError("FAILED_PRECONDITION", `${source} is running: shut it down before cloning it`);
+      await volumes.clone(source, name);
+      try {
+        return this.describe(registry.add(record, { clonedFrom: source }));
+      } catch (err) {
+        volumes.remove(name);
+        throw err;
+      }
+    });
+  }
+
+  remove(name: string): Promise<void> {
+    return this.p.locks.run(name, () => {
+      this.p.registry.remove(name);
+      this.p.volumes.remove(name);
+    });
+  }
+
+  /** Registers each built template image without a TemplateVM as one (its root: the image, hard-linked). */
+  async importTemplates(): Promise<string[]> {
+    const { images, locks, registry, volumes, log } = this.p;
+    const registered: string[] = [];
+    for (const t of images.listTemplates()) {
+      await locks.run(t.manifest.name, async () => {
+        const record = registry.templateImageRecord(t.manifest.name);
+        if (!record) return;
+        try {
+          await volumes.create(record.name, "TemplateVM", { rootFrom: t.root });
+          registry.add(record);
+          registry.adoptDefaultTemplate(record.name);
+          registered.push(record.name);
+          log(`registered TemplateVM ${record.name} from its built image`);
+        } catch (err) {
+          volumes.remove(record.name);
+          log(`cannot register template image ${t.manifest.name}: ${(err as Error).message}`);
+        }
+      });
+    }
+    return registered;
+  }
+
+  // ---- properties, features, tags ("" as the domain: the global properties) -----------------
+
+  properties(domain: string): PropertyView[] {
+    return this.p.registry.properties(domain);
+  }
+
+  getProperty(domain: string, name: string): PropertyView {
+    return this.p.registry.getProperty(domain, name);
+  }
+
+  setProperty(domain: string, name: string, value: string): Promise<PropertyView> {
+    return this.p.locks.run(domain || GLOBAL_LOCK, () => this.p.registry.setProperty(domain, name, value));
+  }
+
+  resetProperty(domain: string, name: string): Promise<PropertyView> {
+    return this.p.locks.run(domain || GLOBAL_LOCK, () => this.p.registry.resetProperty(domain, name));
+  }
+
+  features(domain: string): Record<string, string> {
+    return this.p.registry.features(domain);
+  }
+
+  setFeature(domain: string, name: string, value: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.setFeature(domain, name, value));
+  }
+
+  removeFeature(domain: string, name: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.removeFeature(domain, name));
+  }
+
+  tags(domain: string): string[] {
+    return this.p.registry.tags(domain);
+  }
+
+  addTag(domain: string, tag: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.addTag(domain, tag));
+  }
+
+  removeTag(domain: string, tag: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.removeTag(domain, tag));
+  }
+
+  // ---- lifecycle (the runner takes the domain's lock) ---------------------------------------
+
+  async start(name: string): Promise<DomainView> {
+    await this.p.runner.start(name);
+    return this.get(name);
+  }
+
+  shutdown(name: string, opts: { wait: boolean; force: boolean }): Promise<string> {
+    return this.p.runner.shutdown(name, opts);
+  }
+
+  kill(name: string): Promise<void> {
+    return this.p.runner.kill(name);
+  }
+
+  pause(name: string): Promise<void> {
+    return this.p.runner.pause(name);
+  }
+
+  unpause(name: string): Promise<void> {
+    return this.p.runner.unpause(name);
+  }
+
+  // ---- volumes -------------------------------------------------------------------------------
+
+  async listVolumes(domain: string): Promise<VolumeListing[]> {
+    const { registry, volumes, planner } = this.p;
+    const rec = registry.get(domain);
+    const views = await volumes.list(rec.name, rec.class, rec.class === "AppVM" ? planner.templateRootOf(rec) : undefined);
+    return views.map((v) => ({ ...v, revisionsToKeep: v.name === "root" && rec.class === "AppVM" ? 0 : registry.revisionsToKeep(rec, v.name as "root" | "private") }));
+  }
+
+  configVolume(domain: string, volume: string, property: string, value: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.configVolume(domain, volume, property, value));
+  }
+
+  revertVolume(domain: string, volume: string, revision: string): Promise<string> {
+    const { locks, registry, runner, volumes, events } = this.p;
+    return locks.run(domain, async () => {
+      const rec = registry.get(domain);
+      if (runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before reverting a volume`);
+      let done: string;
+      if (volume === "private") done = await volumes.revertPrivate(domain, revision || undefined);
+      else if (volume === "root" && rec.class !== "AppVM") done = volumes.revertRoot(domain, revision || undefined);
+      else if (volume === "root") throw new QvmError("INVALID_ARGUMENT", `${domain}:root is a snapshot of its template's root: revert the template's instead`);
+      else throw new QvmError("INVALID_ARGUMENT", `no volume "${volume}"; volumes with revisions: private, root (templates and standalones)`);
+      events.publish("volume-revert", domain, { volume, revision: done });
+      return done;
+    });
+  }
+
+  resizeVolume(domain: string, volume: string, sizeBytes: number): Promise<void> {
+    const { locks, registry, runner, volumes, events } = this.p;
+    return locks.run(domain, async () => {
+      registry.get(domain);
+      if (volume !== "private") throw new QvmError("INVALID_ARGUMENT", `only the private volume can be resized (not "${volume}")`);
+      if (runner.isRunning(domain)) await runner.growPrivateLive(domain, sizeBytes);
+      else await volumes.resizePrivate(domain, sizeBytes);
+      events.publish("volume-resize", domain, { volume, sizeBytes: String(sizeBytes) });
+    });
+  }
+
+  // ---- qrexec policy -------------------------------------------------------------------------
+
+  /** What the policy decides for one call (`qvm policy check`); a broken policy throws, naming file:line. */
+  checkPolicy(q: CallQuery): Decision {
+    if (!isValidServiceName(q.service)) throw new QvmError("INVALID_ARGUMENT", `invalid service name ${JSON.stringify(q.service)}: use letters, digits, "_", "." and "-"`);
+    if (q.source !== ADMIN_DOMAIN_NAME && q.source !== "@adminvm") this.p.registry.get(q.source);
+    const rules = loadPolicy(this.p.policyDir);
+    return evaluate(rules, { ...q, argument: sanitizeArgument(q.argument) }, systemFacts(this.p.registry));
+  }
+
+  /** A person's prompt for `ask` decisions; the newest gets the questions. Returns how to answer and leave. */
+  registerPrompt(prompt: Prompt): { answer(id: number, target: string): void; close(): void } {
+    const unregister = this.p.asks.register(prompt);
+    this.p.log("qrexec: an ask prompt registered");
+    return { answer: (id, target) => this.p.asks.answer(prompt, id, target), close: unregister };
+  }
+
+  // ---- sessions and events -------------------------------------------------------------------
+
+  /** Runs a program (or, as dom0 calling, a service) in a domain or a new disposable; resolves once it runs. */
+  async exec(cmd: ExecCommand): Promise<ExecSession> {
+    const requestedTarget = "domain" in cmd.target ? cmd.target.domain : "@dispvm";
+    // A service call runs as dom0 calling it (Qubes' `qvm-run --service`); no policy applies to the admin.
+    const svc = "service" in cmd.what ? serviceCommand({ ...cmd.what, source: ADMIN_DOMAIN_NAME, requestedTarget }) : undefined;
+    const command = svc ? svc.argv : "argv" in cmd.what ? cmd.what.argv : (cmd.what as { shell: string }).shell;
+    const launched = await this.p.launcher.launch({
+      target: cmd.target,
+      noAutostart: cmd.noAutostart,
+      user: cmd.user,
+      cwd: cmd.cwd || undefined,
+      env: svc ? { ...cmd.env, ...svc.env } : cmd.env,
+      pty: cmd.pty,
+      command,
+    });
+    const { pid } = await launched.proc.started;
+    return new ExecSession(launched, pid);
+  }
+
+  /** The serial console of a running domain. */
+  async console(domain: string): Promise<ConsoleSession> {
+    return ConsoleSession.open(this.p.runner.running(domain));
+  }
+
+  /** Every event from now on (only `domain`'s when given); returns the unsubscribe function. */
+  watchEvents(listener: EventListener, domain = ""): () => void {
+    return this.p.events.subscribe((ev) => {
+      if (!domain || ev.domain === domain) listener(ev);
+    });
+  }
+
+  /** What is attached to a running domain ("holder:name"), for diagnosis and leak checks. */
+  attachmentsOf(name: string): string[] {
+    return this.p.runner.attachmentsOf(name);
+  }
+
+  private describe(rec: DomainRecord): DomainView {
+    const { registry, runner } = this.p;
+    return {
+      name: rec.name,
+      klass: rec.class,
+      state: runner.state(rec.name),
+      label: String(rec.props.label ?? ""),
+      template: rec.class === "AppVM" ? String(registry.resolve(rec, "template")) : "",
+      netvm: String(registry.resolve(rec, "netvm")),
+      tags: [...rec.tags].sort(),
+      createdAt: rec.createdAt,
+      lastStopReason: runner.lastStopReason(rec.name),
+      vmmPid: runner.vmmPid(rec.name),
+    };
+  }
+}

@@ -1,0 +1,108 @@
+// What starting a domain needs, decided before anything is made: the VMM driver (from the `vmm`
+// property, through the driver table), the VM's kernel, resources and room for links, devices
+// and channels, the disks to prepare, and the domains that must run first (its netvm). Each
+// later capability adds its part here (a NIC from the network layer, a device from USB), so
+// the runner itself never changes for them.
+import { existsSync } from "node:fs";
+import { QvmError } from "@qvm/protocol";
+import type { ImageStore, KernelBundle } from "@qvm/images";
+import type { DomainRecord } from "../model/domain.js";
+import type { VolumeStore } from "../storage/volumes.js";
+import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, VmmDriver, VmmKind } from "../vmm/driver.js";
+import type { DriverTable } from "../vmm/drivers.js";
+import type { DomainPaths } from "./paths.js";
+import type { DomainRegistry } from "./registry.js";
+
+export interface BootPlan {
+  name: string;
+  vmm: VmmKind;
+  driver: VmmDriver;
+  /** Domains that must be running before this one starts, in start order. */
+  dependencies: string[];
+  kernel: KernelBundle;
+  runtimeDir: string;
+  logDir: string;
+  memoryMiB: number;
+  vcpus: number;
+  kernelArgs: string[];
+  agentTimeoutMs: number;
+  nics: NicSpec[];
+  devices: DeviceSpec[];
+  channels: ChannelSpec[];
+  /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. */
+  prepareDisks(): Promise<DiskSpec[]>;
+}
+
+export interface BootPlannerDeps {
+  registry: DomainRegistry;
+  volumes: VolumeStore;
+  images: ImageStore;
+  drivers: DriverTable;
+  paths: DomainPaths;
+  isRunning(name: string): boolean;
+}
+
+export class BootPlanner {
+  constructor(private readonly deps: BootPlannerDeps) {}
+
+  /** The plan for `rec`; throws the precondition that stops it from starting, naming the fix. */
+  plan(rec: DomainRecord): BootPlan {
+    const { registry, volumes, paths } = this.deps;
+    const name = rec.name;
+    const sources = this.templateVolumesOf(rec);
+    const kernel = this.kernelOf(rec);
+    const vmm = String(registry.resolve(rec, "vmm"));
+    const int = (p: string) => Number(registry.resolve(rec, p));
+    const netvm = String(registry.resolve(rec, "netvm"));
+    const runtimeDir = paths.runtimeDirOf(name);
+    return {
+      name,
+      vmm,
+      driver: this.deps.drivers.get(vmm),
+      dependencies: netvm ? [netvm] : [],
+      kernel,
+      runtimeDir,
+      logDir: paths.logDirOf(name),
+      memoryMiB: int("memory"),
+      vcpus: int("vcpus"),
+      kernelArgs: String(registry.resolve(rec, "kernelopts")).split(/\s+/).filter(Boolean),
+      agentTimeoutMs: int("qrexec_timeout") * 1000,
+      nics: [],
+      devices: [],
+      channels: [],
+      prepareDisks: () => volumes.prepareStart(name, rec.class, runtimeDir, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
+    };
+  }
+
+  /**
+   * What a domain's snapshots are taken from: an AppVM's template's root; a disposable's
+   * template's private and that template's own template's root. A disposable's template must be
+   * halted: its private is read, so it must not change underneath.
+   */
+  private templateVolumesOf(rec: DomainRecord): { templateRoot?: string; templatePrivate?: string } {
+    if (rec.class === "AppVM") return { templateRoot: this.templateRootOf(rec, true) };
+    if (rec.class !== "DispVM") return {};
+    const dvm = this.deps.registry.get(String(rec.props.template));
+    if (this.deps.isRunning(dvm.name)) throw new QvmError("FAILED_PRECONDITION", `${dvm.name} is running: its disposables can start once it is shut down`);
+    return { templateRoot: this.templateRootOf(dvm, true), templatePrivate: this.deps.volumes.files(dvm.name).private };
+  }
+
+  /** The committed root of an AppVM's template: what its root snapshot is taken from. */
+  templateRootOf(rec: DomainRecord, mustExist = false): string {
+    const template = String(this.deps.registry.resolve(rec, "template"));
+    if (!template) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has no template; set one with \`qvm prefs ${rec.name} template NAME\``);
+    this.deps.registry.get(template);
+    const root = this.deps.volumes.files(template).root;
+    if (mustExist && !existsSync(root)) {
+      throw new QvmError("MISSING_DEPENDENCY", `template ${template} has no root volume (${root} is missing): rebuild it with \`qvm template build ${template}\` after \`qvm template remove ${template}\``);
+    }
+    return root;
+  }
+
+  private kernelOf(rec: DomainRecord): KernelBundle {
+    const ref = String(this.deps.registry.resolve(rec, "kernel"));
+    if (ref === "") throw new QvmError("FAILED_PRECONDITION", `${rec.name}: booting the domain's own kernel (kernel "") is not supported yet; reset it with \`qvm prefs -D ${rec.name} kernel\``);
+    if (ref !== "current") throw new QvmError("NOT_FOUND", `kernel bundle "${ref}" is not available; only "current" (the one \`qvm-images build\` made) is`);
+    return this.deps.images.kernel();
+  }
+}

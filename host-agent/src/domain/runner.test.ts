@@ -1,0 +1,394 @@
+// The power-state machine of DomainRunner, table-tested with a fake VM factory and a fake clock:
+// transitions, refusals, start/stop races, dependencies, and that attachments never leak (stop,
+// kill, a VMM crash, a qvmd exit and re-attach).
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { PassThrough } from "node:stream";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { QvmError } from "@qvm/protocol";
+import { EventBus, type QvmEvent } from "../base/events.js";
+import { KeyedMutex } from "../base/keyed-mutex.js";
+import { toDisposable } from "../base/disposables.js";
+import type { Clock } from "../base/clock.js";
+import { DomainStore } from "../store/domain-store.js";
+import type { VmExit, VmInfo } from "../vmm/driver.js";
+import { DomainAttachments, type Attacher } from "./attachments.js";
+import type { BootPlan } from "./boot-plan.js";
+import { DomainPaths } from "./paths.js";
+import { DomainRegistry } from "./registry.js";
+import { DomainRunner, type PowerState } from "./runner.js";
+import type { GuestAgent, RunningVm, VmFactory } from "./vm-factory.js";
+
+class FakeClock implements Clock {
+  t = Date.UTC(2026, 10, 30);
+  now = () => this.t;
+  sleep = async (ms: number) => void (this.t += ms);
+}
+
+/** How a fake guest behaves when asked to power off. */
+type Guest = "powers-off" | "hangs";
+
+class FakeVm implements RunningVm {
+  readonly exited: Promise<VmExit>;
+  readonly attachments: DomainAttachments;
+  private resolve!: (e: VmExit) => void;
+  paused = false;
+  detached = false;
+  gone = false;
+  guest: Guest = "powers-off";
+  readonly agent: GuestAgent = {
+    exec: () => {
+      const out = new PassThrough();
+      out.end();
+      return { stdin: new PassThrough(), stdout: out, stderr: new PassThrough().end(), exit: Promise.resolve({ code: 0, signal: null }) } as never;
+    },
+    signal: async () => {},
+  };
+
+  constructor(
+    readonly name: string,
+    readonly pid: number,
+    private readonly clock: FakeClock,
+  ) {
+    this.attachments = new DomainAttachments(name, () => {});
+    this.exited = new Promise((r) => (this.resolve = r));
+    void this.exited.then(() => this.attachments.releaseAll());
+  }
+
+  /** The VMM dies or the guest powers off. */
+  end(reason: string, clean: boolean): void {
+    this.gone = true;
+    this.resolve({ reason, clean });
+  }
+
+  async info(): Promise<VmInfo> {
+    return { vmm: "fake", accel: "tcg", state: this.gone ? "stopped" : this.paused ? "paused" : "running", pid: this.pid, vsockPath: `/fake/${this.name}.vsock`, consoleSocket: "", consoleLogPath: "" };
+  }
+  async resizeDisk(): Promise<void> {}
+  async shutdown(timeoutMs: number, { kill }: { kill: boolean }): Promise<VmExit> {
+    if (this.guest === "powers-off") this.end("the guest powered off", true);
+    else {
+      await this.clock.sleep(timeoutMs);
+      if (!kill) throw new QvmError("FAILED_PRECONDITION", `${this.name} did not power off within ${timeoutMs / 1000} s; it still runs`);
+      this.end("killed on request", true);
+    }
+    return this.exited;
+  }
+  async kill(): Promise<VmExit> {
+    this.end("killed on request", true);
+    return this.exited;
+  }
+  async pause(): Promise<void> {
+    this.paused = true;
+  }
+  async resume(): Promise<void> {
+    this.paused = false;
+  }
+  async detach(): Promise<void> {
+    this.detached = true;
+    await this.attachments.releaseQvmdHeld();
+  }
+}
+
+class FakeFactory implements VmFactory {
+  readonly vms = new Map<string, FakeVm>();
+  /** Left running by an earlier qvmd: what reattach finds. */
+  readonly leftRunning = new Map<string, FakeVm>();
+  failNext = "";
+  /** While set, starts wait for it: a test can look at the Transient state. */
+  gate: Promise<void> | undefined;
+  started: string[] = [];
+  private pid = 1000;
+
+  constructor(private readonly clock: FakeClock) {}
+
+  async start(plan: BootPlan): Promise<RunningVm> {
+    this.started.push(plan.name);
+    if (this.gate) await this.gate;
+    if (this.failNext) {
+      const msg = this.failNext;
+      this.failNext = "";
+      throw new QvmError("AGENT_TIMEOUT", msg);
+    }
+    const vm = new FakeVm(plan.name, ++this.pid, this.clock);
+    this.vms.set(plan.name, vm);
+    return vm;
+  }
+
+  async reattach(name: string): Promise<RunningVm | undefined> {
+    const vm = this.leftRunning.get(name);
+    if (vm) this.vms.set(name, vm);
+    return vm;
+  }
+}
+
+/** An attacher of each holder kind that records what is attached now. */
+function recordingAttachers(live: Set<string>, log: string[]): Attacher[] {
+  return (["qvmd", "vmm"] as const).map((holder) => ({
+    name: `${holder} thing`,
+    holder,
+    async attach({ name, reattached }) {
+      const key = `${holder}:${name}`;
+      live.add(key);
+      log.push(`${reattached ? "reattach" : "attach"} ${key}`);
+      return toDisposable(() => void live.delete(key));
+    },
+  }));
+}
+
+let dir: string;
+let clock: FakeClock;
+let factory: FakeFactory;
+let events: QvmEvent[];
+let registry: DomainRegistry;
+let runner: DomainRunner;
+let attached: Set<string>;
+let attachLog: string[];
+let commits: string[];
+
+function makeRunner(): DomainRunner {
+  const bus = new EventBus(clock);
+  bus.subscribe((ev) => events.push(ev));
+  registry = new DomainRegistry(DomainStore.open(dir), bus, (n) => runner?.isRunning(n) ?? false);
+  const plan = (rec: { name: string }): BootPlan => ({
+    name: rec.name,
+    vmm: "fake",
+    driver: undefined as never,
+    dependencies: String(registry.resolve(registry.get(rec.name), "netvm")) ? [String(registry.resolve(registry.get(rec.name), "netvm"))] : [],
+    kernel: undefined as never,
+    runtimeDir: path.join(dir, "run", rec.name),
+    logDir: path.join(dir, "logs", rec.name),
+    memoryMiB: 400,
+    vcpus: 1,
+    kernelArgs: [],
+    agentTimeoutMs: 1000,
+    nics: [],
+    devices: [],
+    channels: [],
+    prepareDisks: async () => [],
+  });
+  return new DomainRunner({
+    registry,
+    planner: { plan },
+    vms: factory,
+    storage: { commitRoot: async (n) => void commits.push(n), checkGrow: async () => {}, growPending: () => false, growDone: () => {} },
+    attachers: recordingAttachers(attached, attachLog),
+    events: bus,
+    locks: new KeyedMutex(),
+    paths: new DomainPaths(dir, path.join(dir, "run")),
+    log: () => {},
+  });
+}
+
+function define(name: string, klass: "AppVM" | "StandaloneVM" = "StandaloneVM", props: Record<string, string | boolean> = {}): void {
+  registry.add({ name, class: klass, props: { label: "red", ...props }, features: {}, tags: [], createdAt: "" });
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 0));
+const types = () => events.filter((e) => e.domain !== "" && !e.type.startsWith("domain-add")).map((e) => `${e.type} ${e.domain}`);
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "qvm-runner-"));
+  clock = new FakeClock();
+  factory = new FakeFactory(clock);
+  events = [];
+  attached = new Set();
+  attachLog = [];
+  commits = [];
+  runner = makeRunner();
+  define("work");
+  define("net", "StandaloneVM", { provides_network: true });
+});
+
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+type Step = "start" | "pause" | "unpause" | "shutdown" | "kill" | "crash";
+
+async function run(step: Step, name = "work"): Promise<void> {
+  switch (step) {
+    case "start":
+      return runner.start(name);
+    case "pause":
+      return runner.pause(name);
+    case "unpause":
+      return runner.unpause(name);
+    case "shutdown":
+      await runner.shutdown(name, { wait: true, force: false });
+      return;
+    case "kill":
+      return runner.kill(name);
+    case "crash":
+      factory.vms.get(name)!.end("the VMM was killed by SIGKILL", false);
+      await settle();
+      return;
+  }
+}
+
+describe("DomainRunner power states", () => {
+  const transitions: Array<{ steps: Step[]; state: PowerState; events: string[] }> = [
+    { steps: ["start"], state: "Running", events: ["domain-pre-start work", "domain-start work"] },
+    { steps: ["start", "pause"], state: "Paused", events: ["domain-pre-start work", "domain-start work", "domain-paused work"] },
+    { steps: ["start", "pause", "unpause"], state: "Running", events: ["domain-pre-start work", "domain-start work", "domain-paused work", "domain-unpaused work"] },
+    { steps: ["start", "shutdown"], state: "Halted", events: ["domain-pre-start work", "domain-start work", "domain-pre-shutdown work", "domain-shutdown work"] },
+    { steps: ["start", "kill"], state: "Halted", events: ["domain-pre-start work", "domain-start work", "domain-shutdown work"] },
+    { steps: ["start", "crash"], state: "Halted", events: ["domain-pre-start work", "domain-start work", "domain-shutdown work"] },
+    { steps: ["start", "pause", "kill"], state: "Halted", events: ["domain-pre-start work", "domain-start work", "domain-paused work", "domain-shutdown work"] },
+    { steps: ["start", "shutdown", "start"], state: "Running", events: ["domain-pre-start work", "domain-start work", "domain-pre-shutdown work", "domain-shutdown work", "domain-pre-start work", "domain-start work"] },
+  ];
+  it.each(transitions)("$steps -> $state", async ({ steps, state, events: expected }) => {
+    for (const s of steps) await run(s);
+    await settle();
+    expect(runner.state("work")).toBe(state);
+    expect(types()).toEqual(expected);
+    expect(events.every((e) => e.time === new Date(clock.t).toISOString())).toBe(true);
+  });
+
+  const refusals: Array<{ steps: Step[]; then: Step; message: RegExp }> = [
+    { steps: ["start"], then: "start", message: /work is already running/ },
+    { steps: ["start", "pause"], then: "start", message: /work is already paused/ },
+    { steps: [], then: "pause", message: /work is not running/ },
+    { steps: [], then: "shutdown", message: /work is not running/ },
+    { steps: [], then: "kill", message: /work is not running/ },
+    { steps: ["start"], then: "unpause", message: /work is not paused/ },
+    { steps: ["start", "pause"], then: "pause", message: /work is already paused/ },
+    { steps: ["start", "kill"], then: "unpause", message: /work is not running/ },
+  ];
+  it.each(refusals)("$steps then $then is refused: $message", async ({ steps, then, message }) => {
+    for (const s of steps) await run(s);
+    const before = runner.state("work");
+    await expect(run(then)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(message) });
+    expect(runner.state("work")).toBe(before);
+  });
+
+  it("is Transient while the VM starts, and a second start meanwhile is refused", async () => {
+    let open!: () => void;
+    factory.gate = new Promise((r) => (open = r));
+    const first = runner.start("work");
+    await settle();
+    expect(runner.state("work")).toBe("Transient");
+    expect(runner.isRunning("work")).toBe(true);
+    const second = runner.start("work");
+    open();
+    await first;
+    await expect(second).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: "work is already running" });
+    expect(factory.started).toEqual(["work"]);
+  });
+
+  it("starts once for racing ensureRunning calls", async () => {
+    const [a, b] = await Promise.all([runner.ensureRunning("work", false), runner.ensureRunning("work", false)]);
+    expect(a).toBe(b);
+    expect(factory.started).toEqual(["work"]);
+  });
+
+  it("ensureRunning with autostart off refuses a halted domain", async () => {
+    await expect(runner.ensureRunning("work", true)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("--no-autostart") });
+    expect(factory.started).toEqual([]);
+  });
+
+  it("a failed start leaves the domain Halted with the reason", async () => {
+    factory.failNext = "the agent of work did not answer";
+    await expect(runner.start("work")).rejects.toMatchObject({ code: "AGENT_TIMEOUT" });
+    expect(runner.state("work")).toBe("Halted");
+    expect(runner.lastStopReason("work")).toBe("the agent of work did not answer");
+    expect(types()).toEqual(["domain-pre-start work", "domain-start-failed work"]);
+  });
+
+  it("a crash is Halted with the VMM's reason", async () => {
+    await run("start");
+    await run("crash");
+    expect(runner.lastStopReason("work")).toBe("the VMM was killed by SIGKILL");
+    expect(events.at(-1)?.fields).toEqual({ reason: "the VMM was killed by SIGKILL", clean: "false" });
+  });
+
+  it("a guest that does not power off stays Running without --force, and is killed with it", async () => {
+    await run("start");
+    factory.vms.get("work")!.guest = "hangs";
+    const t0 = clock.t;
+    await expect(runner.shutdown("work", { wait: true, force: false })).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("still runs") });
+    expect(clock.t - t0).toBe(60_000); // shutdown_timeout's default, on the fake clock
+    expect(runner.state("work")).toBe("Running");
+    await runner.shutdown("work", { wait: true, force: true });
+    expect(runner.state("work")).toBe("Halted");
+  });
+
+  it("pause is refused while shutting down", async () => {
+    await run("start");
+    factory.vms.get("work")!.guest = "hangs";
+    const stopping = runner.shutdown("work", { wait: true, force: true });
+    await settle();
+    expect(runner.state("work")).toBe("Halting");
+    await expect(runner.pause("work")).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await stopping;
+  });
+
+  it("commits the root of a stopped StandaloneVM, not of an AppVM", async () => {
+    await run("start");
+    await run("shutdown");
+    await settle();
+    expect(commits).toContain("work");
+  });
+});
+
+describe("DomainRunner dependencies", () => {
+  it("starts the netvm first, and refuses to stop it while a user runs", async () => {
+    await registry.setProperty("work", "netvm", "net");
+    await run("start");
+    expect(factory.started).toEqual(["net", "work"]);
+    expect(runner.state("net")).toBe("Running");
+    await expect(run("shutdown", "net")).rejects.toMatchObject({ message: expect.stringContaining("netvm of running work") });
+    await runner.shutdown("net", { wait: true, force: true });
+    expect(runner.state("net")).toBe("Halted");
+  });
+
+  it("a dependency that cannot start stops the start, naming it", async () => {
+    await registry.setProperty("work", "netvm", "net");
+    factory.failNext = "net's agent is silent";
+    await expect(run("start")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("work needs net running") });
+    expect(runner.state("work")).toBe("Halted");
+  });
+});
+
+describe("DomainRunner attachments never leak", () => {
+  const endings: Step[] = ["shutdown", "kill", "crash"];
+  it.each(endings)("everything attached at start is released after %s", async (ending) => {
+    await run("start");
+    expect([...attached].sort()).toEqual(["qvmd:work", "vmm:work"]);
+    expect(runner.attachmentsOf("work").sort()).toEqual(["qvmd:qvmd thing", "vmm:vmm thing"]);
+    await run(ending);
+    await settle();
+    expect([...attached]).toEqual([]);
+    expect(runner.attachmentsOf("work")).toEqual([]);
+  });
+
+  it("a qvmd exit releases only what qvmd holds; re-attach rebuilds it and a later stop releases all", async () => {
+    await run("start");
+    const vm = factory.vms.get("work")!;
+    await runner.detachAll();
+    expect(vm.detached).toBe(true);
+    expect(vm.gone).toBe(false);
+    expect([...attached]).toEqual(["vmm:work"]);
+
+    // The next qvmd: a new runner over the same store finds the VM left running.
+    factory.leftRunning.set("work", vm);
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(path.join(dir, "run", "domains", "work"), { recursive: true });
+    runner = makeRunner();
+    await runner.reattachAll();
+    expect(runner.state("work")).toBe("Running");
+    expect(attachLog.filter((l) => l.startsWith("reattach"))).toEqual(["reattach qvmd:work", "reattach vmm:work"]);
+    await run("kill");
+    await settle();
+    expect([...attached]).toEqual([]);
+  });
+
+  it("re-attach kills a VM whose domain no longer exists", async () => {
+    const orphan = new FakeVm("gone", 77, clock);
+    factory.leftRunning.set("gone", orphan);
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(path.join(dir, "run", "domains", "gone"), { recursive: true });
+    await runner.reattachAll();
+    expect(orphan.gone).toBe(true);
+    expect(runner.runningNames()).toEqual([]);
+  });
+});

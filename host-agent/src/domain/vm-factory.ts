@@ -1,0 +1,56 @@
+// The seam between the power-state machine and real VMs: the runner asks a VmFactory for a
+// running domain and talks to it through RunningVm only, so its state machine is tested with a
+// fake factory (runner.test.ts) and runs QEMU (or any driver) through DomainVm in qvmd.
+import type { AgentClient } from "../agent/agent-client.js";
+import type { DiskSpec, VmExit, VmInfo } from "../vmm/driver.js";
+import type { DriverTable } from "../vmm/drivers.js";
+import type { DomainAttachments } from "./attachments.js";
+import type { BootPlan } from "./boot-plan.js";
+import { DomainVm } from "./domain-vm.js";
+
+/** What the core uses of a guest agent. */
+export type GuestAgent = Pick<AgentClient, "exec" | "signal">;
+
+export interface RunningVm {
+  readonly name: string;
+  /** Settles once, when the VM is gone and its attachments are released. */
+  readonly exited: Promise<VmExit>;
+  readonly attachments: DomainAttachments;
+  readonly agent: GuestAgent;
+  info(): Promise<VmInfo>;
+  resizeDisk(index: number, sizeBytes: number): Promise<void>;
+  /** Clean power-off; after timeoutMs the VMM is killed when `kill`, else a QvmError says it still runs. */
+  shutdown(timeoutMs: number, opts: { kill: boolean }): Promise<VmExit>;
+  kill(): Promise<VmExit>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Lets go without stopping it; qvmd-held attachments are released. */
+  detach(): Promise<void>;
+}
+
+export interface VmFactory {
+  start(plan: BootPlan, disks: DiskSpec[]): Promise<RunningVm>;
+  /** The VM a previous qvmd left running in `runtimeDir`, or undefined when none is alive. */
+  reattach(name: string, runtimeDir: string): Promise<RunningVm | undefined>;
+}
+
+/** Real domains: DomainVm over the driver the plan chose; re-attach picks it from the runtime record. */
+export function domainVmFactory(drivers: DriverTable, log: (msg: string) => void): VmFactory {
+  return {
+    start: (plan, disks) =>
+      DomainVm.start({
+        name: plan.name,
+        driver: plan.driver,
+        kernel: plan.kernel,
+        disks,
+        runtimeDir: plan.runtimeDir,
+        logDir: plan.logDir,
+        memoryMiB: plan.memoryMiB,
+        vcpus: plan.vcpus,
+        kernelArgs: plan.kernelArgs,
+        agentTimeoutMs: plan.agentTimeoutMs,
+        log,
+      }),
+    reattach: (name, runtimeDir) => DomainVm.attach(name, drivers, runtimeDir, log),
+  };
+}
