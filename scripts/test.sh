@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, type check, unit and integration tests, then end-to-end tests that
-# boot real domains under QEMU (images are built first and cached in .qvm/images).
+# The whole test suite: setup, type check, architecture lint, unit and integration tests, then
+# end-to-end tests that boot real domains under QEMU (images are built first and cached in
+# .qvm/images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export QVM_IMAGES_DIR=${QVM_IMAGES_DIR:-$PWD/.qvm/images}
 echo "[test] type check" >&2
 npm run -s typecheck
+echo "[test] lint: package surfaces, host-agent layering, import cycles" >&2
+npm run -s lint
 mkdir -p .qvm/reports
 echo "[test] unit and integration tests" >&2
 npx vitest run --project unit --reporter=default --reporter=json --outputFile.json=.qvm/reports/unit.json "$@"
