@@ -4,7 +4,7 @@
 // that stopped meanwhile committed.
 import type { DomainRecord } from "../model/domain.js";
 import { installDefaultPolicy } from "../qrexec/policy/default-policy.js";
-import type { QvmdParts } from "./qvmd.js";
+import type { QvmdParts } from "./parts.js";
 
 export async function bootCore(p: QvmdParts, importTemplates: () => Promise<string[]>): Promise<void> {
   const { registry, volumes, runner, dispvms, log } = p;

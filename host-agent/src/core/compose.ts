@@ -61,7 +61,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   const attachers: Attacher[] = [];
   // The registry asks the runner whether a domain runs; the runner is made right after it.
   let runner: DomainRunner | undefined;
-  const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false);
+  const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false, clock);
   const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false });
   runner = new DomainRunner({
     registry,

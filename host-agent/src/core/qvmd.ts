@@ -3,24 +3,20 @@
 // the locks it needs itself and returns plain data or a session; nothing else in qvmd is called
 // by a transport. It is built from injected parts by the composition root (compose.ts).
 import { QvmError } from "@qvm/protocol";
-import type { ImageStore } from "@qvm/images";
-import type { EventBus, EventListener } from "../base/events.js";
-import type { KeyedMutex } from "../base/keyed-mutex.js";
+import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
-import type { VolumeStore, VolumeView } from "../storage/volumes.js";
-import type { BootPlanner } from "../domain/boot-plan.js";
-import type { DispVms } from "../domain/dispvms.js";
-import type { LaunchTarget, ProcessLauncher } from "../domain/launcher.js";
-import type { DomainRegistry, CreateDomainInput, PropertyView } from "../domain/registry.js";
-import type { DomainRunner, PowerState } from "../domain/runner.js";
-import type { AskBroker, Prompt } from "../qrexec/prompts.js";
-import type { QrexecRouter } from "../qrexec/router.js";
+import type { VolumeView } from "../storage/volumes.js";
+import type { LaunchTarget } from "../domain/launcher.js";
+import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
+import type { PowerState } from "../domain/runner.js";
+import type { Prompt } from "../qrexec/prompts.js";
 import { systemFacts } from "../qrexec/host.js";
 import { evaluate, type CallQuery, type Decision } from "../qrexec/policy/evaluate.js";
 import { loadPolicy } from "../qrexec/policy/loader.js";
 import { ADMIN_DOMAIN_NAME, isValidServiceName, sanitizeArgument, serviceCommand } from "../qrexec/service-command.js";
 import { ConsoleSession, ExecSession } from "./sessions.js";
 import { bootCore } from "./boot.js";
+import type { QvmdParts } from "./parts.js";
 
 export interface DomainView {
   name: string;
@@ -59,26 +55,6 @@ export interface ExecCommand {
   cwd: string;
   env: Record<string, string>;
   pty?: { rows: number; cols: number };
-}
-
-export interface QvmdParts {
-  version: string;
-  dataDir: string;
-  runtimeDir: string;
-  images: ImageStore;
-  volumes: VolumeStore;
-  events: EventBus;
-  locks: KeyedMutex;
-  registry: DomainRegistry;
-  runner: DomainRunner;
-  planner: BootPlanner;
-  dispvms: DispVms;
-  launcher: ProcessLauncher;
-  asks: AskBroker;
-  router: QrexecRouter;
-  policyDir: string;
-  accel: () => string;
-  log: (msg: string) => void;
 }
 
 /** Lock key of the global properties. */

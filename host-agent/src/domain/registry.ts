@@ -18,6 +18,7 @@ import { MAX_FEATURES, MAX_TAGS, validateFeature, validateTag } from "../model/t
 import type { DomainStore } from "../store/domain-store.js";
 import { DEFAULT_REVISIONS_TO_KEEP } from "../storage/volumes.js";
 import type { EventBus } from "../base/events.js";
+import { isoNow, systemClock, type Clock } from "../base/clock.js";
 
 export interface CreateDomainInput {
   name: string;
@@ -40,6 +41,7 @@ export class DomainRegistry {
     readonly store: DomainStore,
     private readonly events: EventBus,
     private readonly isRunning: (name: string) => boolean,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** The record, or NOT_FOUND naming the name (validated first: it may come from anywhere). */
@@ -65,7 +67,7 @@ export class DomainRegistry {
     if (!isLabel(input.label)) throw new QvmError("INVALID_ARGUMENT", `unknown label "${input.label}"; labels: ${LABEL_NAMES.join(", ")}`);
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
 
-    const record: DomainRecord = { name, class: klass, props: { label: input.label }, features: {}, tags: [], createdAt: new Date().toISOString() };
+    const record: DomainRecord = { name, class: klass, props: { label: input.label }, features: {}, tags: [], createdAt: isoNow(this.clock) };
     if (klass === "DispVM") {
       const dvm = input.template || String(this.store.globals().default_dispvm ?? "");
       if (!dvm) throw new QvmError("INVALID_ARGUMENT", "a DispVM needs a template for disposables (--template), and no default_dispvm is set");
@@ -106,7 +108,7 @@ export class DomainRegistry {
       props: { label: "black" },
       features: {},
       tags: [],
-      createdAt: new Date().toISOString(),
+      createdAt: isoNow(this.clock),
       rootFrom: imageName,
     };
   }
@@ -120,7 +122,7 @@ export class DomainRegistry {
     const src = this.get(source);
     validateDomainName(name);
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
-    return { ...structuredClone(src), name, createdAt: new Date().toISOString() };
+    return { ...structuredClone(src), name, createdAt: isoNow(this.clock) };
   }
 
   remove(name: string): void {

@@ -4,123 +4,23 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { QvmError } from "@qvm/protocol";
 import { EventBus, type QvmEvent } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
 import { toDisposable } from "../base/disposables.js";
 import type { Clock } from "../base/clock.js";
 import { DomainStore } from "../store/domain-store.js";
-import type { VmExit, VmInfo } from "../vmm/driver.js";
-import { DomainAttachments, type Attacher } from "./attachments.js";
+import { FakeVm, FakeVmFactory } from "../testing/fake-vms.js";
+import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import { DomainPaths } from "./paths.js";
 import { DomainRegistry } from "./registry.js";
 import { DomainRunner, type PowerState } from "./runner.js";
-import type { GuestAgent, RunningVm, VmFactory } from "./vm-factory.js";
 
 class FakeClock implements Clock {
   t = Date.UTC(2026, 10, 30);
   now = () => this.t;
   sleep = async (ms: number) => void (this.t += ms);
-}
-
-/** How a fake guest behaves when asked to power off. */
-type Guest = "powers-off" | "hangs";
-
-class FakeVm implements RunningVm {
-  readonly exited: Promise<VmExit>;
-  readonly attachments: DomainAttachments;
-  private resolve!: (e: VmExit) => void;
-  paused = false;
-  detached = false;
-  gone = false;
-  guest: Guest = "powers-off";
-  readonly agent: GuestAgent = {
-    exec: () => {
-      const out = new PassThrough();
-      out.end();
-      return { stdin: new PassThrough(), stdout: out, stderr: new PassThrough().end(), exit: Promise.resolve({ code: 0, signal: null }) } as never;
-    },
-    signal: async () => {},
-  };
-
-  constructor(
-    readonly name: string,
-    readonly pid: number,
-    private readonly clock: FakeClock,
-  ) {
-    this.attachments = new DomainAttachments(name, () => {});
-    this.exited = new Promise((r) => (this.resolve = r));
-    void this.exited.then(() => this.attachments.releaseAll());
-  }
-
-  /** The VMM dies or the guest powers off. */
-  end(reason: string, clean: boolean): void {
-    this.gone = true;
-    this.resolve({ reason, clean });
-  }
-
-  async info(): Promise<VmInfo> {
-    return { vmm: "fake", accel: "tcg", state: this.gone ? "stopped" : this.paused ? "paused" : "running", pid: this.pid, vsockPath: `/fake/${this.name}.vsock`, consoleSocket: "", consoleLogPath: "" };
-  }
-  async resizeDisk(): Promise<void> {}
-  async shutdown(timeoutMs: number, { kill }: { kill: boolean }): Promise<VmExit> {
-    if (this.guest === "powers-off") this.end("the guest powered off", true);
-    else {
-      await this.clock.sleep(timeoutMs);
-      if (!kill) throw new QvmError("FAILED_PRECONDITION", `${this.name} did not power off within ${timeoutMs / 1000} s; it still runs`);
-      this.end("killed on request", true);
-    }
-    return this.exited;
-  }
-  async kill(): Promise<VmExit> {
-    this.end("killed on request", true);
-    return this.exited;
-  }
-  async pause(): Promise<void> {
-    this.paused = true;
-  }
-  async resume(): Promise<void> {
-    this.paused = false;
-  }
-  async detach(): Promise<void> {
-    this.detached = true;
-    await this.attachments.releaseQvmdHeld();
-  }
-}
-
-class FakeFactory implements VmFactory {
-  readonly vms = new Map<string, FakeVm>();
-  /** Left running by an earlier qvmd: what reattach finds. */
-  readonly leftRunning = new Map<string, FakeVm>();
-  failNext = "";
-  /** While set, starts wait for it: a test can look at the Transient state. */
-  gate: Promise<void> | undefined;
-  started: string[] = [];
-  private pid = 1000;
-
-  constructor(private readonly clock: FakeClock) {}
-
-  async start(plan: BootPlan): Promise<RunningVm> {
-    this.started.push(plan.name);
-    if (this.gate) await this.gate;
-    if (this.failNext) {
-      const msg = this.failNext;
-      this.failNext = "";
-      throw new QvmError("AGENT_TIMEOUT", msg);
-    }
-    const vm = new FakeVm(plan.name, ++this.pid, this.clock);
-    this.vms.set(plan.name, vm);
-    return vm;
-  }
-
-  async reattach(name: string): Promise<RunningVm | undefined> {
-    const vm = this.leftRunning.get(name);
-    if (vm) this.vms.set(name, vm);
-    return vm;
-  }
 }
 
 /** An attacher of each holder kind that records what is attached now. */
@@ -139,7 +39,7 @@ function recordingAttachers(live: Set<string>, log: string[]): Attacher[] {
 
 let dir: string;
 let clock: FakeClock;
-let factory: FakeFactory;
+let factory: FakeVmFactory;
 let events: QvmEvent[];
 let registry: DomainRegistry;
 let runner: DomainRunner;
@@ -191,7 +91,7 @@ const types = () => events.filter((e) => e.domain !== "" && !e.type.startsWith("
 beforeEach(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), "qvm-runner-"));
   clock = new FakeClock();
-  factory = new FakeFactory(clock);
+  factory = new FakeVmFactory(clock);
   events = [];
   attached = new Set();
   attachLog = [];

@@ -26,9 +26,10 @@ import {
   qrexecV1,
   type Frame,
 } from "@qvm/protocol";
+import { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument } from "@qvm/protocol/contracts";
 import { decideAnswer, evaluate, type CallQuery, type Decision, type SystemFacts } from "./policy/evaluate.js";
 import type { PolicyRule } from "./policy/parser.js";
-import { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument, type ServiceInvocation } from "./service-command.js";
+import type { ServiceInvocation } from "./service-command.js";
 
 /** A running service, wherever it runs. */
 export interface ServiceProcess {

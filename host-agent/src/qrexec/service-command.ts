@@ -1,28 +1,12 @@
 // How a qrexec service is run in its target domain: through /usr/lib/qvm/qrexec-run in the
-// template (images/guest/qrexec-run), which looks the service up as Qubes' qrexec-agent does and
-// exits 127 when there is none. The environment is what qvmd knows, never what the caller said
-// about itself.
+// template (guest-agent/rpc/qrexec-run), which looks the service up as Qubes' qrexec-agent does
+// and exits 127 when there is none. The environment is what qvmd knows, never what the caller
+// said about itself. The service-name rule is a contract shared with the CLI and the policy
+// (@qvm/protocol/contracts); it is re-exported here for qvmd's modules that take it from here.
+export { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument, splitServiceName } from "@qvm/protocol/contracts";
+
 export const QREXEC_RUN = "/usr/lib/qvm/qrexec-run";
 export const ADMIN_DOMAIN_NAME = "dom0";
-
-const SERVICE_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-/** Qubes keeps service names and arguments short; longer is garbled. */
-export const MAX_ARGUMENT_LENGTH = 128;
-
-export function isValidServiceName(s: string): boolean {
-  return SERVICE_RE.test(s);
-}
-
-/** As Qubes' qrexec-daemon does: every character outside [A-Za-z0-9_.+-] becomes "_". */
-export function sanitizeArgument(arg: string): string {
-  return arg.replace(/[^A-Za-z0-9_.+-]/g, "_");
-}
-
-/** Splits "SERVICE+ARG" as Qubes does (at the first "+"). */
-export function splitServiceName(full: string): { service: string; argument: string } {
-  const plus = full.indexOf("+");
-  return plus < 0 ? { service: full, argument: "" } : { service: full.slice(0, plus), argument: full.slice(plus + 1) };
-}
 
 export interface ServiceInvocation {
   service: string;

@@ -5,7 +5,7 @@
 // half read must not allow anything.
 import { readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
 import path from "node:path";
-import { QvmError } from "@qvm/protocol";
+import { QvmError } from "@qvm/protocol/contracts";
 import { parseLegacyPolicy, parsePolicy, type PolicyEntry, type PolicyRule } from "./parser.js";
 
 export const POLICY_FILE_RE = /^[0-9a-z_.-]+$/;
@@ -14,7 +14,7 @@ const MAX_INCLUDE_DEPTH = 16;
 const MAX_POLICY_FILE_BYTES = 1024 * 1024;
 
 function policyError(where: string, msg: string): QvmError {
-  return new QvmError("INVALID_ARGUMENT", `${where}: ${msg}`);
+  return new QvmError("POLICY_INVALID", `${where}: ${msg}`);
 }
 
 /** The `*.policy` files of a directory, in the order they are read. */

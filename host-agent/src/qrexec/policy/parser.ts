@@ -5,9 +5,17 @@
 //
 // Comments are whole lines starting with "#". Any error names its file and line; the caller
 // then fails every call closed (a policy that is half understood must not allow anything).
-import { QvmError } from "@qvm/protocol";
+import {
+  ARGUMENT_PATTERN,
+  DOMAIN_CLASSES,
+  POLICY_ACTIONS,
+  QvmError,
+  isDomainNameShaped,
+  isValidServiceName,
+  type PolicyActionWord,
+} from "@qvm/protocol/contracts";
 
-export type Action = "allow" | "deny" | "ask";
+export type Action = PolicyActionWord;
 
 /** A source or target token. */
 export type Token =
@@ -44,11 +52,9 @@ export interface PolicyInclude {
 
 export type PolicyEntry = PolicyRule | PolicyInclude;
 
-const SERVICE_RE = /^[A-Za-z0-9_.-]+$/;
-const ARGUMENT_RE = /^\+[A-Za-z0-9_.+-]*$/;
-const NAME_RE = /^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$/;
 const TAG_RE = /^[a-zA-Z0-9_-]+$/;
-const TYPES = ["AppVM", "TemplateVM", "StandaloneVM", "DispVM", "AdminVM"];
+/** What `@type:` may name: the domain classes and dom0's own. */
+const TYPES: readonly string[] = [...DOMAIN_CLASSES, "AdminVM"];
 const PARAMS: Record<Action, string[]> = {
   allow: ["target", "user", "notify", "autostart"],
   ask: ["target", "default_target", "user", "notify", "autostart"],
@@ -58,7 +64,7 @@ const YES_NO = ["yes", "no"];
 export const MAX_POLICY_LINE = 4096;
 
 function fail(file: string, line: number, msg: string): never {
-  throw new QvmError("INVALID_ARGUMENT", `${file}:${line}: ${msg}`);
+  throw new QvmError("POLICY_INVALID", `${file}:${line}: ${msg}`);
 }
 
 export function parseToken(text: string, role: "source" | "target"): Token | string {
@@ -72,7 +78,7 @@ export function parseToken(text: string, role: "source" | "target"): Token | str
   }
   if (text.startsWith("@dispvm:")) {
     const template = text.slice("@dispvm:".length);
-    return NAME_RE.test(template) ? { kind: "dispvm-of", template } : `invalid template name in ${JSON.stringify(text)}`;
+    return isDomainNameShaped(template) ? { kind: "dispvm-of", template } : `invalid template name in ${JSON.stringify(text)}`;
   }
   if (text.startsWith("@tag:")) {
     const tag = text.slice(5);
@@ -83,12 +89,12 @@ export function parseToken(text: string, role: "source" | "target"): Token | str
     return TYPES.includes(type) ? { kind: "type", type } : `unknown type in ${JSON.stringify(text)}; types: ${TYPES.join(", ")}`;
   }
   if (text.startsWith("@")) return `unknown token ${JSON.stringify(text)}`;
-  return NAME_RE.test(text) ? { kind: "name", name: text } : `invalid domain name ${JSON.stringify(text)}`;
+  return isDomainNameShaped(text) ? { kind: "name", name: text } : `invalid domain name ${JSON.stringify(text)}`;
 }
 
 function parseArgument(text: string, file: string, line: number): string | null {
   if (text === "*") return null;
-  if (!ARGUMENT_RE.test(text)) fail(file, line, `argument must be "*" or "+" followed by an argument, not ${JSON.stringify(text)}`);
+  if (!text.startsWith("+") || !ARGUMENT_PATTERN.test(text.slice(1))) fail(file, line, `argument must be "*" or "+" followed by an argument, not ${JSON.stringify(text)}`);
   return text.slice(1);
 }
 
@@ -140,14 +146,14 @@ export function parsePolicy(text: string, file: string): PolicyEntry[] {
         entries.push({ kind: head === "!include" ? "include" : "include-dir", file, line: n, path: words[1]! });
       } else if (head === "!include-service") {
         if (words.length !== 4) fail(file, n, "!include-service takes SERVICE ARGUMENT PATH");
-        if (!SERVICE_RE.test(words[1]!)) fail(file, n, `invalid service name ${JSON.stringify(words[1])}`);
+        if (!isValidServiceName(words[1]!)) fail(file, n, `invalid service name ${JSON.stringify(words[1])}`);
         entries.push({ kind: "include-service", file, line: n, service: words[1]!, argument: parseArgument(words[2]!, file, n), path: words[3]! });
       } else fail(file, n, `unknown directive ${JSON.stringify(head)}; directives: !include, !include-dir, !include-service`);
       continue;
     }
     if (words.length < 5) fail(file, n, "a rule needs SERVICE ARGUMENT SOURCE TARGET ACTION");
     const [service, argText, sourceText, targetText, actionText, ...paramWords] = words as [string, string, string, string, string, ...string[]];
-    if (service !== "*" && !SERVICE_RE.test(service)) fail(file, n, `invalid service name ${JSON.stringify(service)}`);
+    if (service !== "*" && !isValidServiceName(service)) fail(file, n, `invalid service name ${JSON.stringify(service)}`);
     const argument = parseArgument(argText, file, n);
     if (service === "*" && argument !== null) fail(file, n, 'a service of "*" needs an argument of "*"');
     entries.push(ruleFrom(file, n, service, argument, sourceText, targetText, actionText, paramWords));
@@ -169,8 +175,8 @@ function ruleFrom(
   if (typeof source === "string") fail(file, n, `source: ${source}`);
   const target = parseToken(targetText, "target");
   if (typeof target === "string") fail(file, n, `target: ${target}`);
-  if (actionText !== "allow" && actionText !== "deny" && actionText !== "ask") fail(file, n, `action must be allow, deny or ask, not ${JSON.stringify(actionText)}`);
-  const action = actionText as Action;
+  const action = POLICY_ACTIONS.find((a) => a === actionText);
+  if (!action) fail(file, n, `action must be allow, deny or ask, not ${JSON.stringify(actionText)}`);
   const params: Record<string, string> = {};
   for (const p of paramWords) {
     const eq = p.indexOf("=");

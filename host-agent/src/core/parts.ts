@@ -1,0 +1,33 @@
+// The parts the composition root assembles and the core commands use: one object, so that
+// Qvmd and the boot steps (boot.ts) share them without importing each other.
+import type { ImageStore } from "@qvm/images";
+import type { EventBus } from "../base/events.js";
+import type { KeyedMutex } from "../base/keyed-mutex.js";
+import type { VolumeStore } from "../storage/volumes.js";
+import type { BootPlanner } from "../domain/boot-plan.js";
+import type { DispVms } from "../domain/dispvms.js";
+import type { ProcessLauncher } from "../domain/launcher.js";
+import type { DomainRegistry } from "../domain/registry.js";
+import type { DomainRunner } from "../domain/runner.js";
+import type { AskBroker } from "../qrexec/prompts.js";
+import type { QrexecRouter } from "../qrexec/router.js";
+
+export interface QvmdParts {
+  version: string;
+  dataDir: string;
+  runtimeDir: string;
+  images: ImageStore;
+  volumes: VolumeStore;
+  events: EventBus;
+  locks: KeyedMutex;
+  registry: DomainRegistry;
+  runner: DomainRunner;
+  planner: BootPlanner;
+  dispvms: DispVms;
+  launcher: ProcessLauncher;
+  asks: AskBroker;
+  router: QrexecRouter;
+  policyDir: string;
+  accel: () => string;
+  log: (msg: string) => void;
+}

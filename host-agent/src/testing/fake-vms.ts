@@ -1,0 +1,168 @@
+// Fakes behind the core's seams, for unit tests of the core and the runner without VMs: a VM
+// factory whose VMs run "programs" that echo, and the volume store and image store as far as
+// starting needs them. Nothing here touches QEMU, disks or the network.
+import { PassThrough } from "node:stream";
+import type { ImageStore } from "@qvm/images";
+import { QvmError } from "@qvm/protocol";
+import type { ExecOptions } from "../agent/agent-client.js";
+import type { ExecProcess } from "../agent/exec-process.js";
+import { DomainAttachments } from "../domain/attachments.js";
+import type { BootPlan } from "../domain/boot-plan.js";
+import type { GuestAgent, RunningVm, VmFactory } from "../domain/vm-factory.js";
+import type { VolumeStore } from "../storage/volumes.js";
+import { systemClock, type Clock } from "../base/clock.js";
+import type { VmExit, VmInfo } from "../vmm/driver.js";
+
+/** A program in a fake guest: prints its argv joined by spaces and exits 0, or `exitCode`. */
+function fakeProcess(opts: ExecOptions, exitCode: number): ExecProcess {
+  const stdin = new PassThrough();
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  stdin.resume();
+  const argv = Array.isArray(opts.command) ? opts.command : ["sh", "-c", opts.command];
+  stdout.end(`${argv.join(" ")}\n`);
+  stderr.end();
+  const proc = {
+    stdin,
+    stdout,
+    stderr,
+    started: Promise.resolve({ execId: 1, pid: 4242 }),
+    exit: Promise.resolve({ code: exitCode, signal: null }),
+    id: 1,
+    resize: () => {},
+    cancel: () => {},
+    /** What the host asked for, for assertions. */
+    options: opts,
+  };
+  return proc as unknown as ExecProcess;
+}
+
+/** How a fake guest behaves when asked to power off. */
+export type FakeGuest = "powers-off" | "hangs";
+
+export class FakeVm implements RunningVm {
+  readonly exited: Promise<VmExit>;
+  readonly attachments: DomainAttachments;
+  readonly execs: ExecOptions[] = [];
+  exitCode = 0;
+  guest: FakeGuest = "powers-off";
+  paused = false;
+  detached = false;
+  gone = false;
+  private resolve!: (e: VmExit) => void;
+  readonly agent: GuestAgent = {
+    exec: (opts) => {
+      this.execs.push(opts);
+      return fakeProcess(opts, this.exitCode);
+    },
+    signal: async () => {},
+  };
+
+  constructor(
+    readonly name: string,
+    readonly pid: number,
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.attachments = new DomainAttachments(name, () => {});
+    this.exited = new Promise((r) => (this.resolve = r));
+    void this.exited.then(() => this.attachments.releaseAll());
+  }
+
+  /** The VMM dies or the guest powers off. */
+  end(reason: string, clean: boolean): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.resolve({ reason, clean });
+  }
+
+  async info(): Promise<VmInfo> {
+    return { vmm: "fake", accel: "tcg", state: this.gone ? "stopped" : this.paused ? "paused" : "running", pid: this.pid, vsockPath: `/nonexistent/${this.name}.vsock`, consoleSocket: "", consoleLogPath: "" };
+  }
+  async resizeDisk(): Promise<void> {}
+  /** As DomainVm: a guest that hangs is killed after timeoutMs (on the clock) when `kill`, else it still runs. */
+  async shutdown(timeoutMs: number, { kill }: { kill: boolean }): Promise<VmExit> {
+    if (this.guest === "powers-off") this.end("the guest powered off", true);
+    else {
+      await this.clock.sleep(timeoutMs);
+      if (!kill) throw new QvmError("FAILED_PRECONDITION", `${this.name} did not power off within ${timeoutMs / 1000} s; it still runs`);
+      this.end("killed on request", true);
+    }
+    return this.exited;
+  }
+  async kill(): Promise<VmExit> {
+    this.end("killed on request", true);
+    return this.exited;
+  }
+  async pause(): Promise<void> {
+    this.paused = true;
+  }
+  async resume(): Promise<void> {
+    this.paused = false;
+  }
+  async detach(): Promise<void> {
+    this.detached = true;
+    await this.attachments.releaseQvmdHeld();
+  }
+}
+
+export class FakeVmFactory implements VmFactory {
+  readonly vms = new Map<string, FakeVm>();
+  /** Left running by an earlier qvmd: what reattach finds. */
+  readonly leftRunning = new Map<string, FakeVm>();
+  readonly started: string[] = [];
+  failNext = "";
+  /** While set, starts wait for it: a test can look at the Transient state. */
+  gate: Promise<void> | undefined;
+  private pid = 1000;
+
+  constructor(private readonly clock: Clock = systemClock) {}
+
+  async start(plan: BootPlan): Promise<RunningVm> {
+    this.started.push(plan.name);
+    if (this.gate) await this.gate;
+    if (this.failNext) {
+      const msg = this.failNext;
+      this.failNext = "";
+      throw new QvmError("AGENT_TIMEOUT", msg);
+    }
+    const vm = new FakeVm(plan.name, ++this.pid, this.clock);
+    this.vms.set(plan.name, vm);
+    return vm;
+  }
+
+  async reattach(name: string): Promise<RunningVm | undefined> {
+    const vm = this.leftRunning.get(name);
+    if (vm) this.vms.set(name, vm);
+    return vm;
+  }
+}
+
+/** The volume store as the core uses it, with no disks: every domain has volumes once created. */
+export function fakeVolumes(): VolumeStore {
+  const have = new Set<string>();
+  const fake: Partial<Record<keyof VolumeStore, unknown>> = {
+    create: async (name: string) => void have.add(name),
+    clone: async (_src: string, name: string) => void have.add(name),
+    remove: (name: string) => void have.delete(name),
+    exists: (name: string) => have.has(name),
+    files: (name: string) => ({ root: `/fake/${name}/root.img`, private: `/fake/${name}/private.qcow2`, rootDirty: `/fake/${name}/root-dirty.qcow2` }),
+    orphans: () => [],
+    prepareStart: async () => [],
+    commitRoot: async () => false,
+    checkGrow: async () => {},
+    growFlag: (name: string) => `/nonexistent/${name}.grow`,
+  };
+  return fake as unknown as VolumeStore;
+}
+
+export function fakeImages(): ImageStore {
+  const fake = {
+    root: "/nonexistent/images",
+    kernel: () => ({ vmlinuz: "/fake/vmlinuz", initrd: "/fake/initrd", modules: "/fake/modules.img" }),
+    listTemplates: () => [],
+    template: (name: string) => {
+      throw new QvmError("NOT_FOUND", `no template image ${name}`);
+    },
+  };
+  return fake as unknown as ImageStore;
+}
