@@ -1,4 +1,4 @@
-// The four volumes of a domain (Qubes' model, ../shared/docs/reference/qubes.md §3), as files:
+// The four volumes of a domain (Qubes' storage model: root, private, volatile, kernel), as files:
 //
 //   DATA/volumes/NAME/private.qcow2   private: persistent ext4, /rw in the guest, /home on it.
 //                                      Revisions are qcow2 internal snapshots taken before each
@@ -276,7 +276,7 @@ async function linkOrCopy(src: string, dst: string): Promise<void> {
     linkSync(src, dst);
   } catch {
     await execa("cp", ["--reflink=auto", "--sparse=always", src, dst]).catch((err: Error) => {
-      throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "FAILED_PRECONDITION" : "VMM_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
+      throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
     });
   }
 }

@@ -1,4 +1,4 @@
-// Reads the policy directory as Qubes does (../shared/docs/reference/qubes.md §4): `*.policy`
+// Reads the policy directory as Qubes does (Qubes' qrexec documentation): `*.policy`
 // files in C-locale (byte) order, names of [0-9a-z_.-] only, dot files and other suffixes
 // ignored, includes resolved relative to the including file. Any problem anywhere throws a
 // QvmError naming the file and line, and the caller then refuses every call: a policy that is

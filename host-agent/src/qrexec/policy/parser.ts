@@ -1,4 +1,4 @@
-// Qubes 4.2's qrexec policy language (../shared/docs/reference/qubes.md §4), parsed strictly:
+// Qubes 4.2's qrexec policy language (Qubes' qrexec documentation), parsed strictly:
 //
 //   SERVICE|*  +ARG|*  SOURCE  TARGET  allow|deny|ask  [param=value ...]
 //   !include PATH   !include-dir PATH   !include-service SERVICE ARG PATH
