@@ -1,7 +1,9 @@
 // qemu-img and mke2fs, the only tools that touch volume files. Every failure becomes a QvmError
-// naming the file; ENOSPC is reported as a full disk so the caller can say what to free.
+// naming the file (STORAGE_FAILED); ENOSPC is reported as a full disk (RESOURCE_EXHAUSTED) so the
+// caller can say what to free.
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
+import { z } from "zod";
 
 async function tool(file: string, args: string[], what: string): Promise<string> {
   try {
@@ -10,8 +12,8 @@ async function tool(file: string, args: string[], what: string): Promise<string>
     const e = err as { code?: string; stderr?: string; message: string };
     if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", `${file} not found: run \`bash scripts/install-system-deps.sh\``);
     const detail = (e.stderr || e.message).trim().split("\n").slice(-2).join(" ");
-    if (/No space left on device/i.test(detail)) throw new QvmError("FAILED_PRECONDITION", `${what}: the disk is full (${detail}); free space and try again`);
-    throw new QvmError("VMM_FAILED", `${what}: ${detail}`, { cause: err });
+    if (/No space left on device/i.test(detail)) throw new QvmError("RESOURCE_EXHAUSTED", `${what}: the disk is full (${detail}); free space and try again`);
+    throw new QvmError("STORAGE_FAILED", `${what}: ${detail}`, { cause: err });
   }
 }
 
@@ -51,9 +53,21 @@ export interface ImageInfo {
   snapshots: Snapshot[];
 }
 
+/** The part of `qemu-img info --output=json` qvm reads; other fields vary by QEMU version. */
+const imageInfoSchema = z.object({
+  "virtual-size": z.number().int().nonnegative(),
+  "actual-size": z.number().int().nonnegative(),
+  snapshots: z.array(z.object({ name: z.string(), "date-sec": z.number() })).optional(),
+});
+
 export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<ImageInfo> {
   const out = await tool("qemu-img", ["info", "--output=json", "-f", format, "-U", file], `cannot read ${file}`);
-  const j = JSON.parse(out) as { "virtual-size": number; "actual-size": number; snapshots?: Array<{ name: string; "date-sec": number }> };
+  let j: z.infer<typeof imageInfoSchema>;
+  try {
+    j = imageInfoSchema.parse(JSON.parse(out));
+  } catch (err) {
+    throw new QvmError("STORAGE_FAILED", `qemu-img info gave unexpected output for ${file}: ${(err as Error).message.slice(0, 200)}`);
+  }
   return {
     virtualSize: j["virtual-size"],
     actualSize: j["actual-size"],

@@ -43,7 +43,7 @@ const vmmStateSchema = z.object({
   vhostPid: z.number().int().positive(),
   runtimeDir: z.string(),
   logDir: z.string(),
-});
+}).strict();
 type VmmState = z.infer<typeof vmmStateSchema>;
 
 export class QemuDriver implements VmmDriver {
