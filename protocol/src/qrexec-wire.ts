@@ -1,12 +1,12 @@
 // Framing of the qrexec call channel (docs/qrexec-protocol.md), shared by qvmd and the in-domain
 // tools: each frame is a type byte, a big-endian u32 length and the payload. A zero-length data
 // frame is EOF for that stream, as in Qubes' MSG_DATA_* messages.
+/** The vsock port a domain calls the host on for qrexec (CID 2); a contract of its own, re-exported with the framing. */
+export { QREXEC_VSOCK_PORT } from "./contracts/ports.js";
 
-/** A frame that breaks the rules: the channel is dropped. (No QvmError here: that would pull gRPC into the in-domain tools.) */
+/** A frame that breaks the rules: the channel is dropped (a protocol fault, not a QvmError to report). */
 export class FrameError extends Error {}
 
-/** The vsock port a domain calls the host on for qrexec (CID 2). */
-export const QREXEC_VSOCK_PORT = 50;
 /** Largest payload of one frame (Qubes' protocol v3 uses 64 KiB chunks too). */
 export const MAX_FRAME_PAYLOAD = 64 * 1024;
 /** Largest REQUEST payload: names and argument are short. */

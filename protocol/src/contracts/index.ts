@@ -1,0 +1,43 @@
+// The contracts every qvm component shares, in one place: the error type and its code table, the
+// domain-name and service-name rules, the signal lists, the vsock ports, the default
+// directories, the words of the admin API's closed sets and the web shell's message schema.
+// Free of grpc-js and Node's modules (zod only), so the CLI at start-up, the web page and the
+// in-domain tools import it as "@qvm/protocol/contracts" without loading gRPC.
+export { QVM_ERROR_CODES, QvmError, isQvmError, isQvmErrorCode, type QvmErrorCode } from "./errors.js";
+export { DOMAIN_NAME_PATTERN, MAX_NAME_LENGTH, RESERVED_NAMES, isDomainNameShaped, validateDomainName } from "./names.js";
+export {
+  ARGUMENT_PATTERN,
+  MAX_ARGUMENT_LENGTH,
+  MAX_SERVICE_NAME_LENGTH,
+  SERVICE_NAME_PATTERN,
+  isValidServiceCall,
+  isValidServiceName,
+  sanitizeArgument,
+  splitServiceName,
+} from "./services.js";
+export { EXEC_SIGNALS, EXIT_SIGNALS, isExecSignal, isExitSignal, type ExecSignal, type ExitSignal } from "./signals.js";
+export { AGENT_VSOCK_PORT, QREXEC_VSOCK_PORT } from "./ports.js";
+export { ADMIN_GROUP, ADMIN_SOCKET_NAME, DATA_DIR_ENV, DEFAULT_DATA_DIR, DEFAULT_RUNTIME_DIR, RUNTIME_DIR_ENV } from "./dirs.js";
+export {
+  DOMAIN_CLASSES,
+  EVENT_TYPES,
+  POLICY_ACTIONS,
+  POWER_STATES,
+  UNKNOWN_WORD,
+  type DomainClassWord,
+  type EventTypeWord,
+  type PolicyActionWord,
+  type PowerStateWord,
+} from "./words.js";
+export {
+  MAX_SHELL_DOMAINS,
+  MAX_SHELL_TEXT,
+  clipShellText,
+  domainSummarySchema,
+  pageMessageSchema,
+  serverMessageSchema,
+  type DomainSummary,
+  type PageMessage,
+  type ServerMessage,
+  type TerminalKind,
+} from "./web-shell.js";

@@ -1,0 +1,8 @@
+// The vsock ports a domain and the host meet on. Both sides are built from these constants: the
+// guest agent listens on AGENT_VSOCK_PORT and qvmd dials it; the in-domain qrexec tools call the
+// host (CID 2) on QREXEC_VSOCK_PORT, where qvmd's per-domain router listens.
+
+/** The guest agent's gRPC service (protocol/proto/qvm/agent/v1). */
+export const AGENT_VSOCK_PORT = 1024;
+/** The qrexec call channel (protocol/src/qrexec-wire.ts, docs/qrexec-protocol.md). */
+export const QREXEC_VSOCK_PORT = 50;

@@ -1,0 +1,61 @@
+// The web shell's WebSocket protocol (docs/web-shell.md): JSON text frames between the page and
+// its server, both directions, as zod schemas with the types inferred from them. The server
+// parses what the page sends (the page may be driven by anything that got the token); the page
+// parses what the server sends, so both are held to the same definition. Terminal bytes travel
+// in binary frames (`u32 terminal id | bytes`), outside these schemas.
+// The namespace import lets the bundler keep only the parts used: the page stays small.
+import * as z from "zod";
+import { QVM_ERROR_CODES, type QvmErrorCode } from "./errors.js";
+import { DOMAIN_NAME_PATTERN } from "./names.js";
+import { DOMAIN_CLASSES, EVENT_TYPES, POWER_STATES, UNKNOWN_WORD } from "./words.js";
+
+/** Longest free text (an error, a close reason) the server sends; it clips longer text. */
+export const MAX_SHELL_TEXT = 2000;
+/** Most domains one list may hold. */
+export const MAX_SHELL_DOMAINS = 10_000;
+
+const domain = z.string().regex(DOMAIN_NAME_PATTERN, "not a domain name");
+const terminalId = z.number().int().min(1).max(2 ** 31);
+const terminalSize = { rows: z.number().int().min(2).max(500), cols: z.number().int().min(2).max(1000) };
+const terminalKind = z.enum(["shell", "console"]);
+const text = z.string().max(MAX_SHELL_TEXT);
+const errorCodes = Object.keys(QVM_ERROR_CODES) as [QvmErrorCode, ...QvmErrorCode[]];
+
+/** What the page asks of the server. */
+export const pageMessageSchema = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("list") }).strict(),
+  z.object({ t: z.enum(["start", "shutdown", "kill", "pause", "unpause"]), domain }).strict(),
+  z.object({ t: z.literal("open"), id: terminalId, domain, kind: terminalKind, ...terminalSize }).strict(),
+  z.object({ t: z.literal("resize"), id: terminalId, ...terminalSize }).strict(),
+  z.object({ t: z.literal("close"), id: terminalId }).strict(),
+]);
+export type PageMessage = z.infer<typeof pageMessageSchema>;
+export type TerminalKind = z.infer<typeof terminalKind>;
+
+/** A domain as the page draws it, in Qubes' words. */
+export const domainSummarySchema = z
+  .object({
+    name: domain,
+    class: z.enum([...DOMAIN_CLASSES, UNKNOWN_WORD]),
+    state: z.enum([...POWER_STATES, UNKNOWN_WORD]),
+    label: z.string().max(32),
+  })
+  .strict();
+export type DomainSummary = z.infer<typeof domainSummarySchema>;
+
+/** What the server tells the page. */
+export const serverMessageSchema = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("domains"), domains: z.array(domainSummarySchema).max(MAX_SHELL_DOMAINS) }).strict(),
+  // "" for an event about no domain (a global property).
+  z.object({ t: z.literal("event"), type: z.enum([...EVENT_TYPES, UNKNOWN_WORD]), domain: z.union([domain, z.literal("")]) }).strict(),
+  z.object({ t: z.literal("opened"), id: terminalId, domain, kind: terminalKind }).strict(),
+  z.object({ t: z.literal("closed"), id: terminalId, reason: text }).strict(),
+  // A request failed; with `id`, the terminal it was about is gone.
+  z.object({ t: z.literal("error"), code: z.enum(errorCodes), message: text, id: terminalId.optional() }).strict(),
+]);
+export type ServerMessage = z.infer<typeof serverMessageSchema>;
+
+/** `message` shortened to what a server message may carry. */
+export function clipShellText(message: string): string {
+  return message.length > MAX_SHELL_TEXT ? `${message.slice(0, MAX_SHELL_TEXT - 1)}…` : message;
+}
