@@ -1,13 +1,9 @@
 // Bounds the guest agent enforces on what it accepts and sends. The host enforces its own,
-// stricter view of what it receives (host-agent/src/agent/limits.ts).
-export const AGENT_VSOCK_PORT = 1024;
+// stricter view of what it receives (host-agent/src/agent/limits.ts). What both sides must agree
+// on (the vsock port, the signals a caller may send) is in @qvm/protocol/contracts.
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** Largest stdout/stderr chunk sent in one ExecResponse. */
 export const MAX_OUTPUT_CHUNK_BYTES = 64 * 1024;
 export const MAX_ARGV_ITEMS = 4096;
 export const MAX_ENV_ITEMS = 1024;
 export const MAX_CONCURRENT_EXECS = 256;
-/** Signals a caller may send; anything else is refused by name. */
-export const ALLOWED_SIGNALS = [
-  "SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGSTOP", "SIGCONT", "SIGWINCH",
-] as const;

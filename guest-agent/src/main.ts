@@ -1,12 +1,13 @@
 // qvm guest agent entry point: serves the GuestAgent gRPC service on a root-only Unix socket and
-// bridges vsock port 1024 to it.
+// bridges vsock port AGENT_VSOCK_PORT (1024) to it.
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { agentV1 } from "@qvm/protocol";
+import { AGENT_VSOCK_PORT } from "@qvm/protocol/contracts";
 import { createGuestAgentService, AGENT_VERSION } from "./service.js";
 import { startVsockBridge } from "./vsock-bridge.js";
-import { AGENT_VSOCK_PORT, MAX_MESSAGE_BYTES } from "./limits.js";
+import { MAX_MESSAGE_BYTES } from "./limits.js";
 
 const SOCKET = process.env.QVM_AGENT_SOCKET ?? "/run/qvm-agent/agent.sock";
 const log = (m: string) => process.stderr.write(`qvm-agent: ${m}\n`);

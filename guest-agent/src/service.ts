@@ -4,8 +4,9 @@ import os from "node:os";
 import { spawn } from "node:child_process";
 import { status, type ServerDuplexStream, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
 import { agentV1 } from "@qvm/protocol";
+import { EXEC_SIGNALS, isExecSignal } from "@qvm/protocol/contracts";
 import { ExecSession, ExecRequestError } from "./exec-session.js";
-import { ALLOWED_SIGNALS, MAX_CONCURRENT_EXECS } from "./limits.js";
+import { MAX_CONCURRENT_EXECS } from "./limits.js";
 
 declare const QVM_AGENT_VERSION: string;
 export const AGENT_VERSION = typeof QVM_AGENT_VERSION === "string" ? QVM_AGENT_VERSION : "0.0.0-dev";
@@ -99,10 +100,10 @@ export function createGuestAgentService(power: PowerControl = systemPower): agen
 
     signal(call, cb) {
       const { execId, signal } = call.request;
-      if (!(ALLOWED_SIGNALS as readonly string[]).includes(signal)) return fail(cb, status.INVALID_ARGUMENT, `signal not allowed: ${signal}`);
+      if (!isExecSignal(signal)) return fail(cb, status.INVALID_ARGUMENT, `signal not allowed: ${signal}; allowed: ${EXEC_SIGNALS.join(", ")}`);
       const session = sessions.get(execId);
       if (!session) return fail(cb, status.NOT_FOUND, `no process with exec id ${execId}`);
-      session.signal(signal as NodeJS.Signals);
+      session.signal(signal);
       cb(null, {});
     },
 

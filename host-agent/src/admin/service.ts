@@ -1,7 +1,7 @@
 // The admin API's gRPC handlers. Each one parses its request (requests.ts), calls one core
 // command and maps the result or the QvmError: nothing else. Streams are pumped by streams.ts.
 import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
-import { toGrpcError, type adminV1 } from "@qvm/protocol";
+import { domainClassFromWord, eventTypeFromWord, policyActionFromWord, powerStateFromWord, toGrpcError, type adminV1 } from "@qvm/protocol";
 import type { QvmEvent } from "../base/events.js";
 import type { DomainView, Qvmd, VolumeListing } from "../core/qvmd.js";
 import type { PropertyView } from "../domain/registry.js";
@@ -27,9 +27,10 @@ const empty = async (p: Promise<void>): Promise<Record<string, never>> => {
 
 // ---- core results -> messages ------------------------------------------------------------------
 
-const domainMsg = (d: DomainView): adminV1.Domain => ({ ...d });
+// The core speaks Qubes' words (AppVM, Running, allow, domain-start); the API carries enums.
+const domainMsg = ({ klass, state, ...d }: DomainView): adminV1.Domain => ({ ...d, class: domainClassFromWord(klass), state: powerStateFromWord(state) });
 const propMsg = (p: PropertyView): adminV1.Property => ({ ...p });
-const eventMsg = (ev: QvmEvent): adminV1.Event => ({ ...ev });
+const eventMsg = (ev: QvmEvent): adminV1.Event => ({ ...ev, type: eventTypeFromWord(ev.type) });
 const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
   revisionsToKeep: v.revisionsToKeep,
   domain: v.domain,
@@ -43,7 +44,7 @@ const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
   revisions: v.revisions,
 });
 const decisionMsg = (d: Decision): adminV1.CheckPolicyResponse => ({
-  action: d.action,
+  action: policyActionFromWord(d.action),
   target: d.action === "allow" ? d.target : "",
   targets: d.action === "ask" ? d.targets : [],
   defaultTarget: d.action === "ask" ? (d.defaultTarget ?? "") : "",

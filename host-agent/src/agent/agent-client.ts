@@ -2,9 +2,10 @@
 // is returned; every call has a deadline.
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { QvmError, agentV1 } from "@qvm/protocol";
+import type { ExecSignal } from "@qvm/protocol/contracts";
 import { agentCallError } from "./grpc-errors.js";
 import { ExecProcess } from "./exec-process.js";
-import { parseGuestInfo, parseGuestPing, type GuestInfo, type PingReply, type SignalName } from "./replies.js";
+import { parseGuestInfo, parseGuestPing, type GuestInfo, type PingReply } from "./replies.js";
 import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
 
 export interface ExecOptions {
@@ -63,7 +64,7 @@ export class AgentClient {
     return parseGuestInfo(await this.unary("GetInfo", this.client.getInfo, {}));
   }
 
-  async signal(execId: number, signal: SignalName): Promise<void> {
+  async signal(execId: number, signal: ExecSignal): Promise<void> {
     await this.unary("Signal", this.client.signal, { execId, signal });
   }
 

@@ -4,12 +4,13 @@
 import { Readable, Writable } from "node:stream";
 import type { ClientDuplexStream } from "@grpc/grpc-js";
 import { QvmError, type agentV1 } from "@qvm/protocol";
-import { parseGuestExecResponse, type SignalName } from "./replies.js";
+import type { ExitSignal } from "@qvm/protocol/contracts";
+import { parseGuestExecResponse } from "./replies.js";
 import { agentCallError } from "./grpc-errors.js";
 
 export interface ExecExit {
   code: number | null;
-  signal: SignalName | null;
+  signal: ExitSignal | null;
 }
 
 const STDIN_CHUNK = 64 * 1024;

@@ -1,6 +1,7 @@
 // What the host accepts from a guest agent. A guest is untrusted: every reply is bounded here and
-// validated in agent/replies.ts before anything else sees it.
-export const AGENT_VSOCK_PORT = 1024;
+// validated in agent/replies.ts before anything else sees it. The port is the contract both sides
+// are built from (@qvm/protocol/contracts), re-exported for the modules that dial it.
+export { AGENT_VSOCK_PORT } from "@qvm/protocol/contracts";
 /** gRPC refuses any single message from the guest larger than this. */
 export const MAX_AGENT_MESSAGE_BYTES = 256 * 1024;
 /** Largest stdout/stderr chunk accepted in one message (the agent sends at most 64 KiB). */

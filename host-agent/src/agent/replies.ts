@@ -2,16 +2,17 @@
 // return typed values, or throw QvmError AGENT_PROTOCOL.
 import { z } from "zod";
 import { QvmError, type agentV1 } from "@qvm/protocol";
+import { EXEC_SIGNALS, isExitSignal, type ExecSignal, type ExitSignal } from "@qvm/protocol/contracts";
 import { MAX_GUEST_TEXT_IN_ERRORS, MAX_OUTPUT_CHUNK_BYTES, MAX_SHORT_STRING } from "./limits.js";
 
 const printable = z.string().max(MAX_SHORT_STRING).regex(/^[\x20-\x7e]*$/, "non-printable characters");
 
-export const SIGNAL_NAMES = [
-  "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV",
-  "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN",
-  "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
-] as const;
-export type SignalName = (typeof SIGNAL_NAMES)[number];
+/**
+ * The signals a caller may send (the contract's EXEC_SIGNALS, which the guest accepts), under the
+ * names admin/service.ts checks an Exec request's signal against, so qvmd refuses the others
+ * before they reach the guest. New code takes EXEC_SIGNALS from @qvm/protocol/contracts.
+ */
+export { EXEC_SIGNALS as SIGNAL_NAMES, type ExecSignal as SignalName };
 
 const pingReply = z.object({ agentVersion: printable });
 const infoReply = z.object({
@@ -44,7 +45,7 @@ export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetIn
 export type ExecEvent =
   | { kind: "started"; execId: number; pid: number }
   | { kind: "stdout" | "stderr"; data: Buffer }
-  | { kind: "exit"; code: number | null; signal: SignalName | null };
+  | { kind: "exit"; code: number | null; signal: ExitSignal | null };
 
 /** Validates one Exec stream message from the guest. Ordering is checked by the caller. */
 export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
@@ -67,10 +68,8 @@ export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
     case "exit": {
       const { code, signal } = msg.value;
       if (signal) {
-        if (!(SIGNAL_NAMES as readonly string[]).includes(signal)) {
-          throw new QvmError("AGENT_PROTOCOL", `unknown signal name from the guest agent: ${quoteGuestText(signal)}`);
-        }
-        return { kind: "exit", code: null, signal: signal as SignalName };
+        if (!isExitSignal(signal)) throw new QvmError("AGENT_PROTOCOL", `unknown signal name from the guest agent: ${quoteGuestText(signal)}`);
+        return { kind: "exit", code: null, signal };
       }
       if (!Number.isInteger(code) || code < 0 || code > 255) {
         throw new QvmError("AGENT_PROTOCOL", `exit code out of range from the guest agent: ${code}`);

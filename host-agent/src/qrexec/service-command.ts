@@ -2,7 +2,8 @@
 // template (guest-agent/rpc/qrexec-run), which looks the service up as Qubes' qrexec-agent does
 // and exits 127 when there is none. The environment is what qvmd knows, never what the caller
 // said about itself. The service-name rule is a contract shared with the CLI and the policy
-// (@qvm/protocol/contracts); it is re-exported here for qvmd's modules that take it from here.
+// (@qvm/protocol/contracts), re-exported beside serviceCommand for admin/ and core/, which import
+// both from here.
 export { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument, splitServiceName } from "@qvm/protocol/contracts";
 
 export const QREXEC_RUN = "/usr/lib/qvm/qrexec-run";

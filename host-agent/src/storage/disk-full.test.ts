@@ -15,10 +15,10 @@ describe("a full disk", () => {
       const d = await startTestDaemon(dirs);
       try {
         await expect(d.client.createDomain({ name: "big", klass: "TemplateVM", template: "", label: "black", properties: {} })).rejects.toMatchObject({
-          code: "FAILED_PRECONDITION",
+          code: "RESOURCE_EXHAUSTED",
           message: expect.stringMatching(/the disk is full .*free space and try again/),
         });
-        expect((await d.client.listDomains()).domains).toEqual([]);
+        expect((await d.client.listDomains({})).domains).toEqual([]);
         const volumes = path.join(dirs.dataDir, "volumes");
         expect(existsSync(volumes) ? readdirSync(volumes) : []).toEqual([]);
       } finally {

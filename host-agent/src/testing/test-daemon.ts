@@ -61,7 +61,7 @@ export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000, 
     if (proc.exitCode !== null) throw new Error(`qvmd exited with ${proc.exitCode}: ${stderr}`);
     if (existsSync(adminSocketPath(dirs.runtimeDir))) {
       try {
-        await client.getDaemonInfo(1000);
+        await client.getDaemonInfo({}, { timeoutMs: 1000 });
         break;
       } catch {
         // not serving yet

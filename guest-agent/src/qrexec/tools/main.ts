@@ -7,6 +7,7 @@ import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSyn
 import os from "node:os";
 import path from "node:path";
 import { PassThrough, Writable } from "node:stream";
+import { isDomainNameShaped } from "@qvm/protocol/contracts";
 import { callService, type CallIo } from "../client.js";
 import { FilecopyError, packPaths, unpackStream } from "../filecopy/index.js";
 import { connectHost } from "./transport.js";
@@ -29,7 +30,6 @@ Exit code: the service's (127: the target has no such service), or the local pro
 /** What the Filecopy receiver answers after the stream: "ok" or "error: MESSAGE". */
 const REPLY_OK = "ok";
 const MAX_REPLY = 4096;
-const DOMAIN_NAME_RE = /^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$/;
 
 class Usage extends Error {}
 
@@ -141,7 +141,7 @@ async function copy(tool: string, target: string, paths: string[], move: boolean
 /** qubes.Filecopy: the stream lands in ~/QubesIncoming/<caller>/. */
 async function filecopyReceive(): Promise<number> {
   const source = process.env.QREXEC_REMOTE_DOMAIN ?? "";
-  if (!DOMAIN_NAME_RE.test(source)) {
+  if (!isDomainNameShaped(source)) {
     process.stdout.write("error: the caller's name is missing or invalid\n");
     return 1;
   }
