@@ -3,12 +3,15 @@
 // errors propagate to main.ts, which prints one line and exits with the mapped code.
 //
 // @qvm/protocol (and with it grpc-js) is imported lazily, so `qvm --help` and `qvm daemon` never
-// load it; nothing here may import a value from it statically. Node's own modules, by contrast,
+// load it; nothing here may import a value from it statically. Its contracts
+// (@qvm/protocol/contracts: QvmError and its codes) load no gRPC and are imported statically.
+// Node's own modules, by contrast,
 // are imported statically: the bundle runs from a V8 code cache (cli/src/loader.ts), where a
 // dynamic import() of a node: module does not work.
 import { Args, Command, Config, type Interfaces } from "@oclif/core";
 import { accessSync, constants as fsConstants, existsSync } from "node:fs";
 import type { AdminClient } from "@qvm/protocol";
+import { ADMIN_GROUP, QvmError, isQvmError } from "@qvm/protocol/contracts";
 import { SilentExit, outcomeOf } from "./lib/errors.js";
 
 /** How long the first call may take to reach qvmd before the command gives up. */
@@ -52,11 +55,11 @@ export abstract class QvmCommand extends Command {
     if (this.client) return this.client;
     const p = await loadProtocol();
     const client = new p.AdminClient();
-    const probe = client.getDaemonInfo(CONNECT_TIMEOUT_MS).then(
+    const probe = client.getDaemonInfo({}, { timeoutMs: CONNECT_TIMEOUT_MS }).then(
       () => undefined,
-      async (err: unknown) => {
-        // A qvmd without GetDaemonInfo still answered: it is there.
-        if (grpcStatusOf(err) !== GRPC_UNIMPLEMENTED) throw await connectError(err, client.socketPath);
+      (err: unknown) => {
+        // Any other answer, even an error (a qvmd without GetDaemonInfo), means qvmd is there.
+        if (isQvmError(err, "DAEMON_UNAVAILABLE")) throw explainUnavailable(err, client.socketPath);
       },
     );
     probe.catch(() => {});
@@ -64,7 +67,7 @@ export abstract class QvmCommand extends Command {
     this.client = new Proxy(client, {
       get(target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof v !== "function" || STREAMING.has(prop)) return v;
+        if (typeof v !== "function" || typeof prop !== "string" || !p.ADMIN_UNARY_CALLS.has(prop)) return v;
         return (...args: unknown[]) => afterProbe(probe, (v as (...a: unknown[]) => Promise<unknown>).apply(target, args));
       },
     });
@@ -120,14 +123,6 @@ export abstract class QvmCommand extends Command {
   }
 }
 
-// gRPC status codes (fixed by the gRPC spec), named here so the CLI needs no grpc-js import.
-const GRPC_DEADLINE_EXCEEDED = 4;
-const GRPC_UNIMPLEMENTED = 12;
-const GRPC_UNAVAILABLE = 14;
-
-/** AdminClient members that are not unary calls returning a promise. */
-const STREAMING = new Set<PropertyKey>(["exec", "console", "watchEvents", "askPrompt", "close", "socketPath"]);
-
 /**
  * `call`'s result, unless the connection probe fails first (then the probe's error, which says
  * what is wrong with qvmd, e.g. that it did not answer in time, even while `call` still hangs).
@@ -140,30 +135,16 @@ function afterProbe<T>(probe: Promise<void>, call: Promise<T>): Promise<T> {
   });
 }
 
-/** The gRPC status behind an AdminClient rejection (QvmError keeps the grpc-js error as cause). */
-function grpcStatusOf(err: unknown): number | undefined {
-  const e = err as { cause?: { code?: unknown }; code?: unknown } | undefined;
-  const code = typeof e?.code === "number" ? e.code : e?.cause?.code;
-  return typeof code === "number" ? code : undefined;
-}
-
-/** The error for a failed first call: what is wrong with the socket, in words. */
-async function connectError(err: unknown, socketPath: string): Promise<Error> {
-  const p = await loadProtocol();
-  const code = grpcStatusOf(err);
-  if (code === GRPC_DEADLINE_EXCEEDED) {
-    return new p.QvmError("AGENT_TIMEOUT", `qvmd at ${socketPath} did not answer within ${CONNECT_TIMEOUT_MS / 1000} s: is it hung? (see its log)`);
-  }
-  if (code === GRPC_UNAVAILABLE) {
-    if (existsSync(socketPath)) {
-      try {
-        accessSync(socketPath, fsConstants.R_OK | fsConstants.W_OK);
-      } catch {
-        return new p.QvmError("PERMISSION_DENIED", `no permission to use ${socketPath}: join the ${p.ADMIN_GROUP} group (or run as root)`);
-      }
+/** DAEMON_UNAVAILABLE, unless the socket is there and this user may not open it: then that, in words. */
+function explainUnavailable(err: QvmError, socketPath: string): QvmError {
+  if (existsSync(socketPath)) {
+    try {
+      accessSync(socketPath, fsConstants.R_OK | fsConstants.W_OK);
+    } catch {
+      return new QvmError("PERMISSION_DENIED", `no permission to use ${socketPath}: join the ${ADMIN_GROUP} group (or run as root)`);
     }
   }
-  return p.fromGrpcError(err, socketPath);
+  return err;
 }
 
 /**

@@ -7,7 +7,8 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { fakeDomain, startFakeQvmd, type FakeQvmd } from "./test-support/fake-qvmd.js";
+import { fakeDomain } from "./test-support/domains.js";
+import { startFakeQvmd, type FakeQvmd } from "./test-support/fake-qvmd.js";
 
 const repo = path.resolve(import.meta.dirname, "../..");
 const qvmWrapper = path.join(repo, "qvm");
@@ -59,7 +60,7 @@ afterAll(async () => {
 beforeEach(() => {
   fake.domains = [
     fakeDomain("work", { state: "Running", label: "blue", netvm: "sys-net", tags: ["office"] }),
-    fakeDomain("debian-12", { klass: "TemplateVM", label: "black", template: "" }),
+    fakeDomain("debian-12", { class: "TemplateVM", label: "black", template: "" }),
     fakeDomain("sys-net", { state: "Paused", label: "red", template: "debian-12" }),
   ];
   fake.properties = new Map([
@@ -99,6 +100,9 @@ describe("qvm ls", () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual([fake.domains[0]]);
     expect(Object.keys(JSON.parse(r.stdout)[0])).toContain("lastStopReason");
+    // Qubes' words, not the code's field name or the enum's number.
+    expect(JSON.parse(r.stdout)[0]).toMatchObject({ class: "AppVM", state: "Running" });
+    expect(JSON.parse(r.stdout)[0]).not.toHaveProperty("klass");
   });
 
   it("copes with 100 domains", async () => {
@@ -315,6 +319,29 @@ describe("without qvmd, and help", () => {
     expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");
     expect((await qvm(["nosuch"])).code).toBe(2);
   });
+
+  it("loads neither gRPC nor zod for help or a usage error, and gRPC (not zod) once it talks to qvmd", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-startup-"));
+    // Records at exit whether grpc-js (which loads Node's http2) or zod (which sets a global) ran.
+    const probe = path.join(dir, "probe.cjs");
+    writeFileSync(
+      probe,
+      `process.on("exit", () => require("node:fs").writeFileSync(process.env.QVM_PROBE_OUT, JSON.stringify({ grpc: process.moduleLoadList.some((m) => m.includes("http2")), zod: "__zod_globalConfig" in globalThis })));\n`,
+    );
+    const loaded = async (args: string[]) => {
+      const out = path.join(dir, "out.json");
+      await qvm(args, { env: { NODE_OPTIONS: `--require ${probe}`, QVM_PROBE_OUT: out, QVM_CODE_CACHE: "off" } });
+      return JSON.parse(readFileSync(out, "utf8")) as { grpc: boolean; zod: boolean };
+    };
+    try {
+      expect(await loaded(["--help"])).toEqual({ grpc: false, zod: false });
+      expect(await loaded(["ls", "--help"])).toEqual({ grpc: false, zod: false });
+      expect(await loaded(["tags", "work", "frob"])).toEqual({ grpc: false, zod: false });
+      expect(await loaded(["ls"])).toEqual({ grpc: true, zod: false });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("qvm daemon", () => {
@@ -332,6 +359,18 @@ describe("qvm daemon", () => {
       });
       expect(JSON.parse(r.stdout.split("\n")[0]!)).toEqual(["--foreground", "--data-dir", "/d", "--runtime-dir", "/r"]);
       expect(r.code).toBe(7);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("leaves the data directory to qvmd when none is given ($QVM_DATA_DIR, else its default)", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-fake-qvmd-"));
+    const script = path.join(dir, "qvmd.js");
+    writeFileSync(script, `console.log(JSON.stringify(process.argv.slice(2)));\n`);
+    try {
+      const r = await qvm(["daemon", "--runtime-dir", "/r"], { env: { QVM_QVMD_BUNDLE: script } });
+      expect(JSON.parse(r.stdout.split("\n")[0]!)).toEqual(["--foreground", "--runtime-dir", "/r"]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,7 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example } from "../base.js";
-import { SilentExit, isQvmErrorLike } from "../lib/errors.js";
+import { isQvmError } from "@qvm/protocol/contracts";
+import { QvmCommand, example, loadProtocol } from "../base.js";
+import { SilentExit } from "../lib/errors.js";
 
 export default class Check extends QvmCommand {
   static override summary = "Answer a question about a domain with the exit code.";
@@ -24,26 +25,28 @@ A domain that does not exist is a "no" (exit 1) for every question.`;
   async run(): Promise<void> {
     const { args, flags } = await this.parse(Check);
     const admin = await this.admin();
-    const domain = await admin.getDomain(args.vm).then(
+    const p = await loadProtocol();
+    const domain = await admin.getDomain({ name: args.vm }).then(
       (r) => r.domain,
       (err: unknown) => {
-        if (isQvmErrorLike(err) && err.code === "NOT_FOUND") return undefined;
+        if (isQvmError(err, "NOT_FOUND")) return undefined;
         throw err;
       },
     );
+    const state = domain && p.powerStateWord(domain.state);
     let yes: boolean;
     let sentence: string;
     if (!domain) {
       yes = false;
       sentence = `${args.vm} does not exist`;
     } else if (flags.running) {
-      yes = domain.state !== "Halted";
+      yes = state !== "Halted";
       sentence = `${args.vm} is ${yes ? "" : "not "}running`;
     } else if (flags.paused) {
-      yes = domain.state === "Paused";
+      yes = state === "Paused";
       sentence = `${args.vm} is ${yes ? "" : "not "}paused`;
     } else if (flags.template) {
-      yes = domain.klass === "TemplateVM";
+      yes = p.domainClassWord(domain.class) === "TemplateVM";
       sentence = `${args.vm} is ${yes ? "" : "not "}a template`;
     } else {
       yes = true;

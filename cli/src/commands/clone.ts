@@ -12,6 +12,6 @@ export default class Clone extends QvmCommand {
 
   async run(): Promise<void> {
     const { args } = await this.parse(Clone);
-    await (await this.admin()).cloneDomain(args.source, args.name);
+    await (await this.admin()).cloneDomain({ source: args.source, name: args.name });
   }
 }

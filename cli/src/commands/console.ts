@@ -1,5 +1,5 @@
 import { Args } from "@oclif/core";
-import { QvmCommand, example, loadProtocol } from "../base.js";
+import { QvmCommand, example } from "../base.js";
 import { attachConsole } from "../lib/console-session.js";
 import { enterRawMode } from "../lib/terminal.js";
 
@@ -12,7 +12,6 @@ export default class Console extends QvmCommand {
   async run(): Promise<void> {
     const { args } = await this.parse(Console);
     const admin = await this.connected();
-    const p = await loadProtocol();
     const call = admin.console();
     this.note(`console of ${args.vm}; press Ctrl-] to detach`);
     const restore = enterRawMode();
@@ -24,7 +23,7 @@ export default class Console extends QvmCommand {
     process.on("SIGTERM", detach);
     process.on("SIGHUP", detach);
     try {
-      const how = await attachConsole(call, args.vm, { stdin: process.stdin, stdout: process.stdout }, (err) => p.fromGrpcError(err, admin.socketPath)).catch((err: unknown) => {
+      const how = await attachConsole(call, args.vm, { stdin: process.stdin, stdout: process.stdout }, (err) => admin.errorOf(err)).catch((err: unknown) => {
         // Our own cancel (SIGTERM, SIGHUP) is a detach, not an error.
         if (cancelled) return "detached" as const;
         throw err;

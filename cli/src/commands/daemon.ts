@@ -1,12 +1,9 @@
 import { Flags } from "@oclif/core";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { DATA_DIR_ENV, DEFAULT_DATA_DIR, DEFAULT_RUNTIME_DIR, QvmError, RUNTIME_DIR_ENV } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
-import { Failure, SilentExit, signalExitCode } from "../lib/errors.js";
-
-// The same defaults as qvmd's (protocol/src/paths.ts), repeated so `qvm daemon` loads no gRPC code.
-const DEFAULT_DATA_DIR = "/var/lib/qvm";
-const DEFAULT_RUNTIME_DIR = "/run/qvm";
+import { SilentExit, signalExitCode } from "../lib/errors.js";
 
 /** qvmd's bundle: host-agent/dist/qvmd.js in the same checkout as this CLI bundle (cli/dist/qvm.js). */
 export function qvmdBundlePath(env: NodeJS.ProcessEnv = process.env): string {
@@ -25,9 +22,10 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
     example("--data-dir ~/.qvm/data --runtime-dir /tmp/qvm", "A private instance; then: QVM_RUNTIME_DIR=/tmp/qvm qvm ls"),
   ];
   static override flags = {
-    "data-dir": Flags.string({ description: `Where domains, volumes and state are kept.`, default: DEFAULT_DATA_DIR, helpValue: "DIR" }),
+    // No default here: qvmd resolves it ($QVM_DATA_DIR, else the default), so there is one resolver.
+    "data-dir": Flags.string({ description: `Where domains, volumes and state are kept (default: $${DATA_DIR_ENV}, else ${DEFAULT_DATA_DIR}).`, helpValue: "DIR" }),
     "runtime-dir": Flags.string({
-      description: `Where the admin socket and per-domain runtime files live (default: $QVM_RUNTIME_DIR, else ${DEFAULT_RUNTIME_DIR}).`,
+      description: `Where the admin socket and per-domain runtime files live (default: $${RUNTIME_DIR_ENV}, else ${DEFAULT_RUNTIME_DIR}).`,
       helpValue: "DIR",
     }),
   };
@@ -35,10 +33,12 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
   async run(): Promise<void> {
     const { flags } = await this.parse(Daemon);
     const bundle = qvmdBundlePath();
-    if (!existsSync(bundle)) throw new Failure(`qvmd is not built (${bundle} is missing): run \`node scripts/build.mjs\` in the qvm checkout`);
-    const runtimeDir = flags["runtime-dir"] ?? (process.env.QVM_RUNTIME_DIR || DEFAULT_RUNTIME_DIR);
+    if (!existsSync(bundle)) throw new QvmError("MISSING_DEPENDENCY", `qvmd is not built (${bundle} is missing): run \`node scripts/build.mjs\` in the qvm checkout`);
+    // The runtime directory is passed on, as the other qvm commands find the socket with the same rule.
+    const runtimeDir = flags["runtime-dir"] ?? (process.env[RUNTIME_DIR_ENV] || DEFAULT_RUNTIME_DIR);
+    const dataDir = flags["data-dir"] === undefined ? [] : ["--data-dir", flags["data-dir"]];
     // Its own process group: a Ctrl-C on the terminal reaches only qvm, which passes it on once.
-    const child = spawn(process.execPath, [bundle, "--foreground", "--data-dir", flags["data-dir"], "--runtime-dir", runtimeDir], {
+    const child = spawn(process.execPath, [bundle, "--foreground", ...dataDir, "--runtime-dir", runtimeDir], {
       stdio: "inherit",
       detached: true,
     });
@@ -49,7 +49,7 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
     for (const [sig, fn] of handlers) process.on(sig, fn);
     try {
       const code = await new Promise<number>((resolve, reject) => {
-        child.once("error", (err) => reject(new Failure(`cannot run qvmd: ${err.message}`)));
+        child.once("error", (err) => reject(new QvmError("INTERNAL", `cannot run qvmd: ${err.message}`)));
         child.once("exit", (code, signal) => resolve(signal ? signalExitCode(signal) : (code ?? 1)));
       });
       if (code !== 0) throw new SilentExit(code);

@@ -1,6 +1,6 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example, loadProtocol } from "../base.js";
-import { UsageError } from "../lib/errors.js";
+import { QvmError } from "@qvm/protocol/contracts";
+import { QvmCommand, example } from "../base.js";
 import { formatKeyValues } from "../lib/table.js";
 
 export default class Features extends QvmCommand {
@@ -31,22 +31,22 @@ export default class Features extends QvmCommand {
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(Features);
-    if (flags.unset && (args.feature === undefined || args.value !== undefined)) throw new UsageError("-D takes a feature name and no value");
+    if (flags.unset && (args.feature === undefined || args.value !== undefined)) throw new QvmError("INVALID_ARGUMENT", "-D takes a feature name and no value");
     const admin = await this.admin();
     if (args.feature === undefined) {
-      const { features } = await admin.listFeatures(args.vm);
+      const { features } = await admin.listFeatures({ domain: args.vm });
       if (flags.json) this.printJson(Object.fromEntries(Object.entries(features).sort(([a], [b]) => (a < b ? -1 : 1))));
       else this.print(formatKeyValues(features));
     } else if (flags.unset) {
-      await admin.removeFeature(args.vm, args.feature);
+      await admin.removeFeature({ domain: args.vm, name: args.feature });
     } else if (args.value === undefined) {
-      const { features } = await admin.listFeatures(args.vm);
+      const { features } = await admin.listFeatures({ domain: args.vm });
       const value = features[args.feature];
-      if (value === undefined) throw new (await loadProtocol()).QvmError("NOT_FOUND", `${args.vm} has no feature ${args.feature}`);
+      if (value === undefined) throw new QvmError("NOT_FOUND", `${args.vm} has no feature ${args.feature}`);
       if (flags.json) this.printJson(value);
       else this.print(`${value}\n`);
     } else {
-      await admin.setFeature(args.vm, args.feature, args.value);
+      await admin.setFeature({ domain: args.vm, name: args.feature, value: args.value });
     }
   }
 }

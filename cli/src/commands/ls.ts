@@ -1,4 +1,5 @@
 import { Args, Flags } from "@oclif/core";
+import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
 import { shouldColor } from "../lib/labels.js";
 import { filterDomains, formatDomainTable } from "../lib/table.js";
@@ -9,7 +10,7 @@ export default class Ls extends QvmCommand {
 
 States are Qubes' power states: Halted, Transient (starting), Running, Paused, Halting. The state filters, like --tags, match any of those given; different kinds of filter must all match.
 
-With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, klass, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid), never colored.`;
+With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, class, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid; class and state in the words above), never colored.`;
   static override examples = [
     example("", "List every domain."),
     example("--running", "Only running domains."),
@@ -33,10 +34,11 @@ With --json the matching domains are printed as a JSON array of the admin API's 
     const { flags, argv } = await this.parse(Ls);
     const states = [flags.running && "Running", flags.paused && "Paused", flags.halted && "Halted"].filter((s): s is string => Boolean(s));
     const admin = await this.admin();
-    const { domains } = await admin.listDomains();
+    const p = await loadProtocol();
+    const domains = (await admin.listDomains({})).domains.map(p.domainInWords);
     const missing = (argv as string[]).filter((n) => !domains.some((d) => d.name === n));
-    if (missing.length) throw new (await loadProtocol()).QvmError("NOT_FOUND", `no such domain: ${missing.join(", ")}`);
-    const shown = filterDomains(domains, { states, tags: flags.tags, klass: flags.class, names: argv as string[] });
+    if (missing.length) throw new QvmError("NOT_FOUND", `no such domain: ${missing.join(", ")}`);
+    const shown = filterDomains(domains, { states, tags: flags.tags, class: flags.class, names: argv as string[] });
     if (flags.json) this.printJson(shown);
     else this.print(formatDomainTable(shown, { color: shouldColor(process.stdout) }));
   }

@@ -1,14 +1,9 @@
 import { Args, Flags } from "@oclif/core";
 import { createInterface } from "node:readline";
 import type { adminV1 } from "@qvm/protocol";
+import { QvmError, splitServiceName } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
-import { SilentExit, UsageError } from "../lib/errors.js";
-
-/** "SERVICE+ARG" or "SERVICE" split at the first "+", as Qubes does. */
-function splitService(text: string): { service: string; argument: string } {
-  const i = text.indexOf("+");
-  return i < 0 ? { service: text, argument: "" } : { service: text.slice(0, i), argument: text.slice(i + 1) };
-}
+import { SilentExit } from "../lib/errors.js";
 
 export default class Policy extends QvmCommand {
   static override summary = "Check the qrexec policy, or answer its questions (ask).";
@@ -37,31 +32,33 @@ export default class Policy extends QvmCommand {
     action: Args.string({ description: "check or ask.", required: true, options: ["check", "ask"] }),
   };
   static override flags = {
-    json: Flags.boolean({ description: "check: print the admin API's CheckPolicyResponse as JSON." }),
+    json: Flags.boolean({ description: "check: print the admin API's CheckPolicyResponse as JSON, its action in words (allow, deny, ask)." }),
   };
 
   async run(): Promise<void> {
     const { args, argv, flags } = await this.parse(Policy);
     const rest = (argv as string[]).slice(1);
     if (args.action === "check") return this.check(rest, flags.json);
-    if (rest.length) throw new UsageError(`qvm policy ask takes no arguments (got ${JSON.stringify(rest.join(" "))})`);
+    if (rest.length) throw new QvmError("INVALID_ARGUMENT", `qvm policy ask takes no arguments (got ${JSON.stringify(rest.join(" "))})`);
     return this.ask();
   }
 
   private async check(rest: string[], json: boolean): Promise<void> {
-    if (rest.length !== 3) throw new UsageError("usage: qvm policy check SERVICE[+ARG] SOURCE TARGET");
+    if (rest.length !== 3) throw new QvmError("INVALID_ARGUMENT", "usage: qvm policy check SERVICE[+ARG] SOURCE TARGET");
     const [full, source, target] = rest as [string, string, string];
-    const { service, argument } = splitService(full);
+    const { service, argument } = splitServiceName(full);
     const admin = await this.admin();
+    const p = await loadProtocol();
     const res = await admin.checkPolicy({ service, argument, source, target });
-    if (json) this.printJson(res);
-    else this.print(describe(res));
-    if (res.action === "deny") throw new SilentExit(1);
+    // What people read: the policy's own words ("allow"), not the enum.
+    const decision: PolicyDecision = { ...res, action: p.policyActionWord(res.action) };
+    if (json) this.printJson(decision);
+    else this.print(describe(decision));
+    if (decision.action === "deny") throw new SilentExit(1);
   }
 
   private async ask(): Promise<void> {
     const admin = await this.connected();
-    const p = await loadProtocol();
     const call = admin.askPrompt();
     const lines = createInterface({ input: process.stdin, terminal: false });
     const queue: adminV1.AskQuestion[] = [];
@@ -105,16 +102,17 @@ export default class Policy extends QvmCommand {
       process.once("SIGTERM", stop);
       // No more answers can come (Ctrl-D, or the end of piped answers): stop being the prompt.
       lines.once("close", stop);
-      call.on("error", (err) => {
-        if ((err as { code?: number }).code === 1) return resolve(); // cancelled by us
-        reject(p.fromGrpcError(err, admin.socketPath));
-      });
+      // Once stop() has resolved, the error of the stream's cancellation changes nothing.
+      call.on("error", (err) => reject(admin.errorOf(err)));
       call.on("end", () => resolve());
     });
   }
 }
 
-function describe(r: adminV1.CheckPolicyResponse): string {
+/** A CheckPolicyResponse with its action in words, as `qvm policy check` prints it. */
+type PolicyDecision = Omit<adminV1.CheckPolicyResponse, "action"> & { action: string };
+
+function describe(r: PolicyDecision): string {
   const rule = r.ruleFile ? `${r.ruleFile}:${r.ruleLine}` : "no rule matched";
   const extras = [r.user && `user=${r.user}`, r.action !== "deny" && !r.autostart && "autostart=no", r.notify && "notify=yes"].filter(Boolean).join(" ");
   switch (r.action) {

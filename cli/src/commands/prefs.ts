@@ -1,6 +1,6 @@
 import { Args, Flags } from "@oclif/core";
+import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
-import { UsageError } from "../lib/errors.js";
 import { formatPropertyTable } from "../lib/table.js";
 
 export default class Prefs extends QvmCommand {
@@ -43,28 +43,28 @@ With --global the same forms work on the global properties (default_template, de
     let domain: string;
     if (flags.global) {
       domain = "";
-      if (positional.length > 2) throw new UsageError("with --global give at most PROP and VALUE, without a VM");
+      if (positional.length > 2) throw new QvmError("INVALID_ARGUMENT", "with --global give at most PROP and VALUE, without a VM");
     } else {
-      if (positional.length === 0) throw new UsageError("missing VM name (or --global for the global properties)");
+      if (positional.length === 0) throw new QvmError("INVALID_ARGUMENT", "missing VM name (or --global for the global properties)");
       domain = positional[0]!;
       positional = positional.slice(1);
     }
     const [prop, value] = positional;
-    if (flags.default && (prop === undefined || value !== undefined)) throw new UsageError("-D takes a property name and no value");
+    if (flags.default && (prop === undefined || value !== undefined)) throw new QvmError("INVALID_ARGUMENT", "-D takes a property name and no value");
     const admin = await this.admin();
     if (prop === undefined) {
-      const { properties } = await admin.listProperties(domain);
+      const { properties } = await admin.listProperties({ domain });
       const sorted = [...properties].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       if (flags.json) this.printJson(sorted);
       else this.print(formatPropertyTable(sorted));
     } else if (flags.default) {
-      await admin.resetProperty(domain, prop);
+      await admin.resetProperty({ domain, name: prop });
     } else if (value === undefined) {
-      const { property } = await admin.getProperty(domain, prop);
+      const { property } = await admin.getProperty({ domain, name: prop });
       if (flags.json) this.printJson(property);
       else this.print(`${property?.value ?? ""}\n`);
     } else {
-      await admin.setProperty(domain, prop, value);
+      await admin.setProperty({ domain, name: prop, value });
     }
   }
 }

@@ -27,7 +27,7 @@ export default class Remove extends QvmCommand {
     }
     const admin = await this.admin();
     await this.forEachDomain(names, async (name) => {
-      await admin.removeDomain(name);
+      await admin.removeDomain({ name });
     });
   }
 }

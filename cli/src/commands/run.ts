@@ -1,6 +1,7 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example, loadProtocol } from "../base.js";
-import { SilentExit, UsageError, processExitCode } from "../lib/errors.js";
+import { QvmError, isValidServiceCall } from "@qvm/protocol/contracts";
+import { QvmCommand, example } from "../base.js";
+import { SilentExit, processExitCode } from "../lib/errors.js";
 import { execStart, wantPty } from "../lib/exec-request.js";
 import { ExecSession } from "../lib/exec-session.js";
 import { parseAssignments, splitRunArgv, type RunCommandSpec } from "../lib/run-args.js";
@@ -65,8 +66,8 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     const { flags } = await this.parse({ flags: Run.flags, args: {}, strict: true }, split.flags);
     const service = flags.service ? serviceName(split.command) : undefined;
     const passIo = Boolean(flags["pass-io"]) || service !== undefined;
-    if (flags.pty && !passIo) throw new UsageError("--pty needs --pass-io");
-    if (flags.pty && service) throw new UsageError("a service gets no pty: drop --pty");
+    if (flags.pty && !passIo) throw new QvmError("INVALID_ARGUMENT", "--pty needs --pass-io");
+    if (flags.pty && service) throw new QvmError("INVALID_ARGUMENT", "a service gets no pty: drop --pty");
     const pty = !service && wantPty({ passIo, pty: flags.pty, stdinIsTTY: Boolean(process.stdin.isTTY) });
     const start = execStart({
       vm: split.vm,
@@ -82,11 +83,10 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     });
 
     const admin = await this.connected();
-    const p = await loadProtocol();
     const call = admin.exec();
     const session = new ExecSession(call, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, {
       passIo,
-      mapError: (err) => p.fromGrpcError(err, admin.socketPath),
+      mapError: (err) => admin.errorOf(err),
     });
 
     const restoreTerminal = pty ? enterRawMode() : () => {};
@@ -123,8 +123,8 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
 /** The service of `qvm run --service VM SERVICE[+ARG]`: exactly one word. */
 function serviceName(command: RunCommandSpec): string {
   const words = command.kind === "argv" ? command.argv : [command.command];
-  if (words.length !== 1 || !/^[A-Za-z0-9_.-]+(\+[A-Za-z0-9_.+-]*)?$/.test(words[0]!)) {
-    throw new UsageError(`--service takes one service name, SERVICE or SERVICE+ARG (letters, digits, "_", "." and "-"), not ${JSON.stringify(words.join(" "))}`);
+  if (words.length !== 1 || !isValidServiceCall(words[0]!)) {
+    throw new QvmError("INVALID_ARGUMENT", `--service takes one service name, SERVICE or SERVICE+ARG (letters, digits, "_", "." and "-"), not ${JSON.stringify(words.join(" "))}`);
   }
   return words[0]!;
 }

@@ -1,8 +1,9 @@
 import { Flags } from "@oclif/core";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
-import { Failure, SilentExit, signalExitCode } from "../lib/errors.js";
+import { SilentExit, signalExitCode } from "../lib/errors.js";
 
 /** The web shell's server bundle: gui-proxy/dist/qvm-shell.js in the same checkout as this CLI. */
 export function shellBundlePath(env: NodeJS.ProcessEnv = process.env): string {
@@ -24,7 +25,7 @@ The printed URL carries a random access token made at start; requests without it
   async run(): Promise<void> {
     const { flags } = await this.parse(Shell);
     const bundle = shellBundlePath();
-    if (!existsSync(bundle)) throw new Failure(`the web shell is not built (${bundle} is missing): run \`node scripts/build.mjs\` in the qvm checkout`);
+    if (!existsSync(bundle)) throw new QvmError("MISSING_DEPENDENCY", `the web shell is not built (${bundle} is missing): run \`node scripts/build.mjs\` in the qvm checkout`);
     const args = [bundle, "--host", flags.host];
     if (flags.port !== undefined) args.push("--port", String(flags.port));
     if (flags["url-file"]) args.push("--url-file", flags["url-file"]);
@@ -33,7 +34,7 @@ The printed URL carries a random access token made at start; requests without it
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
     const code = await new Promise<number>((resolve, reject) => {
-      child.once("error", (err) => reject(new Failure(`cannot run the web shell: ${err.message}`)));
+      child.once("error", (err) => reject(new QvmError("INTERNAL", `cannot run the web shell: ${err.message}`)));
       child.once("exit", (c, signal) => resolve(signal ? signalExitCode(signal) : (c ?? 1)));
     });
     if (code !== 0) throw new SilentExit(code);

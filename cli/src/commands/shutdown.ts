@@ -1,6 +1,6 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example } from "../base.js";
-import { UsageError } from "../lib/errors.js";
+import { QvmError } from "@qvm/protocol/contracts";
+import { QvmCommand, example, loadProtocol } from "../base.js";
 
 export default class Shutdown extends QvmCommand {
   static override summary = "Shut domains down gracefully.";
@@ -22,11 +22,12 @@ export default class Shutdown extends QvmCommand {
     const { argv, flags } = await this.parse(Shutdown);
     let names = argv as string[];
     // oclif leaves an absent boolean flag undefined, hence Boolean().
-    if (Boolean(flags.all) === names.length > 0) throw new UsageError("give domain names or --all (not both)");
+    if (Boolean(flags.all) === names.length > 0) throw new QvmError("INVALID_ARGUMENT", "give domain names or --all (not both)");
     const admin = await this.admin();
     if (flags.all) {
-      const { domains } = await admin.listDomains();
-      names = domains.filter((d) => d.state !== "Halted" && !flags.exclude?.includes(d.name)).map((d) => d.name);
+      const p = await loadProtocol();
+      const { domains } = await admin.listDomains({});
+      names = domains.filter((d) => p.powerStateWord(d.state) !== "Halted" && !flags.exclude?.includes(d.name)).map((d) => d.name);
     }
     await this.forEachDomain(names, (name) => admin.shutdownDomain({ name, wait: Boolean(flags.wait), force: Boolean(flags.force) }), { parallel: true });
   }

@@ -1,5 +1,5 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example } from "../base.js";
+import { QvmCommand, example, loadProtocol } from "../base.js";
 
 export default class Start extends QvmCommand {
   static override summary = "Start domains; returns once each one's agent answers.";
@@ -16,12 +16,13 @@ export default class Start extends QvmCommand {
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Start);
     const admin = await this.admin();
+    const p = await loadProtocol();
     await this.forEachDomain(argv as string[], async (name) => {
       if (flags["skip-if-running"]) {
-        const { domain } = await admin.getDomain(name);
-        if (domain && domain.state !== "Halted") return;
+        const { domain } = await admin.getDomain({ name });
+        if (domain && p.powerStateWord(domain.state) !== "Halted") return;
       }
-      await admin.startDomain(name);
+      await admin.startDomain({ name });
     });
   }
 }

@@ -1,6 +1,7 @@
 import { Args, Flags } from "@oclif/core";
+import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
-import { SilentExit, UsageError } from "../lib/errors.js";
+import { SilentExit } from "../lib/errors.js";
 
 const ACTIONS: Record<string, "list" | "add" | "del"> = { list: "list", ls: "list", add: "add", del: "del", remove: "del", rm: "del" };
 
@@ -30,19 +31,19 @@ Tags select domains in \`qvm ls --tags\` and in policies. --json prints the list
     const { args, argv, flags } = await this.parse(Tags);
     const actionWord = args.action ?? "list";
     const action = ACTIONS[actionWord];
-    if (!action) throw new UsageError(`unknown action ${JSON.stringify(actionWord)}: use list, add or del`);
+    if (!action) throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(actionWord)}: use list, add or del`);
     const tags = (argv as string[]).slice(2);
-    if (action !== "list" && tags.length === 0) throw new UsageError(`${actionWord} needs at least one TAG`);
+    if (action !== "list" && tags.length === 0) throw new QvmError("INVALID_ARGUMENT", `${actionWord} needs at least one TAG`);
     const admin = await this.admin();
     if (action === "add") {
-      for (const t of tags) await admin.addTag(args.vm, t);
+      for (const tag of tags) await admin.addTag({ domain: args.vm, tag });
       return;
     }
     if (action === "del") {
-      for (const t of tags) await admin.removeTag(args.vm, t);
+      for (const tag of tags) await admin.removeTag({ domain: args.vm, tag });
       return;
     }
-    const current = (await admin.listTags(args.vm)).tags;
+    const current = (await admin.listTags({ domain: args.vm })).tags;
     const shown = tags.length ? tags.filter((t) => current.includes(t)) : [...current].sort();
     if (flags.json) this.printJson(shown);
     else this.print(shown.map((t) => `${t}\n`).join(""));

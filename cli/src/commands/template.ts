@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process";
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example } from "../base.js";
-import { SilentExit, UsageError } from "../lib/errors.js";
+import { QvmError } from "@qvm/protocol/contracts";
+import { QvmCommand, example, loadProtocol } from "../base.js";
+import { SilentExit } from "../lib/errors.js";
 import { formatSize } from "../lib/sizes.js";
 import { formatTable } from "../lib/table.js";
 
@@ -36,8 +37,8 @@ changes made inside its template (\`qvm run TEMPLATE -- ...\`) at its next start
     const admin = await this.admin();
     switch (args.action) {
       case "build": {
-        if (!args.name) throw new UsageError("build needs the template's name, e.g. debian-12");
-        const { imagesDir } = await admin.getDaemonInfo();
+        if (!args.name) throw new QvmError("INVALID_ARGUMENT", "build needs the template's name, e.g. debian-12");
+        const { imagesDir } = await admin.getDaemonInfo({});
         // The builder prints its own progress on stderr; the images land where qvmd reads them.
         const code = await new Promise<number>((resolve, reject) => {
           const child = spawn(process.execPath, [imagesBundle(), "build", "template", args.name!], {
@@ -48,16 +49,17 @@ changes made inside its template (\`qvm run TEMPLATE -- ...\`) at its next start
           child.once("exit", (c, sig) => resolve(c ?? 128 + (sig ? 15 : 0)));
         });
         if (code !== 0) throw new SilentExit(code);
-        const { registered } = await admin.importTemplates();
+        const { registered } = await admin.importTemplates({});
         this.note(registered.includes(args.name) ? `TemplateVM ${args.name} is ready` : `template image ${args.name} is built (TemplateVM ${args.name} already existed and keeps its root)`);
         return;
       }
       case "list":
       case "ls": {
-        const templates = (await admin.listDomains()).domains.filter((d) => d.klass === "TemplateVM");
+        const p = await loadProtocol();
+        const templates = (await admin.listDomains({})).domains.map(p.domainInWords).filter((d) => d.class === "TemplateVM");
         const rows = [];
         for (const t of templates) {
-          const root = (await admin.listVolumes(t.name)).volumes.find((v) => v.name === "root");
+          const root = (await admin.listVolumes({ domain: t.name })).volumes.find((v) => v.name === "root");
           rows.push({ name: t.name, state: t.state, sizeBytes: root?.sizeBytes ?? 0, usageBytes: root?.usageBytes ?? 0 });
         }
         if (flags.json) return this.printJson(rows);
@@ -66,14 +68,15 @@ changes made inside its template (\`qvm run TEMPLATE -- ...\`) at its next start
       }
       case "remove":
       case "rm": {
-        if (!args.name) throw new UsageError("remove needs the template's name");
-        const { domain } = await admin.getDomain(args.name);
-        if (domain?.klass !== "TemplateVM") throw new UsageError(`${args.name} is a ${domain?.klass}, not a TemplateVM: use \`qvm remove\``);
-        await admin.removeDomain(args.name);
+        if (!args.name) throw new QvmError("INVALID_ARGUMENT", "remove needs the template's name");
+        const { domain } = await admin.getDomain({ name: args.name });
+        const domainClass = domain && (await loadProtocol()).domainClassWord(domain.class);
+        if (domainClass !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `${args.name} is a ${domainClass}, not a TemplateVM: use \`qvm remove\``);
+        await admin.removeDomain({ name: args.name });
         return;
       }
       default:
-        throw new UsageError(`unknown action ${JSON.stringify(args.action)}: use build, list or remove`);
+        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use build, list or remove`);
     }
   }
 }

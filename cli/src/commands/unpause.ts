@@ -4,5 +4,5 @@ export default eachDomainCommand({
   summary: "Resume paused domains.",
   description: "Like qvm-unpause.",
   what: "Domains to resume.",
-  call: (admin, name) => admin.unpauseDomain(name),
+  call: (admin, name) => admin.unpauseDomain({ name }),
 });

@@ -1,14 +1,14 @@
 import { Args, Flags } from "@oclif/core";
 import type { adminV1 } from "@qvm/protocol";
+import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
-import { UsageError } from "../lib/errors.js";
 import { formatSize, parseSize } from "../lib/sizes.js";
 import { formatTable } from "../lib/table.js";
 
 /** "VM:VOLUME" as Qubes' qvm-volume takes it. */
 function splitVolume(text: string): { domain: string; volume: string } {
   const i = text.indexOf(":");
-  if (i <= 0 || i === text.length - 1) throw new UsageError(`name the volume as VM:VOLUME (like work:private), not ${JSON.stringify(text)}`);
+  if (i <= 0 || i === text.length - 1) throw new QvmError("INVALID_ARGUMENT", `name the volume as VM:VOLUME (like work:private), not ${JSON.stringify(text)}`);
   return { domain: text.slice(0, i), volume: text.slice(i + 1) };
 }
 
@@ -51,18 +51,18 @@ keeps its previous version at every stop. Volumes only grow.`;
     switch (args.action) {
       case "list":
       case "ls": {
-        const names = rest.length ? rest : (await admin.listDomains()).domains.map((d) => d.name);
+        const names = rest.length ? rest : (await admin.listDomains({})).domains.map((d) => d.name);
         const volumes: adminV1.Volume[] = [];
-        for (const n of names) volumes.push(...(await admin.listVolumes(n)).volumes);
+        for (const domain of names) volumes.push(...(await admin.listVolumes({ domain })).volumes);
         if (flags.json) this.printJson(volumes);
         else this.print(volumeRows(volumes));
         return;
       }
       case "info": {
-        if (!args.target) throw new UsageError("info needs VM:VOLUME");
+        if (!args.target) throw new QvmError("INVALID_ARGUMENT", "info needs VM:VOLUME");
         const { domain, volume } = splitVolume(args.target);
-        const v = (await admin.listVolumes(domain)).volumes.find((x) => x.name === volume);
-        if (!v) throw new UsageError(`${domain} has no volume "${volume}" with data on the host (volumes: root, private)`);
+        const v = (await admin.listVolumes({ domain })).volumes.find((x) => x.name === volume);
+        if (!v) throw new QvmError("INVALID_ARGUMENT", `${domain} has no volume "${volume}" with data on the host (volumes: root, private)`);
         if (flags.json) return this.printJson(v);
         this.print(
           formatTable([
@@ -74,27 +74,27 @@ keeps its previous version at every stop. Volumes only grow.`;
         return;
       }
       case "revert": {
-        if (!args.target) throw new UsageError("revert needs VM:VOLUME");
+        if (!args.target) throw new QvmError("INVALID_ARGUMENT", "revert needs VM:VOLUME");
         const { domain, volume } = splitVolume(args.target);
         const { revision } = await admin.revertVolume({ domain, volume, revision: args.value ?? "" });
         this.note(`${domain}:${volume} reverted to ${revision}`);
         return;
       }
       case "resize": {
-        if (!args.target || !args.value) throw new UsageError("resize needs VM:VOLUME SIZE");
+        if (!args.target || !args.value) throw new QvmError("INVALID_ARGUMENT", "resize needs VM:VOLUME SIZE");
         const { domain, volume } = splitVolume(args.target);
         await admin.resizeVolume({ domain, volume, sizeBytes: parseSize(args.value) });
         return;
       }
       case "config": {
         const [, property, value] = rest;
-        if (!args.target || !property || value === undefined) throw new UsageError("config needs VM:VOLUME PROPERTY VALUE (revisions_to_keep N)");
+        if (!args.target || !property || value === undefined) throw new QvmError("INVALID_ARGUMENT", "config needs VM:VOLUME PROPERTY VALUE (revisions_to_keep N)");
         const { domain, volume } = splitVolume(args.target);
         await admin.configVolume({ domain, volume, property, value });
         return;
       }
       default:
-        throw new UsageError(`unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize or config`);
+        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize or config`);
     }
   }
 }

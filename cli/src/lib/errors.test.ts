@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Errors } from "@oclif/core";
-import { QVM_ERROR_CODES, QvmError, type QvmErrorCode } from "@qvm/protocol";
-import { Failure, SilentExit, UsageError, oneLine, outcomeOf, processExitCode, signalExitCode } from "./errors.js";
+import { QVM_ERROR_CODES, QvmError, type QvmErrorCode } from "@qvm/protocol/contracts";
+import { SilentExit, oneLine, outcomeOf, processExitCode, signalExitCode } from "./errors.js";
 
 describe("outcomeOf: exit codes and the one line printed", () => {
   it("maps every QvmError code to its exit code (2 for INVALID_ARGUMENT, else 1), with the message", () => {
@@ -26,10 +26,16 @@ describe("outcomeOf: exit codes and the one line printed", () => {
     expect(outcomeOf(new Errors.ExitError(3))).toEqual({ exitCode: 3 });
   });
 
-  it("maps the CLI's own errors", () => {
-    expect(outcomeOf(new UsageError("give a VM"))).toEqual({ exitCode: 2, message: "give a VM" });
-    expect(outcomeOf(new Failure("not built"))).toEqual({ exitCode: 1, message: "not built" });
+  it("maps the CLI's own errors, which are QvmErrors too, and a silent exit", () => {
+    expect(outcomeOf(new QvmError("INVALID_ARGUMENT", "give a VM"))).toEqual({ exitCode: 2, message: "give a VM" });
+    expect(outcomeOf(new QvmError("MISSING_DEPENDENCY", "not built"))).toEqual({ exitCode: 1, message: "not built" });
     expect(outcomeOf(new SilentExit(1))).toEqual({ exitCode: 1 });
+  });
+
+  it("knows QvmError whether it was imported alone or through the gRPC side of @qvm/protocol", async () => {
+    const p = await import("@qvm/protocol");
+    expect(p.QvmError).toBe(QvmError);
+    expect(outcomeOf(new p.QvmError("NOT_FOUND", "no such domain"))).toEqual({ exitCode: 1, message: "no such domain" });
   });
 
   it("reports anything else as an internal error (1), keeping the stack for QVM_DEBUG", () => {

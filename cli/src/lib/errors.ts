@@ -1,21 +1,12 @@
-// How every failure becomes one line on stderr and an exit code. The codes follow QvmError's
-// table (protocol/src/errors.ts): 0 ok, 1 failed, 2 usage; a program run with `qvm run -p` passes
-// its own code through, or 128+N when killed by signal N, as shells report it.
+// How every failure becomes one line on stderr and an exit code. Failures are QvmErrors, the
+// CLI's own (a wrong combination of arguments is INVALID_ARGUMENT) as well as qvmd's, and their
+// code's row in the table (@qvm/protocol/contracts) gives the exit code: 1 failed, 2 usage. A
+// program run with `qvm run -p` passes its own code through, or 128+N when killed by signal N, as
+// shells report it. The contracts load no gRPC, so the CLI imports them at start-up.
 import os from "node:os";
+import { QVM_ERROR_CODES, QvmError, isQvmError } from "@qvm/protocol/contracts";
 
-/** A mistake on the command line that the parser cannot see (wrong combination of arguments). */
-export class UsageError extends Error {
-  override readonly name = "UsageError";
-  readonly exitCode = 2;
-}
-
-/** A failure found by the CLI itself (not reported by qvmd): one line, exit 1. */
-export class Failure extends Error {
-  override readonly name = "Failure";
-  readonly exitCode = 1;
-}
-
-/** Ends a command with an exit code and no message (`qvm check`, a failed `qvm tags list TAG`). */
+/** Ends a command with an exit code and no message (`qvm check`, a failed `qvm tags list TAG`, a program's own code): not a failure to report. */
 export class SilentExit extends Error {
   override readonly name = "SilentExit";
   constructor(readonly exitCode: number) {
@@ -33,16 +24,6 @@ export function signalExitCode(signal: string): number {
 export function processExitCode(exit: { code: number; signal: string }): number {
   if (exit.signal) return signalExitCode(exit.signal);
   return Number.isInteger(exit.code) && exit.code >= 0 && exit.code <= 255 ? exit.code : 255;
-}
-
-interface QvmErrorLike extends Error {
-  code: string;
-  exitCode: number;
-}
-
-/** QvmError, recognized without importing @qvm/protocol (which loads grpc-js) at start-up. */
-export function isQvmErrorLike(err: unknown): err is QvmErrorLike {
-  return err instanceof Error && err.name === "QvmError" && typeof (err as QvmErrorLike).exitCode === "number";
 }
 
 interface OclifErrorLike extends Error {
@@ -80,14 +61,13 @@ export interface Outcome {
 /** What the CLI prints and returns for an error thrown by a command or by oclif. */
 export function outcomeOf(err: unknown): Outcome {
   if (err instanceof SilentExit) return { exitCode: err.exitCode };
-  if (isQvmErrorLike(err)) return { exitCode: err.exitCode, message: oneLine(err.message) };
-  if (err instanceof UsageError || err instanceof Failure) return { exitCode: err.exitCode, message: oneLine(err.message) };
+  if (isQvmError(err)) return { exitCode: err.exitCode, message: oneLine(err.message) };
   if (isOclifError(err)) {
     // this.exit(n) inside oclif (e.g. after --help): no message.
     if (err.code === "EEXIT") return { exitCode: typeof err.oclif.exit === "number" ? err.oclif.exit : 0 };
     // Parse errors, unknown commands and flags: all usage errors.
-    return { exitCode: 2, message: `${oneLine(err.message)} (see --help)` };
+    return outcomeOf(new QvmError("INVALID_ARGUMENT", `${oneLine(err.message)} (see --help)`));
   }
   const e = err instanceof Error ? err : new Error(String(err));
-  return { exitCode: 1, message: `internal error: ${oneLine(e.message || String(err))}`, stack: e.stack };
+  return { exitCode: QVM_ERROR_CODES.INTERNAL.exit, message: `internal error: ${oneLine(e.message || String(err))}`, stack: e.stack };
 }

@@ -1,6 +1,7 @@
 // One `qvm run` process over the admin Exec stream: start it, pass stdin/stdout/stderr with
 // back-pressure both ways, forward signals and window sizes, and return its exit status.
 import type { adminV1 } from "@qvm/protocol";
+import type { ExecSignal } from "@qvm/protocol/contracts";
 
 /** The part of grpc-js's ClientDuplexStream the session uses (tests pass a fake). */
 export interface ExecCall {
@@ -108,7 +109,7 @@ export class ExecSession {
   }
 
   /** Forwards a signal ("SIGINT") to the process; ignored once it has exited. */
-  signal(name: string): void {
+  signal(name: ExecSignal): void {
     if (this.exit || this.ended) return;
     this.call.write({ msg: { $case: "signal", value: name } });
   }

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { execStart, wantPty } from "./exec-request.js";
-import { UsageError } from "./errors.js";
 import { parseAssignments, protectRunHelp, splitRunArgv } from "./run-args.js";
 
 describe("splitRunArgv (qvm run's command line)", () => {
@@ -32,7 +31,7 @@ describe("splitRunArgv (qvm run's command line)", () => {
   });
 
   it("refuses a missing VM or command as a usage error", () => {
-    expect(() => splitRunArgv([])).toThrow(UsageError);
+    expect(() => splitRunArgv([])).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
     expect(() => splitRunArgv(["-p"])).toThrow(/missing VM name/);
     expect(() => splitRunArgv(["work"])).toThrow(/missing command/);
     expect(() => splitRunArgv(["work", "--"])).toThrow(/missing command/);
@@ -83,7 +82,7 @@ describe("parseAssignments (--prop, --env)", () => {
   });
   it("refuses a pair without a name", () => {
     expect(() => parseAssignments(["memory"], "--prop")).toThrow(/--prop must be NAME=VALUE/);
-    expect(() => parseAssignments(["=1"], "--env")).toThrow(UsageError);
+    expect(() => parseAssignments(["=1"], "--env")).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
   });
 });
 

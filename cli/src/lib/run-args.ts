@@ -4,7 +4,7 @@
 //   qvm run [FLAGS] VM PROG ARG...      argv (several words)
 //   qvm run [FLAGS] VM 'CMD | LINE'     one word: a shell command, run as /bin/sh -c 'CMD | LINE'
 // qvm's own flags go before the VM name.
-import { UsageError } from "./errors.js";
+import { QvmError } from "@qvm/protocol/contracts";
 
 export type RunCommandSpec = { kind: "argv"; argv: string[] } | { kind: "shell"; command: string };
 
@@ -57,14 +57,14 @@ export function splitRunArgv(argv: readonly string[]): SplitRunArgs {
   if (argv[i] === "--" && !disposable) i++;
   // With --dispvm there is no VM name: the command starts right after qvm's flags.
   const vm = disposable ? "" : argv[i];
-  if (vm === undefined) throw new UsageError("missing VM name: qvm run [FLAGS] VM [--] COMMAND...");
+  if (vm === undefined) throw new QvmError("INVALID_ARGUMENT", "missing VM name: qvm run [FLAGS] VM [--] COMMAND...");
   let rest = argv.slice(disposable ? i : i + 1);
   let dashdash = false;
   if (rest[0] === "--") {
     dashdash = true;
     rest = rest.slice(1);
   }
-  if (rest.length === 0) throw new UsageError(`missing command to run in ${vm || "the disposable"}: qvm run [FLAGS] VM [--] COMMAND...`);
+  if (rest.length === 0) throw new QvmError("INVALID_ARGUMENT", `missing command to run in ${vm || "the disposable"}: qvm run [FLAGS] VM [--] COMMAND...`);
   const command: RunCommandSpec =
     rest.length === 1 && !dashdash ? { kind: "shell", command: rest[0]! } : { kind: "argv", argv: rest };
   return { flags, vm, command };
@@ -75,7 +75,7 @@ export function parseAssignments(pairs: readonly string[] | undefined, what: str
   const out: Record<string, string> = {};
   for (const p of pairs ?? []) {
     const eq = p.indexOf("=");
-    if (eq <= 0) throw new UsageError(`${what} must be NAME=VALUE, got ${JSON.stringify(p)}`);
+    if (eq <= 0) throw new QvmError("INVALID_ARGUMENT", `${what} must be NAME=VALUE, got ${JSON.stringify(p)}`);
     out[p.slice(0, eq)] = p.slice(eq + 1);
   }
   return out;

@@ -1,21 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { adminV1 } from "@qvm/protocol";
+import type { DomainInWords, adminV1 } from "@qvm/protocol";
+import { fakeDomain as dom } from "../test-support/domains.js";
 import { colorize, shouldColor } from "./labels.js";
 import { filterDomains, formatDomainTable, formatKeyValues, formatPropertyTable, formatTable } from "./table.js";
-
-const dom = (name: string, extra: Partial<adminV1.Domain> = {}): adminV1.Domain => ({
-  name,
-  klass: "AppVM",
-  state: "Halted",
-  label: "red",
-  template: "debian-12",
-  netvm: "",
-  tags: [],
-  createdAt: "",
-  lastStopReason: "",
-  vmmPid: 0,
-  ...extra,
-});
 
 describe("formatTable", () => {
   it("aligns columns two spaces apart, without trailing spaces", () => {
@@ -30,7 +17,7 @@ describe("formatTable", () => {
 describe("formatDomainTable (qvm ls)", () => {
   const domains = [
     dom("work", { state: "Running", label: "blue", netvm: "sys-net" }),
-    dom("debian-12", { klass: "TemplateVM", label: "black", template: "" }),
+    dom("debian-12", { class: "TemplateVM", label: "black", template: "" }),
   ];
 
   it("prints the qvm-ls columns, aligned, with '-' for an empty template or netvm", () => {
@@ -94,9 +81,9 @@ describe("filterDomains (qvm ls filters)", () => {
   const all = [
     dom("c", { state: "Running", tags: ["work"] }),
     dom("a", { state: "Paused", tags: ["personal", "x"] }),
-    dom("b", { klass: "TemplateVM" }),
+    dom("b", { class: "TemplateVM" }),
   ];
-  const names = (ds: adminV1.Domain[]) => ds.map((d) => d.name);
+  const names = (ds: DomainInWords[]) => ds.map((d) => d.name);
 
   it("sorts by name and keeps everything without filters", () => {
     expect(names(filterDomains(all, {}))).toEqual(["a", "b", "c"]);
@@ -107,7 +94,7 @@ describe("filterDomains (qvm ls filters)", () => {
   });
   it("requires every kind of filter to match", () => {
     expect(names(filterDomains(all, { states: ["Running"], tags: ["personal"] }))).toEqual([]);
-    expect(names(filterDomains(all, { klass: "templatevm" }))).toEqual(["b"]);
+    expect(names(filterDomains(all, { class: "templatevm" }))).toEqual(["b"]);
     expect(names(filterDomains(all, { names: ["c", "b"] }))).toEqual(["b", "c"]);
   });
 });

@@ -1,6 +1,6 @@
 // Plain-text tables as qvm-ls and qvm-prefs print them: left-aligned columns two spaces apart,
 // widths from the visible text (color codes are added after padding), no trailing spaces.
-import type { adminV1 } from "@qvm/protocol";
+import type { DomainInWords, adminV1 } from "@qvm/protocol";
 import { colorize } from "./labels.js";
 
 export interface Cell {
@@ -29,13 +29,13 @@ const dash = (s: string) => s || "-";
 export const LS_HEADER = ["NAME", "STATE", "CLASS", "LABEL", "TEMPLATE", "NETVM"] as const;
 
 /** The `qvm ls` table: a header, then one row per domain in the given order. */
-export function formatDomainTable(domains: readonly adminV1.Domain[], opts: { color?: boolean } = {}): string {
+export function formatDomainTable(domains: readonly DomainInWords[], opts: { color?: boolean } = {}): string {
   const rows: Cell[][] = [LS_HEADER.map((text) => ({ text }))];
   for (const d of domains) {
     rows.push([
       { text: d.name, label: d.label },
       { text: d.state },
-      { text: d.klass },
+      { text: d.class },
       { text: dash(d.label), label: d.label },
       { text: dash(d.template) },
       { text: dash(d.netvm) },
@@ -61,17 +61,17 @@ export function formatKeyValues(map: Readonly<Record<string, string>>): string {
 export interface DomainFilter {
   states?: string[];
   tags?: string[];
-  klass?: string;
+  class?: string;
   names?: string[];
 }
 
 /** Domains matching every given criterion (states and tags: any of), sorted by name. */
-export function filterDomains(domains: readonly adminV1.Domain[], f: DomainFilter): adminV1.Domain[] {
+export function filterDomains(domains: readonly DomainInWords[], f: DomainFilter): DomainInWords[] {
   const states = f.states?.map((s) => s.toLowerCase());
   return domains
     .filter((d) => !states?.length || states.includes(d.state.toLowerCase()))
     .filter((d) => !f.tags?.length || d.tags.some((t) => f.tags!.includes(t)))
-    .filter((d) => !f.klass || d.klass.toLowerCase() === f.klass.toLowerCase())
+    .filter((d) => !f.class || d.class.toLowerCase() === f.class.toLowerCase())
     .filter((d) => !f.names?.length || f.names.includes(d.name))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

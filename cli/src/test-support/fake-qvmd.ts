@@ -1,16 +1,18 @@
 // A fake qvmd for the CLI's tests: a grpc-js server with the real QvmAdmin service definition on
-// a temporary Unix socket, serving canned domains and properties, recording every request, and
-// running a tiny "exec" (echo stdin upper-cased, exit with a chosen code or signal).
+// a temporary Unix socket, serving canned domains (kept in words, sent as enums, as qvmd does)
+// and properties, recording every request, and running a tiny "exec" (echo stdin upper-cased,
+// exit with a chosen code or signal).
 import { Server, ServerCredentials, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { QvmError, adminV1, toGrpcError } from "@qvm/protocol";
+import { QvmError, adminV1, domainClassFromWord, domainClassWord, powerStateFromWord, toGrpcError, type DomainInWords } from "@qvm/protocol";
+import { fakeDomain } from "./domains.js";
 
 export interface FakeQvmd {
   runtimeDir: string;
   socketPath: string;
-  domains: adminV1.Domain[];
+  domains: DomainInWords[];
   properties: Map<string, adminV1.Property[]>;
   features: Map<string, Record<string, string>>;
   tags: Map<string, string[]>;
@@ -21,20 +23,9 @@ export interface FakeQvmd {
   close(): Promise<void>;
 }
 
-export function fakeDomain(name: string, extra: Partial<adminV1.Domain> = {}): adminV1.Domain {
-  return {
-    name,
-    klass: "AppVM",
-    state: "Halted",
-    label: "red",
-    template: "debian-12",
-    netvm: "",
-    tags: [],
-    createdAt: "2026-01-01T00:00:00Z",
-    lastStopReason: "",
-    vmmPid: 0,
-    ...extra,
-  };
+/** The Domain message qvmd would send for `d`. */
+function domainMsg(d: DomainInWords): adminV1.Domain {
+  return { ...d, class: domainClassFromWord(d.class), state: powerStateFromWord(d.state) };
 }
 
 function notFound(name: string): QvmError {
@@ -131,19 +122,20 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     };
   const impl: Partial<adminV1.QvmAdminServer> = {
     getDaemonInfo: unary("getDaemonInfo", () => ({ version: "test", dataDir: "/d", runtimeDir, pid: process.pid, accel: "tcg", imagesDir: "/d/images" })),
-    listDomains: unary("listDomains", () => ({ domains: fake.domains })),
-    getDomain: unary("getDomain", (r: adminV1.GetDomainRequest) => ({ domain: find(r.name) })),
+    listDomains: unary("listDomains", () => ({ domains: fake.domains.map(domainMsg) })),
+    getDomain: unary("getDomain", (r: adminV1.GetDomainRequest) => ({ domain: domainMsg(find(r.name)) })),
     createDomain: unary("createDomain", (r: adminV1.CreateDomainRequest) => {
       if (!r.label) throw new QvmError("INVALID_ARGUMENT", "a label is required");
       if (fake.domains.some((d) => d.name === r.name)) throw new QvmError("ALREADY_EXISTS", `domain "${r.name}" already exists`);
-      const d = fakeDomain(r.name, { klass: r.klass || "AppVM", label: r.label, template: r.template });
+      // The request's class is text (CreateDomainRequest.klass); an unknown one shows as "unknown".
+      const d = fakeDomain(r.name, { class: domainClassWord(domainClassFromWord(r.klass || "AppVM")), label: r.label, template: r.template });
       fake.domains.push(d);
-      return { domain: d };
+      return { domain: domainMsg(d) };
     }),
     cloneDomain: unary("cloneDomain", (r: adminV1.CloneDomainRequest) => {
       const d = { ...find(r.source), name: r.name };
       fake.domains.push(d);
-      return { domain: d };
+      return { domain: domainMsg(d) };
     }),
     removeDomain: unary("removeDomain", (r: adminV1.RemoveDomainRequest) => {
       find(r.name);
@@ -171,7 +163,7 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
       const d = find(r.name);
       if (d.state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `domain "${r.name}" is already running`);
       d.state = "Running";
-      return { domain: d };
+      return { domain: domainMsg(d) };
     }),
     shutdownDomain: unary("shutdownDomain", (r: adminV1.ShutdownDomainRequest) => {
       find(r.name).state = "Halted";
