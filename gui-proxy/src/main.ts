@@ -23,7 +23,7 @@ async function main(): Promise<number> {
   const port = values.port === undefined ? 0 : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be 0..65535, not ${JSON.stringify(values.port)}`);
   const admin = new AdminClient(adminSocketPath(runtimeDirFromEnv()));
-  await admin.getDaemonInfo(3000).catch((err: Error) => {
+  await admin.getDaemonInfo({}, { timeoutMs: 3000 }).catch((err: Error) => {
     throw new Error(`qvmd does not answer on ${admin.socketPath} (${err.message}): start it with \`qvm daemon\``);
   });
   const webDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "web");

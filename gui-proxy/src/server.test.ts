@@ -92,13 +92,15 @@ describe("web shell server", () => {
     expect((await connect({ token: shell.token, origin, path: "/other" })).status).toBe(403);
     const good = await connect({ token: shell.token, origin });
     expect(good.first).toMatchObject({ t: "domains", domains: [{ name: "work", label: "blue", state: "Halted" }] });
+    // Qubes' words for the class, as the page shows it.
+    expect(["AppVM", "StandaloneVM"]).toContain((good.first as { domains: { class: string }[] }).domains[0]!.class);
     good.ws!.close();
   });
 
   it("answers garbage, unknown or oversized messages with an error and stays usable", async () => {
     const { ws } = await connect({ token: shell.token, origin: base() });
     ws!.send("not json");
-    expect(await next(ws!, "error")).toMatchObject({ message: /not JSON/ });
+    expect(await next(ws!, "error")).toMatchObject({ code: "INVALID_ARGUMENT", message: /not JSON/ });
     ws!.send(JSON.stringify({ t: "open", id: 1, domain: "<script>", kind: "shell", rows: 24, cols: 80 }));
     expect(await next(ws!, "error")).toMatchObject({ message: /invalid message/ });
     ws!.send(JSON.stringify({ t: "rm -rf", domain: "work" }));
@@ -116,7 +118,7 @@ describe("web shell server", () => {
   it("passes lifecycle errors back, and shows changes from the event feed live", async () => {
     const { ws } = await connect({ token: shell.token, origin: base() });
     ws!.send(JSON.stringify({ t: "unpause", domain: "work" }));
-    expect(await next(ws!, "error")).toMatchObject({ message: /not running/ });
+    expect(await next(ws!, "error")).toMatchObject({ code: "FAILED_PRECONDITION", message: /not running/ });
     ws!.send(JSON.stringify({ t: "open", id: 7, domain: "work", kind: "shell", rows: 24, cols: 80 }));
     const closed = await next(ws!, "closed");
     expect(closed).toMatchObject({ id: 7, reason: /not running/ });

@@ -1,16 +1,12 @@
 // The web shell page. It is the trusted side: every frame, title and label color is drawn here
 // from qvmd's domain list; a domain only fills the inside of its terminals, and its bytes go to
-// xterm.js as data (never into the DOM as HTML). Protocol: docs/web-shell.md.
+// xterm.js as data (never into the DOM as HTML). Protocol: docs/web-shell.md; its messages are
+// the contract's schema (@qvm/protocol/contracts), which this page parses what it receives with.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
+import { serverMessageSchema, type DomainSummary, type PageMessage, type TerminalKind } from "@qvm/protocol/contracts";
 import { LABELS, isLabel } from "@qvm/protocol/labels";
 
-interface DomainSummary {
-  name: string;
-  klass: string;
-  state: string;
-  label: string;
-}
 interface Win {
   el: HTMLElement;
   term: Terminal;
@@ -28,7 +24,7 @@ const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${l
 ws.binaryType = "arraybuffer";
 
 const colorOf = (label: string) => (isLabel(label) ? LABELS[label] : "#888888");
-const send = (msg: object) => ws.send(JSON.stringify(msg));
+const send = (msg: PageMessage) => ws.send(JSON.stringify(msg));
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -57,7 +53,7 @@ function renderDomains(): void {
       li.dataset.domain = d.name;
       li.dataset.state = d.state;
       li.style.borderLeftColor = colorOf(d.label);
-      li.append(el("span", "name", d.name), el("span", "state", d.state), el("div", "class", `${d.klass}, ${d.label}`));
+      li.append(el("span", "name", d.name), el("span", "state", d.state), el("div", "class", `${d.class}, ${d.label}`));
       const running = d.state === "Running";
       if (d.state === "Halted") li.append(button("Start", () => send({ t: "start", domain: d.name })));
       if (running || d.state === "Paused") li.append(button("Stop", () => send({ t: "shutdown", domain: d.name })));
@@ -69,7 +65,7 @@ function renderDomains(): void {
   );
 }
 
-function openWindow(d: DomainSummary, kind: "shell" | "console"): void {
+function openWindow(d: DomainSummary, kind: TerminalKind): void {
   const id = nextId++;
   const color = colorOf(d.label);
   const win = el("section", "window");
@@ -120,14 +116,30 @@ ws.addEventListener("message", (ev) => {
     windows.get(id)?.term.write(new Uint8Array(ev.data, 4));
     return;
   }
-  const msg = JSON.parse(String(ev.data)) as { t: string; domains?: DomainSummary[]; id?: number; reason?: string; message?: string };
-  if (msg.t === "domains" && msg.domains) {
-    domains = msg.domains;
-    renderDomains();
-  } else if (msg.t === "closed" && msg.id !== undefined) closeWindow(msg.id, msg.reason ?? "closed");
-  else if (msg.t === "error") {
-    notice(`error: ${msg.message ?? "?"}`, "#cc0000");
-    if (msg.id !== undefined) closeWindow(msg.id, msg.message ?? "error");
+  const r = serverMessageSchema.safeParse(parseJson(String(ev.data)));
+  if (!r.success) return notice("the server sent a message this page does not understand: reload the page", "#cc0000");
+  const msg = r.data;
+  switch (msg.t) {
+    case "domains":
+      domains = msg.domains;
+      renderDomains();
+      return;
+    case "closed":
+      return closeWindow(msg.id, msg.reason);
+    case "error":
+      notice(`error: ${msg.message}`, "#cc0000");
+      if (msg.id !== undefined) closeWindow(msg.id, msg.message);
+      return;
+    // "event" and "opened" need nothing here: a "domains" message follows every change that
+    // shows, and the window was made when it was asked for.
   }
 });
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
 ws.addEventListener("close", () => notice("disconnected from qvm shell; reload the page", "#cc0000"));
