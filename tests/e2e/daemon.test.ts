@@ -1,18 +1,14 @@
 // The qvm workflow end to end: the real `qvm` CLI, a real qvmd, real VMs. Covers the README flow,
 // qvmd crashing while domains run (re-attach, autostart) and VMMs dying under the daemon.
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execa } from "execa";
-import { repoRoot } from "@qvm/images";
 import type { adminV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
 import { processesMentioning } from "./fixtures.js";
+import { withDaemon, type E2eDaemon } from "./qvmd-fixtures.js";
 
-let d: TestDaemon;
-const dirs = testDaemonDirs("e2e-daemon", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+let d: E2eDaemon;
 
 function qvm(...args: string[]) {
-  return execa(path.join(repoRoot(), "qvm"), args, { env: { QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" }, reject: false, stdin: "ignore" });
+  return d.qvm(args);
 }
 
 async function state(name: string): Promise<adminV1.Domain> {
@@ -24,19 +20,12 @@ async function state(name: string): Promise<adminV1.Domain> {
 }
 
 beforeAll(async () => {
-  d = await startTestDaemon(dirs);
+  d = await withDaemon("e2e-daemon");
 });
 
+// Whatever a failed test left running (qvmd killed included) is killed and checked for leaks.
 afterAll(async () => {
-  // Whatever a failed test left running: kill through the API, then make sure nothing survives.
-  const c = (await startTestDaemon(dirs).catch(() => undefined)) ?? d;
-  for (const dom of (await c.client.listDomains().catch(() => ({ domains: [] }))).domains) {
-    if (dom.state !== "Halted") await c.client.killDomain(dom.name).catch(() => {});
-  }
-  await c.stop();
-  if (c !== d) await d.stop().catch(() => {});
-  expect(processesMentioning(dirs.base)).toEqual([]);
-  removeTestDaemonDirs(dirs);
+  await d?.[Symbol.asyncDispose]();
 });
 
 describe("qvm CLI and qvmd with real VMs", () => {
@@ -101,7 +90,7 @@ describe("qvm CLI and qvmd with real VMs", () => {
 
     await d.kill();
     process.kill(vmmPid, 0); // the VMM outlived its daemon
-    d = await startTestDaemon(dirs);
+    await d.restart();
     expect(await state("keep")).toMatchObject({ state: "Running", vmmPid });
     const r = await qvm("run", "--pass-io", "keep", "--", "cat", "/proc/uptime");
     expect(r.exitCode, r.stderr).toBe(0);
@@ -135,6 +124,6 @@ describe("qvm CLI and qvmd with real VMs", () => {
     }
     stream.cancel();
     // No VMM or vsock helper left; only qvmd itself names the test directory.
-    expect(processesMentioning(dirs.base).filter((pid) => pid !== d.proc.pid)).toEqual([]);
+    expect(processesMentioning(d.dirs.base).filter((pid) => pid !== d.proc.pid)).toEqual([]);
   });
 });

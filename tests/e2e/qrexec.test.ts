@@ -4,74 +4,46 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execa, type ResultPromise } from "execa";
-import { repoRoot } from "@qvm/images";
 import { FrameType, encodeFrame, qrexecV1 } from "@qvm/protocol";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
-import { processesMentioning } from "./fixtures.js";
+import { waitFor } from "./fixtures.js";
+import { withDaemon, withDomain, withService, type E2eDaemon, type E2eService } from "./qvmd-fixtures.js";
 
-let d: TestDaemon;
-const dirs = testDaemonDirs("e2e-qrexec", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+let d: E2eDaemon;
 const ASK_TIMEOUT_S = 6;
 
-const env = () => ({ QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" });
 function qvm(args: string[], opts: { input?: string | Buffer } = {}) {
-  return execa(path.join(repoRoot(), "qvm"), args, { env: env(), reject: false, ...(opts.input !== undefined ? { input: opts.input } : { stdin: "ignore" }) });
-}
-async function ok(...args: string[]): Promise<string> {
-  const r = await qvm(args);
-  expect(r.exitCode, `qvm ${args.join(" ")}: ${r.stderr}`).toBe(0);
-  return r.stdout;
+  return d.qvm(args, opts.input);
 }
 /** A shell command in a domain as its user; resolves with exit code and output. */
 const sh = (dom: string, script: string, input?: string | Buffer) => qvm(["run", "--pass-io", "--no-pty", dom, "--", "sh", "-c", script], { input });
 
 /** A `qvm policy ask` prompt answering each question with the next of `answers` (null: never). */
-function prompt(answers: Array<string | null>): { proc: ResultPromise; questions: () => string; stop(): Promise<void> } {
-  const proc = execa(path.join(repoRoot(), "qvm"), ["policy", "ask"], { env: env(), reject: false, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-  let err = "";
+async function prompt(answers: Array<string | null>): Promise<E2eService & { questions: () => string }> {
+  const p = await withService(d, ["policy", "ask"], { stdin: "pipe", stopSignal: "SIGINT" });
   let asked = 0;
-  proc.stderr!.on("data", (c: Buffer) => {
-    err += c.toString();
-    const n = err.split("asks to call").length - 1;
+  p.proc.stderr!.on("data", () => {
+    const n = p.stderr().split("asks to call").length - 1;
     while (asked < n) {
       const a = answers[asked++];
-      if (a !== null && a !== undefined) proc.stdin!.write(`${a}\n`);
+      if (a !== null && a !== undefined) p.proc.stdin!.write(`${a}\n`);
     }
   });
-  return {
-    proc,
-    questions: () => err,
-    async stop() {
-      proc.kill("SIGINT");
-      await proc;
-    },
-  };
-}
-
-async function waitFor(what: string, test: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!test()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  return Object.assign(p, { questions: () => p.stderr() });
 }
 
 /** A tree's names, modes, sizes and content hashes, as seen inside a domain. */
 const TREE_LISTING = "cd \"$1\" && find . -printf '%P %y %m %s %l\\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
 
 beforeAll(async () => {
-  d = await startTestDaemon(dirs, 15_000, ["--ask-timeout", String(ASK_TIMEOUT_S), "--max-qrexec-calls", "4"]);
+  d = await withDaemon("e2e-qrexec", { args: ["--ask-timeout", String(ASK_TIMEOUT_S), "--max-qrexec-calls", "4"] });
   writeFileSync(
-    path.join(dirs.dataDir, "policy.d", "30-user.policy"),
+    path.join(d.dirs.dataDir, "policy.d", "30-user.policy"),
     ["test.Echo * work vault allow", "test.Echo * vault work deny notify=no", "test.Denied * work vault deny", "test.Missing * work vault allow", ""].join("\n"),
   );
-  await ok("create", "--template", "debian-12", "--label", "blue", "--prop", "memory=600", "work");
-  await ok("create", "--template", "debian-12", "--label", "black", "--prop", "memory=600", "vault");
   // One after the other: two TCG boots at once on a 2-core machine once left an agent unanswered
   // for 60 s (see the README's known limits).
-  await ok("start", "work");
-  await ok("start", "vault");
+  await withDomain(d, "work", { label: "blue", properties: { memory: "600" }, start: true });
+  await withDomain(d, "vault", { label: "black", properties: { memory: "600" }, start: true });
   // A test service in vault (on its root snapshot: gone at its next start).
   const svc = '#!/bin/sh\necho "from=$QREXEC_REMOTE_DOMAIN arg=$1 env_arg=$QREXEC_SERVICE_ARGUMENT req=$QREXEC_REQUESTED_TARGET"\ncat\n';
   const r = await qvm(["run", "--pass-io", "--no-pty", "-u", "root", "vault", "--", "sh", "-c", "cat > /usr/local/etc/qubes-rpc/test.Echo && chmod 755 /usr/local/etc/qubes-rpc/test.Echo"], { input: svc });
@@ -79,12 +51,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const dom of (await d.client.listDomains().catch(() => ({ domains: [] }))).domains) {
-    if (dom.state !== "Halted") await d.client.killDomain(dom.name).catch(() => {});
-  }
-  await d.stop();
-  expect(processesMentioning(dirs.base)).toEqual([]);
-  removeTestDaemonDirs(dirs);
+  await d?.[Symbol.asyncDispose]();
 });
 
 describe("qrexec between real domains", () => {
@@ -100,7 +67,7 @@ describe("qrexec between real domains", () => {
     expect(r.stderr).toContain("Request refused");
     const check = await qvm(["policy", "check", "test.Denied", "work", "vault"]);
     expect(check.exitCode).toBe(1);
-    expect(check.stdout).toBe(`deny: the policy denies it\nrule: ${path.join(dirs.dataDir, "policy.d", "30-user.policy")}:3`);
+    expect(check.stdout).toBe(`deny: the policy denies it\nrule: ${path.join(d.dirs.dataDir, "policy.d", "30-user.policy")}:3`);
     expect((await sh("vault", "qrexec-client-vm work test.Echo")).exitCode).toBe(126);
   });
 
@@ -131,7 +98,7 @@ describe("qrexec between real domains", () => {
       "head -c 3000000 /dev/urandom > ~/tree/sub/big.bin; printf '#!/bin/sh\\n' > ~/tree/sub/run.sh; chmod 750 ~/tree/sub/run.sh; " +
       "chmod 700 ~/tree/sub/deeper; echo x > ~/tree/sub/deeper/f; ln -s ../a.txt ~/tree/sub/link";
     expect((await sh("work", make)).exitCode).toBe(0);
-    const p = prompt(["vault"]);
+    await using p = await prompt(["vault"]);
     await waitFor("the prompt to register", () => d.log().includes("an ask prompt registered"));
     const r = await sh("work", "qvm-copy ~/tree");
     await p.stop();
@@ -147,13 +114,13 @@ describe("qrexec between real domains", () => {
 
   it("qvm-copy answered 'deny' is refused; unanswered, it is denied after the ask timeout", async () => {
     expect((await sh("work", "echo z > ~/z.txt")).exitCode).toBe(0);
-    const no = prompt(["deny"]);
+    await using no = await prompt(["deny"]);
     await waitFor("the prompt to register", () => d.log().split("an ask prompt registered").length >= 3);
     const r = await sh("work", "qvm-copy ~/z.txt");
     await no.stop();
     expect(r.exitCode).toBe(126);
 
-    const silent = prompt([null]);
+    await using silent = await prompt([null]);
     await waitFor("the prompt to register", () => d.log().split("an ask prompt registered").length >= 4);
     const t0 = Date.now();
     const late = await sh("work", "qvm-copy ~/z.txt");

@@ -6,33 +6,21 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execa, type ResultPromise } from "execa";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { repoRoot } from "@qvm/images";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
-import { processesMentioning } from "./fixtures.js";
+import { withDaemon, withDomain, withService, type E2eDaemon } from "./qvmd-fixtures.js";
 
-let d: TestDaemon;
-let shell: ResultPromise;
+let d: E2eDaemon;
 let url = "";
 let browser: Browser;
 let page: Page;
-const dirs = testDaemonDirs("e2e-shell", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
-const env = () => ({ QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" });
-const qvm = (...args: string[]) => execa(path.join(repoRoot(), "qvm"), args, { env: env(), stdin: "ignore" });
 
 beforeAll(async () => {
-  d = await startTestDaemon(dirs);
-  await qvm("create", "--template", "debian-12", "--label", "green", "--prop", "memory=600", "work");
-  await qvm("create", "--template", "debian-12", "--label", "red", "--prop", "memory=600", "untrusted");
-  shell = execa(path.join(repoRoot(), "qvm"), ["shell"], { env: env(), stdin: "ignore", reject: false });
-  url = await new Promise<string>((resolve, reject) => {
-    shell.stdout!.on("data", (c: Buffer) => {
-      const m = /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/.exec(c.toString());
-      if (m) resolve(m[0]);
-    });
-    void shell.then((r) => reject(new Error(`qvm shell exited: ${r.stderr}`)));
-  });
+  d = await withDaemon("e2e-shell");
+  await withDomain(d, "work", { label: "green", properties: { memory: "600" } });
+  await withDomain(d, "untrusted", { label: "red", properties: { memory: "600" } });
+  const shell = await withService(d, ["shell"], { ready: /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/ });
+  url = shell.ready![0];
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -40,16 +28,10 @@ beforeAll(async () => {
   page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
 });
 
+// The browser first, then the daemon with what it owns: the web shell server and the domains.
 afterAll(async () => {
   await browser?.close();
-  shell?.kill("SIGTERM");
-  await shell?.catch(() => {});
-  for (const dom of (await d.client.listDomains().catch(() => ({ domains: [] }))).domains) {
-    if (dom.state !== "Halted") await d.client.killDomain(dom.name).catch(() => {});
-  }
-  await d.stop();
-  expect(processesMentioning(dirs.base)).toEqual([]);
-  removeTestDaemonDirs(dirs);
+  await d?.[Symbol.asyncDispose]();
 });
 
 describe("the web shell in a browser", () => {

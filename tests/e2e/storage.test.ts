@@ -1,27 +1,16 @@
 // The volume model with real VMs: an AppVM's root is a snapshot of its template's, discarded at
 // stop, while /home (on the private volume) persists; a template updated while an AppVM runs is
 // seen by that AppVM at its next start, not before.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execa } from "execa";
-import { repoRoot } from "@qvm/images";
-import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
-import { processesMentioning } from "./fixtures.js";
+import { processesMentioning, alive } from "./fixtures.js";
+import { withDaemon, withDomain, type E2eDaemon } from "./qvmd-fixtures.js";
 
-let d: TestDaemon;
-const dirs = testDaemonDirs("e2e-storage", process.env.QVM_IMAGES_DIR ?? path.join(repoRoot(), ".qvm/images"));
+let d: E2eDaemon;
 
 function qvm(...args: string[]) {
-  return execa(path.join(repoRoot(), "qvm"), args, { env: { QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" }, reject: false, stdin: "ignore" });
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
+  return d.qvm(args);
 }
 
 async function ok(...args: string[]): Promise<string> {
@@ -31,21 +20,17 @@ async function ok(...args: string[]): Promise<string> {
 }
 
 beforeAll(async () => {
-  d = await startTestDaemon(dirs);
+  d = await withDaemon("e2e-storage");
+  // Started by the first test; the tests after it go on with what it left.
+  await withDomain(d, "st", { label: "blue", properties: { memory: "600" } });
 });
 
 afterAll(async () => {
-  for (const dom of (await d.client.listDomains().catch(() => ({ domains: [] }))).domains) {
-    if (dom.state !== "Halted") await d.client.killDomain(dom.name).catch(() => {});
-  }
-  await d.stop();
-  expect(processesMentioning(dirs.base)).toEqual([]);
-  removeTestDaemonDirs(dirs);
+  await d?.[Symbol.asyncDispose]();
 });
 
 describe("volumes with real VMs", () => {
   it("a file written to / of an AppVM is gone after a restart, one in /home stays", async () => {
-    await ok("create", "--template", "debian-12", "--label", "blue", "--prop", "memory=600", "st");
     await ok("start", "st");
     await ok("run", "--pass-io", "--user", "root", "st", "--", "sh", "-c", "echo root-change > /marker && sync");
     await ok("run", "--pass-io", "st", "--", "sh", "-c", "echo kept > /home/user/kept && mkdir -p /home/user/dir && echo deep > /home/user/dir/f && sync");
@@ -100,8 +85,8 @@ describe("volumes with real VMs", () => {
     expect(r.exitCode).toBe(139);
     const names = (JSON.parse(await ok("ls", "--json")) as Array<{ name: string }>).map((x) => x.name);
     expect(names.filter((n) => n.startsWith("disp"))).toEqual([]);
-    expect(readdirSync(path.join(dirs.runtimeDir, "domains")).filter((n) => n.startsWith("disp"))).toEqual([]);
-    expect(existsSync(path.join(dirs.dataDir, "volumes", host!))).toBe(false);
+    expect(readdirSync(path.join(d.dirs.runtimeDir, "domains")).filter((n) => n.startsWith("disp"))).toEqual([]);
+    expect(existsSync(path.join(d.dirs.dataDir, "volumes", host!))).toBe(false);
     expect(processesMentioning(`/domains/${host}`)).toEqual([]);
   });
 
@@ -117,11 +102,11 @@ describe("volumes with real VMs", () => {
       .toBe(true);
     await d.kill();
     await run; // the CLI loses its daemon and exits
-    d = await startTestDaemon(dirs);
+    await d.restart();
     expect(d.log()).toContain(`${disp!.name}: disposable left by an earlier qvmd; destroying it`);
     expect((JSON.parse(await ok("ls", "--json")) as Array<{ name: string }>).map((x) => x.name).filter((n) => n.startsWith("disp"))).toEqual([]);
     // Gone, or a zombie its new parent has not reaped yet (qvmd that started it is dead).
     expect(alive(disp!.vmmPid)).toBe(false);
-    expect(existsSync(path.join(dirs.runtimeDir, "domains", disp!.name))).toBe(false);
+    expect(existsSync(path.join(d.dirs.runtimeDir, "domains", disp!.name))).toBe(false);
   });
 });
