@@ -43,10 +43,10 @@ export async function adminFigures(log: (m: string) => void, runs = 15, calls = 
     const ping: number[] = [];
     for (let i = 0; i < calls; i++) {
       let t0 = performance.now();
-      await d.client.getDaemonInfo();
+      await d.client.getDaemonInfo({});
       ping.push(performance.now() - t0);
       t0 = performance.now();
-      await d.client.getProperty("dom1", "memory");
+      await d.client.getProperty({ domain: "dom1", name: "memory" });
       get.push(performance.now() - t0);
     }
     return {

@@ -10,7 +10,7 @@ import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { execa } from "execa";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
-import { FrameType, encodeFrame, qrexecV1 } from "@qvm/protocol";
+import { FrameType, adminV1, encodeFrame, qrexecV1 } from "@qvm/protocol";
 import { removeTestDaemonDirs, runtimePaths, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -26,10 +26,10 @@ export async function qrexecFigures(log: (m: string) => void): Promise<Record<st
     execFileSync(process.execPath, [cli, ...args], { env, encoding: "utf8", input, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "inherit"], maxBuffer: 1 << 20 });
   try {
     writeFileSync(path.join(dirs.dataDir, "policy.d", "30-user.policy"), "test.Nop * src dst allow\nqubes.Filecopy * src dst allow\n");
-    const template = (await d.client.listDomains()).domains.find((x) => x.klass === "TemplateVM")!.name;
+    const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
     for (const n of ["src", "dst"]) qvm(["create", "--template", template, "--label", "blue", "--prop", "memory=700", n]);
     log("starting two domains for the qrexec figures");
-    await Promise.all(["src", "dst"].map((n) => d.client.startDomain(n)));
+    await Promise.all(["src", "dst"].map((n) => d.client.startDomain({ name: n })));
     qvm(["run", "-p", "--no-pty", "-u", "root", "dst", "--", "sh", "-c", "printf '#!/bin/sh\\n' > /usr/local/etc/qubes-rpc/test.Nop && chmod 755 /usr/local/etc/qubes-rpc/test.Nop"]);
     const req = Buffer.concat([encodeFrame(FrameType.REQUEST, qrexecV1.CallRequest.encode({ target: "dst", service: "test.Nop", argument: "" }).finish()), encodeFrame(FrameType.STDIN)]);
     qvm(["run", "-p", "--no-pty", "src", "--", "sh", "-c", "cat > /tmp/req"], req);
@@ -60,7 +60,7 @@ export async function qrexecFigures(log: (m: string) => void): Promise<Record<st
     log(`qvmd's log ends with:\n${d.log().slice(-3000)}`);
     throw err;
   } finally {
-    for (const n of ["src", "dst"]) await d.client.killDomain(n).catch(() => {});
+    for (const n of ["src", "dst"]) await d.client.killDomain({ name: n }).catch(() => {});
     await d.stop();
     removeTestDaemonDirs(dirs);
   }

@@ -7,7 +7,7 @@ import { execa } from "execa";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
-import type { AdminClient, adminV1 } from "@qvm/protocol";
+import { adminV1, type AdminClient } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -62,10 +62,10 @@ export async function shellFigures(log: (m: string) => void): Promise<Record<str
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   try {
-    const template = (await d.client.listDomains()).domains.find((x) => x.klass === "TemplateVM")!.name;
+    const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
     await d.client.createDomain({ name: "bsh", klass: "AppVM", template, label: "green", properties: { memory: "700" } });
     log("starting a domain for the web shell figures");
-    await d.client.startDomain("bsh");
+    await d.client.startDomain({ name: "bsh" });
     const url = await urlPrinted;
     log("opening the page");
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
@@ -112,7 +112,7 @@ export async function shellFigures(log: (m: string) => void): Promise<Record<str
     await browser.close();
     shell.kill("SIGTERM");
     await shell.catch(() => {});
-    await d.client.killDomain("bsh").catch(() => {});
+    await d.client.killDomain({ name: "bsh" }).catch(() => {});
     await d.stop();
     removeTestDaemonDirs(dirs);
   }

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
+import { adminV1 } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -16,10 +17,10 @@ export async function storageFigures(log: (m: string) => void, n = 10): Promise<
   const d = await startTestDaemon(dirs);
   const scratch = mkdtempSync(path.join(os.tmpdir(), "qvm-bench-copy-"));
   try {
-    const templates = (await d.client.listDomains()).domains.filter((x) => x.klass === "TemplateVM");
+    const templates = (await d.client.listDomains({})).domains.filter((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM);
     if (!templates.length) throw new Error("no template image: run ./qvm-images build");
     const template = templates[0]!.name;
-    const root = (await d.client.listVolumes(template)).volumes.find((v) => v.name === "root")!.path;
+    const root = (await d.client.listVolumes({ domain: template })).volumes.find((v) => v.name === "root")!.path;
     log(`creating ${n} AppVMs of ${template} and copying its root ${n} times`);
     const create: number[] = [];
     const copy: number[] = [];
@@ -57,7 +58,7 @@ export async function disposableFigure(log: (m: string) => void): Promise<Record
   const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };
   const qvm = (...args: string[]) => execFileSync(process.execPath, [cli, ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
   try {
-    const template = (await d.client.listDomains()).domains.find((x) => x.klass === "TemplateVM")!.name;
+    const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
     qvm("create", "--template", template, "--label", "red", "--prop", "template_for_dispvms=true", "dvm");
     qvm("create", "--template", template, "--label", "blue", "app");
     log("timing a disposable's time to output and an AppVM's start + run");

@@ -1,7 +1,7 @@
 // The qvm workflow end to end: the real `qvm` CLI, a real qvmd, real VMs. Covers the README flow,
 // qvmd crashing while domains run (re-attach, autostart) and VMMs dying under the daemon.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { adminV1 } from "@qvm/protocol";
+import { eventTypeWord, type DomainInWords, type adminV1 } from "@qvm/protocol";
 import { processesMentioning } from "./fixtures.js";
 import { withDaemon, type E2eDaemon } from "./qvmd-fixtures.js";
 
@@ -11,10 +11,10 @@ function qvm(...args: string[]) {
   return d.qvm(args);
 }
 
-async function state(name: string): Promise<adminV1.Domain> {
+async function state(name: string): Promise<DomainInWords> {
   const r = await qvm("ls", "--json");
   expect(r.exitCode, r.stderr).toBe(0);
-  const dom = (JSON.parse(r.stdout) as adminV1.Domain[]).find((x) => x.name === name);
+  const dom = (JSON.parse(r.stdout) as DomainInWords[]).find((x) => x.name === name);
   expect(dom, `${name} in qvm ls --json`).toBeDefined();
   return dom!;
 }
@@ -38,7 +38,7 @@ describe("qvm CLI and qvmd with real VMs", () => {
     expect((await qvm("prefs", "work", "memory")).stdout.trim()).toBe("800");
     r = await qvm("start", "work");
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(await state("work")).toMatchObject({ state: "Running", klass: "AppVM", label: "red", template: "debian-12" });
+    expect(await state("work")).toMatchObject({ state: "Running", class: "AppVM", label: "red", template: "debian-12" });
 
     r = await qvm("run", "--pass-io", "work", "--", "uname", "-a");
     expect(r.exitCode, r.stderr).toBe(0);
@@ -109,7 +109,7 @@ describe("qvm CLI and qvmd with real VMs", () => {
 
   it("notices a SIGKILLed VMM within 2 s, both for a re-attached domain and for its own child", async () => {
     const events: adminV1.Event[] = [];
-    const stream = d.client.watchEvents();
+    const stream = d.client.watchEvents({ domain: "" });
     stream.on("data", (e: adminV1.Event) => events.push(e));
     stream.on("error", () => {});
     await new Promise((r) => setTimeout(r, 100));
@@ -117,7 +117,7 @@ describe("qvm CLI and qvmd with real VMs", () => {
       const { vmmPid } = await state(name);
       const t0 = Date.now();
       process.kill(vmmPid, "SIGKILL");
-      await expect.poll(() => events.find((e) => e.type === "domain-shutdown" && e.domain === name), { timeout: 2000, interval: 50 }).toBeTruthy();
+      await expect.poll(() => events.find((e) => eventTypeWord(e.type) === "domain-shutdown" && e.domain === name), { timeout: 2000, interval: 50 }).toBeTruthy();
       expect(Date.now() - t0).toBeLessThan(2000);
       expect(await state(name)).toMatchObject({ state: "Halted", vmmPid: 0 });
       expect((await state(name)).lastStopReason).toMatch(/SIGKILL|exited unexpectedly/);
