@@ -1,29 +1,11 @@
 // The event feed: every state change qvmd makes is published here, in order, with a sequence
 // number. The admin API streams it to subscribers (CLI, web shell).
+import { EVENT_TYPES, type EventTypeWord } from "@qvm/protocol/contracts";
 import { isoNow, systemClock, type Clock } from "./clock.js";
-export const EVENT_TYPES = [
-  "domain-add",
-  "domain-delete",
-  "domain-pre-start",
-  "domain-start",
-  "domain-start-failed",
-  "domain-paused",
-  "domain-unpaused",
-  "domain-pre-shutdown",
-  "domain-shutdown",
-  "property-set",
-  "property-reset",
-  "feature-set",
-  "feature-delete",
-  "tag-add",
-  "tag-delete",
-  "global-property-set",
-  "volume-revert",
-  "volume-resize",
-  "volume-config",
-  "qrexec-call",
-] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
+// The event names are the admin API's EventType words, a contract defined once for qvmd and its
+// clients (@qvm/protocol/contracts).
+export { EVENT_TYPES };
+export type EventType = EventTypeWord;
 
 export interface QvmEvent {
   seq: number;

@@ -1,8 +1,10 @@
 // The persistent record of one domain, validated with zod wherever it is loaded.
 import { z } from "zod";
+import { DOMAIN_CLASSES, type DomainClassWord } from "@qvm/protocol/contracts";
 
-export const DOMAIN_CLASSES = ["AppVM", "TemplateVM", "StandaloneVM", "DispVM"] as const;
-export type DomainClass = (typeof DOMAIN_CLASSES)[number];
+// Qubes' class names: the words of the admin API's DomainClass, defined once (contracts/words.ts).
+export { DOMAIN_CLASSES };
+export type DomainClass = DomainClassWord;
 
 const propValue = z.union([z.string(), z.number(), z.boolean()]);
 
