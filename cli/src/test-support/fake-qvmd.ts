@@ -117,7 +117,7 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
       try {
         cb(null, fn(call.request));
       } catch (err) {
-        cb(toGrpcError(err) as never);
+        cb(toGrpcError(err));
       }
     };
   const impl: Partial<adminV1.QvmAdminServer> = {
