@@ -7,6 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { domainClassFromWord } from "@qvm/protocol";
 import { fakeDomain } from "./test-support/domains.js";
 import { startFakeQvmd, type FakeQvmd } from "./test-support/fake-qvmd.js";
 
@@ -140,9 +141,9 @@ describe("qvm create", () => {
   it("sends the class, template, label and properties", async () => {
     const r = await qvm(["create", "new", "-l", "green", "-t", "debian-12", "--prop", "memory=800", "--prop", "netvm="]);
     expect(r).toMatchObject({ code: 0, stderr: "" });
-    expect(sortedCalls("createDomain")).toEqual([{ name: "new", klass: "AppVM", template: "debian-12", label: "green", properties: { memory: "800", netvm: "" } }]);
+    expect(sortedCalls("createDomain")).toEqual([{ name: "new", class: domainClassFromWord("AppVM"), template: "debian-12", label: "green", properties: { memory: "800", netvm: "" } }]);
     await qvm(["create", "--class", "TemplateVM", "--label", "black", "tpl"]);
-    expect(sortedCalls("createDomain")[1]).toMatchObject({ name: "tpl", klass: "TemplateVM", template: "" });
+    expect(sortedCalls("createDomain")[1]).toMatchObject({ name: "tpl", class: domainClassFromWord("TemplateVM"), template: "" });
   });
 
   it("refuses a missing label or a bad class before calling qvmd: exit 2, one line", async () => {

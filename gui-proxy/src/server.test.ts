@@ -1,5 +1,6 @@
 // The web shell server against a real qvmd (no VM: access control, the domain list, lifecycle
 // errors, hostile messages). Terminals into real domains are tested in a browser in tests/e2e.
+import { domainClassFromWord } from "@qvm/protocol";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -17,9 +18,9 @@ beforeAll(async () => {
   d = await startTestDaemon(dirs);
   webDir = mkdtempSync(path.join(os.tmpdir(), "qvm-web-"));
   for (const f of ["index.html", "app.js", "app.css"]) writeFileSync(path.join(webDir, f), `/* ${f} */`);
-  await d.client.createDomain({ name: "work", klass: "AppVM", template: "", label: "blue", properties: {} }).catch(async () => {
+  await d.client.createDomain({ name: "work", class: domainClassFromWord("AppVM"), template: "", label: "blue", properties: {} }).catch(async () => {
     // No template in this bare data dir: a StandaloneVM needs none.
-    await d.client.createDomain({ name: "work", klass: "StandaloneVM", template: "", label: "blue", properties: {} });
+    await d.client.createDomain({ name: "work", class: domainClassFromWord("StandaloneVM"), template: "", label: "blue", properties: {} });
   });
   shell = await startShellServer({ admin: d.client, webDir });
 });
@@ -123,7 +124,7 @@ describe("web shell server", () => {
     const closed = await next(ws!, "closed");
     expect(closed).toMatchObject({ id: 7, reason: /not running/ });
     const listed = next(ws!, "domains");
-    await d.client.createDomain({ name: "other", klass: "StandaloneVM", template: "", label: "red", properties: {} });
+    await d.client.createDomain({ name: "other", class: domainClassFromWord("StandaloneVM"), template: "", label: "red", properties: {} });
     expect((await listed).domains).toEqual(expect.arrayContaining([expect.objectContaining({ name: "other", label: "red" })]));
     ws!.close();
   });

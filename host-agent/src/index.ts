@@ -10,7 +10,7 @@ export type { BootPlan } from "./domain/boot-plan.js";
 export type { RunningVm, VmFactory } from "./domain/vm-factory.js";
 export { AgentClient, type ExecOptions } from "./agent/agent-client.js";
 export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
-export type { GuestInfo, SignalName } from "./agent/replies.js";
+export type { GuestInfo } from "./agent/replies.js";
 export { QemuDriver } from "./vmm/qemu/qemu-driver.js";
 export { DriverTable } from "./vmm/drivers.js";
 export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo, VmCapabilities, NicSpec, DeviceSpec, ChannelSpec } from "./vmm/driver.js";

@@ -1,5 +1,6 @@
 // Admin figures: `qvm ls` with 100 defined domains next to `node -e 0` (the floor for any Node
 // CLI), and an admin property get next to a bare round trip (GetDaemonInfo) on the same socket.
+import { domainClassFromWord } from "@qvm/protocol";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { repoRoot } from "@qvm/images";
@@ -25,9 +26,9 @@ export async function adminFigures(log: (m: string) => void, runs = 15, calls = 
   const dirs = testDaemonDirs("bench-admin");
   const d = await startTestDaemon(dirs);
   try {
-    await d.client.createDomain({ name: "tmpl", klass: "TemplateVM", template: "", label: "black", properties: {} });
+    await d.client.createDomain({ name: "tmpl", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} });
     for (let i = 1; i < 100; i++) {
-      await d.client.createDomain({ name: `dom${i}`, klass: "AppVM", template: "tmpl", label: "blue", properties: {} });
+      await d.client.createDomain({ name: `dom${i}`, class: domainClassFromWord("AppVM"), template: "tmpl", label: "blue", properties: {} });
     }
     log("100 domains defined; timing `qvm ls` and `node -e 0`");
     const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };

@@ -7,7 +7,7 @@ import { execa } from "execa";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
-import { adminV1, type AdminClient } from "@qvm/protocol";
+import { adminV1, type AdminClient, domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -63,7 +63,7 @@ export async function shellFigures(log: (m: string) => void): Promise<Record<str
   });
   try {
     const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
-    await d.client.createDomain({ name: "bsh", klass: "AppVM", template, label: "green", properties: { memory: "700" } });
+    await d.client.createDomain({ name: "bsh", class: domainClassFromWord("AppVM"), template, label: "green", properties: { memory: "700" } });
     log("starting a domain for the web shell figures");
     await d.client.startDomain({ name: "bsh" });
     const url = await urlPrinted;

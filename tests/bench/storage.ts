@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
-import { adminV1 } from "@qvm/protocol";
+import { adminV1, domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -26,7 +26,7 @@ export async function storageFigures(log: (m: string) => void, n = 10): Promise<
     const copy: number[] = [];
     for (let i = 0; i < n; i++) {
       let t0 = performance.now();
-      await d.client.createDomain({ name: `app${i}`, klass: "AppVM", template, label: "blue", properties: {} });
+      await d.client.createDomain({ name: `app${i}`, class: domainClassFromWord("AppVM"), template, label: "blue", properties: {} });
       create.push(performance.now() - t0);
       t0 = performance.now();
       execFileSync("cp", ["--sparse=always", root, path.join(scratch, "root.img")]);

@@ -1,5 +1,5 @@
 import { Args, Flags } from "@oclif/core";
-import { QvmCommand, example } from "../base.js";
+import { QvmCommand, example, loadProtocol } from "../base.js";
 import { parseAssignments } from "../lib/run-args.js";
 
 export default class Create extends QvmCommand {
@@ -26,6 +26,7 @@ Names: up to 31 characters, a letter first, then letters, digits, "_", "." or "-
     const { args, flags } = await this.parse(Create);
     const properties = parseAssignments(flags.prop, "--prop");
     const admin = await this.admin();
-    await admin.createDomain({ name: args.name, klass: flags.class, template: flags.template ?? "", label: flags.label, properties });
+    const p = await loadProtocol();
+    await admin.createDomain({ name: args.name, class: p.domainClassFromWord(flags.class), template: flags.template ?? "", label: flags.label, properties });
   }
 }

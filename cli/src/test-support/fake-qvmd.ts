@@ -127,8 +127,8 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     createDomain: unary("createDomain", (r: adminV1.CreateDomainRequest) => {
       if (!r.label) throw new QvmError("INVALID_ARGUMENT", "a label is required");
       if (fake.domains.some((d) => d.name === r.name)) throw new QvmError("ALREADY_EXISTS", `domain "${r.name}" already exists`);
-      // The request's class is text (CreateDomainRequest.klass); an unknown one shows as "unknown".
-      const d = fakeDomain(r.name, { class: domainClassWord(domainClassFromWord(r.klass || "AppVM")), label: r.label, template: r.template });
+      // UNSPECIFIED means AppVM, as in qvmd.
+      const d = fakeDomain(r.name, { class: r.class ? domainClassWord(r.class) : "AppVM", label: r.label, template: r.template });
       fake.domains.push(d);
       return { domain: domainMsg(d) };
     }),

@@ -1,7 +1,8 @@
 // Admin requests parsed once, at the boundary, into the core's typed commands. A field that is
 // malformed is refused here with INVALID_ARGUMENT naming it; what passes is what the core gets.
-import { QvmError, type adminV1 } from "@qvm/protocol";
-import { SIGNAL_NAMES, type SignalName } from "../agent/replies.js";
+import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
+import type { CreateDomainInput } from "../domain/registry.js";
+import { DOMAIN_CLASSES, EXEC_SIGNALS, UNKNOWN_WORD, isExecSignal, type ExecSignal } from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
 import type { ExecCommand } from "../core/qvmd.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
@@ -20,6 +21,13 @@ export function domainName(name: string): string {
 /** A domain's name, or "" for the global properties. */
 export function domainOrGlobal(name: string): string {
   return name === "" ? "" : validateDomainName(name);
+}
+
+/** A new domain: its class from the enum (UNSPECIFIED: AppVM); the registry checks the rest. */
+export function parseCreateDomain(r: adminV1.CreateDomainRequest): CreateDomainInput {
+  const klass = r.class === adminV1.DomainClass.DOMAIN_CLASS_UNSPECIFIED ? "AppVM" : domainClassWord(r.class);
+  if (klass === UNKNOWN_WORD) throw new QvmError("INVALID_ARGUMENT", `unknown class ${r.class}; classes: ${DOMAIN_CLASSES.join(", ")}`);
+  return { name: r.name, klass, template: r.template, label: r.label, properties: r.properties };
 }
 
 export function parseExecStart(s: adminV1.ExecStart): ExecCommand {
@@ -48,9 +56,9 @@ export function parseExecStart(s: adminV1.ExecStart): ExecCommand {
   };
 }
 
-export function parseSignal(name: string): SignalName {
-  if (!(SIGNAL_NAMES as readonly string[]).includes(name)) throw new QvmError("INVALID_ARGUMENT", `signal must be one of ${SIGNAL_NAMES.join(", ")}`);
-  return name as SignalName;
+export function parseSignal(name: string): ExecSignal {
+  if (!isExecSignal(name)) throw new QvmError("INVALID_ARGUMENT", `signal must be one of ${EXEC_SIGNALS.join(", ")}`);
+  return name;
 }
 
 export function parseSize(sizeBytes: number): number {

@@ -6,7 +6,7 @@ import type { QvmEvent } from "../base/events.js";
 import type { DomainView, Qvmd, VolumeListing } from "../core/qvmd.js";
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
-import { domainName, domainOrGlobal } from "./requests.js";
+import { domainName, domainOrGlobal, parseCreateDomain } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -28,7 +28,7 @@ const empty = async (p: Promise<void>): Promise<Record<string, never>> => {
 // ---- core results -> messages ------------------------------------------------------------------
 
 // The core speaks Qubes' words (AppVM, Running, allow, domain-start); the API carries enums.
-const domainMsg = ({ klass, state, ...d }: DomainView): adminV1.Domain => ({ ...d, class: domainClassFromWord(klass), state: powerStateFromWord(state) });
+const domainMsg = (d: DomainView): adminV1.Domain => ({ ...d, class: domainClassFromWord(d.class), state: powerStateFromWord(d.state) });
 const propMsg = (p: PropertyView): adminV1.Property => ({ ...p });
 const eventMsg = (ev: QvmEvent): adminV1.Event => ({ ...ev, type: eventTypeFromWord(ev.type) });
 const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
@@ -64,7 +64,7 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     listDomains: unary(() => ({ domains: qvmd.list().map(domainMsg) })),
     getDomain: unary((r: adminV1.GetDomainRequest) => ({ domain: domainMsg(qvmd.get(domainName(r.name))) })),
     createDomain: unary(async (r: adminV1.CreateDomainRequest) => ({
-      domain: domainMsg(await qvmd.create({ name: r.name, klass: r.klass, template: r.template, label: r.label, properties: r.properties })),
+      domain: domainMsg(await qvmd.create(parseCreateDomain(r))),
     })),
     cloneDomain: unary(async (r: adminV1.CloneDomainRequest) => ({ domain: domainMsg(await qvmd.clone(domainName(r.source), domainName(r.name))) })),
     removeDomain: unary((r: adminV1.RemoveDomainRequest) => empty(qvmd.remove(domainName(r.name)))),

@@ -2,17 +2,10 @@
 // return typed values, or throw QvmError AGENT_PROTOCOL.
 import { z } from "zod";
 import { QvmError, type agentV1 } from "@qvm/protocol";
-import { EXEC_SIGNALS, isExitSignal, type ExecSignal, type ExitSignal } from "@qvm/protocol/contracts";
+import { isExitSignal, type ExitSignal } from "@qvm/protocol/contracts";
 import { MAX_GUEST_TEXT_IN_ERRORS, MAX_OUTPUT_CHUNK_BYTES, MAX_SHORT_STRING } from "./limits.js";
 
 const printable = z.string().max(MAX_SHORT_STRING).regex(/^[\x20-\x7e]*$/, "non-printable characters");
-
-/**
- * The signals a caller may send (the contract's EXEC_SIGNALS, which the guest accepts), under the
- * names admin/service.ts checks an Exec request's signal against, so qvmd refuses the others
- * before they reach the guest. New code takes EXEC_SIGNALS from @qvm/protocol/contracts.
- */
-export { EXEC_SIGNALS as SIGNAL_NAMES, type ExecSignal as SignalName };
 
 const pingReply = z.object({ agentVersion: printable });
 const infoReply = z.object({

@@ -4,6 +4,7 @@
 import { readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "../testing/test-daemon.js";
 
 /** Small deterministic generator so a failing run can be replayed from the printed seed. */
@@ -27,8 +28,8 @@ describe("crash safety of the domain store", () => {
 
     for (let round = 0; round < 8; round++) {
       const d = await startTestDaemon(dirs);
-      const names = new Set((await d.client.listDomains()).domains.map((x) => x.name));
-      if (round === 0) await d.client.createDomain({ name: "base", klass: "TemplateVM", template: "", label: "black", properties: {} });
+      const names = new Set((await d.client.listDomains({})).domains.map((x) => x.name));
+      if (round === 0) await d.client.createDomain({ name: "base", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} });
       else {
         for (const n of present) expect(names.has(n), `seed ${seed}: acknowledged domain ${n} is missing after SIGKILL`).toBe(true);
         for (const n of absent) expect(names.has(n), `seed ${seed}: removed domain ${n} came back after SIGKILL`).toBe(false);
@@ -48,32 +49,32 @@ describe("crash safety of the domain store", () => {
           if (r < 0.45 || apps.length === 0) {
             const name = `d${next++}`;
             uncertain.add(name);
-            await d.client.createDomain({ name, klass: "AppVM", template: "base", label: "blue", properties: { memory: String(200 + next) } });
+            await d.client.createDomain({ name, class: domainClassFromWord("AppVM"), template: "base", label: "blue", properties: { memory: String(200 + next) } });
             present.add(name);
           } else if (r < 0.7) {
             const name = `d${next++}`;
             uncertain.add(name);
-            await d.client.cloneDomain(apps[Math.floor(random() * apps.length)]!, name);
+            await d.client.cloneDomain({ source: apps[Math.floor(random() * apps.length)]!, name });
             present.add(name);
           } else {
             const victim = apps[Math.floor(random() * apps.length)]!;
             present.delete(victim);
             uncertain.add(victim);
-            await d.client.removeDomain(victim);
+            await d.client.removeDomain({ name: victim });
             absent.add(victim);
           }
           uncertain.delete([...uncertain].at(-1)!);
           totalOps++;
         }
       } catch (err) {
-        expect((err as { code?: string }).code, `seed ${seed}: ${(err as Error).message}`).toBe("AGENT_UNAVAILABLE");
+        expect((err as { code?: string }).code, `seed ${seed}: ${(err as Error).message}`).toBe("DAEMON_UNAVAILABLE");
       } finally {
         clearTimeout(timer);
         await d.kill();
       }
     }
     const d = await startTestDaemon(dirs);
-    const names = new Set((await d.client.listDomains()).domains.map((x) => x.name));
+    const names = new Set((await d.client.listDomains({})).domains.map((x) => x.name));
     for (const n of present) expect(names.has(n), `seed ${seed}: ${n} missing`).toBe(true);
     for (const n of absent) expect(names.has(n), `seed ${seed}: ${n} came back`).toBe(false);
     expect(totalOps).toBeGreaterThan(20);
@@ -88,7 +89,7 @@ describe("a damaged store", () => {
     const broken = testDaemonDirs("corrupt");
     try {
       const d = await startTestDaemon(broken);
-      await d.client.createDomain({ name: "t", klass: "TemplateVM", template: "", label: "black", properties: {} });
+      await d.client.createDomain({ name: "t", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} });
       expect(await d.stop()).toBe(0);
       const file = path.join(broken.dataDir, "qvm.json");
       const torn = readFileSync(file, "utf8").slice(0, 100); // a half-written file

@@ -34,7 +34,7 @@ beforeEach(async () => {
     drivers: [{ kind: "qemu" } as never],
     accel: () => "tcg",
     store: DomainStore.open(path.join(dir, "data")),
-    volumes: fakeVolumes(),
+    volumes: fakeVolumes(path.join(dir, "volumes")),
     vms,
     random: () => (n++ % 10) / 10,
     log: (m) => logs.push(m),

@@ -3,12 +3,12 @@
 // the locks it needs itself and returns plain data or a session; nothing else in qvmd is called
 // by a transport. It is built from injected parts by the composition root (compose.ts).
 import { QvmError } from "@qvm/protocol";
+import type { DomainClassWord, PowerStateWord } from "@qvm/protocol/contracts";
 import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
 import type { VolumeView } from "../storage/volumes.js";
 import type { LaunchTarget } from "../domain/launcher.js";
 import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
-import type { PowerState } from "../domain/runner.js";
 import type { Prompt } from "../qrexec/prompts.js";
 import { systemFacts } from "../qrexec/host.js";
 import { evaluate, type CallQuery, type Decision } from "../qrexec/policy/evaluate.js";
@@ -20,8 +20,8 @@ import type { QvmdParts } from "./parts.js";
 
 export interface DomainView {
   name: string;
-  klass: string;
-  state: PowerState;
+  class: DomainClassWord;
+  state: PowerStateWord;
   label: string;
   template: string;
   netvm: string;
@@ -323,7 +323,7 @@ export class Qvmd {
     const { registry, runner } = this.p;
     return {
       name: rec.name,
-      klass: rec.class,
+      class: rec.class,
       state: runner.state(rec.name),
       label: String(rec.props.label ?? ""),
       template: rec.class === "AppVM" ? String(registry.resolve(rec, "template")) : "",

@@ -5,7 +5,7 @@ import net from "node:net";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { QvmError } from "@qvm/protocol";
 import type { ExecExit } from "../agent/exec-process.js";
-import type { SignalName } from "../agent/replies.js";
+import type { ExecSignal } from "@qvm/protocol/contracts";
 import type { Launched } from "../domain/launcher.js";
 import type { RunningVm } from "../domain/vm-factory.js";
 
@@ -39,7 +39,7 @@ export class ExecSession {
     this.launched.proc.resize(rows, cols);
   }
 
-  signal(name: SignalName): Promise<void> {
+  signal(name: ExecSignal): Promise<void> {
     return this.launched.signal(name);
   }
 

@@ -5,7 +5,7 @@
 // call ends.
 import type { ExecOptions } from "../agent/agent-client.js";
 import type { ExecProcess } from "../agent/exec-process.js";
-import type { SignalName } from "../agent/replies.js";
+import type { ExecSignal } from "@qvm/protocol/contracts";
 import type { DispVms } from "./dispvms.js";
 import type { DomainRegistry } from "./registry.js";
 import type { DomainRunner } from "./runner.js";
@@ -25,7 +25,7 @@ export interface Launched {
   domain: string;
   proc: ExecProcess;
   /** Sends a signal to the process; a guest that refuses is logged, not thrown. */
-  signal(name: SignalName): Promise<void>;
+  signal(name: ExecSignal): Promise<void>;
   /** Ends what the launch owns (the disposable); safe to call more than once. */
   release(): Promise<void>;
 }

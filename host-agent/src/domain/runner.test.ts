@@ -15,7 +15,8 @@ import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import { DomainPaths } from "./paths.js";
 import { DomainRegistry } from "./registry.js";
-import { DomainRunner, type PowerState } from "./runner.js";
+import type { PowerStateWord } from "@qvm/protocol/contracts";
+import { DomainRunner } from "./runner.js";
 
 class FakeClock implements Clock {
   t = Date.UTC(2026, 10, 30);
@@ -126,7 +127,7 @@ async function run(step: Step, name = "work"): Promise<void> {
 }
 
 describe("DomainRunner power states", () => {
-  const transitions: Array<{ steps: Step[]; state: PowerState; events: string[] }> = [
+  const transitions: Array<{ steps: Step[]; state: PowerStateWord; events: string[] }> = [
     { steps: ["start"], state: "Running", events: ["domain-pre-start work", "domain-start work"] },
     { steps: ["start", "pause"], state: "Paused", events: ["domain-pre-start work", "domain-start work", "domain-paused work"] },
     { steps: ["start", "pause", "unpause"], state: "Running", events: ["domain-pre-start work", "domain-start work", "domain-paused work", "domain-unpaused work"] },
@@ -214,12 +215,23 @@ describe("DomainRunner power states", () => {
 
   it("pause is refused while shutting down", async () => {
     await run("start");
-    factory.vms.get("work")!.guest = "hangs";
-    const stopping = runner.shutdown("work", { wait: true, force: true });
-    await settle();
+    const vm = factory.vms.get("work")!;
+    let powerOff!: () => void;
+    vm.shutdown = () =>
+      new Promise((resolve) => {
+        powerOff = () => {
+          vm.end("the guest powered off", true);
+          resolve(vm.exited);
+        };
+      });
+    // Without --wait the call returns at once and the domain stays Halting until the guest is off.
+    expect(await runner.shutdown("work", { wait: false, force: false })).toBe("");
     expect(runner.state("work")).toBe("Halting");
-    await expect(runner.pause("work")).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
-    await stopping;
+    await expect(runner.pause("work")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: "work is shutting down" });
+    await expect(runner.shutdown("work", { wait: true, force: false })).rejects.toMatchObject({ message: "work is already shutting down" });
+    powerOff();
+    await settle();
+    expect(runner.state("work")).toBe("Halted");
   });
 
   it("commits the root of a stopped StandaloneVM, not of an AppVM", async () => {

@@ -5,6 +5,7 @@
 // comes from the BootPlanner; VMs come from a VmFactory; attachments are made by the attachers
 // and released on every exit path.
 import { QvmError } from "@qvm/protocol";
+import type { PowerStateWord } from "@qvm/protocol/contracts";
 import type { KeyedMutex } from "../base/keyed-mutex.js";
 import type { EventBus } from "../base/events.js";
 import { validateDomainName } from "../model/names.js";
@@ -18,8 +19,6 @@ import type { RunningVm, VmFactory } from "./vm-factory.js";
 /** The private volume's place in the disks a plan prepares (root is 0). */
 const PRIVATE_DISK_INDEX = 1;
 
-/** Qubes' power states (Transient: starting). */
-export type PowerState = "Halted" | "Transient" | "Running" | "Paused" | "Halting";
 
 /** Storage work around a run: what stopping commits, what a start may still owe the guest. */
 export interface RunStorage {
@@ -59,7 +58,8 @@ export class DomainRunner {
 
   constructor(private readonly deps: RunnerDeps) {}
 
-  state(name: string): PowerState {
+  /** Qubes' power state (Transient: starting). */
+  state(name: string): PowerStateWord {
     if (this.starting.has(name)) return "Transient";
     const l = this.live.get(name);
     if (!l) return "Halted";

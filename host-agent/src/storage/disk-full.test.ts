@@ -1,5 +1,6 @@
 // A full disk while a domain's volumes are made: a clear error and no half-made domain. The data
 // directory is a 1 MiB tmpfs (mounting it needs root, as the test command runs here and in CI).
+import { domainClassFromWord } from "@qvm/protocol";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
@@ -14,7 +15,7 @@ describe("a full disk", () => {
     try {
       const d = await startTestDaemon(dirs);
       try {
-        await expect(d.client.createDomain({ name: "big", klass: "TemplateVM", template: "", label: "black", properties: {} })).rejects.toMatchObject({
+        await expect(d.client.createDomain({ name: "big", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} })).rejects.toMatchObject({
           code: "RESOURCE_EXHAUSTED",
           message: expect.stringMatching(/the disk is full .*free space and try again/),
         });

@@ -1,6 +1,8 @@
 // Fakes behind the core's seams, for unit tests of the core and the runner without VMs: a VM
 // factory whose VMs run "programs" that echo, and the volume store and image store as far as
 // starting needs them. Nothing here touches QEMU, disks or the network.
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { ImageStore } from "@qvm/images";
 import { QvmError } from "@qvm/protocol";
@@ -137,15 +139,22 @@ export class FakeVmFactory implements VmFactory {
   }
 }
 
-/** The volume store as the core uses it, with no disks: every domain has volumes once created. */
-export function fakeVolumes(): VolumeStore {
-  const have = new Set<string>();
+/**
+ * The volume store as the core uses it, without qemu-img: a domain's volumes are empty files in
+ * `dir/NAME/` (the boot plan checks that a template's root exists), and starts prepare no disks.
+ */
+export function fakeVolumes(dir: string): VolumeStore {
+  const files = (name: string) => ({ root: path.join(dir, name, "root.img"), private: path.join(dir, name, "private.qcow2"), rootDirty: path.join(dir, name, "root-dirty.qcow2") });
+  const make = (name: string) => {
+    mkdirSync(path.join(dir, name), { recursive: true });
+    for (const f of [files(name).root, files(name).private]) writeFileSync(f, "");
+  };
   const fake: Partial<Record<keyof VolumeStore, unknown>> = {
-    create: async (name: string) => void have.add(name),
-    clone: async (_src: string, name: string) => void have.add(name),
-    remove: (name: string) => void have.delete(name),
-    exists: (name: string) => have.has(name),
-    files: (name: string) => ({ root: `/fake/${name}/root.img`, private: `/fake/${name}/private.qcow2`, rootDirty: `/fake/${name}/root-dirty.qcow2` }),
+    create: async (name: string) => make(name),
+    clone: async (_src: string, name: string) => make(name),
+    remove: (name: string) => rmSync(path.join(dir, name), { recursive: true, force: true }),
+    exists: (name: string) => existsSync(path.join(dir, name)),
+    files,
     orphans: () => [],
     prepareStart: async () => [],
     commitRoot: async () => false,
