@@ -14,6 +14,11 @@ export interface DiskSpec {
   path: string;
   format: "raw" | "qcow2";
   readonly: boolean;
+  /**
+   * Files this disk reads through (a qcow2 overlay's backing chain: a template's root, a
+   * disposable's template's private), which a sandboxed VMM must see read-only at the same path.
+   */
+  backingFiles?: string[];
 }
 
 /**
