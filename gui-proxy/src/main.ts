@@ -1,5 +1,6 @@
-// qvm-shell: the web shell server (`qvm shell` runs it). Prints the URL with its access token, or
-// writes it to a file only the user can read, and serves until SIGTERM or SIGINT.
+// qvm-shell: the web shell server (`qvm shell` runs it). Prints the URL with its access token in
+// the fragment (`http://127.0.0.1:PORT/#token=…`), or writes it to a file only the user can read,
+// and serves until SIGTERM or SIGINT.
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,8 +9,8 @@ import { AdminClient, adminSocketPath, runtimeDirFromEnv } from "@qvm/protocol";
 import { startShellServer } from "./server.js";
 
 const USAGE = `usage: qvm-shell [--host 127.0.0.1|::1|localhost] [--port N] [--url-file FILE]
-Serves the qvm web shell on loopback. The URL it prints carries the access token; with
---url-file it is written to FILE (mode 0600) instead of printed.`;
+Serves the qvm web shell on loopback. The URL it prints carries the access token in its
+fragment (#token=...); with --url-file it is written to FILE (mode 0600) instead of printed.`;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({

@@ -1,12 +1,12 @@
 // The web shell's server: static files of the page and one WebSocket per browser tab, on
-// loopback only, behind the token (access.ts). The page is the trusted part: it draws every
+// loopback only. The page is public (it holds no secret); the WebSocket needs the token (access.ts). The page is the trusted part: it draws every
 // window frame, title and label color from qvmd's data; domains only ever fill terminals.
 import { readFileSync, existsSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { WebSocketServer } from "ws";
 import { AdminClient } from "@qvm/protocol";
-import { TOKEN_COOKIE, allowedOrigins, createToken, isLoopbackHost, requestToken, sameToken } from "./access.js";
+import { SHELL_PROTOCOL, allowedHosts, allowedOrigins, createToken, isLoopbackHost, offeredProtocols, offeredToken, requestHost, sameToken } from "./access.js";
 import { ShellSession } from "./session.js";
 
 export interface ShellServerOptions {
@@ -47,37 +47,42 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
   }
   const token = opts.token ?? createToken();
   const log = opts.log ?? (() => {});
-  let port = 0;
+  // Known once listening: the address actually bound (localhost resolves to 127.0.0.1 or ::1).
+  let hosts: string[] = [];
+  let origins: string[] = [];
 
   const server = http.createServer((req, res) => {
     const refuse = (code: number, text: string) => {
       res.writeHead(code, { "Content-Type": "text/plain; charset=utf-8", ...SECURITY_HEADERS });
       res.end(`${text}\n`);
     };
-    if (req.method !== "GET") return refuse(405, "only GET");
-    if (!sameToken(requestToken(req), token)) return refuse(403, "forbidden: open the URL that `qvm shell` printed (it carries the access token)");
+    if (!hosts.includes(requestHost(req))) return refuse(421, `misdirected: this is the qvm web shell at ${hosts[0]}, not ${JSON.stringify(req.headers.host ?? "").slice(0, 100)}`);
+    if (req.method !== "GET" && req.method !== "HEAD") return refuse(405, "only GET");
     const url = new URL(req.url ?? "/", "http://x");
     const file = url.pathname === "/" ? "index.html" : url.pathname.slice(1);
     if (!FILES.includes(file)) return refuse(404, "not found");
-    res.writeHead(200, {
-      "Content-Type": TYPES[path.extname(file)] ?? "application/octet-stream",
-      // The URL's token becomes a cookie, so the page's own requests and WebSocket carry it.
-      "Set-Cookie": `${TOKEN_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`,
-      ...SECURITY_HEADERS,
-    });
-    res.end(readFileSync(path.join(opts.webDir, file)));
+    // Static and public: the token is never needed here, and never set as a cookie.
+    res.writeHead(200, { "Content-Type": TYPES[path.extname(file)] ?? "application/octet-stream", ...SECURITY_HEADERS });
+    res.end(req.method === "HEAD" ? undefined : readFileSync(path.join(opts.webDir, file)));
   });
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_WS_MESSAGE,
+    // Select our protocol name, never the one carrying the token (it is not echoed back).
+    handleProtocols: (protocols) => (protocols.has(SHELL_PROTOCOL) ? SHELL_PROTOCOL : false),
+  });
   server.on("upgrade", (req, socket, head) => {
     const origin = req.headers.origin ?? "";
-    const deny = (why: string) => {
+    const deny = (status: string, why: string) => {
       log(`refused a WebSocket: ${why}`);
-      socket.end("HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n");
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     };
-    if (new URL(req.url ?? "/", "http://x").pathname !== "/ws") return deny("not /ws");
-    if (!sameToken(requestToken(req), token)) return deny("no valid token");
-    if (!allowedOrigins(port).includes(origin)) return deny(`origin ${JSON.stringify(origin).slice(0, 100)} is not this page's`);
+    if (!hosts.includes(requestHost(req))) return deny("421 Misdirected Request", `Host ${JSON.stringify(req.headers.host ?? "").slice(0, 100)} is not this server`);
+    if (new URL(req.url ?? "/", "http://x").pathname !== "/ws") return deny("403 Forbidden", "not /ws");
+    if (!origins.includes(origin)) return deny("403 Forbidden", `origin ${JSON.stringify(origin).slice(0, 100)} is not this page's`);
+    if (!offeredProtocols(req).includes(SHELL_PROTOCOL)) return deny("403 Forbidden", `no ${SHELL_PROTOCOL} subprotocol`);
+    if (!sameToken(offeredToken(req), token)) return deny("403 Forbidden", "no valid token");
     wss.handleUpgrade(req, socket, head, (ws) => new ShellSession(ws, opts.admin, log));
   });
 
@@ -85,10 +90,13 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
     server.once("error", reject);
     server.listen(opts.port ?? 0, host, () => resolve());
   });
-  port = (server.address() as { port: number }).port;
-  const shown = host === "::1" ? "[::1]" : host;
+  const bound = server.address() as { address: string; port: number };
+  const port = bound.port;
+  hosts = allowedHosts(bound.address, port);
+  origins = allowedOrigins(bound.address, port);
   return {
-    url: `http://${shown}:${port}/?token=${token}`,
+    // The token rides the fragment: browsers never send it, in requests or in Referer.
+    url: `http://${hosts[0]}/#token=${token}`,
     token,
     port,
     close: () =>

@@ -2,6 +2,8 @@
 // from qvmd's domain list; a domain only fills the inside of its terminals, and its bytes go to
 // xterm.js as data (never into the DOM as HTML). Protocol: docs/web-shell.md; its messages are
 // the contract's schema (@qvm/protocol/contracts), which this page parses what it receives with.
+// Access (docs/web-shell.md): the token arrives in the URL's fragment and is offered on the
+// WebSocket only; the page itself is public.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { serverMessageSchema, type DomainSummary, type PageMessage, type TerminalKind } from "@qvm/protocol/contracts";
@@ -20,8 +22,33 @@ const windows = new Map<number, Win>();
 let domains: DomainSummary[] = [];
 let nextId = 1;
 
-const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+/** Where the page keeps the token: this tab only, this origin (port included) only. */
+const TOKEN_KEY = "qvm-shell-token";
+/** The subprotocols of gui-proxy/src/access.ts: ours, and the one that carries the token. */
+const SHELL_PROTOCOL = "qvm-shell.v1";
+const TOKEN_PROTOCOL_PREFIX = "qvm-token.";
+
+/**
+ * The access token: from the URL's fragment (`#token=…`, which the browser never sends to a
+ * server) into sessionStorage, and out of the address bar and history at once, so it is neither
+ * shown nor kept; a reload of this tab finds it in sessionStorage.
+ */
+function takeToken(): string | null {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl !== null) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  // A subprotocol name is an HTTP token; anything else could not have come from `qvm shell`.
+  return token && /^[A-Za-z0-9_-]+$/.test(token) ? token : null;
+}
+
+const token = takeToken();
+const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`, token ? [SHELL_PROTOCOL, TOKEN_PROTOCOL_PREFIX + token] : [SHELL_PROTOCOL]);
 ws.binaryType = "arraybuffer";
+let connected = false;
+ws.addEventListener("open", () => (connected = true));
 
 const colorOf = (label: string) => (isLabel(label) ? LABELS[label] : "#888888");
 const send = (msg: PageMessage) => ws.send(JSON.stringify(msg));
@@ -33,11 +60,12 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""):
   return e;
 }
 
-function notice(text: string, color = "#888888"): void {
+/** A notice in the corner; it goes after `ms` (0: it stays). */
+function notice(text: string, color = "#888888", ms = 8000): void {
   const n = el("div", "notice", text);
   n.style.borderLeftColor = color;
   notices.append(n);
-  setTimeout(() => n.remove(), 8000);
+  if (ms > 0) setTimeout(() => n.remove(), ms);
 }
 
 function button(text: string, onClick: () => void): HTMLButtonElement {
@@ -142,4 +170,15 @@ function parseJson(text: string): unknown {
     return undefined;
   }
 }
-ws.addEventListener("close", () => notice("disconnected from qvm shell; reload the page", "#cc0000"));
+ws.addEventListener("close", () => {
+  if (connected) return notice("disconnected from qvm shell; reload the page", "#cc0000", 0);
+  // The server refused the connection (it says no more to a browser): most likely the token.
+  sessionStorage.removeItem(TOKEN_KEY);
+  notice(
+    token
+      ? "qvm shell refused this page's access token: open the URL that `qvm shell` printed (…/#token=…) again"
+      : "no access token: open the URL that `qvm shell` printed (…/#token=…)",
+    "#cc0000",
+    0,
+  );
+});

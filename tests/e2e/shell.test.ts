@@ -1,7 +1,8 @@
 /// <reference lib="dom" />
 // The web shell in a real browser (Debian's chromium driven by playwright-core) against a real
 // qvmd and real VMs: the page with its token, domains with their label colors, start, a terminal,
-// `echo $((6*7))` → 42, resize, stop → the window closes with a notice; refused without the token.
+// `echo $((6*7))` → 42, resize, stop → the window closes with a notice; refused without the token,
+// which comes in the URL's fragment, moves to sessionStorage and is never a cookie.
 // Leaves a screenshot of the shell with two domains in .qvm/artifacts/web-shell.png.
 import { mkdirSync } from "node:fs";
 import path from "node:path";
@@ -19,7 +20,7 @@ beforeAll(async () => {
   d = await withDaemon("e2e-shell");
   await withDomain(d, "work", { label: "green", properties: { memory: "600" } });
   await withDomain(d, "untrusted", { label: "red", properties: { memory: "600" } });
-  const shell = await withService(d, ["shell"], { ready: /http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/ });
+  const shell = await withService(d, ["shell"], { ready: /http:\/\/127\.0\.0\.1:\d+\/#token=\S+/ });
   url = shell.ready![0];
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
@@ -35,15 +36,40 @@ afterAll(async () => {
 });
 
 describe("the web shell in a browser", () => {
-  it("is refused without the token", async () => {
-    const bare = url.replace(/\?token=.*/, "");
-    const r = await page.goto(bare);
-    expect(r?.status()).toBe(403);
-    expect(await page.textContent("body")).toContain("forbidden");
+  it("is refused without the token: the page loads, but its WebSocket is refused and it says why", async () => {
+    const bare = await browser.newPage();
+    try {
+      const r = await bare.goto(url.replace(/#.*/, ""));
+      expect(r?.status()).toBe(200); // the page is static and public
+      await expect.poll(() => bare.locator("#notices").textContent(), { timeout: 10_000 }).toContain("no access token");
+      expect(await bare.locator("li.domain").count()).toBe(0);
+    } finally {
+      await bare.close();
+    }
+    const wrong = await browser.newPage();
+    try {
+      await wrong.goto(url.replace(/#token=.*/, "#token=wrong"));
+      await expect.poll(() => wrong.locator("#notices").textContent(), { timeout: 10_000 }).toContain("refused this page's access token");
+      expect(await wrong.locator("li.domain").count()).toBe(0);
+    } finally {
+      await wrong.close();
+    }
+  });
+
+  it("takes the token from the fragment into sessionStorage, strips it from the address bar, and sets no cookie", async () => {
+    await page.goto(url);
+    await expect.poll(() => page.locator("li.domain").count(), { timeout: 10_000 }).toBe(2);
+    expect(page.url()).not.toContain("token");
+    expect(page.url()).not.toContain("#");
+    expect(await page.context().cookies()).toEqual([]);
+    const token = url.replace(/.*#token=/, "");
+    expect(await page.evaluate(() => sessionStorage.getItem("qvm-shell-token"))).toBe(token);
+    // A reload of the tab keeps working (the token is in sessionStorage, not in the URL).
+    await page.reload();
+    await expect.poll(() => page.locator("li.domain").count(), { timeout: 10_000 }).toBe(2);
   });
 
   it("lists the domains with their label colors, starts one, and runs a command in its terminal", async () => {
-    await page.goto(url);
     const work = page.locator('li.domain[data-domain="work"]');
     await expect.poll(() => work.count()).toBe(1);
     expect(await work.evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe("rgb(115, 210, 22)"); // green
