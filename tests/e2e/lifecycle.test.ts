@@ -47,14 +47,14 @@ describe("domain lifecycle with real VMs", () => {
     await dom.detach();
     expect(leftovers(dirs).processes.length).toBe(2); // still running: nobody stopped it
 
-    const again = await new QemuDriver().attach(dirs.runtimeDir);
+    const again = await new QemuDriver().attach(dirs.runtimeDir, dirs.logDir);
     expect(again).toBeDefined();
     expect(await again!.info()).toMatchObject({ state: "running", pid });
     again!.detach();
 
     process.kill(pid, "SIGKILL");
     await new Promise((r) => setTimeout(r, 500));
-    expect(await new QemuDriver().attach(dirs.runtimeDir)).toBeUndefined();
+    expect(await new QemuDriver().attach(dirs.runtimeDir, dirs.logDir)).toBeUndefined();
     expect(leftovers(dirs)).toEqual({ processes: [], runtimeDirExists: false });
   });
 

@@ -28,6 +28,9 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
       description: `Where the admin socket and per-domain runtime files live (default: $${RUNTIME_DIR_ENV}, else ${DEFAULT_RUNTIME_DIR}).`,
       helpValue: "DIR",
     }),
+    "allow-tcg": Flags.boolean({
+      description: "Start domains under QEMU's TCG software emulation where there is no KVM (also QVM_ALLOW_TCG=1). TCG gives no hardware isolation, so such starts are refused by default.",
+    }),
   };
 
   async run(): Promise<void> {
@@ -38,7 +41,8 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
     const runtimeDir = flags["runtime-dir"] ?? (process.env[RUNTIME_DIR_ENV] || DEFAULT_RUNTIME_DIR);
     const dataDir = flags["data-dir"] === undefined ? [] : ["--data-dir", flags["data-dir"]];
     // Its own process group: a Ctrl-C on the terminal reaches only qvm, which passes it on once.
-    const child = spawn(process.execPath, [bundle, "--foreground", ...dataDir, "--runtime-dir", runtimeDir], {
+    const allowTcg = flags["allow-tcg"] ? ["--allow-tcg"] : [];
+    const child = spawn(process.execPath, [bundle, "--foreground", ...dataDir, "--runtime-dir", runtimeDir, ...allowTcg], {
       stdio: "inherit",
       detached: true,
     });

@@ -10,6 +10,7 @@ import { chooseAccel } from "../vmm/accel.js";
 import { processAlive } from "../vmm/process.js";
 import { AdminServer } from "../admin/server.js";
 import { composeQvmd, type ComposeOptions } from "../core/compose.js";
+import { DEFAULT_VMM_UID_RANGE } from "../domain/vmm-users.js";
 import type { Qvmd } from "../core/qvmd.js";
 
 export interface DaemonOptions {
@@ -19,6 +20,8 @@ export interface DaemonOptions {
   peerCredHelper: string;
   log: (msg: string) => void;
   qrexec?: ComposeOptions["qrexec"];
+  /** Start domains under TCG, which gives no hardware isolation (`--allow-tcg`, QVM_ALLOW_TCG=1). */
+  allowTcg?: boolean;
 }
 
 export interface RunningDaemon {
@@ -59,7 +62,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       dataDir: opts.dataDir,
       runtimeDir: opts.runtimeDir,
       images: new ImageStore(opts.imagesDir),
-      drivers: [new QemuDriver({ log: opts.log })],
+      drivers: [new QemuDriver({ log: opts.log, allowTcg: opts.allowTcg ?? false })],
+      // Only root can give each VMM a uid of its own; a non-root qvmd runs them as itself.
+      vmmUids: process.getuid?.() === 0 ? DEFAULT_VMM_UID_RANGE : undefined,
       accel: () => chooseAccel().accel,
       version: process.env.QVM_VERSION ?? "0.1.0",
       log: opts.log,

@@ -8,7 +8,7 @@ import { DEFAULT_DATA_DIR, QvmError, isQvmError, runtimeDirFromEnv } from "@qvm/
 import { startDaemon } from "./daemon.js";
 
 const USAGE = `usage: qvmd --foreground [--data-dir DIR] [--runtime-dir DIR] [--images-dir DIR]
-            [--ask-timeout SECONDS] [--max-qrexec-calls N]
+            [--ask-timeout SECONDS] [--max-qrexec-calls N] [--allow-tcg]
 
 Runs the qvm host daemon until SIGTERM or SIGINT. Domains keep running when it exits; the next
 qvmd re-attaches to them.
@@ -16,7 +16,10 @@ qvmd re-attaches to them.
   --runtime-dir DIR  admin socket and per-domain sockets (default $QVM_RUNTIME_DIR or /run/qvm)
   --images-dir DIR   built kernels and templates (default $QVM_IMAGES_DIR or DATA/images)
   --ask-timeout SECONDS     how long a qrexec "ask" waits for an answer before denying (60)
-  --max-qrexec-calls N      qrexec calls one domain may hold at once; more are dropped (16)`;
+  --max-qrexec-calls N      qrexec calls one domain may hold at once; more are dropped (16)
+  --allow-tcg        start domains under QEMU's TCG software emulation when there is no KVM
+                     (also QVM_ALLOW_TCG=1). TCG gives no hardware isolation: QEMU does not treat
+                     it as a security boundary, so by default such starts are refused`;
 
 function positiveInt(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -35,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
       "images-dir": { type: "string" },
       "ask-timeout": { type: "string" },
       "max-qrexec-calls": { type: "string" },
+      "allow-tcg": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -54,7 +58,9 @@ async function main(argv: string[]): Promise<number> {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const askTimeout = positiveInt("--ask-timeout", values["ask-timeout"]);
   const qrexec = { askTimeoutMs: askTimeout && askTimeout * 1000, maxCallsPerDomain: positiveInt("--max-qrexec-calls", values["max-qrexec-calls"]) };
-  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log, qrexec });
+  const allowTcg = values["allow-tcg"] || process.env.QVM_ALLOW_TCG === "1";
+  if (allowTcg) log("TCG allowed (--allow-tcg or QVM_ALLOW_TCG=1): domains without KVM run with no hardware isolation");
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log, qrexec, allowTcg });
   process.title = "qvmd";
   return new Promise((resolve) => {
     const stop = (sig: string) => {

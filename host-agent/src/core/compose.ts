@@ -18,6 +18,7 @@ import { volumeRunStorage } from "../domain/run-storage.js";
 import { DomainRunner } from "../domain/runner.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
+import type { VmmUidRange } from "../domain/vmm-users.js";
 import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
 import { policyDirOf } from "../qrexec/policy/loader.js";
 import { AskBroker } from "../qrexec/prompts.js";
@@ -44,6 +45,8 @@ export interface ComposeOptions {
   vms?: VmFactory;
   clock?: Clock;
   random?: () => number;
+  /** The uid range each domain's VMM gets a uid from; undefined: VMMs run as qvmd's user (not root). */
+  vmmUids?: VmmUidRange;
   /** Attachers beyond the built-in ones (the qrexec listener). */
   attachers?: Attacher[];
 }
@@ -62,11 +65,11 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   // The registry asks the runner whether a domain runs; the runner is made right after it.
   let runner: DomainRunner | undefined;
   const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false, clock);
-  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false });
+  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids });
   runner = new DomainRunner({
     registry,
     planner,
-    vms: opts.vms ?? domainVmFactory(drivers, log),
+    vms: opts.vms ?? domainVmFactory(drivers, paths, log),
     storage: volumeRunStorage(volumes, registry, log),
     attachers,
     events,

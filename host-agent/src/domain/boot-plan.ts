@@ -8,10 +8,11 @@ import { QvmError } from "@qvm/protocol";
 import type { ImageStore, KernelBundle } from "@qvm/images";
 import type { DomainRecord } from "../model/domain.js";
 import type { VolumeStore } from "../storage/volumes.js";
-import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, VmmDriver, VmmKind } from "../vmm/driver.js";
+import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, VmmDriver, VmmKind, VmmUser } from "../vmm/driver.js";
 import type { DriverTable } from "../vmm/drivers.js";
 import type { DomainPaths } from "./paths.js";
 import type { DomainRegistry } from "./registry.js";
+import { vmmUserOf, type VmmUidRange } from "./vmm-users.js";
 
 export interface BootPlan {
   name: string;
@@ -29,6 +30,8 @@ export interface BootPlan {
   nics: NicSpec[];
   devices: DeviceSpec[];
   channels: ChannelSpec[];
+  /** The unprivileged identity the VMM runs as; absent when qvmd cannot jail (not root). */
+  user?: VmmUser;
   /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. */
   prepareDisks(): Promise<DiskSpec[]>;
 }
@@ -40,6 +43,8 @@ export interface BootPlannerDeps {
   drivers: DriverTable;
   paths: DomainPaths;
   isRunning(name: string): boolean;
+  /** The uid range VMMs run in; undefined: VMMs run as qvmd's own user. */
+  vmmUids?: VmmUidRange;
 }
 
 export class BootPlanner {
@@ -70,6 +75,7 @@ export class BootPlanner {
       nics: [],
       devices: [],
       channels: [],
+      user: this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined,
       prepareDisks: () => volumes.prepareStart(name, rec.class, runtimeDir, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
     };
   }

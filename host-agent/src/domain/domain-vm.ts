@@ -11,7 +11,7 @@ import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { DiskSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec } from "../vmm/driver.js";
+import type { DiskSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
 import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
 import { createOverlay } from "../storage/qemu-img.js";
 import { toDisposable } from "../base/disposables.js";
@@ -33,6 +33,8 @@ export interface DomainVmOptions {
   vcpus?: number;
   kernelArgs?: string[];
   agentTimeoutMs?: number;
+  /** The unprivileged identity the VMM runs as (see VmSpec.user). */
+  user?: VmmUser;
   /** Told about attachments that cannot be released. */
   log?: (msg: string) => void;
 }
@@ -93,8 +95,9 @@ export class DomainVm {
       memoryMiB: opts.memoryMiB ?? DEFAULT_MEMORY_MIB,
       vcpus: opts.vcpus ?? DEFAULT_VCPUS,
       guestCid: GUEST_CID,
+      user: opts.user,
     };
-    if (await opts.driver.attach(opts.runtimeDir)) {
+    if (await opts.driver.attach(opts.runtimeDir, opts.logDir)) {
       throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);
     }
     mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
@@ -152,13 +155,13 @@ export class DomainVm {
    * runtime record names the driver. Returns undefined when no live VMM is in runtimeDir; the
    * driver then cleans up what a dead one left.
    */
-  static async attach(name: string, drivers: DriverTable, runtimeDir: string, log: (msg: string) => void = () => {}): Promise<DomainVm | undefined> {
+  static async attach(name: string, drivers: DriverTable, runtimeDir: string, logDir: string, log: (msg: string) => void = () => {}): Promise<DomainVm | undefined> {
     const record = readRuntimeRecord(runtimeDir, name);
     if (!record) {
       rmSync(runtimeDir, { recursive: true, force: true });
       return undefined;
     }
-    const vm = await drivers.get(record.vmm).attach(runtimeDir);
+    const vm = await drivers.get(record.vmm).attach(runtimeDir, logDir);
     if (!vm) return undefined;
     const { vsockPath, consoleLogPath, state } = await vm.info();
     const relay = await VsockRelay.listen(path.join(runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);

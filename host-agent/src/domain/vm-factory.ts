@@ -7,6 +7,7 @@ import type { DriverTable } from "../vmm/drivers.js";
 import type { DomainAttachments } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import { DomainVm } from "./domain-vm.js";
+import type { DomainPaths } from "./paths.js";
 
 /** What the core uses of a guest agent. */
 export type GuestAgent = Pick<AgentClient, "exec" | "signal">;
@@ -35,7 +36,7 @@ export interface VmFactory {
 }
 
 /** Real domains: DomainVm over the driver the plan chose; re-attach picks it from the runtime record. */
-export function domainVmFactory(drivers: DriverTable, log: (msg: string) => void): VmFactory {
+export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (msg: string) => void): VmFactory {
   return {
     start: (plan, disks) =>
       DomainVm.start({
@@ -49,8 +50,9 @@ export function domainVmFactory(drivers: DriverTable, log: (msg: string) => void
         vcpus: plan.vcpus,
         kernelArgs: plan.kernelArgs,
         agentTimeoutMs: plan.agentTimeoutMs,
+        user: plan.user,
         log,
       }),
-    reattach: (name, runtimeDir) => DomainVm.attach(name, drivers, runtimeDir, log),
+    reattach: (name, runtimeDir) => DomainVm.attach(name, drivers, runtimeDir, paths.logDirOf(name), log),
   };
 }

@@ -26,6 +26,8 @@ export const domainRecordSchema = z
     volumes: z.partialRecord(z.enum(["root", "private"]), z.object({ revisionsToKeep: z.number().int().min(0).max(64) }).strict()).optional(),
     /** A disposable made for one `qvm run --dispvm`: destroyed after it, or when qvmd next starts. */
     autoCleanup: z.boolean().optional(),
+    /** The unprivileged uid (and gid) the domain's VMM runs as; allocated at its first start, freed with it. */
+    vmmUid: z.number().int().positive().optional(),
   })
   .strict();
 

@@ -1,5 +1,5 @@
 // Connects the qrexec router to the rest of qvmd: domain facts for the policy, the policy
-// directory, where services run (a domain or a new disposable through the ProcessLauncher, or
+// directory (parsed once, read again when a file changes), where services run (a domain or a new disposable through the ProcessLauncher, or
 // the admin domain's own services), the ask prompt and the event feed. The router sees only the
 // QrexecHost port; this file is its one adapter.
 import type { EventBus } from "../base/events.js";
@@ -9,11 +9,12 @@ import type { ProcessLauncher } from "../domain/launcher.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import { QREXEC_VSOCK_PORT } from "@qvm/protocol";
 import { runHostService } from "./host-services.js";
-import { loadPolicy } from "./policy/loader.js";
+import { PolicyCache } from "./policy/loader.js";
 import type { DomainFacts, SystemFacts } from "./policy/evaluate.js";
 import type { AskBroker } from "./prompts.js";
 import type { OpenedService, QrexecHost, QrexecRouter } from "./router.js";
 import { ADMIN_DOMAIN_NAME, serviceCommand } from "./service-command.js";
+import { chownSync } from "node:fs";
 
 /** What the policy evaluator knows of every domain. */
 export function systemFacts(registry: DomainRegistry): SystemFacts {
@@ -41,11 +42,13 @@ export interface QrexecHostDeps {
 }
 
 export function qrexecHost(deps: QrexecHostDeps): QrexecHost {
+  const policy = new PolicyCache(deps.policyDir);
   return {
     facts: () => systemFacts(deps.registry),
-    loadPolicy: () => loadPolicy(deps.policyDir),
+    loadPolicy: () => policy.rules(),
     async open(target, opts): Promise<OpenedService> {
-      if (target === "@adminvm") {
+      // The policy names the admin domain "dom0" where a call goes (as Qubes does); "@adminvm" is the same.
+      if (target === ADMIN_DOMAIN_NAME || target === "@adminvm") {
         return { proc: runHostService(opts.inv.service, opts.inv.argument), domain: ADMIN_DOMAIN_NAME, release: async () => {} };
       }
       const cmd = serviceCommand(opts.inv);
@@ -73,7 +76,10 @@ export function qrexecListenerAttacher(router: QrexecRouter): Attacher {
     name: "qrexec listener",
     holder: "qvmd",
     async attach({ name, info }) {
-      await router.attach(name, `${info.vsockPath}_${QREXEC_VSOCK_PORT}`);
+      const socketPath = `${info.vsockPath}_${QREXEC_VSOCK_PORT}`;
+      await router.attach(name, socketPath);
+      // A jailed vhost-device-vsock connects to it as the domain's VMM user: the socket is theirs.
+      if (info.user) chownSync(socketPath, info.user.uid, info.user.gid);
       return toDisposable(() => router.detach(name));
     },
   };

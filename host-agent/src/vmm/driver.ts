@@ -66,11 +66,21 @@ export interface VmSpec {
   vcpus: number;
   /** vsock context id of the guest (>= 3). */
   guestCid: number;
+  /**
+   * The unprivileged identity the domain's VMM processes run as (qvmd allocates one per domain).
+   * Absent: the VMM runs as qvmd's own user, unjailed (tests of the driver alone; a non-root qvmd).
+   */
+  user?: VmmUser;
   /** Network links, in guest order; a driver that cannot make one refuses at prepare. */
   nics?: NicSpec[];
   /** Passed-through devices present at boot. */
   devices?: DeviceSpec[];
   channels?: ChannelSpec[];
+}
+
+export interface VmmUser {
+  uid: number;
+  gid: number;
 }
 
 export interface VmExit {
@@ -91,6 +101,8 @@ export interface VmInfo {
   vsockPath: string;
   consoleSocket: string;
   consoleLogPath: string;
+  /** Who the VMM runs as when jailed: sockets qvmd makes for it must be theirs. */
+  user?: VmmUser;
 }
 
 export interface StopOptions {
@@ -152,8 +164,11 @@ export interface VmmDriver {
   checkHost(): Promise<void>;
   prepare(spec: VmSpec): Promise<PreparedVm>;
   start(prepared: PreparedVm): Promise<VmHandle>;
-  /** Re-attaches to a VMM left running in runtimeDir, or returns undefined if none is alive there. */
-  attach(runtimeDir: string): Promise<VmHandle | undefined>;
+  /**
+   * Re-attaches to a VMM left running in runtimeDir, or returns undefined if none is alive there.
+   * Every path comes from runtimeDir and logDir, never from what the runtime directory holds.
+   */
+  attach(runtimeDir: string, logDir: string): Promise<VmHandle | undefined>;
   /** Starts a VM from a snapshot directory, when the driver can (cloud-hypervisor's vm.restore). */
   restore?(spec: VmSpec, snapshotDir: string): Promise<VmHandle>;
 }

@@ -49,7 +49,11 @@ export function writeRuntimeRecord(runtimeDir: string, rec: RuntimeRecord): void
  */
 export function readRuntimeRecord(runtimeDir: string, domain: string): RuntimeRecord | undefined {
   const file = path.join(runtimeDir, RUNTIME_RECORD_FILE);
-  if (existsSync(file)) return readJson(file, runtimeRecordSchema, "remove the directory once no VMM for this domain runs");
+  if (existsSync(file)) {
+    const rec = readJson(file, runtimeRecordSchema, "remove the directory once no VMM for this domain runs");
+    if (rec.domain !== domain) throw new QvmError("CORRUPT_STATE", `${file} names domain ${JSON.stringify(rec.domain)}, not ${domain}; remove the directory once no VMM for ${domain} runs`);
+    return rec;
+  }
   if (existsSync(path.join(runtimeDir, "vmm.json"))) return { vmm: "qemu", domain, startedAt: "" };
   return undefined;
 }

@@ -29,8 +29,25 @@ export function spawnDetached(file: string, args: string[], logPath: string): Pr
   }
 }
 
-/** True if pid is alive and its command line contains `marker` (guards against pid reuse). */
-export function processAlive(pid: number, marker?: string): boolean {
+/** The process's start time in clock ticks since boot (/proc/PID/stat field 22), or undefined. */
+export function processStartTime(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const t = Number(fields[19]);
+    return Number.isInteger(t) ? t : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True if pid is alive, one of its arguments is `marker` or a path below it (a directory: the
+ * check is for "marker/", so domain "work2" never passes for "work"), and, when known, it started
+ * at `startTime` (guards against pid reuse).
+ */
+export function processAlive(pid: number, marker?: string, startTime?: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -42,7 +59,9 @@ export function processAlive(pid: number, marker?: string): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // A zombie still answers kill(0); it is dead for our purposes.
     if (/\) Z /.test(stat)) return false;
-    return cmdline.includes(marker);
+    if (startTime !== undefined && processStartTime(pid) !== startTime) return false;
+    const dir = marker.endsWith("/") ? marker : `${marker}/`;
+    return cmdline.split("\0").some((arg) => arg === marker || arg.includes(dir));
   } catch {
     return false;
   }
@@ -51,27 +70,27 @@ export function processAlive(pid: number, marker?: string): boolean {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Waits until the process is gone (polling), up to timeoutMs. Returns whether it is gone. */
-export async function waitGone(pid: number, marker: string | undefined, timeoutMs: number): Promise<boolean> {
+export async function waitGone(pid: number, marker: string | undefined, timeoutMs: number, startTime?: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!processAlive(pid, marker)) return true;
+    if (!processAlive(pid, marker, startTime)) return true;
     await sleep(50);
   }
-  return !processAlive(pid, marker);
+  return !processAlive(pid, marker, startTime);
 }
 
-export async function killAndWait(pid: number, marker: string | undefined, graceMs = 2000): Promise<void> {
-  if (!processAlive(pid, marker)) return;
+export async function killAndWait(pid: number, marker: string | undefined, graceMs = 2000, startTime?: number): Promise<void> {
+  if (!processAlive(pid, marker, startTime)) return;
   try {
     process.kill(pid, "SIGTERM");
   } catch {
     return;
   }
-  if (await waitGone(pid, marker, graceMs)) return;
+  if (await waitGone(pid, marker, graceMs, startTime)) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {
     return;
   }
-  await waitGone(pid, marker, 5000);
+  await waitGone(pid, marker, 5000, startTime);
 }

@@ -21,10 +21,17 @@ const value = (args: string[], flag: string) => args.filter((_, i) => args[i - 1
 describe("QEMU command line", () => {
   it("uses microvm with guest RAM in a shared memfd, as vhost-user needs", () => {
     const args = buildQemuArgs(spec, "tcg", paths);
-    expect(value(args, "-machine")[0]).toMatch(/^microvm,accel=tcg,memory-backend=mem,/);
+    expect(value(args, "-machine")[0]).toMatch(/^microvm,memory-backend=mem,/);
+    expect(value(args, "-accel")).toEqual(["tcg"]);
     expect(value(args, "-object")).toContain("memory-backend-memfd,id=mem,size=800M,share=on");
     expect(value(args, "-m")).toEqual(["800M"]);
     expect(value(args, "-device")).toContain("vhost-user-vsock-device,chardev=vsock");
+  });
+
+  it("bounds TCG's translation cache and turns on QEMU's seccomp filter with every deny option", () => {
+    expect(value(buildQemuArgs(spec, "tcg", paths, undefined, 128), "-accel")).toEqual(["tcg,tb-size=128"]);
+    expect(value(buildQemuArgs(spec, "kvm", paths, undefined, 128), "-accel")).toEqual(["kvm"]);
+    expect(value(buildQemuArgs(spec, "kvm", paths), "-sandbox")).toEqual(["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
   });
 
   it("uses -cpu max under TCG and host under KVM (PLATFORM.md: -cpu host fails without KVM)", () => {

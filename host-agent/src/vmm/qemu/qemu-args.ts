@@ -39,11 +39,20 @@ export function qemuEscape(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
-export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, hostTscKhz?: number): string[] {
+/**
+ * QEMU's own seccomp filter with every deny option: no obsolete system calls, no privilege changes,
+ * no fork/exec, no scheduler or resource changes.
+ */
+export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/** `tbSizeMiB` bounds TCG's translation cache (ignored under KVM). */
+export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, hostTscKhz?: number, tbSizeMiB?: number): string[] {
   const mem = `${spec.memoryMiB}M`;
   const args = [
     "-name", `qvm-${spec.name},debug-threads=on`,
-    "-machine", `microvm,accel=${accel},memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on`,
+    "-machine", "microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on",
+    "-accel", accel === "tcg" && tbSizeMiB ? `tcg,tb-size=${tbSizeMiB}` : accel,
+    "-sandbox", QEMU_SANDBOX,
     "-cpu", accel === "kvm" ? "host" : "max",
     "-m", mem,
     "-smp", String(spec.vcpus),

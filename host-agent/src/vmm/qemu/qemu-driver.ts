@@ -5,9 +5,11 @@ import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
 import type { Accel, PreparedVm, StopOptions, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
+import { hostCgroups, type CgroupHost } from "../sandbox/cgroups.js";
+import { canJail, jailRootOf, prepareJail, releaseJail, TCG_TB_SIZE_MIB } from "../sandbox/prepare.js";
 import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
-import { killAndWait, processAlive, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
+import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
 import { buildQemuArgs } from "./qemu-args.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
@@ -21,6 +23,13 @@ export interface QemuDriverOptions {
   vhostVsockBinary?: string;
   accel?: AccelChoice;
   log?: (msg: string) => void;
+  /**
+   * Start domains under TCG software emulation, which QEMU does not treat as a security boundary
+   * ("users must not rely on QEMU to provide guest isolation" under TCG). Default: QVM_ALLOW_TCG=1.
+   */
+  allowTcg?: boolean;
+  /** Where VMM cgroups are made (default: this host's cgroupfs); false: no cgroup limits. */
+  cgroups?: CgroupHost | false;
 }
 
 export function runtimePaths(runtimeDir: string, logDir: string) {
@@ -35,15 +44,24 @@ export function runtimePaths(runtimeDir: string, logDir: string) {
   };
 }
 
-const vmmStateSchema = z.object({
-  vmm: z.literal("qemu"),
-  name: z.string(),
-  accel: z.enum(["kvm", "tcg"]),
-  qemuPid: z.number().int().positive(),
-  vhostPid: z.number().int().positive(),
-  runtimeDir: z.string(),
-  logDir: z.string(),
-}).strict();
+const vmmStateSchema = z
+  .object({
+    vmm: z.literal("qemu"),
+    name: z.string(),
+    accel: z.enum(["kvm", "tcg"]),
+    qemuPid: z.number().int().positive(),
+    vhostPid: z.number().int().positive(),
+    /** Kernel start times of the two processes (/proc/PID/stat), so a reused pid is not taken for them. */
+    qemuStart: z.number().int().nonnegative().optional(),
+    vhostStart: z.number().int().nonnegative().optional(),
+    /** Informational: a re-attach derives every path from the directory it reads this file from. */
+    runtimeDir: z.string(),
+    logDir: z.string(),
+    /** When jailed: the VMM's identity, its cgroups and the jail's mount point. */
+    user: z.object({ uid: z.number().int().positive(), gid: z.number().int().positive() }).strict().optional(),
+    cgroupDirs: z.array(z.string().startsWith("/sys/fs/cgroup/")).max(4).optional(),
+  })
+  .strict();
 type VmmState = z.infer<typeof vmmStateSchema>;
 
 export class QemuDriver implements VmmDriver {
@@ -65,6 +83,11 @@ export class QemuDriver implements VmmDriver {
     this.binaries();
   }
 
+  /** TCG isolates nothing by hardware: refused unless qvmd was told to accept it. */
+  private tcgAllowed(): boolean {
+    return this.opts.allowTcg ?? process.env.QVM_ALLOW_TCG === "1";
+  }
+
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
     // Links, devices and extra channels arrive with the issues that make them (network, USB, GUI).
@@ -75,19 +98,28 @@ export class QemuDriver implements VmmDriver {
     }
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
     const accel = this.opts.accel ?? chooseAccel();
-    return { spec, accel, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz())] };
+    if (accel.accel === "tcg" && !this.tcgAllowed()) {
+      throw new QvmError(
+        "FAILED_PRECONDITION",
+        `${spec.name} would run under TCG software emulation (${accel.why}), which gives no hardware isolation: a guest that exploits a QEMU bug reaches the host. Use a machine with KVM, or accept the risk: start qvmd with --allow-tcg (or QVM_ALLOW_TCG=1)`,
+      );
+    }
+    return { spec, accel, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz(), TCG_TB_SIZE_MIB)] };
   }
 
   async start(prepared: PreparedVm): Promise<VmHandle> {
     const { spec, accel } = prepared;
     const { vhost } = this.binaries();
-    if (accel.accel === "tcg") this.log(`warning: ${spec.name}: running under TCG software emulation (${accel.why}); expect slow domains`);
-    if (existsSync(path.join(spec.runtimeDir, STATE_FILE)) && (await this.attach(spec.runtimeDir))) {
+    if (accel.accel === "tcg") this.log(`warning: ${spec.name}: running under TCG software emulation (${accel.why}), allowed by --allow-tcg: no hardware isolation, expect slow domains`);
+    if (existsSync(path.join(spec.runtimeDir, STATE_FILE)) && (await this.attach(spec.runtimeDir, spec.logDir))) {
       throw new QvmError("FAILED_PRECONDITION", `a VMM for ${spec.name} is already running in ${spec.runtimeDir}`);
     }
     mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
     mkdirSync(spec.logDir, { recursive: true, mode: 0o700 });
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
+    if (spec.user && !canJail()) this.log(`warning: ${spec.name}: qvmd is not root, so its VMM runs unjailed as qvmd's own user`);
+    const jail = spec.user && canJail() ? prepareJail(spec, accel.accel, this.opts.cgroups === false ? undefined : (this.opts.cgroups ?? hostCgroups())) : undefined;
+    const wrap = (command: string[]) => (jail ? jail.wrap(command) : command);
 
     let vhostProc: SpawnedProcess | undefined;
     let qemuProc: SpawnedProcess | undefined;
@@ -97,8 +129,9 @@ export class QemuDriver implements VmmDriver {
         vhostUserSocket: paths.vhostUserSocket,
         udsPath: paths.vsockPath,
         logPath: paths.vsockLog,
+        wrap,
       });
-      const [file, ...args] = prepared.command;
+      const [file, ...args] = wrap(prepared.command);
       qemuProc = await spawnDetached(file!, args, paths.vmmLog);
       const state: VmmState = {
         vmm: "qemu",
@@ -106,8 +139,11 @@ export class QemuDriver implements VmmDriver {
         accel: accel.accel,
         qemuPid: qemuProc.pid,
         vhostPid: vhostProc.pid,
+        qemuStart: processStartTime(qemuProc.pid),
+        vhostStart: processStartTime(vhostProc.pid),
         runtimeDir: spec.runtimeDir,
         logDir: spec.logDir,
+        ...(jail ? { user: spec.user, cgroupDirs: jail.cgroupDirs } : {}),
       };
       writeJsonAtomic(path.join(spec.runtimeDir, STATE_FILE), state);
       const vm = new QemuVm(state, qemuProc, this.log);
@@ -116,18 +152,22 @@ export class QemuDriver implements VmmDriver {
       if (qemuProc) await killAndWait(qemuProc.pid, spec.runtimeDir, 0);
       if (vhostProc) await killAndWait(vhostProc.pid, spec.runtimeDir, 0);
       rmSync(spec.runtimeDir, { recursive: true, force: true });
+      if (jail) releaseJail(jail.rootDir, jail.cgroupDirs);
       throw err;
     }
   }
 
-  async attach(runtimeDir: string): Promise<VmHandle | undefined> {
+  async attach(runtimeDir: string, logDir: string): Promise<VmHandle | undefined> {
     const file = path.join(runtimeDir, STATE_FILE);
     if (!existsSync(file)) return undefined;
-    const state = readJson(file, vmmStateSchema, "remove it once no QEMU for this domain runs");
-    if (!processAlive(state.qemuPid, runtimeDir)) {
+    const stored = readJson(file, vmmStateSchema, "remove it once no QEMU for this domain runs");
+    // The file is only trusted for pids and facts: every path is the caller's.
+    const state: VmmState = { ...stored, name: path.basename(runtimeDir), runtimeDir, logDir };
+    if (!processAlive(state.qemuPid, runtimeDir, state.qemuStart)) {
       // The VMM died while nobody watched: clean up what it left.
-      await killAndWait(state.vhostPid, runtimeDir, 500);
+      await killAndWait(state.vhostPid, runtimeDir, 500, state.vhostStart);
       rmSync(runtimeDir, { recursive: true, force: true });
+      releaseJail(jailRootOf(runtimeDir, state.name), state.cgroupDirs ?? []);
       return undefined;
     }
     return new QemuVm(state, undefined, this.log);
@@ -161,7 +201,7 @@ class QemuVm implements VmHandle {
     } else {
       // Not our child: we cannot wait() for it, so poll.
       this.poll = setInterval(() => {
-        if (!processAlive(state.qemuPid, state.runtimeDir)) void this.onGone(undefined);
+        if (!processAlive(state.qemuPid, state.runtimeDir, state.qemuStart)) void this.onGone(undefined);
       }, LIVENESS_POLL_MS);
     }
   }
@@ -174,7 +214,7 @@ class QemuVm implements VmHandle {
   }
 
   isAlive(): boolean {
-    return !this.done && processAlive(this.state.qemuPid, this.state.runtimeDir);
+    return !this.done && processAlive(this.state.qemuPid, this.state.runtimeDir, this.state.qemuStart);
   }
 
   private connectQmp(timeoutMs: number): Promise<QmpClient> {
@@ -193,7 +233,7 @@ class QemuVm implements VmHandle {
             this.qmpConnecting = undefined;
             // QEMU closes QMP only when it exits: check now rather than at the next poll.
             setTimeout(() => {
-              if (!processAlive(this.state.qemuPid, this.state.runtimeDir)) void this.onGone(undefined);
+              if (!processAlive(this.state.qemuPid, this.state.runtimeDir, this.state.qemuStart)) void this.onGone(undefined);
             }, 20);
           });
           this.qmp = qmp;
@@ -229,6 +269,7 @@ class QemuVm implements VmHandle {
       vsockPath: this.paths.vsockPath,
       consoleSocket: this.paths.consoleSocket,
       consoleLogPath: this.paths.consoleLog,
+      user: this.state.user,
     };
   }
 
@@ -277,7 +318,7 @@ class QemuVm implements VmHandle {
     } catch {
       // already gone
     }
-    if (!this.poll && !(await waitGone(this.state.qemuPid, this.state.runtimeDir, 5000))) {
+    if (!this.poll && !(await waitGone(this.state.qemuPid, this.state.runtimeDir, 5000, this.state.qemuStart))) {
       throw new QvmError("VMM_FAILED", `QEMU pid ${this.state.qemuPid} did not die after SIGKILL`);
     }
     if (this.poll) void this.onGone(undefined);
@@ -303,8 +344,9 @@ class QemuVm implements VmHandle {
     this.done = true;
     if (this.poll) clearInterval(this.poll);
     this.qmp?.close();
-    await killAndWait(this.state.vhostPid, this.state.runtimeDir, 1000);
+    await killAndWait(this.state.vhostPid, this.state.runtimeDir, 1000, this.state.vhostStart);
     rmSync(this.state.runtimeDir, { recursive: true, force: true });
+    releaseJail(jailRootOf(this.state.runtimeDir, this.state.name), this.state.cgroupDirs ?? []);
     this.resolveExited(this.describeExit(st));
   }
 

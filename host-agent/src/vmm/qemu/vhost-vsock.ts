@@ -7,13 +7,11 @@ import { spawnDetached, sleep, type SpawnedProcess } from "../process.js";
 
 export async function startVhostVsock(
   binary: string,
-  opts: { guestCid: number; vhostUserSocket: string; udsPath: string; logPath: string },
+  opts: { guestCid: number; vhostUserSocket: string; udsPath: string; logPath: string; wrap?: (command: string[]) => string[] },
 ): Promise<SpawnedProcess> {
-  const proc = await spawnDetached(
-    binary,
-    ["--guest-cid", String(opts.guestCid), "--socket", opts.vhostUserSocket, "--uds-path", opts.udsPath],
-    opts.logPath,
-  );
+  const command = [binary, "--guest-cid", String(opts.guestCid), "--socket", opts.vhostUserSocket, "--uds-path", opts.udsPath];
+  const [file, ...args] = opts.wrap ? opts.wrap(command) : command;
+  const proc = await spawnDetached(file!, args, opts.logPath);
   let exited = false;
   void proc.exited.then(() => (exited = true));
   const deadline = Date.now() + 10_000;

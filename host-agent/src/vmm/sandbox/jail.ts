@@ -1,0 +1,90 @@
+// The VMM's jail: each domain's QEMU and vhost-device-vsock run under an unprivileged uid of their
+// own, with no new privileges and no capabilities, in a private mount view that holds only that
+// domain's files (its runtime and log directories, its disks and their backing files, the kernel
+// bundle) plus the read-only system directories the binaries need. Anchors: Firecracker's
+// jailer, libvirt's per-VM qemu user.
+//
+// The jail is util-linux (unshare, setpriv) and coreutils (chroot) around a short sh script, so
+// the process keeps one pid from unshare to the VMM (each step execs the next): qvmd records and
+// watches that pid, and a restarted qvmd re-attaches to it, as without the jail.
+
+/** One path the VMM may see, at the same path as on the host. */
+export interface JailBind {
+  path: string;
+  /** ro: read-only; rw: read-write; dev: a device node (read-write, nothing else). */
+  mode: "ro" | "rw" | "dev";
+}
+
+export interface JailSpec {
+  uid: number;
+  gid: number;
+  /** Supplementary groups (the kvm group for /dev/kvm); empty for none. */
+  groups: number[];
+  /** An empty directory the view's root (a tmpfs) is mounted on, in the private mount namespace. */
+  rootDir: string;
+  /** cgroup.procs files the jailed process joins before it drops privileges. */
+  cgroupProcs: string[];
+  binds: JailBind[];
+}
+
+/** System paths every jail shows read-only: the binaries, their libraries and QEMU's data files. */
+export const SYSTEM_BINDS: JailBind[] = [
+  { path: "/usr", mode: "ro" },
+  { path: "/etc/ld.so.cache", mode: "ro" },
+  { path: "/dev/null", mode: "dev" },
+  { path: "/dev/zero", mode: "dev" },
+  { path: "/dev/urandom", mode: "dev" },
+];
+
+// Arguments: ROOT UID GID GROUPS(comma list or "-") CGROUP_PROCS(colon list or "-") NBINDS
+// then NBINDS pairs MODE PATH, then the command. Every path is an argument, never part of the
+// script's text, so no path can inject shell syntax.
+const SCRIPT = String.raw`set -eu
+root=$1 uid=$2 gid=$3 groups=$4 cgroups=$5 n=$6
+shift 6
+if [ "$cgroups" != - ]; then
+  old_ifs=$IFS; IFS=:
+  for f in $cgroups; do echo $$ > "$f"; done
+  IFS=$old_ifs
+fi
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=1m qvm-jail "$root"
+mkdir -p "$root/proc" "$root/tmp" "$root/dev"
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+i=0
+while [ "$i" -lt "$n" ]; do
+  mode=$1 path=$2
+  shift 2
+  i=$((i + 1))
+  if [ -d "$path" ]; then mkdir -p "$root$path"; else mkdir -p "$root$(dirname "$path")"; : > "$root$path"; fi
+  mount --bind "$path" "$root$path"
+  case $mode in
+    ro) mount -o remount,bind,ro,nosuid,nodev "$root$path" ;;
+    rw) mount -o remount,bind,nosuid,nodev,noexec "$root$path" ;;
+    dev) mount -o remount,bind,nosuid,noexec "$root$path" ;;
+  esac
+done
+for d in bin sbin lib lib64; do [ -e "$root/$d" ] || ln -s "usr/$d" "$root/$d"; done
+mount -o remount,ro "$root"
+if [ "$groups" = - ]; then g=--clear-groups; else g=--groups=$groups; fi
+exec chroot "$root" /usr/bin/setpriv --reuid="$uid" --regid="$gid" "$g" --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
+`;
+
+/**
+ * The argv that runs `command` jailed. It must be started by root (it mounts and changes uid);
+ * the command's own argv names paths as the host sees them: the view keeps them.
+ */
+export function jailArgv(spec: JailSpec, command: string[]): string[] {
+  const binds = [...SYSTEM_BINDS, ...spec.binds];
+  return [
+    "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+    "/bin/sh", "-c", SCRIPT, "qvm-jail",
+    spec.rootDir,
+    String(spec.uid),
+    String(spec.gid),
+    spec.groups.length ? spec.groups.join(",") : "-",
+    spec.cgroupProcs.length ? spec.cgroupProcs.join(":") : "-",
+    String(binds.length),
+    ...binds.flatMap((b) => [b.mode, b.path]),
+    ...command,
+  ];
+}

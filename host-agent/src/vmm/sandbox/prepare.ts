@@ -1,0 +1,116 @@
+// Prepares one domain's jail before its VMM starts: qvmd gives the domain's uid the files the VMM
+// writes (runtime and log directories, writable disks), checks it can read the rest (read-only
+// disks, backing files, the kernel), makes the cgroups, and returns how to wrap each VMM command.
+// Everything the VMM needs exists with the right owner before it starts.
+import { chownSync, accessSync, constants, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { QvmError } from "@qvm/protocol";
+import type { Accel, VmSpec } from "../driver.js";
+import { makeDomainCgroups, removeDomainCgroups, type CgroupHost, type CgroupLimits } from "./cgroups.js";
+import { jailArgv, type JailBind } from "./jail.js";
+
+/** Under TCG the translation cache is bounded (QEMU 7.2 lets it grow to about 1 GiB by default). */
+export const TCG_TB_SIZE_MIB = 128;
+/**
+ * What the VMM processes take beyond guest RAM, measured under TCG with tb-size 128 (QEMU RSS
+ * minus guest RAM, plus vhost-device-vsock): about 190 MiB; KVM needs no translation cache.
+ */
+const VMM_OVERHEAD_MIB: Record<Accel, number> = { tcg: TCG_TB_SIZE_MIB + 128, kvm: 128 };
+/** Head room over the measured overhead, so a busy VMM is not killed for a spike. */
+const MEMORY_MARGIN_MIB = 128;
+/** QEMU's threads (vCPUs, I/O, RCU, workers) and vhost-device-vsock's, with room. */
+const VMM_PIDS_MAX = 256;
+
+export function vmmLimits(spec: VmSpec, accel: Accel): CgroupLimits {
+  return { memoryBytes: (spec.memoryMiB + VMM_OVERHEAD_MIB[accel] + MEMORY_MARGIN_MIB) * 1024 * 1024, pids: VMM_PIDS_MAX };
+}
+
+export interface PreparedJail {
+  /** Wraps a VMM command (binary first) so it runs jailed. */
+  wrap(command: string[]): string[];
+  cgroupDirs: string[];
+  rootDir: string;
+}
+
+/** The jail's root mount point: RUNTIME/jails/NAME, beside (not inside) RUNTIME/domains/NAME. */
+export function jailRootOf(runtimeDir: string, name: string): string {
+  return path.join(path.dirname(path.dirname(runtimeDir)), "jails", name);
+}
+
+function chownTree(dir: string, uid: number, gid: number): void {
+  chownSync(dir, uid, gid);
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) chownTree(p, uid, gid);
+    else chownSync(p, uid, gid);
+  }
+}
+
+function checkReadable(file: string, uid: number, gid: number, what: string): void {
+  const st = statSync(file);
+  const readable = st.uid === uid ? st.mode & 0o400 : st.gid === gid ? st.mode & 0o040 : st.mode & 0o004;
+  if (!readable) throw new QvmError("FAILED_PRECONDITION", `${what} ${file} is not readable by the domain's VMM user ${uid}; make it world-readable (chmod o+r)`);
+}
+
+export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | undefined): PreparedJail {
+  const user = spec.user!;
+  const { uid, gid } = user;
+  mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
+  mkdirSync(spec.logDir, { recursive: true, mode: 0o700 });
+  chownTree(spec.runtimeDir, uid, gid);
+  chownTree(spec.logDir, uid, gid);
+  const binds: JailBind[] = [
+    { path: spec.runtimeDir, mode: "rw" },
+    { path: spec.logDir, mode: "rw" },
+    { path: spec.kernel.vmlinuz, mode: "ro" },
+    { path: spec.kernel.initrd, mode: "ro" },
+  ];
+  checkReadable(spec.kernel.vmlinuz, uid, gid, "the kernel");
+  checkReadable(spec.kernel.initrd, uid, gid, "the initramfs");
+  const seen = new Set(binds.map((b) => b.path));
+  for (const d of spec.disks) {
+    if (d.readonly) checkReadable(d.path, uid, gid, `disk ${d.serial}`);
+    else chownSync(d.path, uid, gid);
+    for (const b of d.backingFiles ?? []) {
+      checkReadable(b, uid, gid, `the backing file of disk ${d.serial}`);
+      if (!seen.has(b)) binds.push({ path: b, mode: "ro" });
+      seen.add(b);
+    }
+    if (!seen.has(d.path)) binds.push({ path: d.path, mode: d.readonly ? "ro" : "rw" });
+    seen.add(d.path);
+  }
+  const groups: number[] = [];
+  if (accel === "kvm") {
+    binds.push({ path: "/dev/kvm", mode: "dev" });
+    groups.push(statSync("/dev/kvm").gid);
+  }
+  const rootDir = jailRootOf(spec.runtimeDir, spec.name);
+  mkdirSync(rootDir, { recursive: true, mode: 0o700 });
+  const cg = cgroups ? makeDomainCgroups(cgroups, spec.name, vmmLimits(spec, accel)) : { dirs: [], procs: [] };
+  return {
+    wrap: (command) => jailArgv({ uid, gid, groups, rootDir, cgroupProcs: cg.procs, binds }, command),
+    cgroupDirs: cg.dirs,
+    rootDir,
+  };
+}
+
+/** After the VMM is gone: its cgroups and the jail's mount point. */
+export function releaseJail(rootDir: string, cgroupDirs: readonly string[]): void {
+  removeDomainCgroups(cgroupDirs);
+  try {
+    rmdirSync(rootDir);
+  } catch {
+    // already gone
+  }
+}
+
+/** True when this process may set up jails (it mounts and changes uid). */
+export function canJail(): boolean {
+  try {
+    accessSync("/usr/bin/unshare", constants.X_OK);
+    accessSync("/usr/bin/setpriv", constants.X_OK);
+  } catch {
+    return false;
+  }
+  return process.getuid?.() === 0;
+}
