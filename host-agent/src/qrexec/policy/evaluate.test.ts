@@ -40,7 +40,9 @@ describe("qrexec policy evaluation", () => {
     ["s * @anyvm @anyvm allow", "work", "@adminvm", "deny", /no rule matches/],
     ["s * @anyvm @anyvm allow", "work", "dom0", "deny", /no rule matches/],
     ["s * @adminvm @anyvm allow", "dom0", "work", "allow", "work"],
-    ["s * @anyvm @adminvm allow", "work", "dom0", "allow", "@adminvm"],
+    ["s * @anyvm @adminvm allow", "work", "dom0", "allow", "dom0"],
+    ["s * @anyvm @adminvm allow", "work", "@adminvm", "allow", "dom0"],
+    ["s * @anyvm dom0 allow", "work", "@adminvm", "allow", "dom0"],
     ["s * @tag:dev @anyvm allow", "work", "vault", "allow", "vault"],
     ["s * @tag:dev @anyvm allow", "vault", "work", "deny", /no rule/],
     ["s * @anyvm @tag:secret allow", "work", "vault", "allow", "vault"],
@@ -48,7 +50,7 @@ describe("qrexec policy evaluation", () => {
     ["s * @type:TemplateVM @anyvm allow", "debian-12", "vault", "allow", "vault"],
     ["s * @type:TemplateVM @anyvm allow", "work", "vault", "deny", /no rule/],
     ["s * @anyvm @type:TemplateVM allow", "work", "debian-12", "allow", "debian-12"],
-    ["s * @anyvm @type:AdminVM allow", "work", "@adminvm", "allow", "@adminvm"],
+    ["s * @anyvm @type:AdminVM allow", "work", "@adminvm", "allow", "dom0"],
     ["s * @anyvm @default allow target=vault", "work", "", "allow", "vault"],
     ["s * @anyvm @default allow target=vault", "work", "@default", "allow", "vault"],
     ["s * @anyvm @default allow target=vault", "work", "personal", "deny", /no rule/],
@@ -69,7 +71,8 @@ describe("qrexec policy evaluation", () => {
     ["s * work @anyvm allow", "work", "work", "deny", /cannot call itself/],
     ["s * work vault allow target=personal", "work", "vault", "allow", "personal"],
     ["s * work vault allow target=@dispvm", "work", "vault", "allow", "@dispvm:default-dvm"],
-    ["s * work vault allow target=dom0", "work", "vault", "allow", "@adminvm"],
+    ["s * work vault allow target=dom0", "work", "vault", "allow", "dom0"],
+    ["s * work vault allow target=@adminvm", "work", "vault", "allow", "dom0"],
     ["s * work vault deny", "work", "vault", "deny", /the policy denies it/],
     ["s +arg work vault allow", "work", "vault", "deny", /no rule/],
     ["* * work vault allow", "work", "vault", "allow", "vault"],
@@ -117,10 +120,85 @@ describe("qrexec policy evaluation", () => {
     expect(d.defaultTarget).toBe("vault");
   });
 
-  it("ask preselects the target the caller named when it may be offered, and nothing otherwise", () => {
+  it("ask preselects only the policy's default_target, never the target the caller named (as Qubes)", () => {
     const r = rules("s * work @anyvm ask");
-    expect(evaluate(r, call("s", "work", "vault"), system)).toMatchObject({ action: "ask", defaultTarget: "vault" });
+    expect(evaluate(r, call("s", "work", "vault"), system)).toMatchObject({ action: "ask", defaultTarget: undefined });
     expect(evaluate(r, call("s", "work", "@default"), system)).toMatchObject({ action: "ask", defaultTarget: undefined });
+    expect(evaluate(rules("s * work @anyvm ask default_target=personal"), call("s", "work", "vault"), system)).toMatchObject({ defaultTarget: "personal" });
+  });
+
+  describe("ask offers a redirected target as its rule redirects it (audit finding 11)", () => {
+    const withProxy: SystemFacts = { domains: new Map([...system.domains, ["vault-proxy", dom("vault-proxy")]]) };
+    // [policy, offered targets, answers that are allowed (-> where), answers that are denied]
+    it.each([
+      [
+        "s * @anyvm vault allow target=vault-proxy\ns * @anyvm @anyvm ask",
+        ["debian-12", "default-dvm", "personal", "vault-proxy", "@dispvm:default-dvm"],
+        [["vault-proxy", "vault-proxy"]],
+        ["vault"],
+      ],
+      [
+        "s * @anyvm vault ask target=vault-proxy\ns * @anyvm @anyvm ask",
+        ["debian-12", "default-dvm", "personal", "vault-proxy", "@dispvm:default-dvm"],
+        [["vault-proxy", "vault-proxy"]],
+        ["vault"],
+      ],
+      [
+        "s * @anyvm vault allow target=@dispvm\ns * @anyvm personal deny\ns * @anyvm @anyvm ask",
+        ["debian-12", "default-dvm", "vault-proxy", "@dispvm:default-dvm"],
+        [["@dispvm:default-dvm", "@dispvm:default-dvm"]],
+        ["vault", "personal"],
+      ],
+      [
+        "s * @anyvm vault allow target=dom0\ns * @anyvm @anyvm ask",
+        ["debian-12", "default-dvm", "personal", "vault-proxy", "dom0", "@dispvm:default-dvm"],
+        [["dom0", "dom0"]],
+        ["vault", "@adminvm"],
+      ],
+      // A redirect to the caller itself is offered nowhere.
+      ["s * @anyvm vault allow target=work\ns * @anyvm @anyvm ask", ["debian-12", "default-dvm", "personal", "vault-proxy", "@dispvm:default-dvm"], [], ["vault", "work"]],
+    ] as const)("%s", (policy, offered, allowed, denied) => {
+      const q = call("s", "work", "@default");
+      const d = evaluate(rules(policy), q, withProxy);
+      if (d.action !== "ask") throw new Error(`expected ask, got ${JSON.stringify(d)}`);
+      expect(d.targets).toEqual(offered);
+      for (const [answer, where] of allowed) expect(decideAnswer(d, answer, q, withProxy)).toMatchObject({ action: "allow", target: where });
+      for (const answer of denied) expect(decideAnswer(d, answer, q, withProxy)).toMatchObject({ action: "deny", reason: /not offered/ });
+    });
+  });
+
+  describe("ask to dom0, as Qubes", () => {
+    // [rule, requested target]: each asks with dom0 offered and preselected; answering dom0 runs it in dom0.
+    it.each([
+      ["* * work dom0 ask default_target=dom0", "dom0"],
+      ["* * work dom0 ask default_target=dom0", "@adminvm"],
+      ["* * work @adminvm ask default_target=dom0", "dom0"],
+      ["* * work dom0 ask default_target=@adminvm", "dom0"],
+      ["* * work @adminvm ask default_target=@adminvm", "@adminvm"],
+      ["* * work @default ask target=dom0 default_target=dom0", "@default"],
+      ["* * work @default ask target=@adminvm", "@default"],
+    ])("%s, called to %s", (rule, target) => {
+      const q = call("s", "work", target);
+      const d = evaluate(rules(rule), q, system);
+      expect(d).toMatchObject({ action: "ask", targets: ["dom0"] });
+      if (d.action !== "ask") return;
+      if (rule.includes("default_target")) expect(d.defaultTarget).toBe("dom0");
+      expect(decideAnswer(d, "dom0", q, system)).toMatchObject({ action: "allow", target: "dom0" });
+      expect(decideAnswer(d, "@adminvm", q, system)).toMatchObject({ action: "deny" });
+    });
+
+    it("@anyvm does not offer dom0; a rule naming dom0 does, and only it", () => {
+      const anyvm = evaluate(rules("s * work @anyvm ask"), call("s", "work", "@default"), system);
+      expect(anyvm.action === "ask" && anyvm.targets).not.toContain("dom0");
+      const both = evaluate(rules("s * work dom0 ask\ns * work vault ask\ns * work @default ask"), call("s", "work", "@default"), system);
+      expect(both).toMatchObject({ action: "ask", targets: ["vault", "dom0"], defaultTarget: undefined });
+      const denied = evaluate(rules("s * work dom0 deny\ns * work @default ask"), call("s", "work", "@default"), system);
+      expect(denied).toMatchObject({ action: "deny", reason: /no target is allowed/ });
+    });
+
+    it("the admin domain may not call itself", () => {
+      expect(evaluate(rules("s * @adminvm @adminvm allow"), call("s", "dom0", "dom0"), system)).toMatchObject({ action: "deny", reason: /cannot call itself/ });
+    });
   });
 
   it("ask with target= offers only that target; an answer outside the offer is denied", () => {
@@ -161,7 +239,7 @@ describe("qrexec policy evaluation", () => {
     expect(evaluate(r, call("qubes.VMShell", "work", "@dispvm"), system)).toMatchObject({ action: "allow", target: "@dispvm:default-dvm" });
     expect(evaluate(r, call("qubes.OpenURL", "work", "@dispvm"), system).action).toBe("allow");
     expect(evaluate(r, call("qubes.OpenURL", "work", "vault"), system).action).toBe("ask");
-    expect(evaluate(r, call("qubes.GetDate", "work", "@default"), system)).toMatchObject({ action: "allow", target: "@adminvm" });
+    expect(evaluate(r, call("qubes.GetDate", "work", "@default"), system)).toMatchObject({ action: "allow", target: "dom0" });
     expect(evaluate(r, call("qubes.GetDate", "personal", "@default"), system).action).toBe("deny");
     expect(evaluate(r, call("qubes.VMRootShell", "work", "@dispvm"), system).action).toBe("deny");
     expect(evaluate(r, call("my.Unknown", "work", "vault"), system).action).toBe("deny");

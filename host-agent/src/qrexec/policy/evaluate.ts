@@ -3,9 +3,15 @@
 // against the *intended* target (what the caller asked for); `target=` redirects the call and
 // keeps the matched action. The domains the decision may depend on come in as plain data, so
 // this file has no I/O and is tested table by table.
+//
+// As in Qubes (qrexec/policy/parser.py), the admin domain is matched as "@adminvm" or "dom0"
+// alike, but where the call goes, and what an ask offers, it is named "dom0".
+import { quoteGuest } from "../quote.js";
 import type { PolicyRule, Token } from "./parser.js";
 
 export const ADMIN_VM = "@adminvm";
+/** The admin domain's name where a decision names a target (Qubes: an allow to @adminvm runs in "dom0"). */
+export const ADMIN_NAME = "dom0";
 
 export interface DomainFacts {
   name: string;
@@ -38,6 +44,7 @@ interface Common {
 }
 export type Decision =
   | (Common & { action: "deny"; reason: string; notify: boolean })
+  /** target: a domain name, "dom0" or "@dispvm:TEMPLATE". */
   | (Common & { action: "allow"; target: string; user?: string; autostart: boolean; notify: boolean })
   | (Common & { action: "ask"; targets: string[]; defaultTarget?: string; user?: string; autostart: boolean; notify: boolean });
 
@@ -57,7 +64,7 @@ export function normalizeTarget(raw: string, system: SystemFacts): { target: str
     if (!t?.templateForDispvms) return { refused: `${raw}: no such template for disposables` };
     return { target: raw };
   }
-  if (raw.startsWith("@") || !system.domains.has(raw)) return { refused: `no such target ${JSON.stringify(raw)}` };
+  if (raw.startsWith("@") || !system.domains.has(raw)) return { refused: `no such target ${quoteGuest(raw)}` };
   return { target: raw };
 }
 
@@ -120,10 +127,11 @@ function ruleMatches(r: PolicyRule, q: CallQuery, intended: string, source: Doma
   return matchesSource(r.source, source, system) && matchesTarget(r.target, intended, source, system);
 }
 
-/** Where an allowed call goes: a domain name, "@adminvm" or "@dispvm:TEMPLATE"; or why it cannot. */
+/** Where an allowed call goes: a domain name, "dom0" or "@dispvm:TEMPLATE"; or why it cannot. */
 function resolveTarget(chosen: string, source: DomainFacts, system: SystemFacts): { target: string } | { refused: string } {
   const n = normalizeTarget(chosen, system);
   if ("refused" in n) return n;
+  if (n.target === ADMIN_VM) return source.class === "AdminVM" ? { refused: "a domain cannot call itself" } : { target: ADMIN_NAME };
   if (n.target === "@default") return { refused: "the policy allows @default without a target=" };
   if (n.target === "@dispvm") {
     if (!source.defaultDispvm) return { refused: `${source.name} has no default_dispvm for @dispvm` };
@@ -139,11 +147,11 @@ function firstMatch(rules: readonly PolicyRule[], q: CallQuery, intended: string
 
 /** Evaluates one call. Never throws: every failure is a deny with its reason. */
 export function evaluate(rules: readonly PolicyRule[], q: CallQuery, system: SystemFacts): Decision {
-  const source = factsOf(system, q.source === "dom0" ? ADMIN_VM : q.source);
+  const source = sourceFacts(system, q.source);
   const norm = normalizeTarget(q.target, system);
   const intended = "target" in norm ? norm.target : q.target;
   const deny = (reason: string, rule?: PolicyRule): Decision => ({ action: "deny", reason, rule, intended, notify: rule?.params.notify !== "no" });
-  if (!source) return deny(`no such source ${JSON.stringify(q.source)}`);
+  if (!source) return deny(`no such source ${quoteGuest(q.source)}`);
   if ("refused" in norm) return deny(norm.refused);
   const rule = firstMatch(rules, q, intended, source, system);
   if (!rule) return deny("no rule matches (a call no rule names is denied)");
@@ -154,29 +162,50 @@ export function evaluate(rules: readonly PolicyRule[], q: CallQuery, system: Sys
     const t = resolveTarget(p.target ?? intended, source, system);
     return "refused" in t ? deny(t.refused, rule) : { ...common, action: "allow", target: t.target };
   }
-  // ask: offer every target the policy would allow or ask for, never a denied one.
+  // ask: offer every target the policy would allow or ask for, never a denied one, each as its
+  // rule sends it: a candidate whose rule has target= is offered as that target, so an answer
+  // can never reach a domain the policy redirects away from.
   let targets: string[];
   if (p.target) {
     const t = resolveTarget(p.target, source, system);
     if ("refused" in t) return deny(t.refused, rule);
     targets = [t.target];
   } else {
-    targets = askCandidates(system, source).filter((c) => {
-      const d = firstMatch(rules, { ...q, target: c }, c, source, system);
-      return d && d.action !== "deny" && !("refused" in resolveTarget(d.params.target ?? c, source, system));
-    });
+    const offered = new Set<string>();
+    for (const c of askCandidates(system, source)) {
+      const r = firstMatch(rules, { ...q, target: c }, c, source, system);
+      if (!r || r.action === "deny") continue;
+      const t = resolveTarget(r.params.target ?? c, source, system);
+      if ("target" in t) offered.add(t.target);
+    }
+    targets = orderTargets([...offered]);
   }
   if (!targets.length) return deny("ask, but no target is allowed", rule);
+  // As Qubes: only the policy's default_target is preselected, never what the caller asked for.
   const wanted = p.default_target ? resolveTarget(p.default_target, source, system) : undefined;
-  const preferred = wanted && "target" in wanted ? wanted.target : intended;
-  return { ...common, action: "ask", targets, defaultTarget: targets.includes(preferred) ? preferred : undefined };
+  const preferred = wanted && "target" in wanted ? wanted.target : undefined;
+  return { ...common, action: "ask", targets, defaultTarget: preferred && targets.includes(preferred) ? preferred : undefined };
 }
 
-/** What an ask prompt may offer: every other domain, then a new disposable of each template for them. */
+/** The source's facts; "dom0" and "@adminvm" are the admin domain. */
+function sourceFacts(system: SystemFacts, source: string): DomainFacts | undefined {
+  return factsOf(system, source === ADMIN_NAME ? ADMIN_VM : source);
+}
+
+/**
+ * What an ask prompt may consider: every other domain, the admin domain (offered only where a
+ * rule names it: @anyvm does not match it), and a new disposable of each template for them.
+ */
 function askCandidates(system: SystemFacts, source: DomainFacts): string[] {
   const names = [...system.domains.values()].filter((d) => d.name !== source.name && d.class !== "DispVM").map((d) => d.name);
   const dvms = [...system.domains.values()].filter((d) => d.templateForDispvms).map((d) => `@dispvm:${d.name}`);
-  return [...names.sort(), ...dvms.sort()];
+  return [...names, ADMIN_VM, ...dvms];
+}
+
+/** Offered targets as a prompt lists them: domain names in order, then dom0, then disposables. */
+function orderTargets(targets: string[]): string[] {
+  const rank = (t: string) => (t.startsWith("@dispvm:") ? 2 : t === ADMIN_NAME ? 1 : 0);
+  return targets.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /**
@@ -184,8 +213,9 @@ function askCandidates(system: SystemFacts, source: DomainFacts): string[] {
  * when the answer was not one of the offered targets.
  */
 export function decideAnswer(asked: Extract<Decision, { action: "ask" }>, chosen: string, q: CallQuery, system: SystemFacts): Decision {
-  if (!asked.targets.includes(chosen)) return { action: "deny", reason: `the answer ${JSON.stringify(chosen)} was not offered`, rule: asked.rule, intended: asked.intended, notify: true };
-  const source = factsOf(system, q.source)!;
+  if (!asked.targets.includes(chosen)) return { action: "deny", reason: `the answer ${quoteGuest(chosen)} was not offered`, rule: asked.rule, intended: asked.intended, notify: true };
+  const source = sourceFacts(system, q.source);
+  if (!source) return { action: "deny", reason: `no such source ${quoteGuest(q.source)}`, rule: asked.rule, intended: asked.intended, notify: true };
   const t = resolveTarget(chosen, source, system);
   if ("refused" in t) return { action: "deny", reason: t.refused, rule: asked.rule, intended: asked.intended, notify: true };
   return { action: "allow", target: t.target, rule: asked.rule, intended: asked.intended, user: asked.user, autostart: asked.autostart, notify: asked.notify };
