@@ -8,8 +8,11 @@
 //
 // Everything from the domain is hostile: requests are size-checked before they are buffered,
 // the first frame must arrive within requestTimeoutMs, a domain holds at most maxCallsPerDomain
-// calls at once (more are closed at once, so a flood costs only the flooder), and every dropped
-// request is logged, at most once a second per domain.
+// calls at once (more are closed at once, so a flood costs only the flooder) and has at most
+// maxAsksPerDomain questions waiting for a person. The target must have a target's shape before
+// anything about the call is logged; other guest text in a log line is JSON-quoted (quote.ts).
+// Dropped and denied calls are logged, and denials published, at most once a second per domain,
+// with a count of what was held back (throttle.ts).
 import { rmSync, chmodSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -29,7 +32,9 @@ import {
 import { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument } from "@qvm/protocol/contracts";
 import { decideAnswer, evaluate, type CallQuery, type Decision, type SystemFacts } from "./policy/evaluate.js";
 import type { PolicyRule } from "./policy/parser.js";
+import { escapeForLog, isRequestTarget, quoteGuest } from "./quote.js";
 import type { ServiceInvocation } from "./service-command.js";
+import { PerDomainThrottle } from "./throttle.js";
 
 /** A running service, wherever it runs. */
 export interface ServiceProcess {
@@ -60,9 +65,12 @@ export interface AskQuestionInput {
 /** What the router needs from qvmd; tests give it fakes. */
 export interface QrexecHost {
   facts(): SystemFacts;
-  /** The rules of DATA/policy.d; throws (naming file:line) when the policy has an error. */
+  /**
+   * The rules of DATA/policy.d; throws (naming file:line) when the policy has an error. Called
+   * for every call: qvmd's adapter keeps the parsed rules and re-reads only changed files.
+   */
   loadPolicy(): PolicyRule[];
-  /** Starts the service in `target`: a domain name, "@adminvm" or "@dispvm:TEMPLATE". */
+  /** Starts the service in `target`: a domain name, "dom0" (the admin domain) or "@dispvm:TEMPLATE". */
   open(target: string, opts: { user?: string; autostart: boolean; inv: ServiceInvocation }): Promise<OpenedService>;
   /** Asks a person; the chosen target or null. */
   ask(q: AskQuestionInput): Promise<string | null>;
@@ -74,40 +82,50 @@ export interface QrexecHost {
 export interface RouterLimits {
   maxCallsPerDomain: number;
   requestTimeoutMs: number;
+  /** Questions one domain may have waiting for a person at once; its further asks are denied at once (default 2). */
+  maxAsksPerDomain?: number;
 }
 
-export const DEFAULT_ROUTER_LIMITS: RouterLimits = { maxCallsPerDomain: 16, requestTimeoutMs: 5000 };
+export const DEFAULT_ROUTER_LIMITS: Required<RouterLimits> = { maxCallsPerDomain: 16, requestTimeoutMs: 5000, maxAsksPerDomain: 2 };
 const MAX_TARGET_LENGTH = 64;
 
 class Dropped extends Error {}
 
-/** Logs at most one line per second per domain, counting what it held back. */
-class DropLog {
-  private readonly last = new Map<string, { at: number; held: number }>();
-  constructor(private readonly log: (m: string) => void) {}
-  note(source: string, why: string): void {
-    const now = Date.now();
-    const s = this.last.get(source);
-    if (s && now - s.at < 1000) {
-      s.held++;
-      return;
-    }
-    const held = s?.held ? ` (${s.held} more dropped in the last second)` : "";
-    this.last.set(source, { at: now, held: 0 });
-    this.log(`qrexec: ${source}: dropped a call: ${why}${held}`);
-  }
+/** A denied call as the throttle reports it: its log line (null when notify=no) and its event's fields. */
+interface Denial {
+  line: string | null;
+  fields: Record<string, string>;
 }
 
 export class QrexecRouter {
   private readonly inflight = new Map<string, number>();
+  private readonly asking = new Map<string, number>();
   private readonly servers = new Map<string, { server: net.Server; path: string }>();
-  private readonly drops: DropLog;
+  private readonly drops: PerDomainThrottle<string>;
+  private readonly denials: PerDomainThrottle<Denial>;
+  private readonly maxAsks: number;
 
   constructor(
     private readonly host: QrexecHost,
     private readonly limits: RouterLimits = DEFAULT_ROUTER_LIMITS,
   ) {
-    this.drops = new DropLog(host.log);
+    this.maxAsks = limits.maxAsksPerDomain ?? DEFAULT_ROUTER_LIMITS.maxAsksPerDomain;
+    this.drops = new PerDomainThrottle<string>((source, why, held) => {
+      const more = held ? `${held.count} more dropped in the last second` : "";
+      if (why === undefined) host.log(`qrexec: ${source}: ${more}, the last: ${held!.last}`);
+      else host.log(`qrexec: ${source}: dropped a call: ${why}${more ? ` (${more})` : ""}`);
+    });
+    this.denials = new PerDomainThrottle<Denial>((source, d, held) => {
+      const more = held ? `${held.count} more denied in the last second, not logged one by one` : "";
+      if (d === undefined) {
+        // The second is over: one line and one event for everything held back.
+        host.log(`qrexec: ${source}: ${more}; the last: ${held!.last.line ?? "(notify=no)"}`);
+        host.called(source, { ...held!.last.fields, held: String(held!.count) });
+        return;
+      }
+      if (d.line !== null) host.log(more ? `${d.line} (and ${more})` : d.line);
+      host.called(source, held ? { ...d.fields, held: String(held.count) } : d.fields);
+    });
   }
 
   /** Listens for `domain`'s calls on `socketPath` (replacing a stale socket file). */
@@ -131,6 +149,8 @@ export class QrexecRouter {
     this.servers.delete(domain);
     s.server.close();
     rmSync(s.path, { force: true });
+    this.drops.forget(domain);
+    this.denials.forget(domain);
   }
 
   detachAll(): void {
@@ -139,6 +159,11 @@ export class QrexecRouter {
 
   callsInFlight(domain: string): number {
     return this.inflight.get(domain) ?? 0;
+  }
+
+  /** Questions of `domain`'s calls waiting for a person. */
+  asksInFlight(domain: string): number {
+    return this.asking.get(domain) ?? 0;
   }
 
   /** Serves one connection from `source`. Public so tests can hand it a socket pair. */
@@ -155,7 +180,7 @@ export class QrexecRouter {
       await this.serve(source, sock);
     } catch (err) {
       if (err instanceof Dropped) this.drops.note(source, err.message);
-      else this.host.log(`qrexec: ${source}: call failed: ${(err as Error).message}`);
+      else this.host.log(`qrexec: ${source}: call failed: ${escapeForLog((err as Error).message)}`);
       sock.destroy();
     } finally {
       const left = (this.inflight.get(source) ?? 1) - 1;
@@ -167,9 +192,12 @@ export class QrexecRouter {
   private async serve(source: string, sock: net.Socket): Promise<void> {
     const { request, rest } = await readRequest(sock, this.limits.requestTimeoutMs);
     const service = request.service;
-    if (!isValidServiceName(service)) throw new Dropped(`invalid service name ${clip(service)}`);
+    // Nothing the caller chose is logged before it has been checked: each of these drops names
+    // the offending string JSON-quoted, and the checked words appear bare in the lines below.
+    if (!isValidServiceName(service)) throw new Dropped(`invalid service name ${quoteGuest(service)}`);
     if (request.argument.length > MAX_ARGUMENT_LENGTH) throw new Dropped(`argument longer than ${MAX_ARGUMENT_LENGTH} characters`);
     if (request.target.length > MAX_TARGET_LENGTH) throw new Dropped(`target longer than ${MAX_TARGET_LENGTH} characters`);
+    if (!isRequestTarget(request.target)) throw new Dropped(`invalid target ${quoteGuest(request.target)}: not @default, @adminvm, dom0, @dispvm[:NAME] or a domain name`);
     const q: CallQuery = { service, argument: sanitizeArgument(request.argument), source, target: request.target };
     const what = `${source} -> ${q.target || "@default"} ${q.argument ? `${service}+${q.argument}` : service}`;
 
@@ -177,8 +205,8 @@ export class QrexecRouter {
     if (decision.action !== "allow") {
       const reason = decision.action === "deny" ? decision.reason : "not allowed";
       const rule = decision.rule ? ` (${decision.rule.file}:${decision.rule.line})` : "";
-      if (decision.action !== "deny" || decision.notify) this.host.log(`qrexec: ${what}: denied: ${reason}${rule}`);
-      this.host.called(source, { service, argument: q.argument, target: q.target, action: "deny", reason });
+      const notify = decision.action !== "deny" || decision.notify;
+      this.refuse(source, notify ? `qrexec: ${what}: denied: ${reason}${rule}` : null, { service, argument: q.argument, target: q.target, action: "deny", reason });
       sock.end(encodeFrame(FrameType.RESULT, Buffer.from([0])));
       return;
     }
@@ -190,8 +218,13 @@ export class QrexecRouter {
         inv: { service, argument: q.argument, source, requestedTarget: decision.intended },
       });
     } catch (err) {
-      this.host.log(`qrexec: ${what}: allowed to ${decision.target}, but it cannot run there: ${(err as Error).message}`);
-      this.host.called(source, { service, argument: q.argument, target: decision.target, action: "deny", reason: "the target could not run it" });
+      this.refuse(source, `qrexec: ${what}: allowed to ${decision.target}, but it cannot run there: ${escapeForLog((err as Error).message)}`, {
+        service,
+        argument: q.argument,
+        target: decision.target,
+        action: "deny",
+        reason: "the target could not run it",
+      });
       sock.end(encodeFrame(FrameType.RESULT, Buffer.from([0])));
       return;
     }
@@ -207,6 +240,11 @@ export class QrexecRouter {
     }
   }
 
+  /** Logs (unless `line` is null) and publishes a refusal, at most once a second per domain. */
+  private refuse(source: string, line: string | null, fields: Record<string, string>): void {
+    this.denials.note(source, { line, fields });
+  }
+
   private async decide(q: CallQuery, sock: net.Socket): Promise<Decision> {
     let rules: PolicyRule[];
     try {
@@ -218,23 +256,34 @@ export class QrexecRouter {
     const facts = this.host.facts();
     const d = evaluate(rules, q, facts);
     if (d.action !== "ask") return d;
-    // The caller may give up while a person decides; its socket stays paused meanwhile.
-    const answer = await this.host.ask({
-      source: q.source,
-      service: q.service,
-      argument: q.argument,
-      requestedTarget: d.intended,
-      targets: d.targets,
-      defaultTarget: d.defaultTarget,
-    });
+    // One domain cannot fill the prompt: past its few waiting questions, its asks are denied.
+    const asking = this.asking.get(q.source) ?? 0;
+    if (asking >= this.maxAsks) {
+      const reason = `not asked: ${asking} questions of ${q.source}'s are already waiting for an answer (at most ${this.maxAsks})`;
+      return { action: "deny", reason, rule: d.rule, intended: d.intended, notify: true };
+    }
+    this.asking.set(q.source, asking + 1);
+    let answer: string | null;
+    try {
+      // The caller may give up while a person decides; its socket stays paused meanwhile. The
+      // question still counts against its domain until it is answered or expires.
+      answer = await this.host.ask({
+        source: q.source,
+        service: q.service,
+        argument: q.argument,
+        requestedTarget: d.intended,
+        targets: d.targets,
+        defaultTarget: d.defaultTarget,
+      });
+    } finally {
+      const left = (this.asking.get(q.source) ?? 1) - 1;
+      if (left) this.asking.set(q.source, left);
+      else this.asking.delete(q.source);
+    }
     if (sock.destroyed) return { action: "deny", reason: "the caller went away while asked", rule: d.rule, intended: d.intended, notify: false };
     if (answer === null) return { action: "deny", reason: "refused at the prompt, or no answer in time", rule: d.rule, intended: d.intended, notify: true };
     return decideAnswer(d, answer, q, this.host.facts());
   }
-}
-
-function clip(s: string): string {
-  return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s);
 }
 
 /**
@@ -267,7 +316,7 @@ function readRequest(sock: net.Socket, timeoutMs: number): Promise<{ request: qr
       try {
         request = qrexecV1.CallRequest.decode(buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len));
       } catch (err) {
-        return done(new Dropped(`garbled request: ${(err as Error).message}`));
+        return done(new Dropped(`garbled request: ${escapeForLog((err as Error).message)}`));
       }
       done(null, { request, rest: buf.subarray(FRAME_HEADER_BYTES + len) });
     };
