@@ -9,6 +9,7 @@ import { DomainStore } from "../store/domain-store.js";
 import { VolumeStore } from "../storage/volumes.js";
 import type { VmmDriver } from "../vmm/driver.js";
 import { DriverTable } from "../vmm/drivers.js";
+import { defaultLimits, type ResourceLimits } from "../domain/admission.js";
 import { BootPlanner } from "../domain/boot-plan.js";
 import { DispVms } from "../domain/dispvms.js";
 import { ProcessLauncher } from "../domain/launcher.js";
@@ -18,6 +19,7 @@ import { volumeRunStorage } from "../domain/run-storage.js";
 import { DomainRunner } from "../domain/runner.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
+import { logRotationAttacher } from "../domain/log-rotation.js";
 import type { VmmUidRange } from "../domain/vmm-users.js";
 import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
 import { policyDirOf } from "../qrexec/policy/loader.js";
@@ -39,6 +41,8 @@ export interface ComposeOptions {
   version?: string;
   /** qrexec limits: calls a domain may hold at once, time to send a request, time a person has to answer. */
   qrexec?: Partial<RouterLimits> & { askTimeoutMs?: number };
+  /** What may run at once (domains, guest memory, disk reserve, disposables); unset ones: defaultLimits(). */
+  limits?: Partial<ResourceLimits>;
   /** Defaults: the domain store and volumes in dataDir, real VMs, the system clock, Math.random. */
   store?: DomainStore;
   volumes?: VolumeStore;
@@ -61,6 +65,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   const drivers = new DriverTable(opts.drivers);
   const paths = new DomainPaths(opts.dataDir, opts.runtimeDir);
   const policyDir = policyDirOf(opts.dataDir);
+  const limits: ResourceLimits = { ...defaultLimits(), ...definedOnly(opts.limits ?? {}) };
   const attachers: Attacher[] = [];
   // The registry asks the runner whether a domain runs; the runner is made right after it.
   let runner: DomainRunner | undefined;
@@ -76,8 +81,9 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     locks,
     paths,
     log,
+    limits,
   });
-  const dispvms = new DispVms({ registry, volumes, runner, locks, random: opts.random ?? Math.random });
+  const dispvms = new DispVms({ registry, volumes, runner, locks, random: opts.random ?? Math.random, paths, limits });
   const launcher = new ProcessLauncher({ registry, runner, dispvms, log });
   const asks = new AskBroker(opts.qrexec?.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS);
   const q = opts.qrexec ?? {};
@@ -85,7 +91,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
     requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
   });
-  attachers.push(qrexecListenerAttacher(router), ...(opts.attachers ?? []));
+  attachers.push(qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
   return new Qvmd({
     version: opts.version ?? "0.1.0",
     dataDir: opts.dataDir,
@@ -102,7 +108,14 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     asks,
     router,
     policyDir,
+    paths,
+    limits,
     accel: opts.accel,
     log,
   });
+}
+
+/** The options given, without the keys set to undefined (flags not given). */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
