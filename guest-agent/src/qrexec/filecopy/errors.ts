@@ -1,5 +1,7 @@
 // The one error type the receiver throws. Names in messages come from the (hostile) sender, so
-// they are always JSON-quoted and clipped: no terminal escapes, no megabyte-long log lines.
+// they are always quoted (JSON, with C1, bidi and other format characters escaped too) and
+// clipped: no terminal escapes, no reordered text, no megabyte-long log lines.
+import { quoteText } from "./text.js";
 
 export type FilecopyErrorCode =
   | "BAD_HEADER" // malformed framing: unknown kind, oversized length fields, trailing bytes
@@ -27,6 +29,6 @@ const CLIP = 200;
 
 /** Quotes an attacker-controlled name (string or raw bytes) for an error message. */
 export function quoteName(name: string | Uint8Array): string {
-  const s = JSON.stringify(typeof name === "string" ? name : Buffer.from(name).toString("utf8"));
+  const s = quoteText(typeof name === "string" ? name : Buffer.from(name).toString("utf8"));
   return s.length > CLIP ? `${s.slice(0, CLIP)}…(${s.length} chars)` : s;
 }

@@ -3,7 +3,7 @@
 //   stream  = entry* end
 //   end     = u8 0                              (nothing may follow: trailing bytes → BAD_HEADER)
 //   entry   = u8 kind                           1 directory, 2 regular file, 3 symlink
-//             u32 mode                          permission bits; receiver keeps mode & 0o777 only
+//             u32 mode                          permission bits; receiver keeps mode & 0o755 only
 //             u64 mtime                         milliseconds since the epoch
 //             u16 nameLen, nameLen bytes        UTF-8, "/"-separated, relative (see names.ts)
 //             u64 size                          file: data length; symlink: target length; dir: 0

@@ -1,5 +1,6 @@
-// Property: whatever bytes arrive, the receiver throws nothing but FilecopyError and creates
-// nothing outside root. Random bytes mostly die at the first kind byte, so half the cases are
+// Property: whatever bytes arrive, the receiver throws nothing but FilecopyError, creates nothing
+// outside root, nothing with an unsafe character in its name (text.ts), and nothing with group or
+// world write, setuid, setgid or sticky bits. Random bytes mostly die at the first kind byte, so half the cases are
 // streams of plausible entries (hostile names, links, truncation, bit flips) that get further.
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -8,12 +9,14 @@ import { expect, it } from "vitest";
 import { FilecopyError } from "./errors.js";
 import { encodeHeader } from "./format.js";
 import { END, sandbox, streamOf, walk } from "./test-helpers.js";
+import { unsafeCharacter } from "./text.js";
 import { unpackStream } from "./unpack.js";
 
 // Mostly valid components, so that streams get past the name checks and reach the filesystem.
 const component = fc.oneof(
   { weight: 5, arbitrary: fc.constantFrom("a", "b", "sub") },
   { weight: 1, arbitrary: fc.constantFrom(".", "..", "", "é", "a\0", "sentinel") },
+  { weight: 1, arbitrary: fc.constantFrom("\x1b[2J", "a\nb", "x\u202Ey", "\u200B", "\u009b", "\x7f", "\uFEFF", "a\u00A0b") },
 );
 const name = fc.array(component, { minLength: 1, maxLength: 3 }).map((c) => c.join("/"));
 const target = fc
@@ -56,6 +59,11 @@ it("never throws anything but FilecopyError and never writes outside root", asyn
           if (!(e instanceof FilecopyError)) throw e;
         });
         await sb.assertContained();
+        for (const rel of await walk(sb.root)) {
+          expect(unsafeCharacter(rel), rel).toBeUndefined();
+          const st = await fs.lstat(path.join(sb.root, rel));
+          if (!st.isSymbolicLink()) expect(st.mode & 0o7022, `${rel} mode ${(st.mode & 0o7777).toString(8)}`).toBe(0);
+        }
         // Every symlink left behind must really resolve inside root, if it resolves at all.
         for (const rel of await walk(sb.root)) {
           const p = path.join(sb.root, rel);

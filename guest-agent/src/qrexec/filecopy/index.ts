@@ -3,4 +3,5 @@ export { FilecopyError, type FilecopyErrorCode } from "./errors.js";
 export * from "./format.js";
 export { validateLinkTarget, validateName } from "./names.js";
 export { packPaths, type PackOptions } from "./pack.js";
-export { unpackStream, type CopyStats, type UnpackOptions } from "./unpack.js";
+export { DEFAULT_MAX_COPY_BYTES, RECEIVED_MODE_MASK, unpackStream, type CopyStats, type UnpackOptions } from "./unpack.js";
+export { quoteText, unsafeCharacter } from "./text.js";

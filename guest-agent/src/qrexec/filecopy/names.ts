@@ -1,10 +1,13 @@
-// Validation of entry names and symlink targets. Shared by the receiver (which must enforce it)
-// and the sender (which checks early so a user gets a clear error instead of a refused copy).
+// Validation of entry names and symlink targets (which characters are refused: text.ts). Shared
+// by the receiver (which must enforce it) and the sender (which checks early so a user gets a
+// clear error instead of a refused copy).
 import { FilecopyError, quoteName } from "./errors.js";
+import { unsafeCharacter } from "./text.js";
 import { MAX_COMPONENT_BYTES, MAX_COMPONENTS, MAX_LINK_TARGET_BYTES, MAX_NAME_BYTES } from "./format.js";
 
 // fatal: invalid UTF-8 is refused rather than silently replaced (the name on disk must be the
-// name that was checked); ignoreBOM: a leading U+FEFF is part of the name, not a marker.
+// name that was checked); ignoreBOM: a leading U+FEFF is decoded as a character (and refused
+// below, as a format character), never dropped silently.
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function decodeUtf8(bytes: Uint8Array): string | undefined {
@@ -23,6 +26,8 @@ export function validateName(bytes: Uint8Array): string {
   if (bytes.length < 1 || bytes.length > MAX_NAME_BYTES) bad(`length ${bytes.length} not in 1..${MAX_NAME_BYTES} bytes`);
   if (bytes.includes(0)) bad("contains NUL");
   const name = decodeUtf8(bytes) ?? bad("not valid UTF-8");
+  const unsafe = unsafeCharacter(name);
+  if (unsafe) bad(`contains ${unsafe} (a control, format, separator or unassigned character)`);
   const parts = name.split("/");
   if (parts.length > MAX_COMPONENTS) bad(`more than ${MAX_COMPONENTS} components`);
   for (const p of parts) {
@@ -50,6 +55,8 @@ export function validateLinkTarget(name: string, target: Uint8Array): string {
   if (target.includes(0)) throw new FilecopyError("BAD_SYMLINK", `${where}: target contains NUL`);
   const text = decodeUtf8(target);
   if (text === undefined) throw new FilecopyError("BAD_SYMLINK", `${where}: target is not valid UTF-8`);
+  const unsafe = unsafeCharacter(text);
+  if (unsafe) throw new FilecopyError("BAD_SYMLINK", `${where}: target contains ${unsafe} (a control, format, separator or unassigned character)`);
   const escape = (why: string): never => {
     throw new FilecopyError("SYMLINK_ESCAPE", `${where}: ${why}`);
   };

@@ -91,3 +91,15 @@ it("waits for drain instead of buffering a large file", async () => {
   expect(s.maxBuffered()).toBeLessThanOrEqual(1024 + 64 * 1024);
   expect(s.bytes().length).toBe(2 * 1024 * 1024 + 15 + 3 + 8 + 1);
 });
+
+it("refuses early, before sending anything, a name the receiver would refuse (control or bidi characters)", async () => {
+  for (const name of ["a\x1b[2Jb", "two\nlines", "invoice\u202Efdp.exe", "zero\u200Bwidth"]) {
+    await fs.writeFile(path.join(base, name), "x");
+    const out = sink();
+    const err = await packPaths([path.join(base, name)], out.w).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^cannot copy ".*": bad entry name .*contains U\+/);
+    expect((err as Error).message).not.toMatch(/[\x00-\x1f\u200b\u202e]/);
+    expect(out.bytes().length).toBe(0);
+  }
+});

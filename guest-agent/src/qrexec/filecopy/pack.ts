@@ -6,6 +6,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { encodeHeader, END_MARKER, KIND_DIR, KIND_FILE, KIND_SYMLINK, type EntryKind } from "./format.js";
 import { validateLinkTarget, validateName } from "./names.js";
+import { quoteText } from "./text.js";
 import type { CopyStats } from "./unpack.js";
 
 export interface PackOptions {
@@ -41,7 +42,8 @@ function checkName(fsPath: string, name: string): void {
   try {
     validateName(Buffer.from(name, "utf8"));
   } catch (e) {
-    throw new Error(`cannot copy ${fsPath}: ${(e as Error).message}`);
+    // Quoted: a local file may have a hostile name too (downloaded, or received unchecked).
+    throw new Error(`cannot copy ${quoteText(fsPath)}: ${(e as Error).message}`);
   }
 }
 

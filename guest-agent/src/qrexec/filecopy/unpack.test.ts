@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { encodeHeader, KIND_FILE } from "./format.js";
 import { dir, END, expectCode, file, link, sandbox, streamOf, type Sandbox } from "./test-helpers.js";
-import { unpackStream } from "./unpack.js";
+import { DEFAULT_MAX_COPY_BYTES, unpackStream } from "./unpack.js";
 
 let sb: Sandbox;
 beforeEach(async () => {
@@ -42,6 +42,32 @@ describe("unpackStream refuses bad names", () => {
       await refused(parts, "BAD_NAME");
     });
   }
+
+  // The audit's hostile names (finding 12) and their kin, through a real stream: refused before
+  // anything is created, the message quoted so no raw control or bidi character is echoed.
+  const hostileNames: [string, string][] = [
+    ["OSC title and clear screen", "\x1b]0;owned\x07\x1b[2J.txt"],
+    ["a newline", "two\nlines.txt"],
+    ["a right-to-left override", "invoice\u202Efdp.exe"],
+    ["a zero-width space", "pay\u200Bpal.txt"],
+    ["a C1 CSI", "x\u009b2J.txt"],
+    ["DEL", "x\x7f.txt"],
+    ["a byte-order mark", "\uFEFFx.txt"],
+    ["a line separator", "x\u2028y.txt"],
+  ];
+  it.each(hostileNames)("a name with %s, as a file, a directory or deeper", async (_what, name) => {
+    for (const parts of [[file(name, "x"), END], [dir(name), END], [dir("ok"), file(`ok/${name}`, "x"), END]]) {
+      const err = await refused(parts, "BAD_NAME");
+      expect(err.message).not.toMatch(/[\x00-\x1f\x7f-\x9f\u200b\u2028\u202e\ufeff]/);
+      expect((await fs.readdir(sb.root)).filter((n) => n !== "ok")).toEqual([]);
+      await fs.rm(path.join(sb.root, "ok"), { recursive: true, force: true });
+    }
+  });
+
+  it("a symlink whose target holds an escape or bidi character", async () => {
+    await refused([dir("top"), link("top/l", "a\x1b[2J"), END], "BAD_SYMLINK");
+    await refused([dir("top2"), link("top2/l", "x\u202Etxt"), END], "BAD_SYMLINK");
+  });
 
   it("quotes and clips the name in the message", async () => {
     const err = await refused([file(`\x1b[31m${"x".repeat(300)}/..`, "x"), END], "BAD_NAME");
@@ -155,11 +181,34 @@ describe("unpackStream never replaces existing things", () => {
 });
 
 describe("unpackStream framing and limits", () => {
-  it("strips setuid, setgid and sticky bits", async () => {
-    await unpackStream(streamOf([dir("d", 0o3777), file("d/f", "x", 0o6755), END]), sb.root);
-    expect((await fs.stat(path.join(sb.root, "d"))).mode & 0o7777).toBe(0o777);
-    expect((await fs.stat(path.join(sb.root, "d/f"))).mode & 0o7777).toBe(0o755);
+  // Sent mode → the mode on disk: at most 0o755 (directories, executables) or 0o644 (other
+  // files); never setuid, setgid, sticky, group or world write.
+  const modes: [string, number, number][] = [
+    ["world-writable file", 0o777, 0o755],
+    ["world-writable non-executable file", 0o666, 0o644],
+    ["group-writable file", 0o664, 0o644],
+    ["setuid root-style executable", 0o4755, 0o755],
+    ["setgid and sticky", 0o3777, 0o755],
+    ["every bit", 0o7777, 0o755],
+    ["plain file", 0o644, 0o644],
+    ["executable", 0o755, 0o755],
+    ["private file", 0o600, 0o600],
+    ["owner-only executable", 0o700, 0o700],
+    ["read-only", 0o444, 0o444],
+    ["no bits", 0o000, 0o000],
+    ["bits above the mode", 0xffff_f000 | 0o644, 0o644],
+  ];
+  it.each(modes)("a %s (%o) lands as %o, file and directory alike", async (_what, sent, want) => {
+    await unpackStream(streamOf([dir("d", sent | 0o700), file("f", "x", sent), END]), sb.root);
+    expect((await fs.stat(path.join(sb.root, "f"))).mode & 0o7777).toBe(want);
+    expect((await fs.stat(path.join(sb.root, "d"))).mode & 0o7777).toBe((sent | 0o700) & 0o755);
     await sb.assertContained();
+  });
+
+  it("also clears the receiver's umask bits", async () => {
+    await unpackStream(streamOf([dir("d", 0o755), file("d/f", "x", 0o755), END]), sb.root, { umask: 0o077 });
+    expect((await fs.stat(path.join(sb.root, "d"))).mode & 0o7777).toBe(0o700);
+    expect((await fs.stat(path.join(sb.root, "d/f"))).mode & 0o7777).toBe(0o700);
   });
 
   it("unknown kind", async () => {
@@ -203,8 +252,31 @@ describe("unpackStream framing and limits", () => {
   });
 
   it("maxBytes exceeded, before the file is created", async () => {
-    await refused([file("a", "1234"), file("b", "5678"), END], "TOO_LARGE", { maxBytes: 6 });
+    const err = await refused([file("a", "1234"), file("b", "5678"), END], "TOO_LARGE", { maxBytes: 6 });
+    expect(err.message).toMatch(/larger than 6 bytes, the most this domain accepts in one copy \(at "b"\)/);
     expect(await fs.readdir(sb.root)).toEqual(["a"]);
+  });
+
+  it.each([
+    ["exactly the cap", [4, 2], 6, "OK"],
+    ["one byte over, across files", [4, 3], 6, "TOO_LARGE"],
+    ["one file over on its own", [7], 6, "TOO_LARGE"],
+    ["empty files under a zero cap", [0, 0], 0, "OK"],
+  ])("maxBytes: %s", async (_what, sizes, maxBytes, want) => {
+    const parts = [...sizes.map((n, i) => file(`f${i}`, "x".repeat(n))), END];
+    const p = unpackStream(streamOf(parts), sb.root, { maxBytes });
+    if (want === "OK") await p;
+    else await expectCode(p, want);
+    await sb.assertContained();
+  });
+
+  it(`by default refuses a copy larger than DEFAULT_MAX_COPY_BYTES (${DEFAULT_MAX_COPY_BYTES / 1024 ** 3} GiB), from the header, before any data`, async () => {
+    expect(DEFAULT_MAX_COPY_BYTES).toBe(8 * 1024 ** 3);
+    // Headers only: the size is checked before the file is created or its data read.
+    const big = encodeHeader({ kind: KIND_FILE, mode: 0o644, mtimeMs: 0, name: "big", size: DEFAULT_MAX_COPY_BYTES + 1 });
+    const err = await refused([big], "TOO_LARGE");
+    expect(err.message).toMatch(/larger than 8 GiB/);
+    expect(await fs.readdir(sb.root)).toEqual([]);
   });
 
   it("refuses a root that is a symlink", async () => {

@@ -16,12 +16,26 @@ import { ByteReader } from "./reader.js";
 
 export { FilecopyError } from "./errors.js";
 
+/** The most file-content bytes one copy may bring, unless the caller sets maxBytes: 8 GiB. */
+export const DEFAULT_MAX_COPY_BYTES = 8 * 1024 ** 3;
+
+/**
+ * The permission bits a received entry may keep: no setuid, setgid or sticky bit, and no group or
+ * world write (so 0o755 for directories and executables, 0o644 for other files, at most).
+ */
+export const RECEIVED_MODE_MASK = 0o755;
+
 export interface UnpackOptions {
   /** Most entries (of any kind) accepted; default 1,000,000. */
   maxFiles?: number;
-  /** Most file-content bytes accepted; default unlimited. */
+  /** Most file-content bytes accepted in the whole copy; default DEFAULT_MAX_COPY_BYTES. */
   maxBytes?: number;
+  /** Bits cleared from every received mode on top of RECEIVED_MODE_MASK (the receiver's umask); default 0o022. */
+  umask?: number;
 }
+
+const GIB = 1024 ** 3;
+const showBytes = (n: number) => (n % GIB === 0 ? `${n / GIB} GiB` : `${n} bytes`);
 
 /** `files` counts entries of every kind; `bytes` counts file contents. */
 export interface CopyStats {
@@ -67,7 +81,8 @@ async function prepareRoot(root: string): Promise<void> {
 
 export async function unpackStream(input: NodeJS.ReadableStream, root: string, opts: UnpackOptions = {}): Promise<CopyStats> {
   const maxFiles = opts.maxFiles ?? 1_000_000;
-  const maxBytes = opts.maxBytes ?? Infinity;
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_COPY_BYTES;
+  const modeMask = RECEIVED_MODE_MASK & ~(opts.umask ?? 0o022);
   await prepareRoot(root);
   const reader = ByteReader.from(input);
   const stats: CopyStats = { files: 0, bytes: 0 };
@@ -93,13 +108,14 @@ export async function unpackStream(input: NodeJS.ReadableStream, root: string, o
     if (parts.length > 1 && !dirs.has(parent))
       throw new FilecopyError("BAD_NAME", `parent ${quoteName(parent)} of ${quoteName(name)} was not sent as a directory`);
     const dest = path.join(root, ...parts);
-    const mode = prefix.mode & 0o777; // never setuid, setgid or sticky
+    const mode = prefix.mode & modeMask; // never setuid, setgid, sticky, group or world write
 
     if (kind === KIND_DIR) {
       await receiveDir(dest, name);
       if (!dirs.has(name)) dirs.set(name, { mode, mtimeMs: prefix.mtimeMs });
     } else if (kind === KIND_FILE) {
-      if (stats.bytes + size > maxBytes) throw new FilecopyError("TOO_LARGE", `more than ${maxBytes} bytes (at ${quoteName(name)})`);
+      if (stats.bytes + size > maxBytes)
+        throw new FilecopyError("TOO_LARGE", `the copy is larger than ${showBytes(maxBytes)}, the most this domain accepts in one copy (at ${quoteName(name)}); copy fewer files at a time`);
       await receiveFile(reader, dest, name, size, mode, prefix.mtimeMs);
       stats.bytes += size;
     } else {
@@ -152,7 +168,7 @@ async function receiveFile(reader: ByteReader, dest: string, name: string, size:
       }
     }
     // Through the descriptor, so the mode and times land on the file we wrote; chmod rather
-    // than the open mode so the umask does not alter what the sender asked for.
+    // than the open mode, which the process umask would alter (the mask is already applied).
     await fh.chmod(mode).catch((e) => { throw ioError(e, "chmod", name); });
     const t = toSeconds(mtimeMs);
     await fh.utimes(t, t).catch((e) => { throw ioError(e, "utimes", name); });
