@@ -3,13 +3,14 @@
 //   qrexec-client-vm, qvm-copy, qvm-move, qvm-copy-to-vm, qvm-move-to-vm, qvm-open-in-vm,
 //   qvm-open-in-dvm (callers); filecopy-receive, open-receive (the services' bodies).
 import { spawn } from "node:child_process";
-import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PassThrough, Writable } from "node:stream";
 import { isDomainNameShaped } from "@qvm/protocol/contracts";
 import { callService, type CallIo } from "../client.js";
-import { FilecopyError, packPaths, unpackStream } from "../filecopy/index.js";
+import { FilecopyError, packPaths, quoteText, unpackStream } from "../filecopy/index.js";
+import { MAX_OPEN_FILE_BYTES, OpenError, looksLikeUrl, receiveFile, receiveUrl, urlProblem } from "./open.js";
 import { connectHost } from "./transport.js";
 
 const USAGE: Record<string, string> = {
@@ -23,8 +24,8 @@ Exit code: the service's (127: the target has no such service), or the local pro
   "qvm-move": "usage: qvm-move FILE|DIR...\nLike qvm-copy, then removes the files here once the copy succeeded.",
   "qvm-copy-to-vm": "usage: qvm-copy-to-vm TARGET FILE|DIR...\nCopies files to TARGET (the policy may still ask).",
   "qvm-move-to-vm": "usage: qvm-move-to-vm TARGET FILE|DIR...\nLike qvm-copy-to-vm, then removes the files here.",
-  "qvm-open-in-vm": "usage: qvm-open-in-vm TARGET FILE|URL\nOpens a file (a copy is sent) or a URL in TARGET.",
-  "qvm-open-in-dvm": "usage: qvm-open-in-dvm FILE|URL\nOpens a file or URL in a new disposable.",
+  "qvm-open-in-vm": "usage: qvm-open-in-vm TARGET FILE|URL\nOpens a file (a copy is sent, at most 1 GiB) or a URL (http, https or ftp only) in TARGET.",
+  "qvm-open-in-dvm": "usage: qvm-open-in-dvm FILE|URL\nOpens a file or URL (http, https or ftp only) in a new disposable.",
 };
 
 /** What the Filecopy receiver answers after the stream: "ok" or "error: MESSAGE". */
@@ -124,7 +125,9 @@ async function copy(tool: string, target: string, paths: string[], move: boolean
       () => stream.end(),
       (err: Error) => {
         packError = err;
-        stream.destroy();
+        // With the error, so the call sends EOF (a plain destroy() would leave the receiver
+        // waiting for the rest of the stream forever); the receiver then refuses the truncated copy.
+        stream.destroy(err);
       },
     );
     return io;
@@ -148,8 +151,9 @@ async function filecopyReceive(): Promise<number> {
   const incoming = path.join(os.homedir(), "QubesIncoming");
   mkdirSync(incoming, { recursive: true, mode: 0o700 });
   try {
-    // The service's stderr reaches the caller, so success is silent.
-    await unpackStream(process.stdin, path.join(incoming, source), { maxFiles: 100_000 });
+    // The service's stderr reaches the caller, so success is silent. The default byte cap
+    // (DEFAULT_MAX_COPY_BYTES) applies; modes lose group and world write, and our umask's bits.
+    await unpackStream(process.stdin, path.join(incoming, source), { maxFiles: 100_000, umask: processUmask() });
     process.stdout.write(`${REPLY_OK}\n`);
     return 0;
   } catch (err) {
@@ -159,14 +163,28 @@ async function filecopyReceive(): Promise<number> {
   }
 }
 
-const URL_RE = /^[a-z][a-z0-9+.-]*:\/\/[\x21-\x7e]+$/i;
-const MAX_URL = 8192;
+/** This process's umask, read without changing it (process.umask() with no argument sets it twice). */
+function processUmask(): number {
+  try {
+    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
+    if (m) return parseInt(m[1]!, 8);
+  } catch {
+    // no /proc: assume the usual one
+  }
+  return 0o022;
+}
 
 /** qvm-open-in-vm: a URL goes as a line to qubes.OpenURL; a file as "name\n" + contents to qubes.OpenInVM. */
 async function open(tool: string, target: string, what: string): Promise<number> {
-  const isUrl = URL_RE.test(what);
-  if (!isUrl && !(existsSync(what) && statSync(what).isFile())) die(tool, `${what}: neither a URL (scheme://…) nor a file`);
-  if (isUrl && what.length > MAX_URL) die(tool, `the URL is longer than ${MAX_URL} characters`);
+  const isUrl = looksLikeUrl(what);
+  if (isUrl) {
+    // Checked here too, so the user learns why at once; the target checks again (open.ts).
+    const problem = urlProblem(what);
+    if (problem) die(tool, problem);
+  } else {
+    if (!(existsSync(what) && statSync(what).isFile())) die(tool, `${quoteText(what)}: neither a URL (scheme://…) nor a file`);
+    if (statSync(what).size > MAX_OPEN_FILE_BYTES) die(tool, `${quoteText(what)} is larger than ${MAX_OPEN_FILE_BYTES} bytes, the most qubes.OpenInVM takes`);
+  }
   const stdin = new PassThrough();
   if (isUrl) stdin.end(`${what}\n`);
   else {
@@ -178,33 +196,23 @@ async function open(tool: string, target: string, what: string): Promise<number>
   return out.code;
 }
 
-/** qubes.OpenURL / qubes.OpenInVM: check what came, then hand it to the domain's opener. */
+/** qubes.OpenURL / qubes.OpenInVM: check what came (bounded: see open.ts), then hand it to the domain's opener. */
 async function openReceive(url: boolean): Promise<number> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  const data = Buffer.concat(chunks);
-  const nl = data.indexOf(0x0a);
-  const first = (nl < 0 ? data : data.subarray(0, nl)).toString("utf8");
+  const service = url ? "qubes.OpenURL" : "qubes.OpenInVM";
   let target: string;
-  if (url) {
-    if (!URL_RE.test(first) || first.length > MAX_URL) {
-      process.stderr.write("qubes.OpenURL: not a URL\n");
-      return 1;
-    }
-    target = first;
-  } else {
-    const name = first.replace(/[^A-Za-z0-9 ._+-]/g, "_").replace(/^\.+/, "_").slice(0, 200) || "file";
-    const dir = path.join(os.tmpdir(), `qvm-open-${process.pid}`);
-    mkdirSync(dir, { mode: 0o700 });
-    target = path.join(dir, name);
-    writeFileSync(target, nl < 0 ? Buffer.alloc(0) : data.subarray(nl + 1), { mode: 0o600 });
+  try {
+    target = url ? await receiveUrl(process.stdin) : await receiveFile(process.stdin);
+  } catch (err) {
+    if (!(err instanceof OpenError)) throw err;
+    process.stderr.write(`${service}: ${err.message}\n`);
+    return 1;
   }
   // Domains have no desktop yet: QVM_OPENER (set by the domain's owner), else xdg-open.
   const opener = process.env.QVM_OPENER || "xdg-open";
   return new Promise((resolve) => {
     const child = spawn(opener, [target], { stdio: ["ignore", "ignore", "inherit"] });
     child.once("error", () => {
-      process.stderr.write(`${url ? "qubes.OpenURL" : "qubes.OpenInVM"}: no application to open it with (${opener} is missing); ${url ? "" : `the file is at ${target}`}\n`);
+      process.stderr.write(`${service}: no application to open it with (${opener} is missing); ${url ? "" : `the file is at ${target}`}\n`);
       resolve(1);
     });
     child.once("close", (code) => resolve(code ?? 1));

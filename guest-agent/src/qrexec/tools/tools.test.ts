@@ -145,6 +145,45 @@ describe("in-domain qrexec tools", () => {
     expect(r.stderr).toContain("got PING");
   });
 
+  it("qubes.OpenURL opens only http, https and ftp; qvm-open-in-vm refuses other schemes before calling", async () => {
+    const opened = path.join(dir, "opened.txt");
+    const opener = path.join(dir, "opener.sh");
+    writeFileSync(opener, `#!/bin/sh\nprintf '%s' "$1" > '${opened}'\n`, { mode: 0o755 });
+    for (const [url, code] of [["https://example.org/x", 0], ["ftp://example.org/f", 0], ["file:///etc/passwd", 1], ["smb://h/s", 1], ["x-handler://a", 1]] as const) {
+      rmSync(opened, { force: true });
+      const r = await run(["open-receive", "url"], { QVM_OPENER: opener }, `${url}\n`);
+      expect(r.code, url).toBe(code);
+      if (code === 0) expect(readFileSync(opened, "utf8")).toBe(url);
+      else {
+        expect(r.stderr).toMatch(/^qubes\.OpenURL: \S+: URLs are not opened in another domain/);
+        expect(existsSync(opened)).toBe(false);
+      }
+    }
+    const early = await run(["qvm-open-in-vm", "vault", "file:///etc/passwd"], { QVM_QREXEC_SOCKET: path.join(dir, "nowhere.sock") });
+    expect(early).toMatchObject({ code: 1, stderr: "qvm-open-in-vm: file: URLs are not opened in another domain (only http, https, ftp)\n" });
+  });
+
+  it("qubes.OpenInVM streams the file to a private temp file and hands it to the opener", async () => {
+    const opened = path.join(dir, "opened-file.txt");
+    const opener = path.join(dir, "opener-file.sh");
+    writeFileSync(opener, `#!/bin/sh\ncat "$1" > '${opened}'\n`, { mode: 0o755 });
+    const r = await run(["open-receive"], { QVM_OPENER: opener, TMPDIR: dir }, "note.txt\nline one\nline two\n");
+    expect(r.code).toBe(0);
+    expect(readFileSync(opened, "utf8")).toBe("line one\nline two\n");
+  });
+
+  it("qvm-copy refuses a local file whose name the receiver would refuse, and ends the call (no hang)", async () => {
+    policy = "qubes.Filecopy * work vault allow\n";
+    const f = path.join(dir, "src", "invoice\u202Efdp.exe");
+    mkdirSync(path.dirname(f), { recursive: true });
+    writeFileSync(f, "x");
+    const r = await run(["qvm-copy-to-vm", "vault", f], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/contains U\+202E/);
+    expect(r.stderr).not.toContain("\u202E");
+    expect(existsSync(path.join(homes.vault!, "QubesIncoming", "work", "invoice\u202Efdp.exe"))).toBe(false);
+  });
+
   it("tools explain themselves and reject bad usage with exit 2", async () => {
     expect((await run(["qvm-copy", "--help"])).stdout).toMatch(/QubesIncoming/);
     expect((await run(["qvm-copy-to-vm", "vault"])).code).toBe(2);
