@@ -1,5 +1,6 @@
-// What qvmd does once at start, before it serves: the shipped policy, volumes a crash left
-// without a domain, built templates registered, running VMs re-attached, disposables an earlier
+// What qvmd does once at start, before it serves: the shipped policy, volumes without a domain
+// kept aside (a crash's half-made ones removed), built templates registered, running VMs
+// re-attached, volatile overlays of domains that no longer run removed, disposables an earlier
 // qvmd left destroyed, volumes of domains stored by an older qvmd made, and roots of templates
 // that stopped meanwhile committed.
 import type { DomainRecord } from "../model/domain.js";
@@ -9,12 +10,17 @@ import type { QvmdParts } from "./parts.js";
 export async function bootCore(p: QvmdParts, importTemplates: () => Promise<string[]>): Promise<void> {
   const { registry, volumes, runner, dispvms, log } = p;
   installDefaultPolicy(p.policyDir);
-  for (const orphan of volumes.orphans((n) => registry.store.get(n) !== undefined)) {
-    log(`removing volumes without a domain: ${orphan}`);
-    volumes.remove(orphan);
-  }
+  sweepOrphans(p);
   await importTemplates();
   await runner.reattachAll();
+  for (const name of volumes.volatileNames()) {
+    if (runner.isRunning(name)) continue;
+    try {
+      volumes.discardVolatile(name);
+    } catch (err) {
+      log(`${name}: cannot remove volatile overlays left by its last run: ${(err as Error).message}`);
+    }
+  }
   for (const rec of registry.list().filter((r) => r.autoCleanup)) {
     log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
     await dispvms.destroy(rec.name).catch((err: Error) => log(`${rec.name}: cannot destroy: ${err.message}`));
@@ -25,6 +31,23 @@ export async function bootCore(p: QvmdParts, importTemplates: () => Promise<stri
     if (rec.class === "DispVM") continue;
     if (!volumes.exists(rec.name)) await createMissingVolumes(p, rec);
     else if (!runner.isRunning(rec.name) && rec.class !== "AppVM") await p.locks.run(rec.name, () => commitRoot(p, rec));
+  }
+}
+
+/**
+ * Volume directories no domain owns: a crash's half-made ones are removed; every other one is
+ * kept aside, never deleted, since a store restored from an older generation (as qvmd advises
+ * when qvm.json is damaged) or a backup does not know domains made since.
+ */
+function sweepOrphans(p: QvmdParts): void {
+  const { volumes, registry, log } = p;
+  const { removed, kept } = volumes.sweepOrphans((n) => registry.store.get(n) !== undefined);
+  for (const r of removed) log(`removed ${r}: volumes a crash left half-made`);
+  for (const k of kept) {
+    log(
+      `volumes of ${JSON.stringify(k.name)} have no domain in the store: kept aside as ${k.id}, nothing deleted. ` +
+        `\`qvm volume orphans\` lists them, \`qvm volume orphans restore ${k.id}\` makes a domain of them again, \`qvm volume orphans purge ${k.id}\` deletes them`,
+    );
   }
 }
 

@@ -4,9 +4,11 @@ import type { ImageStore } from "@qvm/images";
 import type { EventBus } from "../base/events.js";
 import type { KeyedMutex } from "../base/keyed-mutex.js";
 import type { VolumeStore } from "../storage/volumes.js";
+import type { ResourceLimits } from "../domain/admission.js";
 import type { BootPlanner } from "../domain/boot-plan.js";
 import type { DispVms } from "../domain/dispvms.js";
 import type { ProcessLauncher } from "../domain/launcher.js";
+import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import type { AskBroker } from "../qrexec/prompts.js";
@@ -28,6 +30,8 @@ export interface QvmdParts {
   asks: AskBroker;
   router: QrexecRouter;
   policyDir: string;
+  paths: DomainPaths;
+  limits: ResourceLimits;
   accel: () => string;
   log: (msg: string) => void;
 }

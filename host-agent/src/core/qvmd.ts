@@ -2,11 +2,13 @@
 // web shell and CLI reach it through that API). Each command validates what it is given, takes
 // the locks it needs itself and returns plain data or a session; nothing else in qvmd is called
 // by a transport. It is built from injected parts by the composition root (compose.ts).
+import { rmSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { DomainClassWord, PowerStateWord } from "@qvm/protocol/contracts";
 import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
-import type { VolumeView } from "../storage/volumes.js";
+import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
+import { validateDomainName } from "../model/names.js";
 import type { LaunchTarget } from "../domain/launcher.js";
 import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
 import type { Prompt } from "../qrexec/prompts.js";
@@ -42,6 +44,21 @@ export interface DaemonInfo {
 }
 
 export type VolumeListing = VolumeView & { revisionsToKeep: number };
+
+/** How to register kept-aside volumes as a domain again; "" fields are decided from what they hold. */
+export interface RestoreOrphanInput {
+  id: string;
+  /** "": the name they were found under. */
+  name: string;
+  /** "": StandaloneVM when they hold a root, AppVM (which needs `template`) when not. */
+  klass: DomainClassWord | "";
+  template: string;
+  /** "": red, since nothing says how far the domain was trusted. */
+  label: string;
+}
+
+/** Lock key of the kept-aside volumes (not a valid domain name). */
+const ORPHANS_LOCK = "@orphans";
 
 /** What to run: a program (argv or a shell line) or, as dom0 calling, a qrexec service. */
 export type ExecWhat = { argv: string[] } | { shell: string } | { service: string; argument: string };
@@ -130,10 +147,12 @@ export class Qvmd {
     });
   }
 
+  /** Removes the domain, its volumes and its logs. */
   remove(name: string): Promise<void> {
     return this.p.locks.run(name, () => {
       this.p.registry.remove(name);
       this.p.volumes.remove(name);
+      rmSync(this.p.paths.logDirOf(name), { recursive: true, force: true });
     });
   }
 
@@ -261,6 +280,69 @@ export class Qvmd {
       if (runner.isRunning(domain)) await runner.growPrivateLive(domain, sizeBytes);
       else await volumes.resizePrivate(domain, sizeBytes);
       events.publish("volume-resize", domain, { volume, sizeBytes: String(sizeBytes) });
+    });
+  }
+
+  // ---- volumes without a domain (kept aside at qvmd start, never deleted automatically) -------
+
+  orphanVolumes(): OrphanVolumes[] {
+    return this.p.volumes.listOrphans();
+  }
+
+  /**
+   * Registers kept-aside volumes as a domain again, with its root and private as they are. What
+   * the store knew (class, template, properties) is gone: volumes with a root of their own become
+   * a StandaloneVM (or a TemplateVM when asked); an AppVM's private alone needs its template
+   * named, since which one it ran on is not recorded anywhere.
+   */
+  restoreOrphan(input: RestoreOrphanInput): Promise<DomainView> {
+    const { volumes, registry, locks } = this.p;
+    const orphan = volumes.orphan(input.id);
+    const name = input.name || orphan.name;
+    try {
+      validateDomainName(name);
+    } catch (err) {
+      throw new QvmError("INVALID_ARGUMENT", `${input.id} was found under ${JSON.stringify(orphan.name)}: ${(err as Error).message}; restore it under another name (--as NAME)`);
+    }
+    return locks.run([ORPHANS_LOCK, name], async () => {
+      const o = volumes.orphan(input.id); // still there once the lock is ours
+      if (registry.store.get(name)) throw new QvmError("ALREADY_EXISTS", `a domain named ${name} exists: restore ${o.id} under another name (--as NAME)`);
+      if (!o.hasPrivate) {
+        throw new QvmError("FAILED_PRECONDITION", `${o.id} holds no private.qcow2 (${o.files.join(", ") || "nothing"}): not a domain's volumes, nothing to register; look at ${o.path} and purge it`);
+      }
+      const klass = input.klass || (o.hasRoot ? "StandaloneVM" : "AppVM");
+      if (o.hasRoot && klass !== "StandaloneVM" && klass !== "TemplateVM") {
+        throw new QvmError("INVALID_ARGUMENT", `${o.id} has a root volume of its own: restore it as a StandaloneVM (the default) or a TemplateVM, not a ${klass}`);
+      }
+      if (!o.hasRoot && klass !== "AppVM") {
+        throw new QvmError("INVALID_ARGUMENT", `${o.id} has no root volume of its own, only an AppVM's private: restore it as an AppVM (--template TEMPLATE), not a ${klass}`);
+      }
+      if (klass === "AppVM" && !input.template) {
+        const def = String(registry.store.globals().default_template ?? "");
+        throw new QvmError(
+          "FAILED_PRECONDITION",
+          `${o.id} holds an AppVM's private volume and no root: which template it ran on is not recorded; name one with --template TEMPLATE${def ? ` (default_template is ${def})` : ""}`,
+        );
+      }
+      const record = registry.prepareCreate({ name, klass, template: klass === "AppVM" ? input.template : undefined, label: input.label || "red" });
+      volumes.restoreOrphan(o.id, name);
+      try {
+        registry.add(record, { restoredFrom: o.id });
+      } catch (err) {
+        volumes.unrestoreOrphan(o.id, name);
+        throw err;
+      }
+      this.p.log(`${name}: restored as a ${klass} from kept-aside volumes ${o.id}`);
+      return this.describe(record);
+    });
+  }
+
+  /** Deletes kept-aside volumes for good. */
+  purgeOrphan(id: string): Promise<OrphanVolumes> {
+    return this.p.locks.run(ORPHANS_LOCK, () => {
+      const o = this.p.volumes.purgeOrphan(id);
+      this.p.log(`purged kept-aside volumes ${o.id} (${o.files.join(", ") || "empty"})`);
+      return o;
     });
   }
 

@@ -34,6 +34,8 @@ export interface BootPlan {
   user?: VmmUser;
   /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. */
   prepareDisks(): Promise<DiskSpec[]>;
+  /** How far the overlays prepareDisks makes may grow on the data disk, in bytes (for admission). */
+  overlayBytes(): Promise<number>;
 }
 
 export interface BootPlannerDeps {
@@ -76,7 +78,8 @@ export class BootPlanner {
       devices: [],
       channels: [],
       user: this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined,
-      prepareDisks: () => volumes.prepareStart(name, rec.class, runtimeDir, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
+      prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
+      overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
     };
   }
 

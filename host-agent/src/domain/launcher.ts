@@ -12,8 +12,13 @@ import type { DomainRunner } from "./runner.js";
 
 export type LaunchTarget = { domain: string } | { dispvm: string };
 
+/** The caller of an admin Exec, as disposables count their callers (Qubes' name of the admin domain). */
+const ADMIN_CALLER = "dom0";
+
 export interface LaunchRequest extends Omit<ExecOptions, "user"> {
   target: LaunchTarget;
+  /** Who asks: the calling domain of a qrexec call; absent or "dom0" for the admin. */
+  caller?: string;
   /** Fail instead of starting a halted domain (a new disposable is always started). */
   noAutostart?: boolean;
   /** "" or undefined: the domain's default_user. */
@@ -42,7 +47,7 @@ export class ProcessLauncher {
 
   async launch(req: LaunchRequest): Promise<Launched> {
     const { registry, runner, dispvms, log } = this.deps;
-    let disposable = "dispvm" in req.target ? await dispvms.create(req.target.dispvm) : "";
+    let disposable = "dispvm" in req.target ? await dispvms.create(req.target.dispvm, req.caller || ADMIN_CALLER) : "";
     const release = async (): Promise<void> => {
       const name = disposable;
       disposable = "";

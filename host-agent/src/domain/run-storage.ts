@@ -1,5 +1,6 @@
 // The runner's storage work (RunStorage) done by the volume store: committing a stopped
-// template's root with its revisions_to_keep, and the pending growth of a private filesystem.
+// template's root with its revisions_to_keep, discarding a stopped domain's volatile overlays,
+// what overlays may still take of the data disk, and the pending growth of a private filesystem.
 import { existsSync, rmSync } from "node:fs";
 import { DEFAULT_REVISIONS_TO_KEEP, type VolumeStore } from "../storage/volumes.js";
 import type { DomainRegistry } from "./registry.js";
@@ -16,6 +17,15 @@ export function volumeRunStorage(volumes: VolumeStore, registry: DomainRegistry,
         log(`${name}: cannot commit root changes (kept in root-dirty.qcow2, retried at the next start): ${(err as Error).message}`);
       }
     },
+    discardVolatile(name) {
+      try {
+        volumes.discardVolatile(name);
+      } catch (err) {
+        log(`${name}: cannot remove its volatile overlays (removed at its next start): ${(err as Error).message}`);
+      }
+    },
+    overlayGrowth: (name) => volumes.overlayGrowth(name),
+    freeBytes: () => volumes.freeBytes(),
     checkGrow: (name, sizeBytes) => volumes.checkGrow(name, sizeBytes),
     growPending: (name) => existsSync(volumes.growFlag(name)),
     growDone: (name) => rmSync(volumes.growFlag(name), { force: true }),

@@ -1,6 +1,7 @@
 // The power-state machine of DomainRunner, table-tested with a fake VM factory and a fake clock:
-// transitions, refusals, start/stop races, dependencies, and that attachments never leak (stop,
-// kill, a VMM crash, a qvmd exit and re-attach).
+// transitions, refusals, start/stop races, dependencies, that attachments never leak (stop,
+// kill, a VMM crash, a qvmd exit and re-attach), volatile overlays discarded on every exit, and
+// the start admission (running domains, guest memory, the data disk's room for overlays).
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,6 +12,7 @@ import { toDisposable } from "../base/disposables.js";
 import type { Clock } from "../base/clock.js";
 import { DomainStore } from "../store/domain-store.js";
 import { FakeVm, FakeVmFactory } from "../testing/fake-vms.js";
+import { defaultLimits, type ResourceLimits } from "./admission.js";
 import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import { DomainPaths } from "./paths.js";
@@ -47,6 +49,12 @@ let runner: DomainRunner;
 let attached: Set<string>;
 let attachLog: string[];
 let commits: string[];
+let discards: string[];
+/** The fake data disk: free bytes, and how far each domain's overlays may grow. */
+let disk: { freeBytes: number; growth: number };
+let limits: ResourceLimits;
+
+const GIB = 1024 ** 3;
 
 function makeRunner(): DomainRunner {
   const bus = new EventBus(clock);
@@ -60,7 +68,7 @@ function makeRunner(): DomainRunner {
     kernel: undefined as never,
     runtimeDir: path.join(dir, "run", rec.name),
     logDir: path.join(dir, "logs", rec.name),
-    memoryMiB: 400,
+    memoryMiB: Number(registry.resolve(registry.get(rec.name), "memory")),
     vcpus: 1,
     kernelArgs: [],
     agentTimeoutMs: 1000,
@@ -68,17 +76,27 @@ function makeRunner(): DomainRunner {
     devices: [],
     channels: [],
     prepareDisks: async () => [],
+    overlayBytes: async () => disk.growth,
   });
   return new DomainRunner({
     registry,
     planner: { plan },
     vms: factory,
-    storage: { commitRoot: async (n) => void commits.push(n), checkGrow: async () => {}, growPending: () => false, growDone: () => {} },
+    storage: {
+      commitRoot: async (n) => void commits.push(n),
+      discardVolatile: (n) => void discards.push(n),
+      overlayGrowth: async () => disk.growth,
+      freeBytes: () => disk.freeBytes,
+      checkGrow: async () => {},
+      growPending: () => false,
+      growDone: () => {},
+    },
     attachers: recordingAttachers(attached, attachLog),
     events: bus,
     locks: new KeyedMutex(),
     paths: new DomainPaths(dir, path.join(dir, "run")),
     log: () => {},
+    limits,
   });
 }
 
@@ -97,6 +115,9 @@ beforeEach(() => {
   attached = new Set();
   attachLog = [];
   commits = [];
+  discards = [];
+  disk = { freeBytes: 1000 * GIB, growth: 0 };
+  limits = defaultLimits(64 * GIB);
   runner = makeRunner();
   define("work");
   define("net", "StandaloneVM", { provides_network: true });
@@ -302,5 +323,98 @@ describe("DomainRunner attachments never leak", () => {
     await runner.reattachAll();
     expect(orphan.gone).toBe(true);
     expect(runner.runningNames()).toEqual([]);
+  });
+});
+
+describe("DomainRunner volatile overlays", () => {
+  const endings: Step[] = ["shutdown", "kill", "crash"];
+  it.each(endings)("are discarded after %s, before domain-shutdown is announced", async (ending) => {
+    await run("start");
+    expect(discards).toEqual([]);
+    await run(ending);
+    await settle();
+    expect(discards).toEqual(["work"]);
+    expect(types().at(-1)).toBe("domain-shutdown work");
+  });
+
+  it("are discarded when a start fails", async () => {
+    factory.failNext = "no agent";
+    await expect(run("start")).rejects.toMatchObject({ code: "AGENT_TIMEOUT" });
+    expect(discards).toEqual(["work"]);
+  });
+
+  it("are not discarded when qvmd lets go of a running domain", async () => {
+    await run("start");
+    await runner.detachAll();
+    await settle();
+    expect(discards).toEqual([]);
+  });
+});
+
+describe("DomainRunner admission", () => {
+  function fresh(l: Partial<ResourceLimits>): void {
+    limits = { ...defaultLimits(64 * GIB), ...l };
+    runner = makeRunner();
+  }
+
+  it("refuses a start beyond --max-running, naming the limit and the flag, and admits it once one stops", async () => {
+    fresh({ maxRunning: 1 });
+    await run("start");
+    await expect(run("start", "net")).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED", message: expect.stringMatching(/1 domains already run or are starting \(work\), the limit is 1 \(qvmd --max-running N\)/) });
+    expect(runner.state("net")).toBe("Halted");
+    expect(factory.started).toEqual(["work"]);
+    await run("kill");
+    await settle();
+    await run("start", "net");
+    expect(runner.state("net")).toBe("Running");
+  });
+
+  it("counts a start still in progress: two racing starts cannot both pass", async () => {
+    fresh({ maxRunning: 1 });
+    let open!: () => void;
+    factory.gate = new Promise((r) => (open = r));
+    const first = run("start");
+    await settle();
+    await expect(run("start", "net")).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    open();
+    await first;
+    expect(runner.runningNames()).toEqual(["work"]);
+  });
+
+  it("counts a domain admitted while its netvm starts", async () => {
+    fresh({ maxRunning: 1 });
+    await registry.setProperty("work", "netvm", "net");
+    await expect(run("start")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("--max-running") });
+    expect(factory.started).toEqual([]);
+    // Refused, work holds nothing any more: net alone fits.
+    await run("start", "net");
+    expect(runner.runningNames()).toEqual(["net"]);
+  });
+
+  it("refuses a start beyond --max-guest-memory with the numbers", async () => {
+    fresh({ maxGuestMemoryMiB: 1000 });
+    await registry.setProperty("work", "memory", "600");
+    await run("start");
+    await registry.setProperty("net", "memory", "500");
+    await expect(run("start", "net")).rejects.toMatchObject({
+      code: "RESOURCE_EXHAUSTED",
+      message: expect.stringMatching(/net: it needs 500 MiB of guest memory and running domains have 600 MiB of the 1000 MiB allowed \(qvmd --max-guest-memory MIB\)/),
+    });
+    await registry.setProperty("net", "memory", "400");
+    await run("start", "net");
+  });
+
+  it("refuses a start when the data disk cannot hold every running overlay grown full plus the reserve", async () => {
+    fresh({ diskReserveMiB: 1024 });
+    disk = { freeBytes: 3 * GIB, growth: 1 * GIB };
+    define("third");
+    await run("start"); // 0 + 1 GiB + 1 GiB reserve
+    await run("start", "net"); // 1 GiB (work) + 1 GiB + 1 GiB reserve = 3 GiB
+    await expect(run("start", "third")).rejects.toMatchObject({
+      code: "RESOURCE_EXHAUSTED",
+      message: expect.stringMatching(/3072 MiB free, but running domains' overlays may still grow by 2048 MiB, third's by 1024 MiB, and 1024 MiB are kept in reserve \(qvmd --disk-reserve MIB\): 1024 MiB short/),
+    });
+    disk.growth = 0.5 * GIB; // the running ones have written half of what they may
+    await run("start", "third");
   });
 });

@@ -3,13 +3,15 @@
 // restart. Per-domain calls are serialized by the shared KeyedMutex. A VM that dies is noticed
 // through its exit promise and its domain becomes Halted with the reason. What a start needs
 // comes from the BootPlanner; VMs come from a VmFactory; attachments are made by the attachers
-// and released on every exit path.
+// and released on every exit path. A start is admitted first (admission.ts): the number of
+// running domains, their memory and the data disk's room for their overlays stay within limits.
 import { QvmError } from "@qvm/protocol";
 import type { PowerStateWord } from "@qvm/protocol/contracts";
 import type { KeyedMutex } from "../base/keyed-mutex.js";
 import type { EventBus } from "../base/events.js";
 import { validateDomainName } from "../model/names.js";
 import type { DomainRecord } from "../model/domain.js";
+import { checkAdmission, defaultLimits, type ResourceLimits } from "./admission.js";
 import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import type { DomainPaths } from "./paths.js";
@@ -18,12 +20,20 @@ import type { RunningVm, VmFactory } from "./vm-factory.js";
 
 /** The private volume's place in the disks a plan prepares (root is 0). */
 const PRIVATE_DISK_INDEX = 1;
+/** Lock key under which starts are admitted one at a time (not a valid domain name). */
+const ADMISSION_LOCK = "@admission";
 
 
-/** Storage work around a run: what stopping commits, what a start may still owe the guest. */
+/** Storage work around a run: what stopping commits and discards, what a start may still owe the guest. */
 export interface RunStorage {
   /** A stopped TemplateVM's or StandaloneVM's root changes become its root; failures are logged. */
   commitRoot(name: string): Promise<void>;
+  /** A stopped domain's volatile overlays are removed; failures are logged. */
+  discardVolatile(name: string): void;
+  /** How far a running domain's overlays may still grow, in bytes. */
+  overlayGrowth(name: string): Promise<number>;
+  /** Free bytes on the data disk. */
+  freeBytes(): number;
   /** Refuses a resize that is not a growth or does not fit. */
   checkGrow(name: string, sizeBytes: number): Promise<void>;
   /** The private volume grew while the domain was halted: its filesystem must grow at start. */
@@ -42,6 +52,8 @@ export interface RunnerDeps {
   locks: KeyedMutex;
   paths: DomainPaths;
   log: (msg: string) => void;
+  /** What may run at once; defaults: defaultLimits(). */
+  limits?: ResourceLimits;
 }
 
 interface Live {
@@ -49,14 +61,26 @@ interface Live {
   pid: number;
   paused: boolean;
   halting: boolean;
+  /** Guest memory it was started with (MiB), for the admission of later starts. */
+  memoryMiB: number;
+}
+
+/** A start admitted and not yet running: what admission counts for it meanwhile. */
+interface Reservation {
+  memoryMiB: number;
+  growthBytes: number;
 }
 
 export class DomainRunner {
   private readonly live = new Map<string, Live>();
   private readonly starting = new Set<string>();
   private readonly lastStop = new Map<string, string>();
+  private readonly reserved = new Map<string, Reservation>();
+  readonly limits: ResourceLimits;
 
-  constructor(private readonly deps: RunnerDeps) {}
+  constructor(private readonly deps: RunnerDeps) {
+    this.limits = deps.limits ?? defaultLimits();
+  }
 
   /** Qubes' power state (Transient: starting). */
   state(name: string): PowerStateWord {
@@ -109,7 +133,8 @@ export class DomainRunner {
         continue;
       }
       const info = await vm.info();
-      await this.adopt(name, vm, info.pid, info.state === "paused", true);
+      const rec = this.deps.registry.store.get(name)!;
+      await this.adopt(name, vm, info.pid, info.state === "paused", true, Number(this.deps.registry.resolve(rec, "memory")));
       this.deps.log(`${name}: re-attached to the running VMM (pid ${info.pid})`);
     }
   }
@@ -144,36 +169,82 @@ export class DomainRunner {
       }
     }
     const plan = this.deps.planner.plan(rec);
-    // Qubes starts a domain's netvm first. Each dependency takes its own lock; the netvm loop
-    // check at property set keeps this from waiting on itself.
-    for (const dep of plan.dependencies) {
-      await this.ensureRunning(dep, false).catch((err: Error) => {
-        throw new QvmError("FAILED_PRECONDITION", `${name} needs ${dep} running, and it cannot start: ${err.message}`, { cause: err });
-      });
-    }
-    const disks = await plan.prepareDisks();
-    this.starting.add(name);
-    events.publish("domain-pre-start", name);
+    // Admitted before its dependencies start, which then count it as running.
+    const unreserve = await this.admit(plan);
     let vm: RunningVm;
+    let pid: number;
     try {
-      vm = await this.deps.vms.start(plan, disks);
-    } catch (err) {
-      const reason = (err as Error).message;
-      this.lastStop.set(name, reason);
-      events.publish("domain-start-failed", name, { reason });
-      throw err;
+      // Qubes starts a domain's netvm first. Each dependency takes its own lock; the netvm loop
+      // check at property set keeps this from waiting on itself.
+      for (const dep of plan.dependencies) {
+        await this.ensureRunning(dep, false).catch((err: Error) => {
+          throw new QvmError("FAILED_PRECONDITION", `${name} needs ${dep} running, and it cannot start: ${err.message}`, { cause: err });
+        });
+      }
+      let disks;
+      try {
+        disks = await plan.prepareDisks();
+      } catch (err) {
+        this.deps.storage.discardVolatile(name);
+        throw err;
+      }
+      this.starting.add(name);
+      events.publish("domain-pre-start", name);
+      try {
+        vm = await this.deps.vms.start(plan, disks);
+      } catch (err) {
+        const reason = (err as Error).message;
+        this.lastStop.set(name, reason);
+        this.deps.storage.discardVolatile(name);
+        events.publish("domain-start-failed", name, { reason });
+        throw err;
+      } finally {
+        this.starting.delete(name);
+      }
+      pid = (await vm.info()).pid;
+      await this.adopt(name, vm, pid, false, false, plan.memoryMiB);
     } finally {
-      this.starting.delete(name);
+      unreserve();
     }
-    const info = await vm.info();
-    await this.adopt(name, vm, info.pid, false, false);
     if (this.deps.storage.growPending(name)) {
       await this.growPrivateFs(vm).then(
         () => this.deps.storage.growDone(name),
         (err: Error) => this.deps.log(`${name}: cannot grow the private filesystem (retried at the next start): ${err.message}`),
       );
     }
-    events.publish("domain-start", name, { pid: String(info.pid) });
+    events.publish("domain-start", name, { pid: String(pid) });
+  }
+
+  /**
+   * Admits a start under the limits, one admission at a time, counting what runs and what other
+   * admitted starts will take; returns the release of this start's reservation (once it runs
+   * or failed, the domain counts as running or not at all).
+   */
+  private admit(plan: BootPlan): Promise<() => void> {
+    return this.deps.locks.run(ADMISSION_LOCK, async () => {
+      const growthBytes = await plan.overlayBytes();
+      const names: string[] = [];
+      let memoryMiB = 0;
+      let growth = 0;
+      for (const [n, l] of this.live) {
+        if (n === plan.name) continue;
+        names.push(n);
+        memoryMiB += l.memoryMiB;
+        growth += await this.deps.storage.overlayGrowth(n).catch(() => 0);
+      }
+      for (const [n, r] of this.reserved) {
+        if (n === plan.name || this.live.has(n)) continue;
+        names.push(n);
+        memoryMiB += r.memoryMiB;
+        growth += r.growthBytes;
+      }
+      checkAdmission(this.limits, { name: plan.name, memoryMiB: plan.memoryMiB, growthBytes }, { names, memoryMiB, growthBytes: growth, freeBytes: this.deps.storage.freeBytes() });
+      const mine: Reservation = { memoryMiB: plan.memoryMiB, growthBytes };
+      this.reserved.set(plan.name, mine);
+      return () => {
+        if (this.reserved.get(plan.name) === mine) this.reserved.delete(plan.name);
+      };
+    });
   }
 
   /** Grows the private volume of a running domain: the disk through the VMM, then its filesystem. */
@@ -195,19 +266,25 @@ export class DomainRunner {
   }
 
   /** Takes a VM on: attaches what every running domain gets, and watches for its end. */
-  private async adopt(name: string, vm: RunningVm, pid: number, paused: boolean, reattached: boolean): Promise<void> {
-    const l: Live = { vm, pid, paused, halting: false };
+  private async adopt(name: string, vm: RunningVm, pid: number, paused: boolean, reattached: boolean, memoryMiB: number): Promise<void> {
+    const l: Live = { vm, pid, paused, halting: false, memoryMiB };
     this.live.set(name, l);
     this.lastStop.delete(name);
     void vm.exited.then((exit) => {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
       this.lastStop.set(name, exit.reason);
-      const rec = this.deps.registry.store.get(name);
-      // Announced once the root is committed, so "stopped" means a template's changes are in.
-      void (rec && rec.class !== "AppVM" ? this.deps.locks.run(name, () => this.deps.storage.commitRoot(name)) : Promise.resolve()).then(() =>
-        this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }),
-      );
+      // Under the domain's lock, and only while no new run took its place: the volatile
+      // overlays are discarded and a template's root committed. Announced after that, so
+      // "stopped" means a template's changes are in and the domain's overlays are gone.
+      void this.deps.locks
+        .run(name, async () => {
+          if (this.live.has(name)) return;
+          this.deps.storage.discardVolatile(name);
+          const rec = this.deps.registry.store.get(name);
+          if (rec && rec.class !== "AppVM") await this.deps.storage.commitRoot(name);
+        })
+        .then(() => this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }));
     });
     const info = await vm.info();
     await vm.attachments.attachAll(this.deps.attachers, { name, info, reattached }, this.deps.log);

@@ -54,6 +54,8 @@ export function qrexecHost(deps: QrexecHostDeps): QrexecHost {
       const cmd = serviceCommand(opts.inv);
       const launched = await deps.launcher.launch({
         target: target.startsWith("@dispvm:") ? { dispvm: target.slice("@dispvm:".length) } : { domain: target },
+        // The calling domain: disposables are counted per caller, and a disposable may not make one.
+        caller: opts.inv.source,
         noAutostart: !opts.autostart,
         user: opts.user,
         command: cmd.argv,

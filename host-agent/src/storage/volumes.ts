@@ -7,13 +7,22 @@
 //                                      written in place: the domain runs on root-dirty.qcow2 over
 //                                      it, which is flattened into a new root.img when it stops
 //                                      (rename: AppVMs that run keep the old inode open).
-//   RUNTIME/domains/NAME/root.qcow2   an AppVM's root: a snapshot of its template's root.img
+//   DATA/volatile/NAME/root.qcow2     an AppVM's root: a snapshot of its template's root.img
 //                                      taken at start, discarded at stop. It is also the volatile
 //                                      volume: every change to / lives there and nothing survives.
+//                                      A DispVM has its private.qcow2 snapshot here too. On the
+//                                      data disk, not the RAM-backed runtime directory: what a
+//                                      guest writes to / costs disk, which the start admission
+//                                      counts (overlayGrowth), not host memory.
 //   kernel                            the read-only kernel bundle (images/).
 //
 // So creating an AppVM writes only a small private volume; its root costs nothing until it runs.
-import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+//
+// Volume directories without a domain in the store are never deleted automatically: a crash's
+// `NAME.partial-PID` is, anything else is moved to DATA/volumes/.orphans/NAME-TIME, where `qvm
+// volume orphans` lists, restores or purges it (a store restored from an older generation must
+// not cost a domain its data).
+import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
@@ -25,6 +34,9 @@ export const DEFAULT_PRIVATE_MIB = 2048;
 export const DEFAULT_ROOT_MIB = 10 * 1024;
 export const DEFAULT_REVISIONS_TO_KEEP = 1;
 const REVISION_PREFIX = "rev-";
+/** Where volume directories without a domain are kept, inside DATA/volumes (not a valid domain name). */
+export const ORPHANS_DIR = ".orphans";
+const ORPHAN_ID = /^(.+)-(\d{8}T\d{6}Z)(?:\.(\d+))?$/;
 
 export interface VolumeFlags {
   snapOnStart: boolean;
@@ -53,6 +65,33 @@ export interface VolumeView {
   revisions: string[];
 }
 
+/** A volume directory kept aside because no domain in the store owned it. */
+export interface OrphanVolumes {
+  /** Its name under DATA/volumes/.orphans: NAME-TIME (TIME in UTC, 20261130T120000Z). */
+  id: string;
+  /** The domain name it was found under. */
+  name: string;
+  /** When it was kept aside (ISO time); "" if the id does not say. */
+  keptAt: string;
+  path: string;
+  /** The files in it, sorted. */
+  files: string[];
+  /** Bytes it takes on the host. */
+  usageBytes: number;
+  /** A root.img of its own: a TemplateVM's or StandaloneVM's volumes; without it, an AppVM's private only. */
+  hasRoot: boolean;
+  /** A private.qcow2: without it this is not a domain's volume directory. */
+  hasPrivate: boolean;
+}
+
+/** What the sweep at qvmd start did with volume directories no domain owns. */
+export interface OrphanSweep {
+  /** `NAME.partial-PID` directories of a crashed create or clone, removed. */
+  removed: string[];
+  /** Everything else, moved to .orphans: the name it had and its id there. */
+  kept: Array<{ name: string; id: string }>;
+}
+
 export class VolumeStore {
   constructor(readonly dataDir: string) {}
 
@@ -67,6 +106,61 @@ export class VolumeStore {
 
   exists(name: string): boolean {
     return existsSync(this.dir(name));
+  }
+
+  /** A domain's volatile directory: its per-start overlays, wiped at start and when it stops. */
+  volatileDir(name: string): string {
+    return path.join(this.dataDir, "volatile", name);
+  }
+
+  /** Removes what the domain's last run left in its volatile directory. */
+  discardVolatile(name: string): void {
+    rmSync(this.volatileDir(name), { recursive: true, force: true });
+  }
+
+  /** Names with a volatile directory (not validated: they come from the disk). */
+  volatileNames(): string[] {
+    const dir = path.join(this.dataDir, "volatile");
+    return existsSync(dir) ? readdirSync(dir) : [];
+  }
+
+  /** Free bytes on the data directory's filesystem, as an unprivileged writer sees them. */
+  freeBytes(): number {
+    const st = statfsSync(this.dataDir);
+    return st.bavail * st.bsize;
+  }
+
+  /**
+   * How much the writable overlays of a running domain may still grow on the data disk: each
+   * one's virtual size minus what it has allocated (the volatile overlays, a template's or
+   * standalone's root-dirty.qcow2). The private volume is not an overlay and is not counted.
+   */
+  async overlayGrowth(name: string): Promise<number> {
+    const files: string[] = [];
+    const vdir = this.volatileDir(name);
+    if (existsSync(vdir)) files.push(...readdirSync(vdir).filter((f) => f.endsWith(".qcow2")).map((f) => path.join(vdir, f)));
+    if (existsSync(this.files(name).rootDirty)) files.push(this.files(name).rootDirty);
+    let total = 0;
+    for (const f of files) {
+      const info = await img.imageInfo(f, "qcow2").catch(() => undefined); // gone meanwhile: nothing to grow
+      if (info) total += Math.max(0, info.virtualSize - info.actualSize);
+    }
+    return total;
+  }
+
+  /**
+   * The most the overlays a start makes may grow to: the virtual sizes of what they are made
+   * over (an AppVM's template root; a DispVM's template root and private; a TemplateVM's or
+   * StandaloneVM's own root). A missing file counts 0: preparing the start reports it.
+   */
+  async plannedGrowth(name: string, klass: DomainClass, opts: { templateRoot?: string; templatePrivate?: string }): Promise<number> {
+    const rawSize = (f?: string) => (f && existsSync(f) ? statSync(f).size : 0);
+    if (klass === "AppVM") return rawSize(opts.templateRoot);
+    if (klass === "DispVM") {
+      const priv = opts.templatePrivate && existsSync(opts.templatePrivate) ? (await img.imageInfo(opts.templatePrivate, "qcow2")).virtualSize : 0;
+      return rawSize(opts.templateRoot) + priv;
+    }
+    return rawSize(this.files(name).root);
   }
 
   /**
@@ -116,26 +210,109 @@ export class VolumeStore {
 
   remove(name: string): void {
     rmSync(this.dir(name), { recursive: true, force: true });
+    this.discardVolatile(name);
   }
 
-  /** Volume directories without a domain: left by a crash between making volumes and storing the domain. */
-  orphans(known: (name: string) => boolean): string[] {
-    const dir = path.join(this.dataDir, "volumes");
-    if (!existsSync(dir)) return [];
-    return readdirSync(dir).filter((n) => n.includes(".partial-") || !known(n));
+  // ---- volumes without a domain ------------------------------------------------------------
+
+  private orphansRoot(): string {
+    return path.join(this.dataDir, "volumes", ORPHANS_DIR);
   }
 
   /**
-   * The disks for a start: revisions taken first, then the root chosen by class. `templateRoot`
-   * is the template's root.img for an AppVM.
+   * At qvmd start: a crash between making a domain's volumes and storing it leaves a
+   * `NAME.partial-PID` directory, removed here; any other directory no domain owns (a crash
+   * during remove, or a store restored from an older generation or a backup) is moved to
+   * .orphans/NAME-TIME and kept until a person restores or purges it. Nothing else is deleted.
    */
-  async prepareStart(
-    name: string,
-    klass: DomainClass,
-    runtimeDir: string,
-    opts: { templateRoot?: string; templatePrivate?: string; revisionsToKeep: number },
-  ): Promise<DiskSpec[]> {
-    if (klass === "DispVM") return this.prepareDisposable(runtimeDir, opts.templateRoot, opts.templatePrivate);
+  sweepOrphans(known: (name: string) => boolean, now: Date = new Date()): OrphanSweep {
+    const dir = path.join(this.dataDir, "volumes");
+    const out: OrphanSweep = { removed: [], kept: [] };
+    if (!existsSync(dir)) return out;
+    for (const entry of readdirSync(dir).sort()) {
+      if (entry === ORPHANS_DIR) continue;
+      if (/\.partial-\d+$/.test(entry)) {
+        rmSync(path.join(dir, entry), { recursive: true, force: true });
+        out.removed.push(entry);
+      } else if (!known(entry)) {
+        mkdirSync(this.orphansRoot(), { recursive: true, mode: 0o700 });
+        const id = this.freeOrphanId(entry, now);
+        renameSync(path.join(dir, entry), path.join(this.orphansRoot(), id));
+        out.kept.push({ name: entry, id });
+      }
+    }
+    return out;
+  }
+
+  private freeOrphanId(name: string, now: Date): string {
+    const time = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+    const base = `${name}-${time}`;
+    let id = base;
+    for (let i = 2; existsSync(path.join(this.orphansRoot(), id)); i++) id = `${base}.${i}`;
+    return id;
+  }
+
+  /** The volume directories kept aside, oldest first. */
+  listOrphans(): OrphanVolumes[] {
+    const root = this.orphansRoot();
+    if (!existsSync(root)) return [];
+    return readdirSync(root)
+      .map((id) => this.describeOrphan(id))
+      .sort((a, b) => a.keptAt.localeCompare(b.keptAt) || a.id.localeCompare(b.id));
+  }
+
+  /** One kept-aside directory by its id, or NOT_FOUND listing the ids there are. */
+  orphan(id: string): OrphanVolumes {
+    const root = this.orphansRoot();
+    const ids = existsSync(root) ? readdirSync(root) : [];
+    // Only a name that is there: no path of the caller's choosing is ever built from it.
+    if (!ids.includes(id)) {
+      throw new QvmError("NOT_FOUND", ids.length ? `no kept-aside volumes "${id}"; there are: ${ids.sort().join(", ")}` : `no kept-aside volumes "${id}": ${root} is empty`);
+    }
+    return this.describeOrphan(id);
+  }
+
+  private describeOrphan(id: string): OrphanVolumes {
+    const p = path.join(this.orphansRoot(), id);
+    const m = ORPHAN_ID.exec(id);
+    const st = lstatSync(p);
+    const files = st.isDirectory() ? readdirSync(p).sort() : [];
+    let usageBytes = st.isDirectory() ? 0 : st.blocks * 512;
+    for (const f of files) usageBytes += lstatSync(path.join(p, f)).blocks * 512;
+    const t = m?.[2];
+    const keptAt = t ? `${t.slice(0, 4)}-${t.slice(4, 6)}-${t.slice(6, 8)}T${t.slice(9, 11)}:${t.slice(11, 13)}:${t.slice(13, 15)}Z` : "";
+    return { id, name: m?.[1] ?? id, keptAt, path: p, files, usageBytes, hasRoot: files.includes("root.img"), hasPrivate: files.includes("private.qcow2") };
+  }
+
+  /** Moves kept-aside volumes back as domain `name`'s; the caller stores the domain (or calls unrestore). */
+  restoreOrphan(id: string, name: string): void {
+    const o = this.orphan(id);
+    if (existsSync(this.dir(name))) throw new QvmError("ALREADY_EXISTS", `${this.dir(name)} already exists: restore ${id} under another name`);
+    renameSync(o.path, this.dir(name));
+  }
+
+  /** Undoes restoreOrphan when the domain could not be stored. */
+  unrestoreOrphan(id: string, name: string): void {
+    mkdirSync(this.orphansRoot(), { recursive: true, mode: 0o700 });
+    renameSync(this.dir(name), path.join(this.orphansRoot(), id));
+  }
+
+  /** Deletes kept-aside volumes for good. */
+  purgeOrphan(id: string): OrphanVolumes {
+    const o = this.orphan(id);
+    rmSync(o.path, { recursive: true, force: true });
+    return o;
+  }
+
+  /**
+   * The disks for a start: the volatile directory wiped, revisions taken, then the root chosen
+   * by class. `templateRoot` is the template's root.img for an AppVM. Each overlay names the
+   * files it reads through (backingFiles), for the VMM sandbox's read-only view.
+   */
+  async prepareStart(name: string, klass: DomainClass, opts: { templateRoot?: string; templatePrivate?: string; revisionsToKeep: number }): Promise<DiskSpec[]> {
+    const volatile = this.volatileDir(name);
+    this.discardVolatile(name);
+    if (klass === "DispVM") return this.prepareDisposable(volatile, opts.templateRoot, opts.templatePrivate);
     const f = this.files(name);
     if (!existsSync(f.private)) throw new QvmError("CORRUPT_STATE", `${f.private} is missing: the private volume of ${name} is gone`);
     await this.takeRevision(f.private, opts.revisionsToKeep);
@@ -144,35 +321,35 @@ export class VolumeStore {
       if (!opts.templateRoot || !existsSync(opts.templateRoot)) {
         throw new QvmError("MISSING_DEPENDENCY", `the template's root volume ${opts.templateRoot ?? ""} is missing: build it with \`qvm-images build\` (qvm template build)`);
       }
-      mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
-      const overlay = path.join(runtimeDir, "root.qcow2");
+      mkdirSync(volatile, { recursive: true, mode: 0o700 });
+      const overlay = path.join(volatile, "root.qcow2");
       await img.createOverlay(opts.templateRoot, overlay);
-      root = { serial: "root", path: overlay, format: "qcow2", readonly: false };
+      root = { serial: "root", path: overlay, format: "qcow2", readonly: false, backingFiles: [opts.templateRoot] };
     } else {
       if (!existsSync(f.root)) throw new QvmError("CORRUPT_STATE", `${f.root} is missing: the root volume of ${name} is gone`);
       await this.commitRoot(name); // a crash may have left changes of the last run
       await img.createOverlay(f.root, f.rootDirty);
-      root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false };
+      root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false, backingFiles: [f.root] };
     }
     return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false }];
   }
 
   /**
-   * A disposable's volumes: snapshots of its template's (an AppVM's) root and private, in the
-   * runtime directory, gone when it stops. Nothing of a disposable reaches the data directory.
+   * A disposable's volumes: snapshots of its template's (an AppVM's) root and private, in its
+   * volatile directory, gone when it stops. Nothing of a disposable outlives it.
    */
-  private async prepareDisposable(runtimeDir: string, templateRoot?: string, templatePrivate?: string): Promise<DiskSpec[]> {
+  private async prepareDisposable(volatile: string, templateRoot?: string, templatePrivate?: string): Promise<DiskSpec[]> {
     for (const f of [templateRoot, templatePrivate]) {
       if (!f || !existsSync(f)) throw new QvmError("MISSING_DEPENDENCY", `a volume of the disposable's template is missing (${f ?? "?"}): build templates with \`qvm-images build\``);
     }
-    mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
-    const root = path.join(runtimeDir, "root.qcow2");
-    const priv = path.join(runtimeDir, "private.qcow2");
+    mkdirSync(volatile, { recursive: true, mode: 0o700 });
+    const root = path.join(volatile, "root.qcow2");
+    const priv = path.join(volatile, "private.qcow2");
     await img.createOverlay(templateRoot!, root);
     await img.createOverlay(templatePrivate!, priv, "qcow2");
     return [
-      { serial: "root", path: root, format: "qcow2", readonly: false },
-      { serial: "private", path: priv, format: "qcow2", readonly: false },
+      { serial: "root", path: root, format: "qcow2", readonly: false, backingFiles: [templateRoot!] },
+      { serial: "private", path: priv, format: "qcow2", readonly: false, backingFiles: [templatePrivate!] },
     ];
   }
 

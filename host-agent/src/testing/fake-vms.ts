@@ -1,7 +1,7 @@
 // Fakes behind the core's seams, for unit tests of the core and the runner without VMs: a VM
 // factory whose VMs run "programs" that echo, and the volume store and image store as far as
 // starting needs them. Nothing here touches QEMU, disks or the network.
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { ImageStore } from "@qvm/images";
@@ -64,6 +64,8 @@ export class FakeVm implements RunningVm {
     readonly name: string,
     readonly pid: number,
     private readonly clock: Clock = systemClock,
+    /** Where its hybrid vsock socket would be: "" for a path that does not exist. */
+    private readonly vsockDir = "",
   ) {
     this.attachments = new DomainAttachments(name, () => {});
     this.exited = new Promise((r) => (this.resolve = r));
@@ -78,7 +80,7 @@ export class FakeVm implements RunningVm {
   }
 
   async info(): Promise<VmInfo> {
-    return { vmm: "fake", accel: "tcg", state: this.gone ? "stopped" : this.paused ? "paused" : "running", pid: this.pid, vsockPath: `/nonexistent/${this.name}.vsock`, consoleSocket: "", consoleLogPath: "" };
+    return { vmm: "fake", accel: "tcg", state: this.gone ? "stopped" : this.paused ? "paused" : "running", pid: this.pid, vsockPath: this.vsockDir ? path.join(this.vsockDir, `${this.name}.vsock`) : `/nonexistent/${this.name}.vsock`, consoleSocket: "", consoleLogPath: "" };
   }
   async resizeDisk(): Promise<void> {}
   /** As DomainVm: a guest that hangs is killed after timeoutMs (on the clock) when `kill`, else it still runs. */
@@ -115,19 +117,24 @@ export class FakeVmFactory implements VmFactory {
   failNext = "";
   /** While set, starts wait for it: a test can look at the Transient state. */
   gate: Promise<void> | undefined;
+  /** Set: VMs' vsock sockets live here, so the qrexec listener can be reached (`<dir>/NAME.vsock_50`). */
+  vsockDir = "";
   private pid = 1000;
 
   constructor(private readonly clock: Clock = systemClock) {}
 
   async start(plan: BootPlan): Promise<RunningVm> {
     this.started.push(plan.name);
+    // As a VMM does: the serial console's log in the domain's log directory.
+    mkdirSync(plan.logDir, { recursive: true });
+    writeFileSync(path.join(plan.logDir, "console.log"), "");
     if (this.gate) await this.gate;
     if (this.failNext) {
       const msg = this.failNext;
       this.failNext = "";
       throw new QvmError("AGENT_TIMEOUT", msg);
     }
-    const vm = new FakeVm(plan.name, ++this.pid, this.clock);
+    const vm = new FakeVm(plan.name, ++this.pid, this.clock, this.vsockDir);
     this.vms.set(plan.name, vm);
     return vm;
   }
@@ -139,11 +146,20 @@ export class FakeVmFactory implements VmFactory {
   }
 }
 
+/** The data disk as fake volumes report it; tests change it to drive the start admission. */
+export interface FakeDisk {
+  freeBytes: number;
+  /** How far each start's overlays may grow, and how far a running domain's still may. */
+  overlayBytes: number;
+}
+
 /**
  * The volume store as the core uses it, without qemu-img: a domain's volumes are empty files in
  * `dir/NAME/` (the boot plan checks that a template's root exists), and starts prepare no disks.
+ * A start leaves a marker in `dir/.volatile/NAME` until the domain's volatile overlays are discarded.
  */
-export function fakeVolumes(dir: string): VolumeStore {
+export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, overlayBytes: 0 }): VolumeStore {
+  const volatile = (name: string) => path.join(dir, ".volatile", name);
   const files = (name: string) => ({ root: path.join(dir, name, "root.img"), private: path.join(dir, name, "private.qcow2"), rootDirty: path.join(dir, name, "root-dirty.qcow2") });
   const make = (name: string) => {
     mkdirSync(path.join(dir, name), { recursive: true });
@@ -152,11 +168,24 @@ export function fakeVolumes(dir: string): VolumeStore {
   const fake: Partial<Record<keyof VolumeStore, unknown>> = {
     create: async (name: string) => make(name),
     clone: async (_src: string, name: string) => make(name),
-    remove: (name: string) => rmSync(path.join(dir, name), { recursive: true, force: true }),
+    remove: (name: string) => {
+      rmSync(path.join(dir, name), { recursive: true, force: true });
+      rmSync(volatile(name), { recursive: true, force: true });
+    },
     exists: (name: string) => existsSync(path.join(dir, name)),
     files,
-    orphans: () => [],
-    prepareStart: async () => [],
+    sweepOrphans: () => ({ removed: [], kept: [] }),
+    listOrphans: () => [],
+    prepareStart: async (name: string) => {
+      mkdirSync(volatile(name), { recursive: true });
+      return [];
+    },
+    discardVolatile: (name: string) => rmSync(volatile(name), { recursive: true, force: true }),
+    volatileNames: () => (existsSync(path.join(dir, ".volatile")) ? readdirSync(path.join(dir, ".volatile")) : []),
+    volatileDir: volatile,
+    freeBytes: () => disk.freeBytes,
+    overlayGrowth: async () => disk.overlayBytes,
+    plannedGrowth: async () => disk.overlayBytes,
     commitRoot: async () => false,
     checkGrow: async () => {},
     growFlag: (name: string) => `/nonexistent/${name}.grow`,
