@@ -220,6 +220,44 @@ describe("qvm run", () => {
   });
 });
 
+describe("qvm run: escape sequences from the domain", () => {
+  // The fake echoes stdin upper-cased: an OSC title, a CSI color and a BEL come back as they went.
+  const hostile = "x\x1b]0;fake title\x07y\x1b[31mz\x07!\n";
+
+  it("are passed when qvm's output is not a terminal, and filtered there with --filter-escape-chars", async () => {
+    expect((await qvm(["run", "-p", "work", "--", "cat"], { input: hostile })).stdout).toBe(hostile.toUpperCase());
+    const r = await qvm(["run", "-p", "--filter-escape-chars", "work", "--", "cat"], { input: hostile });
+    expect(r.stdout).toBe("XYZ_!\n");
+    expect(fake.execStarts.at(-1)).toMatchObject({ pty: false });
+  });
+
+  it("--pty with --filter-escape-chars is refused", async () => {
+    const r = await qvm(["run", "-p", "--pty", "--filter-escape-chars", "work", "--", "cat"], { input: "" });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^qvm: a pty's output is a terminal session and is not filtered/);
+  });
+
+  // script(1) gives qvm a terminal for stdout and stderr; stdin comes from a file (no pty then).
+  it("are filtered by default on a terminal without a pty, and passed with --no-filter-escape-chars or a pty", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-esc-"));
+    try {
+      writeFileSync(path.join(dir, "in"), hostile);
+      const onTty = (flags: string) => run("script", ["-qec", `${qvmWrapper} run -p ${flags} work -- cat < ${dir}/in`, "/dev/null"]);
+      const filtered = await onTty("--no-pty");
+      expect(filtered.stdout).toContain("XYZ_!");
+      expect(filtered.stdout).not.toContain("\x1b");
+      expect(filtered.stdout).not.toContain("FAKE TITLE");
+      const raw = await onTty("--no-pty --no-filter-escape-chars");
+      expect(raw.stdout).toContain("X\x1b]0;FAKE TITLE\x07Y\x1b[31MZ");
+      // With a pty (stdin redirected, so asked for with --pty) the session is the terminal's.
+      const withPty = await onTty("--pty");
+      expect(withPty.stdout).toContain("\x1b]0;FAKE TITLE\x07");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("qvm console", () => {
   it("passes input and output until qvmd closes the console, with a hint on stderr", async () => {
     const r = await qvm(["console", "work"], { input: "hello q" });

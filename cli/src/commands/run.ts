@@ -3,6 +3,7 @@ import { QvmError, isValidServiceCall } from "@qvm/protocol/contracts";
 import { QvmCommand, example } from "../base.js";
 import { SilentExit, processExitCode } from "../lib/errors.js";
 import { execStart, wantPty } from "../lib/exec-request.js";
+import { escapeFiltering } from "../lib/escape-filter.js";
 import { ExecSession } from "../lib/exec-session.js";
 import { parseAssignments, splitRunArgv, type RunCommandSpec } from "../lib/run-args.js";
 import { enterRawMode, windowSize } from "../lib/terminal.js";
@@ -26,17 +27,20 @@ With --pass-io (-p), qvm's stdin is passed to the process and its stdout and std
 
 Without --pass-io, the process's stdin is closed at once and its output is discarded, but qvm still waits for it and exits with its exit code.
 
+Escape sequences: when qvm's stdout or stderr is a terminal and the process has no pty, the domain's output to it is filtered, as Qubes' qvm-run does: escape sequences (CSI, OSC such as a clipboard write, DCS, ...) are removed, and other control characters but tab, newline and carriage return are shown as "_" (so are non-ASCII characters when the locale is not UTF-8). A domain cannot then write the clipboard, retitle the window, or make the terminal type a reply. --no-filter-escape-chars turns this off; --filter-escape-chars filters even when the output is not a terminal, and then no pty is made unless --pty is given. With a pty nothing is filtered: an interactive program draws with escape sequences (line editing, an editor, colors), so that is a terminal session with the domain, as over ssh, and the domain's output is the terminal's to interpret.
+
 Without a pty, Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to qvm are passed to the process; pressing Ctrl-C ${ABANDON_AFTER_SIGINTS} times makes qvm give up waiting (exit 130) while the process may still run. With a pty, Ctrl-C is simply a key the process reads.
 
 With --service, the word after VM is a qrexec service (SERVICE or SERVICE+ARG), run as the admin domain (dom0) calling it, as Qubes' qvm-run --service does: no policy applies, the service sees QREXEC_REMOTE_DOMAIN=dom0, and its input and output are passed (--pass-io is implied). Exit code 127: the domain has no such service.
 
 If the command's own arguments include --help or -h, qvm puts the -- in for you: qvm run work git --help runs git --help.`;
-  static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "--dispvm[=NAME] [FLAGS] [--] PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
+  static override usage = ["[-p] [-u USER] [-n] [--[no-]pty] [--[no-]filter-escape-chars] [-e NAME=VALUE]... [--cwd DIR] VM -- PROG [ARG...]", "--dispvm[=NAME] [FLAGS] [--] PROG [ARG...]", "[FLAGS] VM PROG ARG...", "[FLAGS] VM 'SHELL COMMAND'"];
   static override examples = [
     example("work -- ls -l /home", "argv, no shell."),
     example("-p work 'ls /etc | wc -l'", "A shell command, output passed back."),
     example("-p work bash", "An interactive shell (a pty when stdin is a terminal)."),
     example("-p --no-pty work -- cat < file > copy", "Pipe a file through."),
+    example("-p --no-filter-escape-chars work -- ls --color=always", "Let the domain's colors reach the terminal."),
     example("-u root -n work -- apt-get update", "As root; fail if work is halted."),
     example("--dispvm=default-dvm -p -- sh -c 'echo hi'", "In a throwaway disposable, gone afterwards."),
     example("--service vault qubes.GetDate", "Call a qrexec service in vault as dom0."),
@@ -51,6 +55,10 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     user: Flags.string({ char: "u", description: "Run as this user (default: the domain's default_user).", helpValue: "USER" }),
     "no-autostart": Flags.boolean({ char: "n", description: "Fail instead of starting a halted domain." }),
     pty: Flags.boolean({ allowNo: true, description: "Use a pty (default: with --pass-io when stdin is a terminal)." }),
+    "filter-escape-chars": Flags.boolean({
+      allowNo: true,
+      description: "Filter terminal escape sequences and control characters from the domain's output (default: for each of stdout and stderr that is a terminal, when there is no pty). --no-filter-escape-chars lets them through.",
+    }),
     env: Flags.string({ char: "e", description: "Set an environment variable for the process; repeatable.", multiple: true, multipleNonGreedy: true, helpValue: "NAME=VALUE" }),
     cwd: Flags.string({ description: "Working directory of the process (default: the user's home).", helpValue: "DIR" }),
     service: Flags.boolean({ description: "The command is a qrexec service name (SERVICE or SERVICE+ARG) to call in VM as dom0; implies --pass-io." }),
@@ -68,7 +76,13 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     const passIo = Boolean(flags["pass-io"]) || service !== undefined;
     if (flags.pty && !passIo) throw new QvmError("INVALID_ARGUMENT", "--pty needs --pass-io");
     if (flags.pty && service) throw new QvmError("INVALID_ARGUMENT", "a service gets no pty: drop --pty");
-    const pty = !service && wantPty({ passIo, pty: flags.pty, stdinIsTTY: Boolean(process.stdin.isTTY) });
+    const filterFlag = flags["filter-escape-chars"];
+    if (flags.pty && filterFlag) {
+      throw new QvmError("INVALID_ARGUMENT", "a pty's output is a terminal session and is not filtered: drop --filter-escape-chars, or use --no-pty");
+    }
+    // Asking for filtering means no automatic pty (the pty's output could not be filtered).
+    const pty = !service && wantPty({ passIo, pty: flags.pty ?? (filterFlag ? false : undefined), stdinIsTTY: Boolean(process.stdin.isTTY) });
+    const filterEscapes = escapeFiltering({ flag: filterFlag, pty, stdoutIsTTY: Boolean(process.stdout.isTTY), stderrIsTTY: Boolean(process.stderr.isTTY) });
     const start = execStart({
       vm: split.vm,
       command: split.command,
@@ -87,6 +101,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     const session = new ExecSession(call, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, {
       passIo,
       mapError: (err) => admin.errorOf(err),
+      filterEscapes,
     });
 
     const restoreTerminal = pty ? enterRawMode() : () => {};

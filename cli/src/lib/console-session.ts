@@ -1,4 +1,6 @@
 // `qvm console`: the domain's serial console on our terminal until Ctrl-] or the end of the stream.
+// The output is passed raw, escape sequences included (no EscapeFilter, unlike `qvm run` without
+// a pty): the console is a terminal session with the domain, as Qubes' is (docs/cli.md).
 import type { adminV1 } from "@qvm/protocol";
 
 /** Ctrl-] (GS, 0x1d), as in telnet and virsh console. */

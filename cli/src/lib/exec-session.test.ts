@@ -49,12 +49,12 @@ const start: adminV1.ExecStart = { domain: "work", argv: ["cat"], shellCommand: 
 const cases = (c: FakeCall<adminV1.ExecRequest>) => c.written.map((w) => w.msg?.$case);
 const tick = () => new Promise((r) => setImmediate(r));
 
-function setup(passIo: boolean) {
+function setup(passIo: boolean, filterEscapes?: { stdout: boolean; stderr: boolean; utf8?: boolean }) {
   const call = new FakeCall<adminV1.ExecRequest>();
   const stdin = new PassThrough();
   const stdout = new SlowSink();
   const stderr = new SlowSink();
-  const session = new ExecSession(call as unknown as ExecCall, { stdin, stdout, stderr }, { passIo, mapError: (e) => new Error(`mapped: ${(e as Error).message}`) });
+  const session = new ExecSession(call as unknown as ExecCall, { stdin, stdout, stderr }, { passIo, mapError: (e) => new Error(`mapped: ${(e as Error).message}`), filterEscapes });
   return { call, stdin, stdout, stderr, session, done: session.run(start) };
 }
 
@@ -136,6 +136,29 @@ describe("ExecSession", () => {
     b.call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
     b.call.emit("end");
     await expect(b.done).rejects.toThrow(/without the process's exit status/);
+  });
+
+  it("filters escape sequences from the streams it is told to, across chunks, and flushes at exit", async () => {
+    const { call, stdout, stderr, done } = setup(true, { stdout: true, stderr: false, utf8: true });
+    call.reply({ msg: { $case: "started", value: { pid: 7, domain: "work" } } });
+    for (const part of ["a\x1b]52;c;cm0gLXJm", "IH4=\x07b\x1b[", "2J\u009b31mc\x07 ", Buffer.from([0xe2, 0x82])]) {
+      call.reply({ msg: { $case: "stdout", value: Buffer.from(part) } });
+    }
+    call.reply({ msg: { $case: "stderr", value: Buffer.from("\x1b[31mraw\x1b[0m") } });
+    call.reply({ msg: { $case: "exit", value: { code: 0, signal: "" } } });
+    call.emit("end");
+    await done;
+    expect(Buffer.concat(stdout.chunks).toString()).toBe("abc_ \uFFFD");
+    expect(Buffer.concat(stderr.chunks).toString()).toBe("\x1b[31mraw\x1b[0m"); // not asked to: untouched
+  });
+
+  it("without filterEscapes (a pty, --no-filter-escape-chars, or not a terminal) passes bytes untouched", async () => {
+    const { call, stdout, done } = setup(true);
+    call.reply({ msg: { $case: "stdout", value: Buffer.from("\x1b]0;title\x07\x1b[2J") } });
+    call.reply({ msg: { $case: "exit", value: { code: 0, signal: "" } } });
+    call.emit("end");
+    await done;
+    expect(Buffer.concat(stdout.chunks).toString()).toBe("\x1b]0;title\x07\x1b[2J");
   });
 
   it("an error after the exit status does not change the result", async () => {

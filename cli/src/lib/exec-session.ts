@@ -2,6 +2,7 @@
 // back-pressure both ways, forward signals and window sizes, and return its exit status.
 import type { adminV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
+import { EscapeFilter } from "./escape-filter.js";
 
 /** The part of grpc-js's ClientDuplexStream the session uses (tests pass a fake). */
 export interface ExecCall {
@@ -27,6 +28,12 @@ export interface ExecSessionOptions {
   passIo: boolean;
   /** Turns a stream error into the error to report (fromGrpcError). */
   mapError: (err: unknown) => Error;
+  /**
+   * Which output streams go through an EscapeFilter (escape-filter.ts) before they are written:
+   * `qvm run` sets this for a stream that is a terminal, unless a pty was asked for. `utf8`:
+   * whether the terminal reads UTF-8 (default: the locale).
+   */
+  filterEscapes?: { stdout: boolean; stderr: boolean; utf8?: boolean };
 }
 
 export interface ExecExitStatus {
@@ -63,8 +70,14 @@ export class ExecSession {
   run(start: adminV1.ExecStart): Promise<ExecExitStatus> {
     return new Promise<ExecExitStatus>((resolve, reject) => {
       let pausedFor = 0;
-      const out = (stream: NodeJS.WritableStream, data: Buffer) => {
+      const f = this.opts.filterEscapes;
+      const filters = new Map<NodeJS.WritableStream, EscapeFilter>();
+      if (f?.stdout) filters.set(this.io.stdout, new EscapeFilter({ utf8: f.utf8 }));
+      if (f?.stderr) filters.set(this.io.stderr, new EscapeFilter({ utf8: f.utf8 }));
+      const out = (stream: NodeJS.WritableStream, raw: Buffer) => {
         if (!this.opts.passIo || this.exit) return;
+        const data = filters.get(stream)?.push(raw) ?? raw;
+        if (!data.length) return;
         if (!stream.write(data)) {
           // Stop reading from qvmd until our output drains: back-pressure to the guest.
           if (pausedFor++ === 0) this.call.pause();
@@ -88,6 +101,11 @@ export class ExecSession {
             out(this.io.stderr, m.value);
             break;
           case "exit":
+            // What the filters held back (half a UTF-8 character) goes out before the end.
+            for (const [stream, filter] of filters) {
+              const rest = filter.end();
+              if (this.opts.passIo && rest.length) stream.write(rest);
+            }
             this.exit = m.value;
             this.stopStdin();
             break;
