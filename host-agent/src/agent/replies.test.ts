@@ -44,4 +44,23 @@ describe("validation of guest agent replies", () => {
     expect(q.length).toBeLessThan(230);
     expect(q).not.toContain("\x1b");
   });
+
+  it.each([
+    ["ESC and BEL (C0, as JSON does)", "\x1b]0;t\x07", '"\\u001b]0;t\\u0007"'],
+    ["DEL", "a\x7fb", '"a\\u007fb"'],
+    ["C1 CSI U+009B", "a\u009b31mb", '"a\\u009b31mb"'],
+    ["C1 OSC U+009D ... ST U+009C", "\u009d52;c;eA==\u009c", '"\\u009d52;c;eA==\\u009c"'],
+    ["C1 NEL U+0085", "a\u0085b", '"a\\u0085b"'],
+    ["right-to-left override U+202E", "exit\u202E0 edoc", '"exit\\u202e0 edoc"'],
+    ["isolates U+2066..U+2069", "\u2066a\u2069", '"\\u2066a\\u2069"'],
+    ["zero-width space and joiner", "a\u200Bb\u200Dc", '"a\\u200bb\\u200dc"'],
+    ["byte-order mark", "\uFEFFx", '"\\ufeffx"'],
+    ["line and paragraph separators", "a\u2028b\u2029c", '"a\\u2028b\\u2029c"'],
+    ["a tag character (two UTF-16 units)", "a\u{E0041}", '"a\\udb40\\udc41"'],
+    ["plain and non-ASCII text, unchanged", "héllo 日本 😀 \u00a0", '"héllo 日本 😀 \u00a0"'],
+  ])("escapes %s", (_what, text, want) => {
+    const q = quoteGuestText(text);
+    expect(q).toBe(want);
+    expect(JSON.parse(q)).toBe(text); // still JSON, meaning the same text
+  });
 });
