@@ -78,6 +78,8 @@ const targets = {
   },
   // playwright-core is loaded from node_modules: it does not survive bundling.
   bench: { entryPoints: ["tests/bench/main.ts"], outfile: "tests/dist/bench.js", format: "esm", target: "node20", banner: esmBanner, external: ["playwright-core"] },
+  // npm run soak (scripts/soak.sh): start/run/stop cycles through a real qvmd.
+  soak: { entryPoints: ["tests/soak/main.ts"], outfile: "tests/dist/soak.js", format: "esm", target: "node20", banner: esmBanner },
 };
 
 /**
