@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, unlinkSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, unlinkSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -78,5 +78,32 @@ describe("domain store", () => {
     expect(() => s.update("work", (r) => ((r as { class: string }).class = "Bogus"))).toThrow();
     expect(s.get("work")?.class).toBe("AppVM");
     expect(DomainStore.open(dir).get("work")?.class).toBe("AppVM");
+  });
+});
+
+describe("domain store: stale temp files of interrupted writes", () => {
+  it.each([
+    [".qvm.json.tmp-999999999", true, "a write that crashed (no such process)"],
+    ["qvm.json.prev.tmp-999999999", true, "a .prev link that crashed"],
+    [`.qvm.json.tmp-${process.pid}`, true, "this process's own"],
+    [".qvm.json.tmp-1", false, "a live process's (pid 1): a write may be under way"],
+    [".qvm.json.tmp-abc", false, "not a temp name of ours"],
+    ["qvm.json.bak", false, "someone else's file"],
+    [".other.json.tmp-999999999", false, "another file's temp"],
+  ])("%s is removed at open: %s (%s)", (name, removed) => {
+    DomainStore.open(dir).create(rec("work"));
+    writeFileSync(path.join(dir, name), "{half");
+    const s = DomainStore.open(dir);
+    expect(existsSync(path.join(dir, name))).toBe(!removed);
+    // The store itself is untouched.
+    expect(s.get("work")?.name).toBe("work");
+    expect(existsSync(file())).toBe(true);
+  });
+
+  it("removes them even when the store file is missing, before deciding anything", () => {
+    writeFileSync(path.join(dir, ".qvm.json.tmp-999999999"), "{half");
+    expect(DomainStore.removeStaleTempFiles(dir)).toEqual([".qvm.json.tmp-999999999"]);
+    DomainStore.open(dir);
+    expect(readdirSync(dir).filter((n) => n.includes("tmp"))).toEqual([]);
   });
 });

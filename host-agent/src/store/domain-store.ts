@@ -3,7 +3,7 @@
 // old one, whose content is first kept as qvm.json.prev. A file that is corrupt or half-written
 // (bad JSON, wrong schema, checksum mismatch) is reported, never replaced silently.
 import { createHash } from "node:crypto";
-import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
@@ -40,6 +40,7 @@ export class DomainStore implements DomainLookup {
   /** Loads the store, creating an empty one only when no store file exists at all. */
   static open(dataDir: string): DomainStore {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    DomainStore.removeStaleTempFiles(dataDir);
     const file = path.join(dataDir, STORE_FILE);
     if (!existsSync(file)) {
       if (existsSync(`${file}.prev`)) {
@@ -50,6 +51,26 @@ export class DomainStore implements DomainLookup {
       return store;
     }
     return new DomainStore(dataDir, DomainStore.read(file));
+  }
+
+  /**
+   * Removes the temp files of writes that a crash interrupted: `.qvm.json.tmp-PID` (writeFileAtomic's
+   * name) and `qvm.json.prev.tmp-PID` (persist's). Neither was ever the store: the rename that
+   * would have made it one did not happen. A file whose PID is a live process other than this one
+   * is left alone (a write may be under way there); one qvmd owns a data directory.
+   */
+  static removeStaleTempFiles(dataDir: string): string[] {
+    const re = /^(?:\.qvm\.json|qvm\.json\.prev)\.tmp-(\d+)$/; // STORE_FILE's temp names
+    const removed: string[] = [];
+    for (const name of readdirSync(dataDir)) {
+      const m = re.exec(name);
+      if (!m) continue;
+      const pid = Number(m[1]);
+      if (pid !== process.pid && processExists(pid)) continue;
+      rmSync(path.join(dataDir, name), { force: true });
+      removed.push(name);
+    }
+    return removed;
   }
 
   private static read(file: string): StoreBody {
@@ -134,5 +155,16 @@ export class DomainStore implements DomainLookup {
       if (value === undefined) delete d.globals[name];
       else d.globals[name] = value;
     });
+  }
+}
+
+/** Whether a process with this pid exists (EPERM: it does, as another user's). */
+function processExists(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
