@@ -1,6 +1,7 @@
-// Running qvmd: one instance per runtime directory (a pid file guards it), the admin socket,
-// templates registered, VMMs re-attached, autostart domains started; on SIGTERM or SIGINT it
-// lets go of the VMMs (they keep running) and exits 0.
+// Running qvmd: its data and runtime directories checked (dirs.ts), one instance per runtime
+// directory (a pid file guards it), the admin socket, templates registered, VMMs re-attached,
+// autostart domains started; on SIGTERM or SIGINT it lets go of the VMMs (they keep running) and
+// exits 0.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { QvmError, adminSocketPath } from "@qvm/protocol";
@@ -11,6 +12,8 @@ import { processAlive } from "../vmm/process.js";
 import { AdminServer } from "../admin/server.js";
 import { composeQvmd, type ComposeOptions } from "../core/compose.js";
 import { DEFAULT_VMM_UID_RANGE } from "../domain/vmm-users.js";
+import type { ResourceLimits } from "../domain/admission.js";
+import { checkOwnDirectory } from "./dirs.js";
 import type { Qvmd } from "../core/qvmd.js";
 
 export interface DaemonOptions {
@@ -22,6 +25,8 @@ export interface DaemonOptions {
   qrexec?: ComposeOptions["qrexec"];
   /** Start domains under TCG, which gives no hardware isolation (`--allow-tcg`, QVM_ALLOW_TCG=1). */
   allowTcg?: boolean;
+  /** What may run at once (`--max-running`, `--max-guest-memory`, `--disk-reserve`, disposables); unset: the defaults. */
+  limits?: Partial<ResourceLimits>;
 }
 
 export interface RunningDaemon {
@@ -56,6 +61,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   // the per-domain directories below it are private (0700).
   mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o755 });
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  checkOwnDirectory(opts.runtimeDir, "runtime directory");
+  checkOwnDirectory(opts.dataDir, "data directory");
   const releasePid = takePidFile(opts.runtimeDir);
   try {
     const qvmd = composeQvmd({
@@ -69,7 +76,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       version: process.env.QVM_VERSION ?? "0.1.0",
       log: opts.log,
       qrexec: opts.qrexec,
+      limits: opts.limits,
     });
+    const l = qvmd.limits();
+    opts.log(
+      `limits: ${l.maxRunning} running domains, ${l.maxGuestMemoryMiB} MiB of guest memory, ${l.diskReserveMiB} MiB kept free on the data disk, ` +
+        `${l.maxDispvms} disposables (${l.maxDispvmsPerSource} per caller), nested disposables ${l.nestedDispvms ? "allowed" : "refused"}`,
+    );
     await qvmd.boot();
     const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, log: opts.log });
     opts.log(`qvmd ${process.pid} serving ${admin.socketPath} (data ${opts.dataDir})`);

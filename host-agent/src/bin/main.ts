@@ -5,10 +5,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_DATA_DIR, QvmError, isQvmError, runtimeDirFromEnv } from "@qvm/protocol";
+import { defaultLimits } from "../domain/admission.js";
 import { startDaemon } from "./daemon.js";
+
+const DEFAULTS = defaultLimits();
 
 const USAGE = `usage: qvmd --foreground [--data-dir DIR] [--runtime-dir DIR] [--images-dir DIR]
             [--ask-timeout SECONDS] [--max-qrexec-calls N] [--allow-tcg]
+            [--max-running N] [--max-guest-memory MIB] [--disk-reserve MIB]
+            [--max-dispvms N] [--max-dispvms-per-source N] [--allow-nested-dispvms]
 
 Runs the qvm host daemon until SIGTERM or SIGINT. Domains keep running when it exits; the next
 qvmd re-attaches to them.
@@ -19,14 +24,31 @@ qvmd re-attaches to them.
   --max-qrexec-calls N      qrexec calls one domain may hold at once; more are dropped (16)
   --allow-tcg        start domains under QEMU's TCG software emulation when there is no KVM
                      (also QVM_ALLOW_TCG=1). TCG gives no hardware isolation: QEMU does not treat
-                     it as a security boundary, so by default such starts are refused`;
+                     it as a security boundary, so by default such starts are refused
+Limits (a start beyond one fails with RESOURCE_EXHAUSTED naming it):
+  --max-running N           domains running at once (${DEFAULTS.maxRunning})
+  --max-guest-memory MIB    the running domains' memory together (${DEFAULTS.maxGuestMemoryMiB}: half of this host's RAM)
+  --disk-reserve MIB        free space kept on the data directory's disk beyond what running
+                            domains' overlays may still grow to (${DEFAULTS.diskReserveMiB})
+  --max-dispvms N           disposables made for calls (qvm run --dispvm, qrexec @dispvm) at once;
+                            0 turns them off (${DEFAULTS.maxDispvms})
+  --max-dispvms-per-source N  the same, per calling domain; the admin counts as dom0 (${DEFAULTS.maxDispvmsPerSource})
+  --allow-nested-dispvms    let a disposable's @dispvm calls make disposables (refused by default,
+                            so that no domain can multiply itself)`;
 
-function positiveInt(flag: string, text: string | undefined): number | undefined {
+function wholeNumber(flag: string, text: string | undefined, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new QvmError("INVALID_ARGUMENT", `${flag} must be a whole number from 1 to 100000, not ${JSON.stringify(text)}`);
+  if (text.trim() === "" || !Number.isInteger(n) || n < min || n > max) throw new QvmError("INVALID_ARGUMENT", `${flag} must be a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
   return n;
 }
+
+function positiveInt(flag: string, text: string | undefined): number | undefined {
+  return wholeNumber(flag, text, 1, 100_000);
+}
+
+/** Up to 64 TiB, in MiB. */
+const MAX_MIB = 64 * 1024 * 1024;
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -39,6 +61,12 @@ async function main(argv: string[]): Promise<number> {
       "ask-timeout": { type: "string" },
       "max-qrexec-calls": { type: "string" },
       "allow-tcg": { type: "boolean", default: false },
+      "max-running": { type: "string" },
+      "max-guest-memory": { type: "string" },
+      "disk-reserve": { type: "string" },
+      "max-dispvms": { type: "string" },
+      "max-dispvms-per-source": { type: "string" },
+      "allow-nested-dispvms": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -60,7 +88,15 @@ async function main(argv: string[]): Promise<number> {
   const qrexec = { askTimeoutMs: askTimeout && askTimeout * 1000, maxCallsPerDomain: positiveInt("--max-qrexec-calls", values["max-qrexec-calls"]) };
   const allowTcg = values["allow-tcg"] || process.env.QVM_ALLOW_TCG === "1";
   if (allowTcg) log("TCG allowed (--allow-tcg or QVM_ALLOW_TCG=1): domains without KVM run with no hardware isolation");
-  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log, qrexec, allowTcg });
+  const limits = {
+    maxRunning: positiveInt("--max-running", values["max-running"]),
+    maxGuestMemoryMiB: wholeNumber("--max-guest-memory", values["max-guest-memory"], 128, MAX_MIB),
+    diskReserveMiB: wholeNumber("--disk-reserve", values["disk-reserve"], 0, MAX_MIB),
+    maxDispvms: wholeNumber("--max-dispvms", values["max-dispvms"], 0, 100_000),
+    maxDispvmsPerSource: wholeNumber("--max-dispvms-per-source", values["max-dispvms-per-source"], 0, 100_000),
+    nestedDispvms: values["allow-nested-dispvms"] || undefined,
+  };
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), log, qrexec, allowTcg, limits });
   process.title = "qvmd";
   return new Promise((resolve) => {
     const stop = (sig: string) => {

@@ -10,6 +10,7 @@ import type { DomainRecord } from "../model/domain.js";
 import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
 import { validateDomainName } from "../model/names.js";
 import type { LaunchTarget } from "../domain/launcher.js";
+import type { ResourceLimits } from "../domain/admission.js";
 import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
 import type { Prompt } from "../qrexec/prompts.js";
 import { systemFacts } from "../qrexec/host.js";
@@ -98,6 +99,11 @@ export class Qvmd {
   async close(): Promise<void> {
     await this.p.runner.detachAll();
     this.p.router.detachAll();
+  }
+
+  /** What may run at once, as qvmd was started with. */
+  limits(): ResourceLimits {
+    return { ...this.p.limits };
   }
 
   info(): DaemonInfo {
