@@ -1,7 +1,7 @@
 import { Args, Flags } from "@oclif/core";
 import type { adminV1 } from "@qvm/protocol";
 import { QvmError } from "@qvm/protocol/contracts";
-import { QvmCommand, example } from "../base.js";
+import { QvmCommand, example, loadProtocol } from "../base.js";
 import { formatSize, parseSize } from "../lib/sizes.js";
 import { formatTable } from "../lib/table.js";
 
@@ -20,8 +20,15 @@ function volumeRows(volumes: readonly adminV1.Volume[]): string {
   ]);
 }
 
+function orphanRows(orphans: readonly adminV1.OrphanVolumes[]): string {
+  return formatTable([
+    ["ORPHAN", "FOUND AS", "KEPT AT", "USAGE", "HOLDS"],
+    ...orphans.map((o) => [o.id, o.name, o.keptAt || "-", formatSize(o.usageBytes), o.hasPrivate ? (o.hasRoot ? "root, private" : "private (an AppVM's)") : `no volumes: ${o.files.join(" ") || "empty"}`]),
+  ]);
+}
+
 export default class Volume extends QvmCommand {
-  static override summary = "List, inspect, revert or grow domain volumes.";
+  static override summary = "List, inspect, revert or grow domain volumes; restore or purge volumes kept aside.";
   static override description = `Like qvm-volume. Every domain has a root, a private, a volatile and a kernel volume (docs/design.md):
 
   qvm volume list [VM...]             the volumes with their sizes, flags and revision counts
@@ -29,11 +36,37 @@ export default class Volume extends QvmCommand {
   qvm volume revert VM:VOLUME [REV]   restore a revision (default: the newest); the domain must be halted
   qvm volume resize VM:VOLUME SIZE    grow private (4G, 512M, bytes), running or halted; the filesystem grows too
   qvm volume config VM:VOLUME revisions_to_keep N   how many revisions to keep (default 1, 0: none)
+  qvm volume orphans [--json]         volumes qvmd found without a domain and kept aside
+  qvm volume orphans restore ORPHAN [--as NAME] [--class CLASS] [--template T] [--label L]
+                                      register them as a domain again, root and private as they are
+  qvm volume orphans purge ORPHAN     delete them for good
 
 A revision of the private volume is taken before every start; a template's or standalone's root
-keeps its previous version at every stop. Volumes only grow.`;
-  static override usage = ["list [VM...] [--json]", "info VM:VOLUME [--json]", "revert VM:VOLUME [REVISION]", "resize VM:VOLUME SIZE", "config VM:VOLUME revisions_to_keep N"];
-  static override examples = [example("list work"), example("info work:private"), example("revert work:private", "Undo everything since the last start."), example("resize work:private 4G")];
+keeps its previous version at every stop. Volumes only grow.
+
+qvmd never deletes a volume directory because its domain is missing from qvm.json (a store
+restored from qvm.json.prev or a backup does not know domains made since): it moves it to
+DATA/volumes/.orphans/NAME-TIME and logs it. What the store knew of the domain is gone, so a
+restore decides again: volumes with their own root become a StandaloneVM (or --class
+TemplateVM); an AppVM's private volume alone needs --template, since which template it ran on is
+not recorded. The label defaults to red; properties are the defaults.`;
+  static override usage = [
+    "list [VM...] [--json]",
+    "info VM:VOLUME [--json]",
+    "revert VM:VOLUME [REVISION]",
+    "resize VM:VOLUME SIZE",
+    "config VM:VOLUME revisions_to_keep N",
+    "orphans [--json]",
+    "orphans restore ORPHAN [--as NAME] [--class CLASS] [--template TEMPLATE] [--label LABEL]",
+    "orphans purge ORPHAN",
+  ];
+  static override examples = [
+    example("list work"),
+    example("info work:private"),
+    example("revert work:private", "Undo everything since the last start."),
+    example("resize work:private 4G"),
+    example("orphans restore work-20261130T120000Z --template debian-12 --label blue", "An AppVM's private volume, kept aside, back as work."),
+  ];
   static override strict = false;
   static override args = {
     action: Args.string({ description: "list, info, revert or resize.", required: true }),
@@ -41,7 +74,11 @@ keeps its previous version at every stop. Volumes only grow.`;
     value: Args.string({ description: "REVISION (revert) or SIZE (resize).", required: false }),
   };
   static override flags = {
-    json: Flags.boolean({ description: "Print the admin API's Volume objects as JSON." }),
+    json: Flags.boolean({ description: "Print the admin API's Volume (or OrphanVolumes) objects as JSON." }),
+    as: Flags.string({ description: "orphans restore: the new domain's name (default: the name they were found under).", helpValue: "NAME" }),
+    class: Flags.string({ description: "orphans restore: StandaloneVM or TemplateVM for volumes with a root (default StandaloneVM), AppVM for a private alone.", options: ["AppVM", "TemplateVM", "StandaloneVM"], helpValue: "CLASS" }),
+    template: Flags.string({ description: "orphans restore: an AppVM's template (required for volumes without a root).", helpValue: "TEMPLATE" }),
+    label: Flags.string({ description: "orphans restore: the label (default red).", helpValue: "LABEL" }),
   };
 
   async run(): Promise<void> {
@@ -93,8 +130,37 @@ keeps its previous version at every stop. Volumes only grow.`;
         await admin.configVolume({ domain, volume, property, value });
         return;
       }
+      case "orphans": {
+        const [, id] = rest;
+        if (!args.target || args.target === "list" || args.target === "ls") {
+          const { orphans } = await admin.listOrphanVolumes({});
+          if (flags.json) this.printJson(orphans);
+          else if (orphans.length) this.print(orphanRows(orphans));
+          else this.note("no volumes are kept aside");
+          return;
+        }
+        if (!id) throw new QvmError("INVALID_ARGUMENT", `orphans ${args.target} needs ORPHAN, as \`qvm volume orphans\` lists it`);
+        if (args.target === "restore") {
+          const p = await loadProtocol();
+          const { domain } = await admin.restoreOrphanVolumes({
+            id,
+            name: flags.as ?? "",
+            class: flags.class ? p.domainClassFromWord(flags.class) : p.adminV1.DomainClass.DOMAIN_CLASS_UNSPECIFIED,
+            template: flags.template ?? "",
+            label: flags.label ?? "",
+          });
+          if (domain) this.note(`${domain.name} restored from ${id} as a ${p.domainClassWord(domain.class)}; check its properties with \`qvm prefs ${domain.name}\``);
+          return;
+        }
+        if (args.target === "purge") {
+          const { purged } = await admin.purgeOrphanVolumes({ id });
+          this.note(`deleted ${purged?.path ?? id}`);
+          return;
+        }
+        throw new QvmError("INVALID_ARGUMENT", `unknown orphans action ${JSON.stringify(args.target)}: use list, restore or purge`);
+      }
       default:
-        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize or config`);
+        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize, config or orphans`);
     }
   }
 }

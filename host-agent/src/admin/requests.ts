@@ -4,7 +4,7 @@ import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
 import type { CreateDomainInput } from "../domain/registry.js";
 import { DOMAIN_CLASSES, EXEC_SIGNALS, UNKNOWN_WORD, isExecSignal, type ExecSignal } from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
-import type { ExecCommand } from "../core/qvmd.js";
+import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
 
 /** Longest command (argv bytes or shell line) an Exec may carry. */
@@ -28,6 +28,24 @@ export function parseCreateDomain(r: adminV1.CreateDomainRequest): CreateDomainI
   const klass = r.class === adminV1.DomainClass.DOMAIN_CLASS_UNSPECIFIED ? "AppVM" : domainClassWord(r.class);
   if (klass === UNKNOWN_WORD) throw new QvmError("INVALID_ARGUMENT", `unknown class ${r.class}; classes: ${DOMAIN_CLASSES.join(", ")}`);
   return { name: r.name, klass, template: r.template, label: r.label, properties: r.properties };
+}
+
+/** Longest id of kept-aside volumes: a domain name, a time and a counter. */
+const MAX_ORPHAN_ID = 255;
+
+/** The id of kept-aside volumes: a single name (the core only accepts one that is there). */
+export function orphanId(id: string): string {
+  if (!id || id.length > MAX_ORPHAN_ID || id.includes("/") || id.includes("\0")) {
+    throw new QvmError("INVALID_ARGUMENT", `name kept-aside volumes by their id as \`qvm volume orphans\` lists it, not ${JSON.stringify(id.slice(0, 80))}`);
+  }
+  return id;
+}
+
+/** Kept-aside volumes to register again: the class from the enum (UNSPECIFIED: decided from what they hold). */
+export function parseRestoreOrphan(r: adminV1.RestoreOrphanVolumesRequest): RestoreOrphanInput {
+  const klass = r.class === adminV1.DomainClass.DOMAIN_CLASS_UNSPECIFIED ? "" : domainClassWord(r.class);
+  if (klass === UNKNOWN_WORD) throw new QvmError("INVALID_ARGUMENT", `unknown class ${r.class}; classes: ${DOMAIN_CLASSES.join(", ")}`);
+  return { id: orphanId(r.id), name: r.name ? validateDomainName(r.name) : "", klass, template: r.template, label: r.label };
 }
 
 export function parseExecStart(s: adminV1.ExecStart): ExecCommand {

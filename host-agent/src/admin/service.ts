@@ -6,7 +6,8 @@ import type { QvmEvent } from "../base/events.js";
 import type { DomainView, Qvmd, VolumeListing } from "../core/qvmd.js";
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
-import { domainName, domainOrGlobal, parseCreateDomain } from "./requests.js";
+import type { OrphanVolumes } from "../storage/volumes.js";
+import { domainName, domainOrGlobal, orphanId, parseCreateDomain, parseRestoreOrphan } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -43,6 +44,7 @@ const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
   rw: v.flags.rw,
   revisions: v.revisions,
 });
+const orphanMsg = (o: OrphanVolumes): adminV1.OrphanVolumes => ({ ...o });
 const decisionMsg = (d: Decision): adminV1.CheckPolicyResponse => ({
   action: policyActionFromWord(d.action),
   target: d.action === "allow" ? d.target : "",
@@ -91,6 +93,9 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     revertVolume: unary(async (r: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(domainName(r.domain), r.volume, r.revision) })),
     configVolume: unary((r: adminV1.ConfigVolumeRequest) => empty(qvmd.configVolume(domainName(r.domain), r.volume, r.property, r.value))),
     resizeVolume: unary((r: adminV1.ResizeVolumeRequest) => empty(qvmd.resizeVolume(domainName(r.domain), r.volume, r.sizeBytes))),
+    listOrphanVolumes: unary(() => ({ orphans: qvmd.orphanVolumes().map(orphanMsg) })),
+    restoreOrphanVolumes: unary(async (r: adminV1.RestoreOrphanVolumesRequest) => ({ domain: domainMsg(await qvmd.restoreOrphan(parseRestoreOrphan(r))) })),
+    purgeOrphanVolumes: unary(async (r: adminV1.PurgeOrphanVolumesRequest) => ({ purged: orphanMsg(await qvmd.purgeOrphan(orphanId(r.id))) })),
 
     checkPolicy: unary((r: adminV1.CheckPolicyRequest) => decisionMsg(qvmd.checkPolicy({ service: r.service, argument: r.argument, source: r.source, target: r.target }))),
     askPrompt: (call) => pumpAskPrompt(qvmd, call),
