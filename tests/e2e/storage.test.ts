@@ -1,6 +1,7 @@
-// The volume model with real VMs: an AppVM's root is a snapshot of its template's, discarded at
-// stop, while /home (on the private volume) persists; a template updated while an AppVM runs is
-// seen by that AppVM at its next start, not before.
+// The volume model with real VMs: an AppVM's root is a snapshot of its template's, kept in
+// DATA/volatile (not the RAM-backed runtime directory) and discarded at stop, while /home (on the
+// private volume) persists; a template updated while an AppVM runs is seen by that AppVM at its
+// next start, not before; a disposable leaves no volume, overlay or log behind.
 import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -32,10 +33,13 @@ afterAll(async () => {
 describe("volumes with real VMs", () => {
   it("a file written to / of an AppVM is gone after a restart, one in /home stays", async () => {
     await ok("start", "st");
+    expect(existsSync(path.join(d.dirs.dataDir, "volatile/st/root.qcow2"))).toBe(true);
+    expect(existsSync(path.join(d.dirs.runtimeDir, "domains/st/root.qcow2"))).toBe(false);
     await ok("run", "--pass-io", "--user", "root", "st", "--", "sh", "-c", "echo root-change > /marker && sync");
     await ok("run", "--pass-io", "st", "--", "sh", "-c", "echo kept > /home/user/kept && mkdir -p /home/user/dir && echo deep > /home/user/dir/f && sync");
     expect((await ok("run", "--pass-io", "st", "--", "findmnt", "-n", "-o", "TARGET", "/rw")).trim()).toBe("/rw");
     await ok("shutdown", "--wait", "st");
+    expect(existsSync(path.join(d.dirs.dataDir, "volatile/st"))).toBe(false);
     await ok("start", "st");
     const r = await qvm("run", "--pass-io", "st", "--", "sh", "-c", "cat /home/user/kept /home/user/dir/f; test -e /marker && echo MARKER-STILL-THERE; ls -ld /home/user | cut -d' ' -f3");
     expect(r.exitCode, r.stderr).toBe(0);
@@ -87,6 +91,8 @@ describe("volumes with real VMs", () => {
     expect(names.filter((n) => n.startsWith("disp"))).toEqual([]);
     expect(readdirSync(path.join(d.dirs.runtimeDir, "domains")).filter((n) => n.startsWith("disp"))).toEqual([]);
     expect(existsSync(path.join(d.dirs.dataDir, "volumes", host!))).toBe(false);
+    expect(existsSync(path.join(d.dirs.dataDir, "volatile", host!))).toBe(false);
+    expect(existsSync(path.join(d.dirs.dataDir, "logs", host!))).toBe(false);
     expect(processesMentioning(`/domains/${host}`)).toEqual([]);
   });
 

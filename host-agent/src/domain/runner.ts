@@ -319,7 +319,9 @@ export class DomainRunner {
       this.deps.events.publish("domain-pre-shutdown", name);
       const done = l.vm.shutdown(timeoutMs, { kill: opts.force }).then(
         async (exit) => {
-          // Under this call's lock: when --wait returns, a template's changes are committed.
+          // Under this call's lock: when --wait returns, the volatile overlays are gone and a
+          // template's changes are committed.
+          this.deps.storage.discardVolatile(name);
           await this.deps.storage.commitRoot(name);
           return exit.reason;
         },
@@ -339,6 +341,7 @@ export class DomainRunner {
   kill(name: string): Promise<void> {
     return this.deps.locks.run(name, async () => {
       await this.liveOrThrow(name).vm.kill();
+      this.deps.storage.discardVolatile(name);
     });
   }
 
