@@ -139,5 +139,23 @@ describe("recovery after a torn store", () => {
     expect(qvm("volume", "orphans").stderr).toContain("no volumes are kept aside");
     expect(await names(d)).toEqual(["app", "tmpl", "work", "work-old"]);
     expect(await d.stop()).toBe(0);
+
+    // Back and forth: the old backup again, then the full store. The domains come back with new,
+    // empty volumes (the migration path), and qvmd says where their own ones are.
+    const full = path.join(dirs.base, "qvm.json.full");
+    copyFileSync(store, full);
+    copyFileSync(backup, store);
+    d = await startTestDaemon(dirs);
+    expect(await d.stop()).toBe(0);
+    copyFileSync(full, store);
+    d = await startTestDaemon(dirs);
+    const appAgain = orphanIds().find((i) => i.startsWith("app-"))!;
+    expect(d.log()).toContain(`app: volumes kept aside under its name: ${appAgain}; if they are its own, \`qvm remove app\` (its new, empty volumes go with it) and \`qvm volume orphans restore ${appAgain}\``);
+    expect(sha(path.join(volumes, "app/private.qcow2"))).not.toBe(appPrivate);
+    expect(qvm("remove", "app").code).toBe(0);
+    r = qvm("volume", "orphans", "restore", appAgain, "--template", "tmpl");
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(path.join(volumes, "app/private.qcow2"))).toBe(appPrivate);
+    expect(await d.stop()).toBe(0);
   }, 120_000);
 });

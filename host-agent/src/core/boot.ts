@@ -78,6 +78,15 @@ async function createMissingVolumes(p: QvmdParts, rec: DomainRecord): Promise<vo
   try {
     await p.volumes.create(rec.name, rec.class, { rootFrom });
     p.log(`${rec.name}: made the volumes it lacked (stored by an older qvmd)`);
+    // A store restored back and forth: its own volumes may have been kept aside meanwhile.
+    const kept = p.volumes.listOrphans().filter((o) => o.name === rec.name);
+    if (kept.length) {
+      const id = kept.at(-1)!.id;
+      p.log(
+        `${rec.name}: volumes kept aside under its name: ${kept.map((o) => o.id).join(", ")}; if they are its own, ` +
+          `\`qvm remove ${rec.name}\` (its new, empty volumes go with it) and \`qvm volume orphans restore ${id}\``,
+      );
+    }
   } catch (err) {
     p.log(`${rec.name}: has no volumes and they cannot be made: ${(err as Error).message}`);
   }
