@@ -60,7 +60,7 @@ export function diagnose(consoleText: string, vsockText: string): Diagnosis {
   const con = clean(consoleText);
   const vsockLines = clean(vsockText).split("\n").map((l) => l.trim()).filter(Boolean);
   return {
-    loginPrompt: /\blogin: *$/m.test(con),
+    loginPrompt: /^\S+ login: /m.test(con),
     agentListening: /qvm-agent: version .* listening/.test(con),
     agentUnitFailed: /qvm-agent\.service: (Failed|Main process exited)|Failed to start qvm-agent/i.test(con),
     vsockPanic: vsockLines.some((l) => l.includes("panicked at")),

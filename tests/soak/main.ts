@@ -1,9 +1,11 @@
 // npm run soak: repeated start -> run a command -> stop cycles through a real qvmd, QVM_SOAK_PARALLEL
-// domains at once (default 2), until QVM_SOAK_BOOTS boots (default 50) are done. Each boot that
-// fails at any step is kept in .qvm/soak/<time>/failure-N/ with this boot's part of the domain's
-// serial console, VMM and vsock logs, qvmd's log, and the guest's journal when its agent still
-// answers; a summary (boots, failures, start -> agent times) is printed and written as JSON.
-// Never part of the test command: a 50-boot soak under TCG takes about an hour.
+// domains at once (default 2), until QVM_SOAK_BOOTS boots (default 50) are done; the command is
+// QVM_SOAK_COMMAND (default `cat /proc/uptime`). Each boot that fails at any step is kept in
+// .qvm/soak/<time>/failure-N/ with this boot's part of the domain's serial console, VMM and vsock
+// logs, qvmd's log, and the guest's journal when its agent still answers; a summary (boots,
+// failures, start -> agent times) is printed and written as JSON (.qvm/soak/latest links the
+// newest run). Never part of the test command: 50 boots under TCG take about 25 minutes on a
+// 2-core machine.
 //
 // Issue 12, item 8: twice a domain reached its login prompt and its agent did not answer in
 // 60 s. Its domains boot with the default properties (memory, vcpus, qrexec_timeout) and, unless
@@ -30,6 +32,8 @@ function intEnv(name: string, fallback: number, min: number): number {
 const BOOTS = intEnv("QVM_SOAK_BOOTS", 50, 1);
 const PARALLEL = intEnv("QVM_SOAK_PARALLEL", 2, 1);
 const KERNELOPTS = process.env.QVM_SOAK_KERNELOPTS ?? "systemd.journald.forward_to_console=1";
+/** The command each boot runs (by /bin/sh, after an echo of a marker that must come back). */
+const COMMAND = process.env.QVM_SOAK_COMMAND || "cat /proc/uptime";
 /** Bounds on each step, well past qvmd's own (qrexec_timeout 60 s, shutdown_timeout 60 s), so a hang shows as a failure. */
 const START_LIMIT_MS = 5 * 60_000;
 const RUN_LIMIT_MS = 60_000;
@@ -134,13 +138,13 @@ async function cycle(d: TestDaemon, dataDir: string, boot: number, round: number
     step = "run";
     t = performance.now();
     const marker = `qvm-soak-${boot}`;
-    const r = await execInDomain(d.client, name, `echo ${marker}; cat /proc/uptime`, RUN_LIMIT_MS);
+    const r = await execInDomain(d.client, name, `echo ${marker}; ${COMMAND}`, RUN_LIMIT_MS);
     row.runMs = Math.round(performance.now() - t);
-    const [first, uptime] = r.stdout.split("\n");
+    const [first, second] = r.stdout.split("\n");
     if (r.code !== 0 || r.signal || first !== marker) {
       throw new Error(`the command exited ${r.signal || r.code} printing ${JSON.stringify(r.stdout.slice(0, 200))}, stderr ${JSON.stringify(r.stderr.slice(0, 200))}`);
     }
-    row.guestUptimeS = Number(uptime?.split(" ")[0]);
+    if (COMMAND === "cat /proc/uptime") row.guestUptimeS = Number(second?.split(" ")[0]);
 
     step = "stop";
     t = performance.now();
@@ -228,7 +232,7 @@ function report(): number {
     date: new Date().toISOString(),
     accel: accel.accel,
     allowTcg: true,
-    config: { boots: BOOTS, parallel: PARALLEL, kernelopts: KERNELOPTS },
+    config: { boots: BOOTS, parallel: PARALLEL, kernelopts: KERNELOPTS, command: COMMAND },
     interrupted,
     boots: counted.length,
     failures: failed.length,
@@ -242,7 +246,8 @@ function report(): number {
   console.log(`\nsoak: ${counted.length} boots (${PARALLEL} at a time, ${accel.accel}), ${failed.length} failed${interrupted ? " (interrupted)" : ""}`);
   console.log(line("boot to agent (start → agent answers)", startMs));
   console.log(line("shutdown", stopMs));
-  for (const r of failed) {
+  const byNumber = (r: BootRow) => Number(r.failure?.replace("failure-", "") ?? 0);
+  for (const r of [...failed].sort((a, b) => byNumber(a) - byNumber(b))) {
     const d = r.diagnosis;
     const notes = d ? [d.loginPrompt && "login prompt", d.agentUnitFailed && "agent unit failed", d.vsockPanic && "vsock panic"].filter(Boolean).join(", ") : "";
     console.log(`  ${r.failure}: boot ${r.boot} ${r.domain} at ${r.failedAt}: ${r.error?.code}: ${r.error?.message.slice(0, 300)}${notes ? ` [${notes}]` : ""}`);
