@@ -58,7 +58,8 @@ describe("the web shell in a browser", () => {
 
   it("takes the token from the fragment into sessionStorage, strips it from the address bar, and sets no cookie", async () => {
     await page.goto(url);
-    await expect.poll(() => page.locator("li.domain").count(), { timeout: 10_000 }).toBe(2);
+    const listed = () => page.locator('li.domain[data-domain="work"], li.domain[data-domain="untrusted"]').count();
+    await expect.poll(listed, { timeout: 10_000 }).toBe(2);
     expect(page.url()).not.toContain("token");
     expect(page.url()).not.toContain("#");
     expect(await page.context().cookies()).toEqual([]);
@@ -66,7 +67,7 @@ describe("the web shell in a browser", () => {
     expect(await page.evaluate(() => sessionStorage.getItem("qvm-shell-token"))).toBe(token);
     // A reload of the tab keeps working (the token is in sessionStorage, not in the URL).
     await page.reload();
-    await expect.poll(() => page.locator("li.domain").count(), { timeout: 10_000 }).toBe(2);
+    await expect.poll(listed, { timeout: 10_000 }).toBe(2);
   });
 
   it("lists the domains with their label colors, starts one, and runs a command in its terminal", async () => {
@@ -75,7 +76,12 @@ describe("the web shell in a browser", () => {
     expect(await work.evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe("rgb(115, 210, 22)"); // green
     expect(await page.locator('li.domain[data-domain="untrusted"]').evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe("rgb(204, 0, 0)");
     await work.getByRole("button", { name: "Start" }).click();
-    await page.locator('li.domain[data-domain="work"][data-state="Running"]').waitFor({ timeout: 120_000 });
+    await page
+      .locator('li.domain[data-domain="work"][data-state="Running"]')
+      .waitFor({ timeout: 120_000 })
+      .catch(async (err: Error) => {
+        throw new Error(`${err.message}; notices: ${await page.locator("#notices").textContent()}; qvmd: ${d.log().slice(-600)}`);
+      });
     await work.getByRole("button", { name: "Terminal" }).click();
     const win = page.locator('section.window[data-domain="work"]');
     await win.waitFor();
