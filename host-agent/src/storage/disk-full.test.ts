@@ -11,7 +11,7 @@ describe("a full disk", () => {
   it("creating a domain fails with an error that says the disk is full, and leaves nothing", async () => {
     const dirs = testDaemonDirs("diskfull");
     mkdirSync(dirs.dataDir, { recursive: true });
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dirs.dataDir]);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", dirs.dataDir]); // qvmd refuses a data dir others may write
     try {
       const d = await startTestDaemon(dirs);
       try {
