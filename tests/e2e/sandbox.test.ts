@@ -57,14 +57,20 @@ describe("VMM sandbox with real VMs", () => {
   it("the VMM cannot open another domain's volume: it is not in its view, and not its file", async () => {
     const qemu = vmmProcesses("jailed").find((p) => exe(p).includes("qemu"))!;
     const other = path.join(d.dirs.dataDir, "volumes", "neighbour", "private.qcow2");
-    // Inside the VMM's mount namespace, as its uid: the file does not exist there.
-    const r = await execa("nsenter", ["-t", String(qemu), "-m", "--", "setpriv", `--reuid=${field(qemu, "Uid").split(/\s+/)[0]}`, `--regid=${field(qemu, "Gid").split(/\s+/)[0]}`, "--clear-groups", "cat", other], { reject: false });
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/No such file or directory/);
-    // Its own private volume is in its view, and only its uid may write it.
+    const uid = field(qemu, "Uid").split(/\s+/)[0]!;
+    const asVmm = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--"];
+    // In the VMM's view (its mount namespace and root), as its uid: the file does not exist.
+    const inView = await execa("nsenter", ["-t", String(qemu), "-m", "-r", "--", ...asVmm, "cat", other], { reject: false });
+    expect(inView.exitCode).not.toBe(0);
+    expect(inView.stderr).toMatch(/No such file or directory/);
+    // Even outside its view, its uid may not read the file (a second wall).
+    const onHost = await execa(asVmm[0]!, [...asVmm.slice(1), "cat", other], { reject: false });
+    expect(onHost.exitCode).not.toBe(0);
+    expect(onHost.stderr).toMatch(/Permission denied/);
+    // Its own private volume is in its view, as its own file.
     const own = path.join(d.dirs.dataDir, "volumes", "jailed", "private.qcow2");
-    const mine = await execa("nsenter", ["-t", String(qemu), "-m", "--", "test", "-e", own], { reject: false });
-    expect(mine.exitCode).toBe(0);
+    const mine = await execa("nsenter", ["-t", String(qemu), "-m", "-r", "--", ...asVmm, "test", "-w", own], { reject: false });
+    expect(mine.exitCode, mine.stderr).toBe(0);
   });
 
   it("the VMM processes sit in the domain's memory and pids cgroups, with guest RAM plus overhead as the limit", async () => {

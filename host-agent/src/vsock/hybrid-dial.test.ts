@@ -7,8 +7,11 @@ import { dialHybridVsock } from "./hybrid-dial.js";
 
 let dir: string;
 let server: net.Server | undefined;
+/** Device-side sockets: a timed-out dial leaves its socket open for a late reply, so close them here. */
+const accepted: net.Socket[] = [];
 beforeEach(() => (dir = mkdtempSync(path.join(os.tmpdir(), "qvm-hv-"))));
 afterEach(async () => {
+  for (const s of accepted.splice(0)) s.destroy();
   await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
   server = undefined;
   rmSync(dir, { recursive: true, force: true });
@@ -18,6 +21,7 @@ afterEach(async () => {
 async function fakeDevice(reply: (port: string, sock: net.Socket) => void): Promise<string> {
   const p = path.join(dir, "vsock.sock");
   server = net.createServer((sock) => {
+    accepted.push(sock);
     let buf = "";
     const onData = (d: Buffer) => {
       buf += d.toString();
@@ -79,5 +83,19 @@ describe("hybrid vsock dial", () => {
       code: "AGENT_UNAVAILABLE",
       message: expect.stringContaining("is the domain running"),
     });
+  });
+
+  // vhost-device-vsock 0.3 panics its vring worker, and every vsock stream of the VM dies, when the
+  // guest accepts a connection whose host end was already closed (the soak found it, issue 12).
+  it("regression: a dial that times out keeps its socket until the device answers, then ends it", async () => {
+    let deviceSide: net.Socket | undefined;
+    const p = await fakeDevice((_port, sock) => (deviceSide = sock));
+    await expect(dialHybridVsock(p, 1024, 50)).rejects.toMatchObject({ code: "AGENT_TIMEOUT" });
+    await new Promise((r) => setTimeout(r, 100));
+    // Still open for the late reply: writing it does not fail, and the host then ends the stream.
+    expect(deviceSide!.destroyed).toBe(false);
+    const ended = new Promise<void>((r) => deviceSide!.once("end", () => r()));
+    expect(deviceSide!.write("OK 7\n")).toBe(true);
+    await ended;
   });
 });

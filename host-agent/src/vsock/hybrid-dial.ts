@@ -8,6 +8,13 @@ import { QvmError } from "@qvm/protocol";
 
 export const MAX_HANDSHAKE_BYTES = 64;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * How long a dial that timed out keeps its socket open for a late reply. vhost-device-vsock 0.3
+ * panics its vring worker (and every vsock stream of the VM dies with it) when the guest accepts
+ * a connection whose host end was already closed: it writes "OK" with `write_all(..).unwrap()`.
+ * So a caller that gives up still leaves the socket open until the device answers or closes it.
+ */
+export const ABANDONED_DIAL_LINGER_MS = 5 * 60_000;
 
 const OK_REPLY = /^OK \d{1,10}$/;
 
@@ -19,6 +26,8 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
     const sock = net.connect(udsPath);
     let buffered = Buffer.alloc(0);
     let done = false;
+    /** Set when the dial gives up while the device may still answer. */
+    let lingering = false;
     const finish = (err?: Error) => {
       if (done) return;
       done = true;
@@ -27,16 +36,17 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
       // Back to paused mode so nothing is lost before the caller attaches its own reader.
       sock.pause();
       if (err) {
-        sock.destroy();
+        if (lingering) linger(sock);
+        else sock.destroy();
         reject(err);
       } else {
         resolve(sock);
       }
     };
-    const timer = setTimeout(
-      () => finish(new QvmError("AGENT_TIMEOUT", `no answer to CONNECT ${port} on ${udsPath} within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      lingering = true;
+      finish(new QvmError("AGENT_TIMEOUT", `no answer to CONNECT ${port} on ${udsPath} within ${timeoutMs} ms`));
+    }, timeoutMs);
     const onData = (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       const nl = buffered.indexOf(0x0a);
@@ -72,12 +82,21 @@ export function dialHybridVsock(udsPath: string, port: number, timeoutMs = DEFAU
   });
 }
 
+/** Keeps an abandoned dial's socket until the device answers (then ends it) or closes it. */
+function linger(sock: net.Socket): void {
+  const cap = setTimeout(() => sock.destroy(), ABANDONED_DIAL_LINGER_MS);
+  cap.unref();
+  sock.once("close", () => clearTimeout(cap));
+  sock.on("error", () => {});
+  sock.once("data", () => sock.end());
+  sock.resume();
+}
+
 /**
  * Polls until something in the guest accepts connections on `port`, or the deadline passes.
  * Used while a domain boots so that the gRPC channel is opened only once the agent listens
- * (grpc-js otherwise spends the boot in connect/backoff cycles). Returns the probe connection:
- * the caller closes it only after its real connection is up, because vhost-device-vsock hands
- * a freed host port straight to the next connection while the guest may still hold the old one.
+ * (grpc-js otherwise spends the boot in connect/backoff cycles). Returns the probe connection,
+ * which the caller closes once its real connection is up.
  */
 export async function waitForGuestPort(udsPath: string, port: number, timeoutMs: number, isAlive: () => boolean = () => true): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
@@ -85,7 +104,9 @@ export async function waitForGuestPort(udsPath: string, port: number, timeoutMs:
   while (Date.now() < deadline) {
     if (!isAlive()) throw new QvmError("VMM_FAILED", "the VM exited before its agent listened");
     try {
-      return await dialHybridVsock(udsPath, port, Math.max(1, Math.min(5000, deadline - Date.now())));
+      // One attempt at a time, each allowed the whole remaining time: a refused attempt ends at
+      // once (nothing listens yet), and a slow one must not be abandoned (see linger).
+      return await dialHybridVsock(udsPath, port, Math.max(1, deadline - Date.now()));
     } catch (err) {
       if (err instanceof QvmError && err.code === "AGENT_PROTOCOL") throw err;
       last = err;
