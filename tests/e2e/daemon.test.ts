@@ -64,7 +64,9 @@ describe("qvm CLI and qvmd with real VMs", () => {
 
     r = await qvm("ls");
     expect(r.stdout).toMatch(/^NAME\s+STATE\s+CLASS\s+LABEL\s+TEMPLATE\s+NETVM$/m);
-    expect(r.stdout).toMatch(/^work\s+Running\s+AppVM\s+red\s+debian-12\s+-$/m);
+    // Under TCG (these machines), the state is marked: no hardware isolation.
+    expect(r.stdout).toMatch(/^work\s+Running\*\s+AppVM\s+red\s+debian-12\s+-$/m);
+    expect(r.stderr).toContain("runs under TCG software emulation: no hardware isolation");
 
     r = await qvm("start", "work");
     expect(r.exitCode).toBe(1);

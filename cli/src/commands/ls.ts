@@ -2,15 +2,15 @@ import { Args, Flags } from "@oclif/core";
 import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
 import { shouldColor } from "../lib/labels.js";
-import { filterDomains, formatDomainTable } from "../lib/table.js";
+import { TCG_LEGEND, filterDomains, formatDomainTable } from "../lib/table.js";
 
 export default class Ls extends QvmCommand {
   static override summary = "List domains with their state, class, label, template and netvm.";
   static override description = `Like qvm-ls: one line per domain, sorted by name, in aligned columns NAME STATE CLASS LABEL TEMPLATE NETVM. An empty template or netvm is shown as "-". On a terminal the name and label are printed in the label's color (24-bit ANSI); set NO_COLOR to turn that off. Output to a pipe or file is never colored.
 
-States are Qubes' power states: Halted, Transient (starting), Running, Paused, Halting. The state filters, like --tags, match any of those given; different kinds of filter must all match.
+States are Qubes' power states: Halted, Transient (starting), Running, Paused, Halting. A state marked "*" (Running*) is a domain running under TCG software emulation, which gives no hardware isolation (qvmd starts such domains only with --allow-tcg); a legend on stderr says so. The state filters, like --tags, match any of those given; different kinds of filter must all match.
 
-With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, class, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid; class and state in the words above), never colored.`;
+With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, class, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid, accel: "kvm", "tcg" or "" when halted; class and state in the words above), never colored.`;
   static override examples = [
     example("", "List every domain."),
     example("--running", "Only running domains."),
@@ -40,6 +40,10 @@ With --json the matching domains are printed as a JSON array of the admin API's 
     if (missing.length) throw new QvmError("NOT_FOUND", `no such domain: ${missing.join(", ")}`);
     const shown = filterDomains(domains, { states, tags: flags.tags, class: flags.class, names: argv as string[] });
     if (flags.json) this.printJson(shown);
-    else this.print(formatDomainTable(shown, { color: shouldColor(process.stdout) }));
+    else {
+      this.print(formatDomainTable(shown, { color: shouldColor(process.stdout) }));
+      // The legend goes to stderr, so the table on stdout stays one header and one row per domain.
+      if (shown.some((d) => d.accel === "tcg")) process.stderr.write(`${TCG_LEGEND}\n`);
+    }
   }
 }

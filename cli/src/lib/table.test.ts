@@ -98,3 +98,11 @@ describe("filterDomains (qvm ls filters)", () => {
     expect(names(filterDomains(all, { names: ["c", "b"] }))).toEqual(["b", "c"]);
   });
 });
+
+describe("qvm ls under TCG", () => {
+  it("marks the state of a domain running under TCG, and only that", () => {
+    const out = formatDomainTable([dom("soft", { state: "Running", accel: "tcg" }), dom("hard", { state: "Running", accel: "kvm" })]);
+    expect(out).toMatch(/^soft\s+Running\*\s/m);
+    expect(out).toMatch(/^hard\s+Running\s/m);
+  });
+});

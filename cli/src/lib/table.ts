@@ -28,13 +28,17 @@ const dash = (s: string) => s || "-";
 
 export const LS_HEADER = ["NAME", "STATE", "CLASS", "LABEL", "TEMPLATE", "NETVM"] as const;
 
+/** Marks the state of a domain running under TCG, which gives no hardware isolation. */
+export const TCG_MARK = "*";
+export const TCG_LEGEND = `${TCG_MARK} runs under TCG software emulation: no hardware isolation (qvmd --allow-tcg)`;
+
 /** The `qvm ls` table: a header, then one row per domain in the given order. */
 export function formatDomainTable(domains: readonly DomainInWords[], opts: { color?: boolean } = {}): string {
   const rows: Cell[][] = [LS_HEADER.map((text) => ({ text }))];
   for (const d of domains) {
     rows.push([
       { text: d.name, label: d.label },
-      { text: d.state },
+      { text: d.accel === "tcg" ? `${d.state}${TCG_MARK}` : d.state },
       { text: d.class },
       { text: dash(d.label), label: d.label },
       { text: dash(d.template) },

@@ -14,6 +14,7 @@ export function fakeDomain(name: string, extra: Partial<DomainInWords> = {}): Do
     createdAt: "2026-01-01T00:00:00Z",
     lastStopReason: "",
     vmmPid: 0,
+    accel: "",
     ...extra,
   };
 }

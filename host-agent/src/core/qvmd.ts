@@ -32,6 +32,8 @@ export interface DomainView {
   createdAt: string;
   lastStopReason: string;
   vmmPid: number;
+  /** While running: "kvm", or "tcg" (software emulation: no hardware isolation); "" when halted. */
+  accel: string;
 }
 
 export interface DaemonInfo {
@@ -420,6 +422,7 @@ export class Qvmd {
       createdAt: rec.createdAt,
       lastStopReason: runner.lastStopReason(rec.name),
       vmmPid: runner.vmmPid(rec.name),
+      accel: runner.accel(rec.name),
     };
   }
 }

@@ -63,6 +63,8 @@ interface Live {
   halting: boolean;
   /** Guest memory it was started with (MiB), for the admission of later starts. */
   memoryMiB: number;
+  /** What it runs under ("kvm" or "tcg"), once known. */
+  accel?: string;
 }
 
 /** A start admitted and not yet running: what admission counts for it meanwhile. */
@@ -97,6 +99,11 @@ export class DomainRunner {
 
   vmmPid(name: string): number {
     return this.live.get(name)?.pid ?? 0;
+  }
+
+  /** "kvm" or "tcg" while running (tcg: no hardware isolation); "" when halted. */
+  accel(name: string): string {
+    return this.live.get(name)?.accel ?? "";
   }
 
   lastStopReason(name: string): string {
@@ -287,6 +294,7 @@ export class DomainRunner {
         .then(() => this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }));
     });
     const info = await vm.info();
+    l.accel = info.accel;
     await vm.attachments.attachAll(this.deps.attachers, { name, info, reattached }, this.deps.log);
   }
 
