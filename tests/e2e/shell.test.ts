@@ -80,7 +80,8 @@ describe("the web shell in a browser", () => {
       .locator('li.domain[data-domain="work"][data-state="Running"]')
       .waitFor({ timeout: 120_000 })
       .catch(async (err: Error) => {
-        throw new Error(`${err.message}; notices: ${await page.locator("#notices").textContent()}; qvmd: ${d.log().slice(-600)}`);
+        const state = await page.locator('li.domain[data-domain="work"]').getAttribute("data-state");
+        throw new Error(`${err.message}; work is ${state}; notices: ${await page.locator("#notices").textContent()}; qvmd: ${d.log().slice(-600)}`);
       });
     await work.getByRole("button", { name: "Terminal" }).click();
     const win = page.locator('section.window[data-domain="work"]');
