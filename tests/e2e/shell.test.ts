@@ -4,7 +4,7 @@
 // `echo $((6*7))` → 42, resize, stop → the window closes with a notice; refused without the token,
 // which comes in the URL's fragment, moves to sessionStorage and is never a cookie.
 // Leaves a screenshot of the shell with two domains in .qvm/artifacts/web-shell.png.
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -81,7 +81,10 @@ describe("the web shell in a browser", () => {
       .waitFor({ timeout: 120_000 })
       .catch(async (err: Error) => {
         const state = await page.locator('li.domain[data-domain="work"]').getAttribute("data-state");
-        throw new Error(`${err.message}; work is ${state}; notices: ${await page.locator("#notices").textContent()}; qvmd: ${d.log().slice(-600)}`);
+        const ls = (await d.qvm(["ls"])).stdout;
+        const consoleLog = path.join(d.dirs.dataDir, "logs", "work", "console.log");
+        const tail = existsSync(consoleLog) ? readFileSync(consoleLog, "utf8").slice(-800) : "(no console log)";
+        throw new Error(`${err.message}; the page shows work ${state}; notices: ${await page.locator("#notices").textContent()}; qvm ls:\n${ls}\nqvmd: ${d.log().slice(-600)}\nconsole: ${tail}`);
       });
     await work.getByRole("button", { name: "Terminal" }).click();
     const win = page.locator('section.window[data-domain="work"]');
