@@ -14,8 +14,8 @@ export default class Shell extends QvmCommand {
   static override summary = "Serve the web shell: every domain's terminals in the browser, with their labels.";
   static override description = `Serves a local web page (loopback only) listing the domains with their label colors and states, with buttons to start, stop and pause them and windows holding a terminal (a shell as the domain's default user, or the serial console). Each window's frame and title are drawn by the page from qvmd's data, in the domain's label color; nothing a domain sends can change them.
 
-The printed URL carries a random access token made at start; requests without it are refused. Open it in a browser on this machine. With --url-file the URL is written to a file only you can read instead. Runs until Ctrl-C.`;
-  static override examples = [example("", "Prints http://127.0.0.1:PORT/?token=…"), example("--port 8022 --url-file ~/.qvm-shell-url")];
+The printed URL carries a random access token made at start, in its fragment (#token=…), which the browser never sends to a server: the page offers it on its WebSocket, which is refused without it. Open it in a browser on this machine. With --url-file the URL is written to a file only you can read instead. Runs until Ctrl-C.`;
+  static override examples = [example("", "Prints http://127.0.0.1:PORT/#token=…"), example("--port 8022 --url-file ~/.qvm-shell-url")];
   static override flags = {
     port: Flags.integer({ description: "TCP port on 127.0.0.1 (default: a free one).", min: 0, max: 65535 }),
     host: Flags.string({ description: "Loopback address to listen on.", options: ["127.0.0.1", "::1", "localhost"], default: "127.0.0.1" }),
