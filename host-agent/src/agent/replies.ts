@@ -2,7 +2,7 @@
 // return typed values, or throw QvmError AGENT_PROTOCOL.
 import { z } from "zod";
 import { QvmError, type agentV1 } from "@qvm/protocol";
-import { isExitSignal, type ExitSignal } from "@qvm/protocol/contracts";
+import { isExitSignal, quoteGuestText as quoteContract, type ExitSignal } from "@qvm/protocol/contracts";
 import { MAX_GUEST_TEXT_IN_ERRORS, MAX_OUTPUT_CHUNK_BYTES, MAX_SHORT_STRING } from "./limits.js";
 
 const printable = z.string().max(MAX_SHORT_STRING).regex(/^[\x20-\x7e]*$/, "non-printable characters");
@@ -18,18 +18,9 @@ const infoReply = z.object({
 export type PingReply = z.infer<typeof pingReply>;
 export type GuestInfo = z.infer<typeof infoReply>;
 
-/**
- * What JSON.stringify leaves raw but a terminal or a log viewer would act on: DEL and the C1
- * controls U+0080–U+009F (U+009B is CSI, U+009D OSC), format characters (bidi controls such as
- * U+202E, zero-width ones, U+FEFF) and the line and paragraph separators U+2028, U+2029.
- */
-const UNSAFE_IN_JSON = /[\x7f-\x9f\p{Cf}\u2028\u2029]/gu;
-
-/** Shortens and escapes guest-supplied text before it goes into a host-side message. */
+/** Guest text in an error message: the contract's quoting, clipped. */
 export function quoteGuestText(text: string): string {
-  const clipped = text.length > MAX_GUEST_TEXT_IN_ERRORS ? `${text.slice(0, MAX_GUEST_TEXT_IN_ERRORS)}…` : text;
-  // JSON escapes C0, quotes, backslashes and lone surrogates; the rest as \uXXXX per UTF-16 unit.
-  return JSON.stringify(clipped).replace(UNSAFE_IN_JSON, (c) => Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
+  return quoteContract(text, MAX_GUEST_TEXT_IN_ERRORS);
 }
 
 function parse<T>(schema: z.ZodType<T>, what: string, value: unknown): T {
