@@ -31,6 +31,12 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
     "allow-tcg": Flags.boolean({
       description: "Start domains under QEMU's TCG software emulation where there is no KVM (also QVM_ALLOW_TCG=1). TCG gives no hardware isolation, so such starts are refused by default.",
     }),
+    "max-running": Flags.integer({ description: "Domains running at once (qvmd's default: 16).", min: 1, helpValue: "N" }),
+    "max-guest-memory": Flags.integer({ description: "The running domains' memory together, in MiB (qvmd's default: half the host's RAM).", min: 1, helpValue: "MIB" }),
+    "disk-reserve": Flags.integer({ description: "Free space kept on the data disk beyond what running domains' overlays may grow to, in MiB (default 2048).", min: 0, helpValue: "MIB" }),
+    "max-dispvms": Flags.integer({ description: "Disposables made for calls at once; 0 turns them off (default 8).", min: 0, helpValue: "N" }),
+    "max-dispvms-per-source": Flags.integer({ description: "The same, per calling domain (default 4).", min: 1, helpValue: "N" }),
+    "allow-nested-dispvms": Flags.boolean({ description: "Let a disposable's @dispvm calls make disposables (refused by default)." }),
   };
 
   async run(): Promise<void> {
@@ -41,7 +47,11 @@ Set QVM_QVMD_BUNDLE to run another qvmd bundle (development).`;
     const runtimeDir = flags["runtime-dir"] ?? (process.env[RUNTIME_DIR_ENV] || DEFAULT_RUNTIME_DIR);
     const dataDir = flags["data-dir"] === undefined ? [] : ["--data-dir", flags["data-dir"]];
     // Its own process group: a Ctrl-C on the terminal reaches only qvm, which passes it on once.
-    const allowTcg = flags["allow-tcg"] ? ["--allow-tcg"] : [];
+    // qvmd's own flags, passed on only when given, so qvmd keeps the one set of defaults.
+    const passed = (["max-running", "max-guest-memory", "disk-reserve", "max-dispvms", "max-dispvms-per-source"] as const).flatMap((f) =>
+      flags[f] === undefined ? [] : [`--${f}`, String(flags[f])],
+    );
+    const allowTcg = [...(flags["allow-tcg"] ? ["--allow-tcg"] : []), ...(flags["allow-nested-dispvms"] ? ["--allow-nested-dispvms"] : []), ...passed];
     const child = spawn(process.execPath, [bundle, "--foreground", ...dataDir, "--runtime-dir", runtimeDir, ...allowTcg], {
       stdio: "inherit",
       detached: true,
