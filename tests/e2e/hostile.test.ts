@@ -2,8 +2,9 @@
 // seccomp, no new privileges, in memory and pids cgroups, unable to open another domain's
 // volume), and a console flood, log forging, a flood of denied calls, an ask flood and a
 // disposable fan-out are each stopped by their bound while qvmd and the other domain keep
-// working. qvmd runs as root here, as in CI.
-import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+// working, and filling its root overlay stops at its bound on the data disk. qvmd runs as root
+// here, as in CI.
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execa } from "execa";
@@ -172,6 +173,24 @@ describe("a hostile domain against real VMs", () => {
     expect(outs[1]).toBe("in-disposable\nnested=126\nexit=0");
     const names = (JSON.parse((await d.qvm(["ls", "--json"])).stdout) as Array<{ name: string }>).map((x) => x.name);
     expect(names.filter((n) => n.startsWith("disp"))).toEqual([]);
+  });
+
+  it("a domain filling its root overlay is stopped by its bound, on the data disk, while qvmd and the other domain work", async () => {
+    const overlay = path.join(d.dirs.dataDir, "volatile", "jailed", "root.qcow2");
+    const info = JSON.parse((await execa("qemu-img", ["info", "--output=json", "-U", overlay])).stdout) as { "virtual-size": number };
+    // Zeros are written as data (QEMU detects no zeroes here): the guest's root fills to the end.
+    const fill = await sh("jailed", "dd if=/dev/zero of=/fill bs=4M 2>&1; sync; df -k / | tail -1", { root: true });
+    expect(fill.stdout).toMatch(/No space left on device/);
+    const grown = statSync(overlay).size;
+    expect(grown).toBeGreaterThan(info["virtual-size"] / 2);
+    expect(grown).toBeLessThan(info["virtual-size"] * 1.05); // the template's root size, plus qcow2 metadata
+    // The runtime directory (RAM-backed under systemd) holds none of it: only sockets and small files.
+    const rt = path.join(d.dirs.runtimeDir, "domains", "jailed");
+    const inRuntime = readdirSync(rt).reduce((n, f) => n + statSync(path.join(rt, f)).size, 0);
+    expect(inRuntime).toBeLessThan(1024 * 1024);
+    expect((await sh("neighbour", "echo ok")).stdout.trim()).toBe("ok");
+    expect((await d.qvm(["ls"])).exitCode).toBe(0);
+    await sh("jailed", "rm -f /fill", { root: true });
   });
 
   it("a stopped domain leaves no jail, cgroup or process behind; the domain is marked as TCG in qvm ls --json", async () => {
