@@ -12,8 +12,11 @@ import { jailArgv, type JailBind } from "./jail.js";
 /** Under TCG the translation cache is bounded (QEMU 7.2 lets it grow to about 1 GiB by default). */
 export const TCG_TB_SIZE_MIB = 128;
 /**
- * What the VMM processes take beyond guest RAM, measured under TCG with tb-size 128 (QEMU RSS
- * minus guest RAM, plus vhost-device-vsock): about 190 MiB; KVM needs no translation cache.
+ * What the VMM processes take beyond guest RAM. Measured under TCG with tb-size 128, a 400 MiB
+ * guest after a busy minute: QEMU's anonymous memory 174 MiB (the translation cache and QEMU
+ * itself; guest RAM is the shared memfd, counted separately), vhost-device-vsock 4.4 MiB. The
+ * disks' page cache is charged too and is reclaimed at the limit. KVM has no translation cache;
+ * its figure is an estimate until the performance issue measures it.
  */
 const VMM_OVERHEAD_MIB: Record<Accel, number> = { tcg: TCG_TB_SIZE_MIB + 128, kvm: 128 };
 /** Head room over the measured overhead, so a busy VMM is not killed for a spike. */
