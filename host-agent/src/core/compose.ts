@@ -22,7 +22,7 @@ import type { Attacher } from "../domain/attachments.js";
 import { logRotationAttacher } from "../domain/log-rotation.js";
 import type { VmmUidRange } from "../domain/vmm-users.js";
 import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
-import { policyDirOf } from "../qrexec/policy/loader.js";
+import { PolicyCache, policyDirOf } from "../qrexec/policy/loader.js";
 import { AskBroker } from "../qrexec/prompts.js";
 import { DEFAULT_ROUTER_LIMITS, QrexecRouter, type RouterLimits } from "../qrexec/router.js";
 import { Qvmd } from "./qvmd.js";
@@ -87,7 +87,8 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   const launcher = new ProcessLauncher({ registry, runner, dispvms, log });
   const asks = new AskBroker(opts.qrexec?.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS);
   const q = opts.qrexec ?? {};
-  const router = new QrexecRouter(qrexecHost({ registry, launcher, events, asks, policyDir, log }), {
+  const policy = new PolicyCache(policyDir);
+  const router = new QrexecRouter(qrexecHost({ registry, launcher, events, asks, policy, log }), {
     maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
     requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
   });
@@ -108,6 +109,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     asks,
     router,
     policyDir,
+    policy,
     paths,
     limits,
     accel: opts.accel,

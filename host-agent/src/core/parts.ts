@@ -13,6 +13,7 @@ import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import type { AskBroker } from "../qrexec/prompts.js";
 import type { QrexecRouter } from "../qrexec/router.js";
+import type { PolicyCache } from "../qrexec/policy/loader.js";
 
 export interface QvmdParts {
   version: string;
@@ -30,6 +31,8 @@ export interface QvmdParts {
   asks: AskBroker;
   router: QrexecRouter;
   policyDir: string;
+  /** The parsed policy, re-read only when a policy file changes (shared with the router). */
+  policy: PolicyCache;
   paths: DomainPaths;
   limits: ResourceLimits;
   accel: () => string;

@@ -15,7 +15,6 @@ import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
 import type { Prompt } from "../qrexec/prompts.js";
 import { systemFacts } from "../qrexec/host.js";
 import { evaluate, type CallQuery, type Decision } from "../qrexec/policy/evaluate.js";
-import { loadPolicy } from "../qrexec/policy/loader.js";
 import { ADMIN_DOMAIN_NAME, isValidServiceName, sanitizeArgument, serviceCommand } from "../qrexec/service-command.js";
 import { ConsoleSession, ExecSession } from "./sessions.js";
 import { bootCore } from "./boot.js";
@@ -360,7 +359,7 @@ export class Qvmd {
   checkPolicy(q: CallQuery): Decision {
     if (!isValidServiceName(q.service)) throw new QvmError("INVALID_ARGUMENT", `invalid service name ${JSON.stringify(q.service)}: use letters, digits, "_", "." and "-"`);
     if (q.source !== ADMIN_DOMAIN_NAME && q.source !== "@adminvm") this.p.registry.get(q.source);
-    const rules = loadPolicy(this.p.policyDir);
+    const rules = this.p.policy.rules();
     return evaluate(rules, { ...q, argument: sanitizeArgument(q.argument) }, systemFacts(this.p.registry));
   }
 

@@ -17,6 +17,7 @@ import type { BootPlan } from "./boot-plan.js";
 import type { DomainPaths } from "./paths.js";
 import type { DomainRegistry } from "./registry.js";
 import type { RunningVm, VmFactory } from "./vm-factory.js";
+import type { VmInfo } from "../vmm/driver.js";
 
 /** The private volume's place in the disks a plan prepares (root is 0). */
 const PRIVATE_DISK_INDEX = 1;
@@ -63,8 +64,8 @@ interface Live {
   halting: boolean;
   /** Guest memory it was started with (MiB), for the admission of later starts. */
   memoryMiB: number;
-  /** What it runs under ("kvm" or "tcg"), once known. */
-  accel?: string;
+  /** What it runs under: "kvm" or "tcg". */
+  accel: string;
 }
 
 /** A start admitted and not yet running: what admission counts for it meanwhile. */
@@ -141,7 +142,7 @@ export class DomainRunner {
       }
       const info = await vm.info();
       const rec = this.deps.registry.store.get(name)!;
-      await this.adopt(name, vm, info.pid, info.state === "paused", true, Number(this.deps.registry.resolve(rec, "memory")));
+      await this.adopt(name, vm, info, true, Number(this.deps.registry.resolve(rec, "memory")));
       this.deps.log(`${name}: re-attached to the running VMM (pid ${info.pid})`);
     }
   }
@@ -208,8 +209,9 @@ export class DomainRunner {
       } finally {
         this.starting.delete(name);
       }
-      pid = (await vm.info()).pid;
-      await this.adopt(name, vm, pid, false, false, plan.memoryMiB);
+      const info = await vm.info();
+      pid = info.pid;
+      await this.adopt(name, vm, info, false, plan.memoryMiB);
     } finally {
       unreserve();
     }
@@ -273,8 +275,8 @@ export class DomainRunner {
   }
 
   /** Takes a VM on: attaches what every running domain gets, and watches for its end. */
-  private async adopt(name: string, vm: RunningVm, pid: number, paused: boolean, reattached: boolean, memoryMiB: number): Promise<void> {
-    const l: Live = { vm, pid, paused, halting: false, memoryMiB };
+  private async adopt(name: string, vm: RunningVm, info: VmInfo, reattached: boolean, memoryMiB: number): Promise<void> {
+    const l: Live = { vm, pid: info.pid, paused: info.state === "paused", halting: false, memoryMiB, accel: info.accel };
     this.live.set(name, l);
     this.lastStop.delete(name);
     void vm.exited.then((exit) => {
@@ -293,8 +295,6 @@ export class DomainRunner {
         })
         .then(() => this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }));
     });
-    const info = await vm.info();
-    l.accel = info.accel;
     await vm.attachments.attachAll(this.deps.attachers, { name, info, reattached }, this.deps.log);
   }
 

@@ -9,7 +9,7 @@ import type { ProcessLauncher } from "../domain/launcher.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import { QREXEC_VSOCK_PORT } from "@qvm/protocol";
 import { runHostService } from "./host-services.js";
-import { PolicyCache } from "./policy/loader.js";
+import type { PolicyCache } from "./policy/loader.js";
 import type { DomainFacts, SystemFacts } from "./policy/evaluate.js";
 import type { AskBroker } from "./prompts.js";
 import type { OpenedService, QrexecHost, QrexecRouter } from "./router.js";
@@ -37,15 +37,15 @@ export interface QrexecHostDeps {
   launcher: ProcessLauncher;
   events: EventBus;
   asks: AskBroker;
-  policyDir: string;
+  /** The parsed policy, shared with the admin API's CheckPolicy. */
+  policy: PolicyCache;
   log: (msg: string) => void;
 }
 
 export function qrexecHost(deps: QrexecHostDeps): QrexecHost {
-  const policy = new PolicyCache(deps.policyDir);
   return {
     facts: () => systemFacts(deps.registry),
-    loadPolicy: () => policy.rules(),
+    loadPolicy: () => deps.policy.rules(),
     async open(target, opts): Promise<OpenedService> {
       // The policy names the admin domain "dom0" where a call goes (as Qubes does); "@adminvm" is the same.
       if (target === ADMIN_DOMAIN_NAME || target === "@adminvm") {

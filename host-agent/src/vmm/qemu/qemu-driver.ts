@@ -117,8 +117,9 @@ export class QemuDriver implements VmmDriver {
     mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
     mkdirSync(spec.logDir, { recursive: true, mode: 0o700 });
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
-    if (spec.user && !canJail()) this.log(`warning: ${spec.name}: qvmd is not root, so its VMM runs unjailed as qvmd's own user`);
-    const jail = spec.user && canJail() ? prepareJail(spec, accel.accel, this.opts.cgroups === false ? undefined : (this.opts.cgroups ?? hostCgroups())) : undefined;
+    const jailed = spec.user !== undefined && canJail();
+    if (spec.user && !jailed) this.log(`warning: ${spec.name}: qvmd is not root, so its VMM runs unjailed as qvmd's own user`);
+    const jail = jailed ? prepareJail(spec, accel.accel, this.opts.cgroups === false ? undefined : (this.opts.cgroups ?? hostCgroups())) : undefined;
     const wrap = (command: string[]) => (jail ? jail.wrap(command) : command);
 
     let vhostProc: SpawnedProcess | undefined;
