@@ -11,8 +11,12 @@
 # QVM_APT_ETC=DIR reads DIR/sources.list and DIR/sources.list.d/ instead of apt's own (tests).
 set -euo pipefail
 
+# passt gives a domain its network; dnsmasq-base is only the binary (the `dnsmasq` package would
+# start a system DNS service), which the tests' private internet runs; nftables and conntrack
+# filter a domain's traffic and drop its tracked connections when the rules change.
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
-  socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium)
+  socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium passt dnsmasq-base nftables
+  conntrack)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -97,6 +97,8 @@ class Findings {
 export interface DaemonOptions {
   /** More qvmd arguments, e.g. `--ask-timeout 6`; also used when the daemon is restarted. */
   args?: string[];
+  /** The network namespace qvmd runs in (a TestInternet's hostNetns); also used when restarted. */
+  netns?: string;
 }
 
 /** A real qvmd on temporary directories (the images the e2e setup built), for one test file. */
@@ -108,6 +110,7 @@ export class E2eDaemon implements Layer {
   private constructor(
     readonly dirs: TestDaemonDirs,
     private readonly args: string[],
+    private readonly netns: string | undefined,
     private qvmd: TestDaemon,
   ) {
     this.what = `qvmd on ${dirs.base}`;
@@ -117,7 +120,7 @@ export class E2eDaemon implements Layer {
     const dirs = testDaemonDirs(label, imagesDir());
     const args = opts.args ?? [];
     try {
-      return new E2eDaemon(dirs, args, await startTestDaemon(dirs, QVMD_START_MS, args));
+      return new E2eDaemon(dirs, args, opts.netns, await startTestDaemon(dirs, QVMD_START_MS, args, { netns: opts.netns }));
     } catch (err) {
       await killProcesses(processesMentioning(dirs.base));
       removeTestDaemonDirs(dirs);
@@ -157,7 +160,7 @@ export class E2eDaemon implements Layer {
   /** Starts a new qvmd on the same directories, once the current one is gone (SIGTERM if it still runs). */
   async restart(): Promise<void> {
     if (running(this.qvmd.proc)) await this.qvmd.stop();
-    this.qvmd = await startTestDaemon(this.dirs, QVMD_START_MS, this.args);
+    this.qvmd = await startTestDaemon(this.dirs, QVMD_START_MS, this.args, { netns: this.netns });
   }
 
   /** Takes ownership of a layer made on this daemon (released before the daemon goes). */

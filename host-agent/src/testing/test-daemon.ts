@@ -45,13 +45,34 @@ export function removeTestDaemonDirs(dirs: TestDaemonDirs): void {
   if (!process.env.QVM_KEEP_TEST_DIRS) rmSync(dirs.base, { recursive: true, force: true });
 }
 
+export interface TestDaemonOptions {
+  /**
+   * A named network namespace (`ip netns add`) to run qvmd in; everything it spawns (VMMs, passt)
+   * inherits it. Its /etc/netns/<netns>/resolv.conf, if any, is qvmd's /etc/resolv.conf.
+   */
+  netns?: string;
+}
+
+/**
+ * `argv` run in network namespace `netns`. Not `ip netns exec`: that also mounts a new /sys for the
+ * namespace, which hides /sys/fs/cgroup, where qvmd puts each VMM's cgroups. This switches only the
+ * network namespace and, as `ip netns exec` does, binds the namespace's resolv.conf (passt reads
+ * its DNS server there) in a mount namespace of qvmd's own. Each step execs the next, so the pid
+ * is qvmd's.
+ */
+function inNetns(netns: string, argv: string[]): [string, ...string[]] {
+  const bindResolvConf = 'if [ -e "$1" ]; then mount --bind "$1" /etc/resolv.conf || exit 1; fi; shift; exec "$@"';
+  const resolvConf = `/etc/netns/${netns}/resolv.conf`;
+  return ["nsenter", `--net=/run/netns/${netns}`, "unshare", "--mount", "--propagation", "slave", "sh", "-c", bindResolvConf, "qvmd-netns", resolvConf, ...argv];
+}
+
 /** Starts qvmd on `dirs` and resolves once its admin API answers. */
-export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000, extraArgs: string[] = []): Promise<TestDaemon> {
+export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000, extraArgs: string[] = [], opts: TestDaemonOptions = {}): Promise<TestDaemon> {
   const bundle = qvmdBundle();
   if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run \`npm run build\``);
-  const proc = spawn(process.execPath, [bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir, ...extraArgs], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const qvmd = [process.execPath, bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir, ...extraArgs];
+  const [file, ...args] = opts.netns === undefined ? qvmd : inNetns(opts.netns, qvmd);
+  const proc = spawn(file!, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
