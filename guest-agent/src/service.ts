@@ -7,6 +7,7 @@ import { agentV1 } from "@qvm/protocol";
 import { EXEC_SIGNALS, isExecSignal } from "@qvm/protocol/contracts";
 import { ExecSession, ExecRequestError } from "./exec-session.js";
 import { MAX_CONCURRENT_EXECS } from "./limits.js";
+import { setNetwork } from "./network-rpc.js";
 
 declare const QVM_AGENT_VERSION: string;
 export const AGENT_VERSION = typeof QVM_AGENT_VERSION === "string" ? QVM_AGENT_VERSION : "0.0.0-dev";
@@ -38,6 +39,13 @@ export function createGuestAgentService(power: PowerControl = systemPower): agen
   return {
     ping(_call: ServerUnaryCall<agentV1.PingRequest, agentV1.PingResponse>, cb: sendUnaryData<agentV1.PingResponse>) {
       cb(null, { agentVersion: AGENT_VERSION });
+    },
+
+    setNetwork(call, cb) {
+      setNetwork(call.request, (m) => process.stderr.write(`qvm-agent: ${m}\n`)).then(
+        (failures) => cb(null, { failures }),
+        (err: Error & { code?: string }) => fail(cb, err.code === "INVALID_ARGUMENT" ? status.INVALID_ARGUMENT : status.INTERNAL, err.message),
+      );
     },
 
     getInfo(_call, cb) {

@@ -80,7 +80,7 @@ describe("admin API against a real qvmd", () => {
   it("refuses a netvm loop", async () => {
     await create("net1", { properties: { provides_network: "true" } });
     await create("net2", { properties: { provides_network: "true", netvm: "net1" } });
-    await expect(d.client.setProperty({ domain: "net1", name: "netvm", value: "net2" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("netvm loop: net1 -> net2 -> net1") });
+    await expect(d.client.setProperty({ domain: "net1", name: "netvm", value: "net2" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("Loops in network are unsupported: net1 -> net2 -> net1") });
     await d.client.setProperty({ domain: "net2", name: "netvm", value: "" });
     await d.client.removeDomain({ name: "net2" });
     await d.client.removeDomain({ name: "net1" });

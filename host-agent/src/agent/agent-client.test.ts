@@ -56,6 +56,12 @@ const hostile: agentV1.GuestAgentServer = {
   shutdown(_call, cb) {
     cb(null, {});
   },
+  setNetwork(_call, cb) {
+    if (mode === "control-chars") return cb(null, { failures: { "10.137.0.9": "no\x1b[31m such host" } });
+    if (mode === "oversized") return cb(null, { failures: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`10.137.0.${i}`, "x"])) });
+    if (mode === "bad-exit") return cb(null, { failures: { "../etc": "x" } });
+    cb(null, { failures: { "10.137.0.9": "example.test did not resolve" } });
+  },
 };
 
 beforeAll(async () => {
@@ -95,6 +101,19 @@ describe("AgentClient against a hostile agent", () => {
     await expect(runExec()).rejects.toMatchObject({ code: "AGENT_PROTOCOL" });
     mode = "ok";
     expect(await runExec()).toEqual({ code: 0, signal: null });
+  });
+
+  it("SetNetwork replies are bounded and validated: too many failures or a key that is not an address is refused; guest text is quoted", async () => {
+    mode = "ok";
+    expect(await client.setNetwork({ client: undefined, netvm: undefined, updatesProxyClient: false })).toEqual({ failures: { "10.137.0.9": `"example.test did not resolve"` } });
+    mode = "control-chars";
+    const quoted = await client.setNetwork({ client: undefined, netvm: undefined, updatesProxyClient: false });
+    expect(quoted.failures["10.137.0.9"]).not.toContain("\x1b");
+    for (const m of ["oversized", "bad-exit"] as const) {
+      mode = m;
+      await expect(client.setNetwork({ client: undefined, netvm: undefined, updatesProxyClient: false })).rejects.toMatchObject({ code: "AGENT_PROTOCOL" });
+    }
+    mode = "ok";
   });
 
   it("an output flood is held back by back-pressure while nobody reads", async () => {

@@ -5,7 +5,7 @@ import { QvmError, agentV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
 import { agentCallError } from "./grpc-errors.js";
 import { ExecProcess } from "./exec-process.js";
-import { parseGuestInfo, parseGuestPing, type GuestInfo, type PingReply } from "./replies.js";
+import { parseGuestInfo, parseGuestPing, parseSetNetworkReply, type GuestInfo, type PingReply, type SetNetworkReply } from "./replies.js";
 import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
 
 export interface ExecOptions {
@@ -66,6 +66,11 @@ export class AgentClient {
 
   async signal(execId: number, signal: ExecSignal): Promise<void> {
     await this.unary("Signal", this.client.signal, { execId, signal });
+  }
+
+  /** Replaces the guest's network configuration; says which clients' rules failed (dropped). */
+  async setNetwork(config: agentV1.SetNetworkRequest, timeoutMs = 60_000): Promise<SetNetworkReply> {
+    return parseSetNetworkReply(await this.unary("SetNetwork", this.client.setNetwork, config, timeoutMs));
   }
 
   async shutdown(reboot = false): Promise<void> {

@@ -31,6 +31,13 @@ function parse<T>(schema: z.ZodType<T>, what: string, value: unknown): T {
   return r.data;
 }
 
+/** At most one failure per client link a net domain can have, each clipped. */
+const setNetworkReply = z.object({
+  failures: z.record(z.string().max(64).regex(/^[0-9.]+$/, "a failure key that is not an IPv4 address"), z.string().max(4096).transform((t) => quoteGuestText(t))).refine((f) => Object.keys(f).length <= 64, "too many failures"),
+});
+export type SetNetworkReply = z.infer<typeof setNetworkReply>;
+export const parseSetNetworkReply = (v: unknown): SetNetworkReply => parse(setNetworkReply, "SetNetwork reply", v);
+
 export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping reply", v);
 export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);
 

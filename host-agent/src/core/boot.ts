@@ -10,6 +10,7 @@ import type { QvmdParts } from "./parts.js";
 export async function bootCore(p: QvmdParts, importTemplates: () => Promise<string[]>): Promise<void> {
   const { registry, volumes, runner, dispvms, log } = p;
   installDefaultPolicy(p.policyDir);
+  for (const name of registry.assignMissingIdentities()) log(`${name}: given a qid (stored by a qvmd without network identities)`);
   sweepOrphans(p);
   await importTemplates();
   await runner.reattachAll();

@@ -28,6 +28,8 @@ export interface BootPlan {
   kernelArgs: string[];
   agentTimeoutMs: number;
   nics: NicSpec[];
+  /** Work right before the VMM starts (a link's user-mode stack); returns its undo. */
+  beforeVmm?: () => Promise<() => void>;
   devices: DeviceSpec[];
   channels: ChannelSpec[];
   /** The unprivileged identity the VMM runs as; absent when qvmd cannot jail (not root). */
@@ -36,6 +38,14 @@ export interface BootPlan {
   prepareDisks(): Promise<DiskSpec[]>;
   /** How far the overlays prepareDisks makes may grow on the data disk, in bytes (for admission). */
   overlayBytes(): Promise<number>;
+}
+
+/**
+ * The network layer's part of a plan: the domain's links, and what must run before its VMM.
+ * Injected (the network layer sits above this one).
+ */
+export interface LinkPlanner {
+  plan(rec: DomainRecord, runtimeDir: string, user: VmmUser | undefined): { nics: NicSpec[]; beforeVmm?: () => Promise<() => void> };
 }
 
 export interface BootPlannerDeps {
@@ -47,6 +57,8 @@ export interface BootPlannerDeps {
   isRunning(name: string): boolean;
   /** The uid range VMMs run in; undefined: VMMs run as qvmd's own user. */
   vmmUids?: VmmUidRange;
+  /** Links; absent: domains have none (tests of the runner alone). */
+  links?: LinkPlanner;
 }
 
 export class BootPlanner {
@@ -62,6 +74,8 @@ export class BootPlanner {
     const int = (p: string) => Number(registry.resolve(rec, p));
     const netvm = String(registry.resolve(rec, "netvm"));
     const runtimeDir = paths.runtimeDirOf(name);
+    const user = this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined;
+    const links = this.deps.links?.plan(rec, runtimeDir, user) ?? { nics: [] };
     return {
       name,
       vmm,
@@ -74,10 +88,11 @@ export class BootPlanner {
       vcpus: int("vcpus"),
       kernelArgs: String(registry.resolve(rec, "kernelopts")).split(/\s+/).filter(Boolean),
       agentTimeoutMs: int("qrexec_timeout") * 1000,
-      nics: [],
+      nics: links.nics,
+      beforeVmm: links.beforeVmm,
       devices: [],
       channels: [],
-      user: this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined,
+      user,
       prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
     };

@@ -11,7 +11,7 @@ import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { DiskSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
+import type { DiskSpec, NicSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
 import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
 import { createOverlay } from "../storage/qemu-img.js";
 import { toDisposable } from "../base/disposables.js";
@@ -35,6 +35,13 @@ export interface DomainVmOptions {
   agentTimeoutMs?: number;
   /** The unprivileged identity the VMM runs as (see VmSpec.user). */
   user?: VmmUser;
+  /** Network links (the network layer's plan). */
+  nics?: NicSpec[];
+  /**
+   * Runs once the runtime directory exists, right before the VMM starts (a link's user-mode
+   * stack the VMM connects to); the returned function undoes it if the VMM does not start.
+   */
+  beforeVmm?: () => Promise<() => void>;
   /** Told about attachments that cannot be released. */
   log?: (msg: string) => void;
 }
@@ -96,13 +103,16 @@ export class DomainVm {
       vcpus: opts.vcpus ?? DEFAULT_VCPUS,
       guestCid: GUEST_CID,
       user: opts.user,
+      nics: opts.nics ?? [],
     };
     if (await opts.driver.attach(opts.runtimeDir, opts.logDir)) {
       throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);
     }
     mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
     let vm: VmHandle;
+    let undoBeforeVmm: (() => void) | undefined;
     try {
+      if (opts.beforeVmm) undoBeforeVmm = await opts.beforeVmm();
       if (!opts.disks) {
         if (!opts.rootImage) throw new QvmError("INVALID_ARGUMENT", `${opts.name}: no volumes and no root image to boot`);
         await createOverlay(opts.rootImage, overlay);
@@ -110,6 +120,7 @@ export class DomainVm {
       writeRuntimeRecord(opts.runtimeDir, { vmm: opts.driver.kind, domain: opts.name, startedAt: new Date().toISOString() });
       vm = await opts.driver.start(await opts.driver.prepare(spec));
     } catch (err) {
+      undoBeforeVmm?.();
       rmSync(opts.runtimeDir, { recursive: true, force: true });
       throw err;
     }

@@ -269,7 +269,7 @@ describe("DomainRunner dependencies", () => {
     await run("start");
     expect(factory.started).toEqual(["net", "work"]);
     expect(runner.state("net")).toBe("Running");
-    await expect(run("shutdown", "net")).rejects.toMatchObject({ message: expect.stringContaining("netvm of running work") });
+    await expect(run("shutdown", "net")).rejects.toMatchObject({ message: expect.stringContaining("There are other VMs connected to this VM: work") });
     await runner.shutdown("net", { wait: true, force: true });
     expect(runner.state("net")).toBe("Halted");
   });

@@ -319,7 +319,7 @@ export class DomainRunner {
       if (!opts.force) {
         const users = registry.list().filter((r) => this.isRunning(r.name) && registry.resolve(r, "netvm") === name);
         if (users.length) {
-          throw new QvmError("FAILED_PRECONDITION", `${name} is the netvm of running ${users.map((u) => u.name).join(", ")}; stop those first or use --force`);
+          throw new QvmError("FAILED_PRECONDITION", `There are other VMs connected to this VM: ${users.map((u) => u.name).join(", ")}; shut them down first, give them another netvm, or use --force`);
         }
       }
       const timeoutMs = Number(registry.resolve(registry.get(name), "shutdown_timeout")) * 1000;

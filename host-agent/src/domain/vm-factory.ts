@@ -10,7 +10,7 @@ import { DomainVm } from "./domain-vm.js";
 import type { DomainPaths } from "./paths.js";
 
 /** What the core uses of a guest agent. */
-export type GuestAgent = Pick<AgentClient, "exec" | "signal">;
+export type GuestAgent = Pick<AgentClient, "exec" | "signal" | "setNetwork">;
 
 export interface RunningVm {
   readonly name: string;
@@ -51,6 +51,8 @@ export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (
         kernelArgs: plan.kernelArgs,
         agentTimeoutMs: plan.agentTimeoutMs,
         user: plan.user,
+        nics: plan.nics,
+        beforeVmm: plan.beforeVmm,
         log,
       }),
     reattach: (name, runtimeDir) => DomainVm.attach(name, drivers, runtimeDir, paths.logDirOf(name), log),

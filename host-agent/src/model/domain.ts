@@ -1,12 +1,20 @@
 // The persistent record of one domain, validated with zod wherever it is loaded.
 import { z } from "zod";
-import { DOMAIN_CLASSES, type DomainClassWord } from "@qvm/protocol/contracts";
+import { DOMAIN_CLASSES, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, parseRuleApi, type DomainClassWord } from "@qvm/protocol/contracts";
 
 // Qubes' class names: the words of the admin API's DomainClass, defined once (contracts/words.ts).
 export { DOMAIN_CLASSES };
 export type DomainClass = DomainClassWord;
 
 const propValue = z.union([z.string(), z.number(), z.boolean()]);
+
+function checkFirewallLine(line: string, ctx: z.RefinementCtx): void {
+  try {
+    parseRuleApi(line);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: `not a firewall rule: ${(err as Error).message}` });
+  }
+}
 
 export const domainRecordSchema = z
   .object({
@@ -28,6 +36,16 @@ export const domainRecordSchema = z
     autoCleanup: z.boolean().optional(),
     /** The unprivileged uid (and gid) the domain's VMM runs as; allocated at its first start, freed with it. */
     vmmUid: z.number().int().positive().optional(),
+    /**
+     * The firewall rules (`qvm firewall`), Qubes' admin API lines in order, as its firewall.xml
+     * holds them; absent: Qubes' default, the one rule `action=accept`. Every line must parse: a
+     * rule skipped would change what the rules after it allow.
+     */
+    firewall: z.array(z.string().max(MAX_FIREWALL_LINE_BYTES).superRefine(checkFirewallLine)).max(MAX_FIREWALL_RULES).optional(),
+    /** Stable id given at creation, never shared while the domain exists: its 10.137.x.y address. */
+    qid: z.number().int().min(1).max(65535).optional(),
+    /** A disposable's id: its 10.138.x.y address. */
+    dispid: z.number().int().min(1).max(65535).optional(),
   })
   .strict();
 

@@ -8,7 +8,7 @@ const dom = (name: string, cls: DomainRecord["class"], props: Record<string, Pro
 
 function world(doms: DomainRecord[], globals: Record<string, PropValue> = {}): DomainLookup {
   const m = new Map(doms.map((d) => [d.name, d]));
-  return { get: (n) => m.get(n), globals: () => globals };
+  return { get: (n) => m.get(n), list: () => [...m.values()], globals: () => globals };
 }
 
 const tpl = dom("debian-12", "TemplateVM", { memory: 1000, kernelopts: "quiet" });
@@ -72,8 +72,8 @@ describe("property validation", () => {
   it("refuses template on classes that have none", () => bad("template", "debian-12", "cannot be set on a TemplateVM", tpl));
   it("refuses a netvm that provides no network", () => bad("netvm", "work", "does not provide network", net));
   it("refuses netvm loops", () => {
-    bad("netvm", "sys-firewall", "netvm loop", net);
-    bad("netvm", "sys-net", "netvm loop", net);
+    bad("netvm", "sys-firewall", "Loops in network are unsupported", net);
+    bad("netvm", "sys-net", "Loops in network are unsupported", net);
   });
   it("refuses an unknown vmm", () => bad("vmm", "xen", "qemu"));
   it("refuses control characters in text", () => bad("kernelopts", "a\nb", "printable"));
@@ -83,5 +83,51 @@ describe("property validation", () => {
   });
   it("documents every property", () => {
     for (const [name, def] of Object.entries(PROPERTIES)) expect(def.doc, name).toBeTruthy();
+  });
+});
+
+describe("network properties (Qubes' qubes/vm/mix/net.py)", () => {
+  const sysNet = { ...dom("sys-net", "AppVM", { template: "debian-12", provides_network: true, netvm: "" }), qid: 2 };
+  const sysFw = { ...dom("sys-firewall", "AppVM", { template: "debian-12", provides_network: true, netvm: "sys-net" }), qid: 3 };
+  const app = { ...dom("work", "AppVM", { template: "debian-12" }), qid: 300 };
+  const dvmTpl = { ...dom("dvm", "AppVM", { template: "debian-12", template_for_dispvms: true, netvm: "sys-net" }), qid: 4 };
+  const disp = { ...dom("disp42", "DispVM", { template: "dvm" }), qid: 5, dispid: 42 };
+  const tmpl = { ...tpl, qid: 1 };
+  const w = world([tmpl, sysNet, sysFw, app, dvmTpl, disp], { default_netvm: "sys-firewall" });
+
+  it("derives ip, visible_ip and visible_gateway from qid, dispid and the netvm", () => {
+    expect(resolveProperty(app, "ip", w).value).toBe("10.137.1.46");
+    expect(resolveProperty(app, "visible_ip", w).value).toBe("10.137.1.46");
+    expect(resolveProperty(app, "visible_gateway", w).value).toBe("10.137.0.3");
+    expect(resolveProperty(disp, "ip", w).value).toBe("10.138.0.42");
+    expect(resolveProperty(disp, "visible_gateway", w).value).toBe("10.137.0.2");
+    expect(resolveProperty(sysNet, "visible_gateway", w).value).toBe("");
+    expect(resolveProperty(app, "mac", w).value).toBe("00:16:3e:5e:6c:00");
+  });
+  it("uses default_netvm, but never for templates, net domains or the default itself", () => {
+    expect(resolveProperty(app, "netvm", w)).toEqual({ value: "sys-firewall", source: "global" });
+    expect(resolveProperty(tmpl, "netvm", w).value).toBe("");
+    expect(resolveProperty(dom("sys-x", "AppVM", { template: "debian-12", provides_network: true }), "netvm", w).value).toBe("");
+    expect(resolveProperty(disp, "netvm", w)).toEqual({ value: "sys-net", source: "template" });
+  });
+  it("keeps identity properties read-only", () => {
+    for (const p of ["ip", "visible_ip", "visible_gateway", "qid", "dispid"]) {
+      expect(() => checkPropertySet(app, p, "1", w), p).toThrow(/read-only/);
+    }
+  });
+  it("refuses to stop providing network while a client uses it", () => {
+    expect(() => checkPropertySet(sysFw, "provides_network", "false", w)).toThrow(/still used by other qubes.*work/);
+    expect(() => checkPropertySet(sysNet, "provides_network", "false", w)).toThrow(/still used by other qubes.*sys-firewall/);
+  });
+  it("refuses a netvm that is the domain itself", () => {
+    expect(() => checkPropertySet(sysFw, "netvm", "sys-firewall", w)).toThrow(/Loops in network are unsupported/);
+  });
+  it("checks uplink and mac values", () => {
+    expect(checkPropertySet(sysNet, "uplink", "passt", w)).toBe("passt");
+    expect(checkPropertySet(sysNet, "uplink", "tap:qvm0", w)).toBe("tap:qvm0");
+    for (const v of ["tap:", "tap:a/b", "tap:waytoolongname123", "slirp"]) expect(() => checkPropertySet(sysNet, "uplink", v, w), v).toThrow(/uplink must be/);
+    expect(checkPropertySet(app, "mac", "00:16:3E:00:00:01", w)).toBe("00:16:3e:00:00:01");
+    expect(() => checkPropertySet(app, "mac", "01:00:00:00:00:00", w)).toThrow(/multicast/);
+    expect(() => checkPropertySet(app, "mac", "zz", w)).toThrow(/not a MAC/);
   });
 });

@@ -3,17 +3,19 @@
 // then its template, then a global default).
 import { QvmError, isLabel, LABEL_NAMES } from "@qvm/protocol";
 import type { DomainClass, DomainRecord } from "./domain.js";
+import { DEFAULT_MAC, checkMac, domainIp } from "./net-identity.js";
 
 export type PropValue = string | number | boolean;
 
 /** What property checks need to know about other domains. */
 export interface DomainLookup {
   get(name: string): DomainRecord | undefined;
+  list(): DomainRecord[];
   globals(): Record<string, PropValue>;
 }
 
 interface PropertyDef {
-  type: "int" | "bool" | "str" | "label" | "domain" | "vmm";
+  type: "int" | "bool" | "str" | "label" | "domain" | "vmm" | "mac" | "uplink";
   doc: string;
   /** Falls back to the template's value before the global default (Qubes' behaviour for most). */
   fromTemplate: boolean;
@@ -26,6 +28,8 @@ interface PropertyDef {
   classes?: DomainClass[];
   /** Extra check with access to other domains. */
   check?: (self: DomainRecord, value: PropValue, lookup: DomainLookup) => void;
+  /** Read-only: derived from the domain's identity and its netvm, never stored. */
+  computed?: (self: DomainRecord, lookup: DomainLookup) => PropValue;
 }
 
 const GIB = 1024;
@@ -69,7 +73,37 @@ export const PROPERTIES: Record<string, PropertyDef> = {
   kernel: { type: "str", doc: 'kernel bundle to boot ("" for the domain\'s own)', fromTemplate: true, global: "default_kernel" },
   kernelopts: { type: "str", doc: "extra kernel command line", fromTemplate: true, default: "" },
   autostart: { type: "bool", doc: "start the domain when qvmd starts", fromTemplate: false, default: false },
-  provides_network: { type: "bool", doc: "the domain can be another domain's netvm", fromTemplate: false, default: false },
+  provides_network: {
+    type: "bool",
+    doc: "the domain can be another domain's netvm",
+    fromTemplate: false,
+    default: false,
+    check: (self, value, lookup) => {
+      if (value === true) return;
+      const users = lookup.list().filter((d) => d.name !== self.name && resolveProperty(d, "netvm", lookup).value === self.name);
+      if (users.length) throw new QvmError("FAILED_PRECONDITION", `The qube is still used by other qubes, change theirs 'netvm' first: ${users.map((u) => u.name).join(", ")}`);
+    },
+  },
+  uplink: {
+    type: "uplink",
+    doc: 'how a net domain reaches the outside: "" (none), "passt" (user-mode networking on the host) or "tap:NAME" (a tap device)',
+    fromTemplate: false,
+    default: "",
+  },
+  mac: { type: "mac", doc: "MAC address of the domain's link to its netvm", fromTemplate: false, default: DEFAULT_MAC },
+  qid: { type: "int", doc: "stable id given at creation (read-only)", fromTemplate: false, computed: (self) => self.qid ?? 0 },
+  dispid: { type: "int", doc: "a disposable's id (read-only; 0 for other domains)", fromTemplate: false, computed: (self) => self.dispid ?? 0 },
+  ip: { type: "str", doc: "IPv4 address on the link to its netvm (read-only: from qid, or dispid)", fromTemplate: false, computed: (self) => domainIp(self) },
+  visible_ip: { type: "str", doc: "the address the domain sees as its own (read-only)", fromTemplate: false, computed: (self) => domainIp(self) },
+  visible_gateway: {
+    type: "str",
+    doc: 'the gateway the domain sees: its netvm\'s address ("" without a netvm; read-only)',
+    fromTemplate: false,
+    computed: (self, lookup) => {
+      const netvm = lookup.get(String(resolveProperty(self, "netvm", lookup).value));
+      return netvm ? domainIp(netvm) : "";
+    },
+  },
   default_user: { type: "str", doc: "user that `qvm run` runs programs as", fromTemplate: true, default: "user" },
   qrexec_timeout: { type: "int", doc: "seconds to wait for the agent at start", fromTemplate: true, global: "default_qrexec_timeout", min: 1, max: 3600 },
   shutdown_timeout: { type: "int", doc: "seconds to wait for a clean shutdown", fromTemplate: true, global: "default_shutdown_timeout", min: 1, max: 3600 },
@@ -111,6 +145,17 @@ export function parsePropertyValue(name: string, raw: string | PropValue, def: {
     case "label":
       if (!isLabel(text)) throw new QvmError("INVALID_ARGUMENT", `unknown label "${text}"; labels: ${LABEL_NAMES.join(", ")}`);
       return text;
+    case "mac":
+      try {
+        return checkMac(text);
+      } catch (err) {
+        throw new QvmError("INVALID_ARGUMENT", `${name}: ${(err as Error).message}`);
+      }
+    case "uplink":
+      if (text !== "" && text !== "passt" && !/^tap:[A-Za-z0-9_.-]{1,15}$/.test(text)) {
+        throw new QvmError("INVALID_ARGUMENT", `${name} must be "passt", "tap:NAME" (a tap device name of up to 15 letters, digits, . _ -) or "", not ${JSON.stringify(text)}`);
+      }
+      return text;
     case "vmm":
       if (text !== "qemu") throw new QvmError("INVALID_ARGUMENT", `${name} must be "qemu" (cloud-hypervisor is not available yet)`);
       return text;
@@ -125,6 +170,7 @@ export function parsePropertyValue(name: string, raw: string | PropValue, def: {
 export function checkPropertySet(self: DomainRecord, name: string, raw: string | PropValue, lookup: DomainLookup): PropValue {
   const def = PROPERTIES[name];
   if (!def) throw unknownProperty(name, PROPERTIES);
+  if (def.computed) throw new QvmError("INVALID_ARGUMENT", `${name} is read-only: ${def.doc}`);
   if (def.classes && !def.classes.includes(self.class)) {
     throw new QvmError("INVALID_ARGUMENT", `${name} cannot be set on a ${self.class} (only on ${def.classes.join(", ")})`);
   }
@@ -149,6 +195,7 @@ export interface ResolvedProperty {
 export function resolveProperty(self: DomainRecord, name: string, lookup: DomainLookup): ResolvedProperty {
   const def = PROPERTIES[name];
   if (!def) throw unknownProperty(name, PROPERTIES);
+  if (def.computed) return { value: def.computed(self, lookup), source: "default" };
   if (Object.hasOwn(self.props, name)) return { value: self.props[name]!, source: "own" };
   if (def.fromTemplate && self.class === "AppVM") {
     const t = lookup.get(String(self.props.template ?? ""));
@@ -159,27 +206,37 @@ export function resolveProperty(self: DomainRecord, name: string, lookup: Domain
     const t = lookup.get(String(self.props.template ?? ""));
     if (t) return { value: resolveProperty(t, name, lookup).value, source: "template" };
   }
+  if (name === "netvm") {
+    // Qubes: a disposable uses its template's netvm; templates (updated through the updates
+    // proxy) and net domains (wired by hand, as setup-network does) never take default_netvm.
+    if (self.class === "DispVM") {
+      const t = lookup.get(String(self.props.template ?? ""));
+      if (t) return { value: resolveProperty(t, name, lookup).value, source: "template" };
+    }
+    if (self.class === "TemplateVM" || self.props.provides_network === true) return { value: "", source: "default" };
+  }
   if (def.global) {
     const globals = lookup.globals();
     const value = Object.hasOwn(globals, def.global) ? globals[def.global]! : GLOBAL_PROPERTIES[def.global]!.default;
-    return { value, source: "global" };
+    return { value: name === "netvm" && value === self.name ? "" : value, source: "global" };
   }
   return { value: def.default ?? "", source: "default" };
 }
 
 /** Refuses a netvm chain that loops back to `self` or names a domain that provides no network. */
 function checkNetvm(self: string, netvm: string, lookup: DomainLookup): void {
+  if (netvm === self) throw new QvmError("INVALID_ARGUMENT", `Loops in network are unsupported: ${self} -> ${self}`);
   const seen = new Set([self]);
   let cur = netvm;
   while (cur) {
-    if (seen.has(cur)) throw new QvmError("INVALID_ARGUMENT", `netvm loop: ${[...seen, cur].join(" -> ")}`);
+    if (seen.has(cur)) throw new QvmError("INVALID_ARGUMENT", `Loops in network are unsupported: ${[...seen, cur].join(" -> ")}`);
     seen.add(cur);
     const d = lookup.get(cur);
     if (!d) throw new QvmError("NOT_FOUND", `netvm "${cur}" does not exist`);
     if (cur === netvm && d.props.provides_network !== true) {
-      throw new QvmError("INVALID_ARGUMENT", `"${cur}" does not provide network; set its provides_network to true first`);
+      throw new QvmError("INVALID_ARGUMENT", `The ${cur} qube does not provide network; set its provides_network to true first`);
     }
-    cur = String(d.props.netvm ?? "");
+    cur = String(resolveProperty(d, "netvm", lookup).value);
   }
 }
 

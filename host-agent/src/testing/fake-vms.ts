@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { ImageStore } from "@qvm/images";
-import { QvmError } from "@qvm/protocol";
+import { QvmError, type agentV1 } from "@qvm/protocol";
 import type { ExecOptions } from "../agent/agent-client.js";
 import type { ExecProcess } from "../agent/exec-process.js";
 import { DomainAttachments } from "../domain/attachments.js";
@@ -46,6 +46,8 @@ export class FakeVm implements RunningVm {
   readonly exited: Promise<VmExit>;
   readonly attachments: DomainAttachments;
   readonly execs: ExecOptions[] = [];
+  /** Every network configuration sent to this VM's agent, oldest first. */
+  readonly networks: agentV1.SetNetworkRequest[] = [];
   exitCode = 0;
   guest: FakeGuest = "powers-off";
   paused = false;
@@ -58,6 +60,10 @@ export class FakeVm implements RunningVm {
       return fakeProcess(opts, this.exitCode);
     },
     signal: async () => {},
+    setNetwork: async (config) => {
+      this.networks.push(config);
+      return { failures: {} };
+    },
   };
 
   constructor(

@@ -23,14 +23,21 @@ export interface DiskSpec {
 
 /**
  * A network link: a point-to-point Ethernet link whose far end is a socket another domain's VMM
- * (or a user-mode stack) holds. No host IP address is ever on it. None are made yet (issue 13).
+ * (or a user-mode stack such as passt) holds. No host IP address is ever on it.
  */
 export interface NicSpec {
-  /** Stable id within the domain ("eth0"); the guest names the interface after it. */
+  /** Stable id within the domain ("eth0", "vif3"); the guest finds the interface by its MAC. */
   id: string;
   mac: string;
-  /** The link's transport, as the network layer prepared it. */
-  backend: { kind: "stream-unix"; path: string; server: boolean } | { kind: "fd"; fd: number };
+  /**
+   * The link's transport:
+   * - dgram-unix: frames as datagrams from a Unix socket the VMM binds at `local` to whatever
+   *   socket `remote` names when each frame is sent. qvmd points `remote` (a hard link it
+   *   places) at the peer's socket, so links are made, moved and restored without the VMM's
+   *   help (docs/design.md, "Network links").
+   * - stream-unix: a connection to a listening socket (passt's).
+   */
+  backend: { kind: "dgram-unix"; local: string; remote: string } | { kind: "stream-unix"; path: string };
 }
 
 /** A device passed to the guest (a USB or PCI device). None are made yet (issue 15). */

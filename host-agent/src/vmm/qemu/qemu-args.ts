@@ -69,6 +69,14 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
     "-device", "vhost-user-vsock-device,chardev=vsock",
     "-qmp", `unix:${qemuEscape(paths.qmpSocket)},server=on,wait=off`,
   ];
+  for (const nic of spec.nics ?? []) {
+    const b = nic.backend;
+    const netdev =
+      b.kind === "dgram-unix"
+        ? `dgram,id=${nic.id},local.type=unix,local.path=${qemuEscape(b.local)},remote.type=unix,remote.path=${qemuEscape(b.remote)}`
+        : `stream,id=${nic.id},server=off,addr.type=unix,addr.path=${qemuEscape(b.path)}`;
+    args.push("-netdev", netdev, "-device", `virtio-net-device,netdev=${nic.id},mac=${nic.mac}`);
+  }
   spec.disks.forEach((d, i) => {
     args.push(
       "-drive", `id=disk${i},file=${qemuEscape(d.path)},format=${d.format},if=none,readonly=${d.readonly ? "on" : "off"},cache=writeback,discard=unmap`,

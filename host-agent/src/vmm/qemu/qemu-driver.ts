@@ -90,8 +90,8 @@ export class QemuDriver implements VmmDriver {
 
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
-    // Links, devices and extra channels arrive with the issues that make them (network, USB, GUI).
-    const extra = [...(spec.nics ?? []), ...(spec.devices ?? []), ...(spec.channels ?? [])];
+    // Devices and extra channels arrive with the issues that make them (USB, GUI).
+    const extra = [...(spec.devices ?? []), ...(spec.channels ?? [])];
     if (extra.length) throw new QvmError("INVALID_ARGUMENT", `the qemu driver cannot attach ${extra.map((e) => e.id).join(", ")} to ${spec.name} yet`);
     for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
       if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
