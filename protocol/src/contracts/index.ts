@@ -42,3 +42,21 @@ export {
   type ServerMessage,
   type TerminalKind,
 } from "./web-shell.js";
+export {
+  FIREWALL_LIST_HEADER,
+  MAX_FIREWALL_LINE_BYTES,
+  MAX_FIREWALL_RULES,
+  activeRules,
+  formatRuleApi,
+  formatRuleSet,
+  isIPv4Address,
+  isIPv6Address,
+  listRows,
+  nextExpiry,
+  parseRuleApi,
+  parseRuleCli,
+  parseRuleSet,
+  type FirewallAction,
+  type FirewallProto,
+  type FirewallRule,
+} from "./firewall.js";
