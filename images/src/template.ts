@@ -1,6 +1,7 @@
 // Template root images. `debian-12`: mmdebstrap (minbase + systemd + what the agent needs, Node
-// from Debian), the bundled guest agent, its pty helper and systemd unit, the qrexec tools and
-// services, written as a sparse ext4
+// from Debian, and the net domain's tools: nftables, conntrack, tinyproxy for the updates proxy,
+// curl, ping), the bundled guest agent, its pty helper and systemd units, the qrexec tools and
+// services, the network services switch (qvm-net-services) and its files, written as a sparse ext4
 // image with `mke2fs -d` (no loop devices). mmdebstrap itself needs root (it chroots to run
 // maintainer scripts).
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
@@ -25,6 +26,9 @@ export const TEMPLATES: Record<string, TemplateRecipe> = {
     packages: [
       "systemd-sysv", "udev", "nodejs", "socat", "util-linux", "iproute2", "procps", "kmod",
       "ca-certificates", "sudo", "bash", "less", "coreutils",
+      // For domains that provide network (sys-net): the agent's firewall and NAT rules, dropping
+      // tracked connections, the updates proxy for templates (qvm-updates-proxy.service), checks.
+      "nftables", "conntrack", "tinyproxy", "curl", "iputils-ping",
     ],
     rootSizeMiB: 4096,
   },
@@ -37,10 +41,42 @@ export function guestAgentFiles() {
     agent: repoPath("guest-agent/dist/qvm-agent.cjs"),
     qrexecTools: repoPath("guest-agent/dist/qvm-qrexec.cjs"),
     ptySource: repoPath("guest-agent/native/qvm-pty.c"),
-    unit: repoPath("guest-agent/systemd/qvm-agent.service"),
+    /** Every unit here goes to /etc/systemd/system; only the agent's (qvm-agent.service) is enabled. */
+    systemdDir: repoPath("guest-agent/systemd"),
     /** qrexec-run (the service lookup) and the standard services, installed in /etc/qubes-rpc. */
     rpcDir: repoPath("guest-agent/rpc"),
+    /** qvm-net-services (the switch the agent runs) and the updates proxy's tinyproxy files. */
+    netServicesDir: repoPath("guest-agent/net-services"),
   };
+}
+
+export type GuestAgentFiles = ReturnType<typeof guestAgentFiles>;
+
+/** Where the files of guest-agent/net-services go in a domain (absolute paths), and their modes. */
+export const NET_SERVICES_FILES: Record<string, { dest: string; mode: number }> = {
+  "qvm-net-services": { dest: "/usr/lib/qvm/qvm-net-services", mode: 0o755 },
+  "tinyproxy-updates.conf": { dest: "/etc/tinyproxy/qvm-updates-proxy.conf", mode: 0o644 },
+  "tinyproxy-updates.filter": { dest: "/etc/tinyproxy/qvm-updates-proxy.filter", mode: 0o644 },
+};
+
+/**
+ * Units masked in every domain: nothing in a domain needs them, and they cost boot time under
+ * emulation; the distribution's tinyproxy and nftables must never run by themselves (the updates
+ * proxy is our own unit, started only where the agent turns it on; the agent loads the nft rules,
+ * and nftables.service would load /etc/nftables.conf, which flushes the whole ruleset). Domains
+ * have no VGA console: only the serial getty (for `qvm console`) is kept.
+ */
+export const MASKED_UNITS = [
+  "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
+  "e2scrub_reap.service", "systemd-timesyncd.service", "getty-static.service",
+  ...[1, 2, 3, 4, 5, 6].map((n) => `getty@tty${n}.service`),
+  "tinyproxy.service", "nftables.service", "logrotate.timer",
+];
+
+async function hashDir(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir).sort()) out[name] = await sha256File(path.join(dir, name));
+  return out;
 }
 
 /** The in-domain qrexec tools: /usr/bin wrappers around the qvm-qrexec bundle. */
@@ -53,24 +89,23 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
   for (const f of [files.agent, files.qrexecTools]) {
     if (!existsSync(f)) throw new QvmError("MISSING_DEPENDENCY", `${f} is missing: run \`npm run build\``);
   }
-  const rpc: Record<string, string> = {};
-  for (const name of readdirSync(files.rpcDir).sort()) rpc[name] = await sha256File(path.join(files.rpcDir, name));
   return {
     format: 1,
     name,
     recipe,
     agent: await sha256File(files.agent),
     qrexecTools: await sha256File(files.qrexecTools),
-    rpc,
+    rpc: await hashDir(files.rpcDir),
     tools: QREXEC_TOOLS,
     pty: await sha256File(files.ptySource),
-    unit: await sha256File(files.unit),
+    units: await hashDir(files.systemdDir),
+    netServices: await hashDir(files.netServicesDir),
     customize: CUSTOMIZE_VERSION,
   };
 }
 
 /** Bump when customize() changes what it writes. */
-const CUSTOMIZE_VERSION = 3;
+export const CUSTOMIZE_VERSION = 4;
 
 export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
   const inputs = await templateInputs(name);
@@ -115,40 +150,10 @@ export async function buildTemplate(store: ImageStore, name: string, progress: P
 async function customize(rootfs: string, ptyBinary: string): Promise<void> {
   const files = guestAgentFiles();
   await run("gcc", ["-O2", "-static", "-s", "-o", ptyBinary, files.ptySource, "-lutil"]);
+  installGuestFiles(rootfs, files);
   const lib = path.join(rootfs, "usr/lib/qvm");
-  mkdirSync(lib, { recursive: true });
-  copyFileSync(files.agent, path.join(lib, "qvm-agent.cjs"));
   copyFileSync(ptyBinary, path.join(lib, "qvm-pty"));
   chmodSync(path.join(lib, "qvm-pty"), 0o755);
-
-  copyFileSync(files.qrexecTools, path.join(lib, "qvm-qrexec.cjs"));
-  const rpcDir = path.join(rootfs, "etc/qubes-rpc");
-  mkdirSync(rpcDir, { recursive: true });
-  mkdirSync(path.join(rootfs, "usr/local/etc/qubes-rpc"), { recursive: true });
-  for (const name of readdirSync(files.rpcDir)) {
-    const dest = name === "qrexec-run" ? path.join(lib, name) : path.join(rpcDir, name);
-    copyFileSync(path.join(files.rpcDir, name), dest);
-    chmodSync(dest, 0o755);
-  }
-  for (const tool of QREXEC_TOOLS) {
-    writeFileSync(path.join(rootfs, "usr/bin", tool), `#!/bin/sh\nexec node /usr/lib/qvm/qvm-qrexec.cjs ${tool} "$@"\n`, { mode: 0o755 });
-  }
-
-  const systemd = path.join(rootfs, "etc/systemd/system");
-  copyFileSync(files.unit, path.join(systemd, "qvm-agent.service"));
-  mkdirSync(path.join(systemd, "sysinit.target.wants"), { recursive: true });
-  symlinkSync("../qvm-agent.service", path.join(systemd, "sysinit.target.wants/qvm-agent.service"));
-  // Nothing in a domain needs these, and they cost boot time under emulation.
-  // Domains have no VGA console: only the serial getty (for `qvm console`) is kept.
-  const masked = [
-    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
-    "e2scrub_reap.service", "systemd-timesyncd.service", "getty-static.service",
-    ...[1, 2, 3, 4, 5, 6].map((n) => `getty@tty${n}.service`),
-  ];
-  for (const unit of masked) {
-    rmSync(path.join(systemd, unit), { force: true });
-    symlinkSync("/dev/null", path.join(systemd, unit));
-  }
 
   writeFileSync(path.join(rootfs, "etc/hostname"), "qvm\n");
   writeFileSync(path.join(rootfs, "etc/hosts"), "127.0.0.1 localhost\n127.0.1.1 qvm\n");
@@ -158,4 +163,53 @@ async function customize(rootfs: string, ptyBinary: string): Promise<void> {
   await run("chroot", [rootfs, "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", DEFAULT_USER]);
   // Root logs in without a password on the serial console, which only the host can reach.
   await run("chroot", [rootfs, "passwd", "--delete", "root"]);
+}
+
+/**
+ * The guest agent, the qrexec tools and services, the systemd units (only the agent's enabled,
+ * MASKED_UNITS masked) and the network services' files, written into a bootstrapped root.
+ * Plain file operations, no chroot: the tests run it on an empty directory.
+ */
+export function installGuestFiles(rootfs: string, files: GuestAgentFiles = guestAgentFiles()): void {
+  const lib = path.join(rootfs, "usr/lib/qvm");
+  mkdirSync(lib, { recursive: true });
+  copyFileSync(files.agent, path.join(lib, "qvm-agent.cjs"));
+  copyFileSync(files.qrexecTools, path.join(lib, "qvm-qrexec.cjs"));
+  const rpcDir = path.join(rootfs, "etc/qubes-rpc");
+  mkdirSync(rpcDir, { recursive: true });
+  mkdirSync(path.join(rootfs, "usr/local/etc/qubes-rpc"), { recursive: true });
+  for (const name of readdirSync(files.rpcDir)) {
+    const dest = name === "qrexec-run" ? path.join(lib, name) : path.join(rpcDir, name);
+    copyFileSync(path.join(files.rpcDir, name), dest);
+    chmodSync(dest, 0o755);
+  }
+  mkdirSync(path.join(rootfs, "usr/bin"), { recursive: true });
+  for (const tool of QREXEC_TOOLS) {
+    writeFileSync(path.join(rootfs, "usr/bin", tool), `#!/bin/sh\nexec node /usr/lib/qvm/qvm-qrexec.cjs ${tool} "$@"\n`, { mode: 0o755 });
+  }
+
+  for (const [name, { dest, mode }] of Object.entries(NET_SERVICES_FILES)) {
+    const to = path.join(rootfs, dest);
+    mkdirSync(path.dirname(to), { recursive: true });
+    copyFileSync(path.join(files.netServicesDir, name), to);
+    chmodSync(to, mode);
+  }
+
+  const systemd = path.join(rootfs, "etc/systemd/system");
+  mkdirSync(systemd, { recursive: true });
+  // Every unit is installed; none but the agent's is enabled: the updates proxy and its
+  // forwarder are started by qvm-net-services where the agent turns them on.
+  for (const name of readdirSync(files.systemdDir)) {
+    copyFileSync(path.join(files.systemdDir, name), path.join(systemd, name));
+    chmodSync(path.join(systemd, name), 0o644);
+  }
+  mkdirSync(path.join(systemd, "sysinit.target.wants"), { recursive: true });
+  symlinkSync("../qvm-agent.service", path.join(systemd, "sysinit.target.wants/qvm-agent.service"));
+  // Masked, and the links their packages made to enable them are removed.
+  const wants = readdirSync(systemd).filter((d) => /\.(wants|requires)$/.test(d));
+  for (const unit of MASKED_UNITS) {
+    for (const dir of wants) rmSync(path.join(systemd, dir, unit), { force: true });
+    rmSync(path.join(systemd, unit), { force: true });
+    symlinkSync("/dev/null", path.join(systemd, unit));
+  }
 }
