@@ -16,7 +16,7 @@ set -euo pipefail
 # filter a domain's traffic and drop its tracked connections when the rules change.
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
   socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium passt dnsmasq-base nftables
-  conntrack)
+  conntrack tinyproxy-bin shellcheck)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -41,7 +41,9 @@ export function setNetwork(req: agentV1.SetNetworkRequest, log: (m: string) => v
     const config = toGuestNetConfig(req);
     validateNetConfig(config);
     const result = await applyNetwork(config);
-    for (const [service, on] of [["updates-proxy", !!config.netvm], ["updates-client", req.updatesProxyClient]] as const) {
+    // Both sides use port 8082: turn off before turning on, in case a domain changed roles.
+    const services = [["updates-proxy", !!config.netvm], ["updates-client", req.updatesProxyClient]] as const;
+    for (const [service, on] of [...services.filter(([, on]) => !on), ...services.filter(([, on]) => on)]) {
       const err = await netServices([service, on ? "on" : "off"]);
       if (err) log(err);
     }

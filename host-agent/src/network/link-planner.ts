@@ -1,6 +1,7 @@
 // The network part of a domain's boot plan: every domain has its own link (eth0), connected
 // or not, so that its netvm can be set or changed while it runs; a net domain also has
 // NET_SLOTS client links, and sys-net its uplink.
+import { chownSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { DomainRecord } from "../model/domain.js";
 import type { LinkPlanner } from "../domain/boot-plan.js";
@@ -8,7 +9,7 @@ import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import type { NicSpec, VmmUser } from "../vmm/driver.js";
 import { CLIENT_NIC, NET_SLOTS, UPLINK_MAC, UPLINK_NIC, slotMac, slotNic } from "./addresses.js";
-import { nicEnds, type LinkFiles } from "./link-files.js";
+import { netDirOf, nicEnds, type LinkFiles } from "./link-files.js";
 import { passtSocketOf, startPasst } from "./passt.js";
 
 export interface NetLinkPlannerDeps {
@@ -40,7 +41,9 @@ export class NetLinkPlanner implements LinkPlanner {
       nics,
       beforeVmm: async () => {
         files.prepare(runtimeDir);
-        return uplink === "passt" ? startPasst(runtimeDir, paths.logDirOf(rec.name), user) : () => {};
+        // passt binds its socket as the domain's VMM user, before the VMM's jail is made.
+        if (user) chownSync(netDirOf(runtimeDir), user.uid, user.gid);
+        return uplink === "passt" ? startPasst(rec.name, runtimeDir, paths.logDirOf(rec.name), user) : () => {};
       },
     };
   }

@@ -10,10 +10,10 @@ export interface SpawnedProcess {
 }
 
 /** Starts a process in its own session, so it survives qvmd's exit, writing output to logPath. */
-export function spawnDetached(file: string, args: string[], logPath: string): Promise<SpawnedProcess> {
+export function spawnDetached(file: string, args: string[], logPath: string, opts: { cwd?: string } = {}): Promise<SpawnedProcess> {
   const fd = openSync(logPath, "a", 0o600);
   try {
-    const child = spawn(file, args, { detached: true, stdio: ["ignore", fd, fd] });
+    const child = spawn(file, args, { detached: true, stdio: ["ignore", fd, fd], cwd: opts.cwd });
     return new Promise((resolve, reject) => {
       child.once("error", reject);
       child.once("spawn", () => {

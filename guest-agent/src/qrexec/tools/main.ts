@@ -219,8 +219,16 @@ async function openReceive(url: boolean): Promise<number> {
   });
 }
 
+/**
+ * Exits once stdout has taken everything written to it: on a pipe or socket Node writes
+ * asynchronously, and exiting at once cut the tail off long replies (an updates-proxy download).
+ */
+function exitAfterFlush(code: number): void {
+  process.stdout.write("", () => process.exit(code));
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitAfterFlush(code),
   (err: Error) => {
     if (err instanceof Usage) {
       process.stderr.write(`${err.message}\n`);
