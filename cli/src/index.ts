@@ -7,6 +7,7 @@ import Console from "./commands/console.js";
 import Create from "./commands/create.js";
 import Daemon from "./commands/daemon.js";
 import Features from "./commands/features.js";
+import Firewall from "./commands/firewall.js";
 import Kill from "./commands/kill.js";
 import Ls from "./commands/ls.js";
 import Pause from "./commands/pause.js";
@@ -14,6 +15,7 @@ import Policy from "./commands/policy.js";
 import Prefs from "./commands/prefs.js";
 import Remove from "./commands/remove.js";
 import Run from "./commands/run.js";
+import SetupNetwork from "./commands/setup-network.js";
 import Shell from "./commands/shell.js";
 import Shutdown from "./commands/shutdown.js";
 import Start from "./commands/start.js";
@@ -29,6 +31,7 @@ export const COMMANDS = {
   create: Create,
   daemon: Daemon,
   features: Features,
+  firewall: Firewall,
   kill: Kill,
   ls: Ls,
   pause: Pause,
@@ -36,6 +39,7 @@ export const COMMANDS = {
   prefs: Prefs,
   remove: Remove,
   run: Run,
+  "setup-network": SetupNetwork,
   shell: Shell,
   shutdown: Shutdown,
   start: Start,

@@ -319,6 +319,86 @@ describe("lifecycle, tags, features, check, remove", () => {
   });
 });
 
+describe("qvm firewall", () => {
+  beforeEach(() => {
+    fake.firewall = new Map();
+  });
+  const sets = () => sortedCalls("setFirewall").map((r) => (r as { rules: string[] }).rules);
+
+  it("lists Qubes' columns, the raw API lines and JSON", async () => {
+    fake.firewall.set("work", ["action=drop dst4=192.168.0.0/16", "action=accept dsthost=example.com proto=tcp dstports=443-443 comment=web only", "action=accept proto=icmp icmptype=8", "action=accept specialtarget=dns"]);
+    const r = await qvm(["firewall", "work"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toBe(
+      [
+        "NO  ACTION  HOST            PROTOCOL  PORT(S)  SPECIAL TARGET  ICMP TYPE  EXPIRE  COMMENT",
+        "0   drop    192.168.0.0/16  -         -        -               -          -       -",
+        "1   accept  example.com     tcp       443      -               -          -       web only",
+        "2   accept  -               icmp      -        -               8          -       -",
+        "3   accept  -               -         -        dns             -          -       -",
+        "",
+      ].join("\n"),
+    );
+    expect((await qvm(["firewall", "work", "list", "--raw"])).stdout).toBe(`${fake.firewall.get("work")!.join("\n")}\n`);
+    expect(JSON.parse((await qvm(["firewall", "work", "list", "--json"])).stdout)[1]).toEqual({ action: "accept", dsthost: "example.com", proto: "tcp", dstports: [443, 443], comment: "web only" });
+    expect((await qvm(["firewall", "vault"])).code).toBe(1);
+  });
+
+  it("adds, inserts, deletes and resets with Get, a local edit and Set", async () => {
+    expect((await qvm(["firewall", "work", "add", "accept", "example.com", "tcp", "443"])).code).toBe(0);
+    expect((await qvm(["firewall", "work", "add", "--before", "0", "drop", "dst4=10.0.0.0/8", "comment=no lan"])).code).toBe(0);
+    expect((await qvm(["firewall", "work", "add", "accept", "proto=icmp", "icmptype=8"])).code).toBe(0);
+    expect(fake.firewall.get("work")).toEqual(["action=drop dst4=10.0.0.0/8 comment=no lan", "action=accept", "action=accept dsthost=example.com proto=tcp dstports=443-443", "action=accept proto=icmp icmptype=8"]);
+    expect((await qvm(["firewall", "work", "del", "--rule-no", "1"])).code).toBe(0);
+    expect((await qvm(["firewall", "work", "del", "accept", "example.com", "tcp", "443-443"])).code).toBe(0);
+    expect(fake.firewall.get("work")).toEqual(["action=drop dst4=10.0.0.0/8 comment=no lan", "action=accept proto=icmp icmptype=8"]);
+    expect((await qvm(["firewall", "work", "reset"])).code).toBe(0);
+    expect(fake.firewall.get("work")).toEqual(["action=accept"]);
+    expect(sets()).toHaveLength(6);
+    expect(sortedCalls("getFirewall")).toHaveLength(6);
+  });
+
+  it("turns expire=+N into a time N seconds from now", async () => {
+    const before = Math.floor(Date.now() / 1000);
+    expect((await qvm(["firewall", "work", "add", "accept", "proto=udp", "expire=+3600"])).code).toBe(0);
+    const m = /^action=accept expire=(\d+) proto=udp$/.exec(fake.firewall.get("work")![1]!);
+    expect(Number(m?.[1])).toBeGreaterThanOrEqual(before + 3600);
+    expect(Number(m?.[1])).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + 3600);
+    expect((await qvm(["firewall", "work"])).stdout).toMatch(/\n1 +accept +- +udp +- +- +- +\+(3600|3599)s +-\n$/);
+  });
+
+  it("reloads alone, or after a change", async () => {
+    expect(await qvm(["firewall", "work", "--reload"])).toMatchObject({ code: 0, stdout: "" });
+    expect(await qvm(["firewall", "work", "add", "drop", "-r"])).toMatchObject({ code: 0, stdout: "" });
+    expect(fake.calls.map(([m]) => m).filter((m) => m.includes("Firewall"))).toEqual(["reloadFirewall", "getFirewall", "setFirewall", "reloadFirewall"]);
+  });
+
+  it("refuses a wrong rule or flag in one line that names it, setting nothing", async () => {
+    const cases: Array<[string[], number, RegExp]> = [
+      // As in Qubes, the second word is the host: "tcp" is a host name, and "80" no protocol.
+      [["firewall", "work", "add", "accept", "tcp", "80"], 2, /^qvm: proto "80": must be tcp, udp or icmp \(a rule is .*; see qvm firewall --help\)\n$/],
+      [["firewall", "work", "add", "accept", "dstports=80"], 2, /^qvm: dstports "80": only with proto=tcp or proto=udp \(a rule is /],
+      [["firewall", "work", "add", "allow"], 2, /^qvm: action "allow": must be accept or drop/],
+      [["firewall", "work", "add", "accept", "port=80"], 2, /^qvm: unknown firewall rule element "port"/],
+      [["firewall", "work", "add"], 2, /^qvm: add needs a RULE: .* e\.g\. qvm firewall work add accept example\.com tcp 443\n$/],
+      [["firewall", "work", "add", "--before", "5", "drop"], 2, /^qvm: --before 5: work has rules 0-0 .*; give 0-1 \(1: at the end\)\n$/],
+      [["firewall", "work", "del", "--rule-no", "1"], 2, /^qvm: --rule-no 1: work has rules 0-0/],
+      [["firewall", "work", "del"], 2, /^qvm: del needs --rule-no N or the RULE/],
+      [["firewall", "work", "del", "drop"], 1, /^qvm: work has no rule "action=drop": `qvm firewall work list --raw` shows/],
+      [["firewall", "work", "list", "drop"], 2, /^qvm: list takes no rule/],
+      [["firewall", "work", "add", "--raw", "drop"], 2, /^qvm: --raw goes with list, not add\n$/],
+      [["firewall", "work", "--rule-no", "0"], 2, /^qvm: --rule-no goes with del, not list\n$/],
+      [["firewall", "work", "frob"], 2, /^qvm: unknown action "frob": use list, add, del or reset/],
+      [["firewall", "work", "list", "--raw", "--json"], 2, /^qvm: give --raw or --json, not both\n$/],
+    ];
+    for (const [args, code, stderr] of cases) {
+      const r = await qvm(args);
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code, stderr: expect.stringMatching(stderr) });
+    }
+    expect(sets()).toEqual([]);
+  });
+});
+
 describe("without qvmd, and help", () => {
   it("fails fast with one line that says how to start qvmd", async () => {
     const empty = mkdtempSync(path.join(os.tmpdir(), "qvm-nodaemon-"));
@@ -352,7 +432,7 @@ describe("without qvmd, and help", () => {
   it("explains every command", async () => {
     const r = await qvm(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["check", "clone", "console", "create", "daemon", "features", "kill", "ls", "pause", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
+    for (const c of ["check", "clone", "console", "create", "daemon", "features", "firewall", "kill", "ls", "pause", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
       expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, "m"));
     }
     expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");

@@ -72,6 +72,7 @@ const events = wordTable<EventType, EventTypeWord>(
     "volume-resize": EventType.EVENT_TYPE_VOLUME_RESIZE,
     "volume-config": EventType.EVENT_TYPE_VOLUME_CONFIG,
     "qrexec-call": EventType.EVENT_TYPE_QREXEC_CALL,
+    "firewall-changed": EventType.EVENT_TYPE_FIREWALL_CHANGED,
   },
   EventType.EVENT_TYPE_UNSPECIFIED,
 );

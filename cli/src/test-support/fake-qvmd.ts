@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { QvmError, adminV1, domainClassFromWord, domainClassWord, powerStateFromWord, toGrpcError, type DomainInWords } from "@qvm/protocol";
+import { parseRuleApi } from "@qvm/protocol/contracts";
 import { fakeDomain } from "./domains.js";
 
 export interface FakeQvmd {
@@ -16,6 +17,8 @@ export interface FakeQvmd {
   properties: Map<string, adminV1.Property[]>;
   features: Map<string, Record<string, string>>;
   tags: Map<string, string[]>;
+  /** Firewall rules (API lines) by domain; a domain not here has the one rule action=accept. */
+  firewall: Map<string, string[]>;
   /** Every request, in order, as [method, request]. */
   calls: Array<[string, unknown]>;
   execStarts: adminV1.ExecStart[];
@@ -94,6 +97,7 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     properties: new Map(),
     features: new Map(),
     tags: new Map(),
+    firewall: new Map(),
     calls: [],
     execStarts: [],
     execSignals: [],
@@ -159,6 +163,14 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     listTags: unary("listTags", (r: adminV1.ListTagsRequest) => ({ tags: fake.tags.get(find(r.domain).name) ?? [] })),
     addTag: unary("addTag", () => ({})),
     removeTag: unary("removeTag", () => ({})),
+    getFirewall: unary("getFirewall", (r: adminV1.GetFirewallRequest) => ({ rules: fake.firewall.get(find(r.domain).name) ?? ["action=accept"] })),
+    setFirewall: unary("setFirewall", (r: adminV1.SetFirewallRequest) => {
+      find(r.domain);
+      r.rules.forEach((line) => parseRuleApi(line));
+      fake.firewall.set(r.domain, [...r.rules]);
+      return {};
+    }),
+    reloadFirewall: unary("reloadFirewall", (r: adminV1.ReloadFirewallRequest) => (find(r.domain), {})),
     startDomain: unary("startDomain", (r: adminV1.StartDomainRequest) => {
       const d = find(r.name);
       if (d.state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `domain "${r.name}" is already running`);

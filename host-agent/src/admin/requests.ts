@@ -2,7 +2,7 @@
 // malformed is refused here with INVALID_ARGUMENT naming it; what passes is what the core gets.
 import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
 import type { CreateDomainInput } from "../domain/registry.js";
-import { DOMAIN_CLASSES, EXEC_SIGNALS, UNKNOWN_WORD, isExecSignal, type ExecSignal } from "@qvm/protocol/contracts";
+import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, UNKNOWN_WORD, isExecSignal, type ExecSignal } from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
 import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
@@ -82,4 +82,21 @@ export function parseSignal(name: string): ExecSignal {
 export function parseSize(sizeBytes: number): number {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new QvmError("INVALID_ARGUMENT", `the size must be a positive number of bytes, not ${sizeBytes}`);
   return sizeBytes;
+}
+
+/**
+ * Firewall rules as SetFirewall carries them (admin API lines), bounded and strictly printable
+ * ASCII as Qubes' admin.vm.firewall.Set; the core parses each one (all or nothing).
+ */
+export function firewallLines(rules: readonly string[]): string[] {
+  if (rules.length > MAX_FIREWALL_RULES) throw new QvmError("RESOURCE_EXHAUSTED", `${rules.length} firewall rules: at most ${MAX_FIREWALL_RULES} per domain`);
+  for (const [i, line] of rules.entries()) {
+    if (line.length > MAX_FIREWALL_LINE_BYTES) throw new QvmError("RESOURCE_EXHAUSTED", `firewall rule ${i + 1}: longer than ${MAX_FIREWALL_LINE_BYTES} bytes`);
+    const bad = /[^\x20-\x7e]/.exec(line);
+    if (bad) {
+      const code = bad[0].charCodeAt(0).toString(16).padStart(4, "0");
+      throw new QvmError("INVALID_ARGUMENT", `firewall rule ${i + 1}: character U+${code} at position ${bad.index + 1}: a rule is printable ASCII only`);
+    }
+  }
+  return [...rules];
 }

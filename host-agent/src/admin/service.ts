@@ -7,7 +7,7 @@ import type { DomainView, Qvmd, VolumeListing } from "../core/qvmd.js";
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
-import { domainName, domainOrGlobal, orphanId, parseCreateDomain, parseRestoreOrphan } from "./requests.js";
+import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -82,6 +82,10 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     listTags: unary((r: adminV1.ListTagsRequest) => ({ tags: qvmd.tags(domainName(r.domain)) })),
     addTag: unary((r: adminV1.AddTagRequest) => empty(qvmd.addTag(domainName(r.domain), r.tag))),
     removeTag: unary((r: adminV1.RemoveTagRequest) => empty(qvmd.removeTag(domainName(r.domain), r.tag))),
+
+    getFirewall: unary((r: adminV1.GetFirewallRequest) => ({ rules: qvmd.getFirewall(domainName(r.domain)) })),
+    setFirewall: unary((r: adminV1.SetFirewallRequest) => empty(qvmd.setFirewall(domainName(r.domain), firewallLines(r.rules)))),
+    reloadFirewall: unary((r: adminV1.ReloadFirewallRequest) => empty(qvmd.reloadFirewall(domainName(r.domain)))),
 
     startDomain: unary(async (r: adminV1.StartDomainRequest) => ({ domain: domainMsg(await qvmd.start(domainName(r.name))) })),
     shutdownDomain: unary(async (r: adminV1.ShutdownDomainRequest) => ({ reason: await qvmd.shutdown(domainName(r.name), { wait: r.wait, force: r.force }) })),

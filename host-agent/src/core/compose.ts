@@ -17,10 +17,14 @@ import { DomainPaths } from "../domain/paths.js";
 import { DomainRegistry } from "../domain/registry.js";
 import { volumeRunStorage } from "../domain/run-storage.js";
 import { DomainRunner } from "../domain/runner.js";
+import { FirewallExpiry } from "../domain/firewall-expiry.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
 import { logRotationAttacher } from "../domain/log-rotation.js";
 import type { VmmUidRange } from "../domain/vmm-users.js";
+import { LinkFiles } from "../network/link-files.js";
+import { NetLinkPlanner } from "../network/link-planner.js";
+import { NetworkService } from "../network/service.js";
 import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
 import { PolicyCache, policyDirOf } from "../qrexec/policy/loader.js";
 import { AskBroker } from "../qrexec/prompts.js";
@@ -70,7 +74,9 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   // The registry asks the runner whether a domain runs; the runner is made right after it.
   let runner: DomainRunner | undefined;
   const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false, clock);
-  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids });
+  const linkFiles = new LinkFiles();
+  const links = new NetLinkPlanner({ registry, paths, files: linkFiles });
+  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids, links });
   runner = new DomainRunner({
     registry,
     planner,
@@ -92,7 +98,15 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
     requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
   });
-  attachers.push(qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
+  const firewallExpiry = new FirewallExpiry({
+    events,
+    clock,
+    nextExpiry: (name) => registry.firewallExpiry(name),
+    domains: () => registry.list().map((r) => r.name),
+  });
+  const network = new NetworkService({ registry, runner, paths, files: linkFiles, events, log });
+  network.listen();
+  attachers.push(network.attacher(), qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
   return new Qvmd({
     version: opts.version ?? "0.1.0",
     dataDir: opts.dataDir,
@@ -112,6 +126,8 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     policy,
     paths,
     limits,
+    firewallExpiry,
+    network,
     accel: opts.accel,
     log,
   });

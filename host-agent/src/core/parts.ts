@@ -11,6 +11,8 @@ import type { ProcessLauncher } from "../domain/launcher.js";
 import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
+import type { FirewallExpiry } from "../domain/firewall-expiry.js";
+import type { NetworkService } from "../network/service.js";
 import type { AskBroker } from "../qrexec/prompts.js";
 import type { QrexecRouter } from "../qrexec/router.js";
 import type { PolicyCache } from "../qrexec/policy/loader.js";
@@ -35,6 +37,10 @@ export interface QvmdParts {
   policy: PolicyCache;
   paths: DomainPaths;
   limits: ResourceLimits;
+  /** Re-announces a domain's firewall when one of its rules expires (started by boot). */
+  firewallExpiry: FirewallExpiry;
+  /** Links between running domains and what their agents are told about the network. */
+  network: NetworkService;
   accel: () => string;
   log: (msg: string) => void;
 }

@@ -4,7 +4,7 @@
 // by a transport. It is built from injected parts by the composition root (compose.ts).
 import { rmSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
-import type { DomainClassWord, PowerStateWord } from "@qvm/protocol/contracts";
+import { formatRuleApi, parseRuleApi, type DomainClassWord, type PowerStateWord } from "@qvm/protocol/contracts";
 import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
 import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
@@ -86,9 +86,10 @@ export class Qvmd {
     return this.p.log;
   }
 
-  /** Migrations, template registration, re-attach and orphan cleanup (see boot.ts). */
-  boot(): Promise<void> {
-    return bootCore(this.p, () => this.importTemplates());
+  /** Migrations, template registration, re-attach and orphan cleanup (see boot.ts); then the firewall expiry timers. */
+  async boot(): Promise<void> {
+    await bootCore(this.p, () => this.importTemplates());
+    this.p.firewallExpiry.start();
   }
 
   /** Starts the autostart domains; failures are logged. */
@@ -98,6 +99,8 @@ export class Qvmd {
 
   /** qvmd is exiting: VMs keep running and the next qvmd takes them back. */
   async close(): Promise<void> {
+    this.p.firewallExpiry.close();
+    this.p.network.close();
     await this.p.runner.detachAll();
     this.p.router.detachAll();
   }
@@ -197,11 +200,29 @@ export class Qvmd {
   }
 
   setProperty(domain: string, name: string, value: string): Promise<PropertyView> {
-    return this.p.locks.run(domain || GLOBAL_LOCK, () => this.p.registry.setProperty(domain, name, value));
+    return this.p.locks.run(domain || GLOBAL_LOCK, () => {
+      if (domain && name === "netvm") this.checkLiveNetvm(domain, value);
+      return this.p.registry.setProperty(domain, name, value);
+    });
+  }
+
+  /** Qubes: a running domain's netvm may change only to one that runs (the link moves at once). */
+  private checkLiveNetvm(domain: string, netvm: string): void {
+    const { runner } = this.p;
+    if (netvm && runner.isRunning(domain) && runner.state(netvm) !== "Running") {
+      throw new QvmError("FAILED_PRECONDITION", `Cannot dynamically attach to stopped qube ${netvm}: start it first (\`qvm start ${netvm}\`), or shut ${domain} down`);
+    }
   }
 
   resetProperty(domain: string, name: string): Promise<PropertyView> {
-    return this.p.locks.run(domain || GLOBAL_LOCK, () => this.p.registry.resetProperty(domain, name));
+    return this.p.locks.run(domain || GLOBAL_LOCK, () => {
+      if (domain && name === "netvm") {
+        const rec = this.p.registry.get(domain);
+        const fallback = this.p.registry.resolve({ ...rec, props: Object.fromEntries(Object.entries(rec.props).filter(([k]) => k !== "netvm")) }, "netvm");
+        this.checkLiveNetvm(domain, String(fallback));
+      }
+      return this.p.registry.resetProperty(domain, name);
+    });
   }
 
   features(domain: string): Record<string, string> {
@@ -226,6 +247,35 @@ export class Qvmd {
 
   removeTag(domain: string, tag: string): Promise<void> {
     return this.p.locks.run(domain, () => this.p.registry.removeTag(domain, tag));
+  }
+
+  // ---- firewall (Qubes' admin.vm.firewall.Get/Set/Reload; the netvm follows firewall-changed) --
+
+  /** The rules in force, as admin API lines in order (expired ones left out). */
+  getFirewall(domain: string): string[] {
+    return this.p.registry.firewall(domain).map((r) => formatRuleApi(r));
+  }
+
+  /**
+   * Replaces the rules with `lines` (admin API lines), all or nothing: every line is parsed
+   * first, and the first bad one is refused naming its number and element, with nothing changed.
+   */
+  async setFirewall(domain: string, lines: readonly string[]): Promise<void> {
+    this.p.registry.get(domain);
+    const rules = lines.map((line, i) => {
+      try {
+        return parseRuleApi(line);
+      } catch (err) {
+        const why = (err as Error).message.replace(/^firewall rule: /, "");
+        throw new QvmError("INVALID_ARGUMENT", `firewall rule ${i + 1} of ${lines.length}: ${why}; nothing was changed`);
+      }
+    });
+    return this.p.locks.run(domain, () => this.p.registry.setFirewall(domain, rules));
+  }
+
+  /** Announces the rules again (firewall-changed), so the netvm applies them and resolves their names again. */
+  reloadFirewall(domain: string): Promise<void> {
+    return this.p.locks.run(domain, () => this.p.registry.reloadFirewall(domain));
   }
 
   // ---- lifecycle (the runner takes the domain's lock) ---------------------------------------

@@ -4,6 +4,7 @@
 import { QvmError, isLabel, LABEL_NAMES } from "@qvm/protocol";
 import { DOMAIN_CLASSES, type DomainClass, type DomainRecord } from "../model/domain.js";
 import { validateDomainName } from "../model/names.js";
+import { assignIdentity } from "../model/net-identity.js";
 import {
   GLOBAL_PROPERTIES,
   PROPERTIES,
@@ -19,6 +20,7 @@ import type { DomainStore } from "../store/domain-store.js";
 import { DEFAULT_REVISIONS_TO_KEEP } from "../storage/volumes.js";
 import type { EventBus } from "../base/events.js";
 import { isoNow, systemClock, type Clock } from "../base/clock.js";
+import { MAX_FIREWALL_RULES, activeRules, formatRuleApi, nextExpiry, parseRuleApi, type FirewallRule } from "@qvm/protocol/contracts";
 
 export interface CreateDomainInput {
   name: string;
@@ -94,9 +96,21 @@ export class DomainRegistry {
 
   /** Stores a prepared record (its volumes exist by now) and announces it. */
   add(record: DomainRecord, fields: Record<string, string> = {}): DomainRecord {
+    assignIdentity(record, this.store.list());
     this.store.create(record);
     this.events.publish("domain-add", record.name, { class: record.class, ...fields });
     return record;
+  }
+
+  /** Gives domains stored by a qvmd older than network identities their qid (and dispid). */
+  assignMissingIdentities(): string[] {
+    const done: string[] = [];
+    for (const rec of this.store.list()) {
+      if (rec.qid && (rec.class !== "DispVM" || rec.dispid)) continue;
+      this.store.update(rec.name, (r) => assignIdentity(r, this.store.list()));
+      done.push(rec.name);
+    }
+    return done;
   }
 
   /** The TemplateVM record for a built template image, if no domain has its name yet. */
@@ -122,7 +136,11 @@ export class DomainRegistry {
     const src = this.get(source);
     validateDomainName(name);
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
-    return { ...structuredClone(src), name, createdAt: isoNow(this.clock) };
+    const clone: DomainRecord = { ...structuredClone(src), name, createdAt: isoNow(this.clock) };
+    // A clone is a new domain: it gets its own qid (and address) when added.
+    delete clone.qid;
+    delete clone.dispid;
+    return clone;
   }
 
   remove(name: string): void {
@@ -181,7 +199,8 @@ export class DomainRegistry {
       return this.globalProperty(name);
     }
     const rec = this.get(domain);
-    if (!Object.hasOwn(PROPERTIES, name)) checkPropertySet(rec, name, "", this.store); // throws "unknown property"
+    if (!Object.hasOwn(PROPERTIES, name) || PROPERTIES[name]!.computed) checkPropertySet(rec, name, "", this.store); // throws "unknown property" / "read-only"
+    if (name === "provides_network") checkPropertySet(rec, name, "false", this.store); // refused while a client uses it
     if (name === "label") throw new QvmError("INVALID_ARGUMENT", "label has no default; set another label instead");
     if (name === "template" && rec.class === "AppVM") {
       const fallback = String(this.store.globals().default_template ?? "");
@@ -300,4 +319,49 @@ export class DomainRegistry {
     });
     this.events.publish("tag-delete", domain, { tag });
   }
+
+  // ---- firewall (Qubes' qvm-firewall; enforced by the netvm, which follows firewall-changed) ----
+
+  /** The domain's rules in force now, in order (expired ones left out, as Qubes' Get). */
+  firewall(domain: string): FirewallRule[] {
+    return activeRules(storedFirewall(this.get(domain)), this.nowSeconds());
+  }
+
+  /**
+   * Replaces the domain's rules, all or nothing: they are stored (crash-safe, with the record)
+   * before firewall-changed is published, and a failure stores nothing and announces nothing.
+   */
+  setFirewall(domain: string, rules: readonly FirewallRule[]): void {
+    this.get(domain);
+    if (rules.length > MAX_FIREWALL_RULES) throw new QvmError("RESOURCE_EXHAUSTED", `${rules.length} firewall rules: at most ${MAX_FIREWALL_RULES} per domain`);
+    const lines = rules.map((r) => formatRuleApi(r));
+    this.store.update(domain, (r) => {
+      r.firewall = lines;
+    });
+    this.events.publish("firewall-changed", domain, { reason: "set" });
+  }
+
+  /** Announces the rules again, unchanged (the netvm applies them again, resolving names again). */
+  reloadFirewall(domain: string): void {
+    this.get(domain);
+    this.events.publish("firewall-changed", domain, { reason: "reload" });
+  }
+
+  /** When (UNIX seconds) the domain's next rule expires; undefined when none will, or no such domain. */
+  firewallExpiry(domain: string): number | undefined {
+    const rec = this.store.get(domain);
+    return rec ? nextExpiry(storedFirewall(rec), this.nowSeconds()) : undefined;
+  }
+
+  private nowSeconds(): number {
+    return this.clock.now() / 1000;
+  }
+}
+
+/** Qubes' default for a domain never given rules: accept everything. */
+const DEFAULT_FIREWALL: readonly string[] = ["action=accept"];
+
+/** Every stored rule, expired ones included (the store's schema checked that each parses). */
+function storedFirewall(rec: DomainRecord): FirewallRule[] {
+  return (rec.firewall ?? DEFAULT_FIREWALL).map((line) => parseRuleApi(line));
 }

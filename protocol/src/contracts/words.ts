@@ -34,6 +34,7 @@ export const EVENT_TYPES = [
   "volume-resize",
   "volume-config",
   "qrexec-call",
+  "firewall-changed",
 ] as const;
 export type EventTypeWord = (typeof EVENT_TYPES)[number];
 
