@@ -34,6 +34,8 @@ function netServices(args: string[]): Promise<string | undefined> {
 }
 
 let queue: Promise<unknown> = Promise.resolve();
+/** What each service was last switched to, so an unchanged one costs no process (and no systemctl). */
+const switched = new Map<string, boolean>();
 
 /** Applies one configuration after those before it; resolves with the clients whose rules failed. */
 export function setNetwork(req: agentV1.SetNetworkRequest, log: (m: string) => void): Promise<Record<string, string>> {
@@ -44,8 +46,10 @@ export function setNetwork(req: agentV1.SetNetworkRequest, log: (m: string) => v
     // Both sides use port 8082: turn off before turning on, in case a domain changed roles.
     const services = [["updates-proxy", !!config.netvm], ["updates-client", req.updatesProxyClient]] as const;
     for (const [service, on] of [...services.filter(([, on]) => !on), ...services.filter(([, on]) => on)]) {
+      if (switched.get(service) === on) continue;
       const err = await netServices([service, on ? "on" : "off"]);
       if (err) log(err);
+      else switched.set(service, on);
     }
     return result.failures;
   });

@@ -70,7 +70,8 @@ describe("links that move and come back", () => {
     const ip = await prop("work", "ip");
     await d.restart();
     expect(await prop("work", "ip")).toBe(ip);
-    expect((await fetchPage("work")).exitCode).toBe(0);
+    const page = await fetchPage("work");
+    expect(page.exitCode, `${page.stderr}\n${d.log().slice(-4000)}`).toBe(0);
   });
 
   it("a template updates through the updates proxy in sys-net, and not when the policy denies it", async () => {

@@ -79,9 +79,11 @@ export class FakeDomain implements NetHost {
     return { code: 0, stdout: command === "ip" && args[0] === "-j" ? "[]" : "", stderr: "" };
   };
 
-  /** The command lines run, stdin left out. */
+  /** The command lines run, stdin left out; an `ip -batch` counts as the commands it read. */
   lines(): string[] {
-    return this.calls.map((c) => [c.command, ...c.args].join(" "));
+    return this.calls.flatMap((c) =>
+      c.command === "ip" && c.args.includes("-batch") ? (c.input ?? "").split("\n").filter(Boolean).map((l) => `ip ${l}`) : [[c.command, ...c.args].join(" ")],
+    );
   }
 
   listLinks = async () => this.links.map((l) => ({ ...l }));

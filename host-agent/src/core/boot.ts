@@ -14,6 +14,7 @@ export async function bootCore(p: QvmdParts, importTemplates: () => Promise<stri
   sweepOrphans(p);
   await importTemplates();
   await runner.reattachAll();
+  await p.network.afterReattach();
   for (const name of volumes.volatileNames()) {
     if (runner.isRunning(name)) continue;
     try {

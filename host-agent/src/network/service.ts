@@ -46,6 +46,8 @@ export class NetworkService {
         ev.type === "domain-unpaused" ||
         ((ev.type === "property-set" || ev.type === "property-reset") && NETWORK_PROPERTIES.has(prop)) ||
         (ev.type === "global-property-set" && prop === "default_netvm");
+      // A reload asks the netvm to resolve host names again: tell it even if nothing changed.
+      if (ev.type === "firewall-changed" && ev.fields.reason === "reload") this.told.clear();
       if (relevant) void this.reconcile(`${ev.type} ${ev.domain} ${prop}`.trim());
     });
   }
@@ -62,7 +64,9 @@ export class NetworkService {
       attach: async (ctx): Promise<Disposable> => {
         this.deps.files.openSockets(this.deps.paths.runtimeDirOf(ctx.name));
         this.told.delete(ctx.name);
-        await this.reconcile(`${ctx.name} ${ctx.reattached ? "re-attached" : "started"}`, ctx.name);
+        // After a qvmd restart the links are as the VMMs held them: one reconcile once every
+        // domain is back (afterReattach), not one per domain while its netvm may not be yet.
+        if (!ctx.reattached) await this.reconcile(`${ctx.name} started`, ctx.name);
         return {
           dispose: () => {
             this.told.delete(ctx.name);
@@ -71,6 +75,11 @@ export class NetworkService {
         };
       },
     };
+  }
+
+  /** qvmd has taken back every running domain: check the links and tell each agent. */
+  afterReattach(): Promise<void> {
+    return this.reconcile("qvmd started");
   }
 
   /** Waits for the reconciles queued so far (tests, and callers that need the result). */
