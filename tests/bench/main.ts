@@ -17,6 +17,9 @@
 //   qvm-copy    qvm-copy-to-vm of 256 MiB vs a raw hybrid-vsock stream of it to the host
 //   keystroke   a key typed in the web shell until its echo shows vs the same echo through a pty Exec
 //   terminal    a 50 MiB cat in the web shell's terminal vs the same cat through a pty Exec
+//   first http  `qvm start work` to its first page through sys-firewall and sys-net vs 3 offline starts
+//   tcp connect work -> test host through the net domains vs work -> sys-firewall over one raw link
+//   tcp download 64 MiB, the same two paths (tests/bench/network.ts)
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -26,6 +29,7 @@ import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
 import { shellFigures } from "./shell.js";
+import { networkFigures } from "./network.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, dialHybridVsock, type VmSpec } from "@qvm/host-agent";
 import { buildQemuArgs, chooseAccel, hostTscKhz, runtimePaths } from "@qvm/host-agent/testing";
 
@@ -124,6 +128,7 @@ async function main(): Promise<void> {
   }
   if (!only || only === "qrexec") Object.assign(results, await qrexecFigures(log));
   if (!only || only === "shell") Object.assign(results, await shellFigures(log));
+  if (!only || only === "network") Object.assign(results, await networkFigures(log));
   report(results);
 }
 

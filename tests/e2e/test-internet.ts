@@ -369,6 +369,22 @@ function handle(req, res) {
   };
   if (url.pathname === "/") return send(200, Buffer.from(config.pages[ip] ?? "qvm test internet\n"));
   if (url.pathname === "/hello") return send(200, Buffer.from("hello\n"));
+  // /bytes/N: N zero bytes (at most 1 GiB), streamed, for throughput benchmarks.
+  const bytes = /^\/bytes\/(\d{1,10})$/.exec(url.pathname);
+  if (bytes && Number(bytes[1]) <= 1 << 30) {
+    let left = Number(bytes[1]);
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": left });
+    const chunk = Buffer.alloc(64 * 1024);
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return res.once("drain", pump);
+      }
+      res.end();
+    };
+    return pump();
+  }
   if (url.pathname.startsWith("/debian/")) {
     const file = path.join(config.root, path.normalize(url.pathname));
     if (file.startsWith(config.root + "/")) {
