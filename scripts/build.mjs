@@ -119,8 +119,10 @@ for (const [name, opts] of Object.entries(targets)) {
   await postBuild[name]?.();
 }
 
-// Host-side native helpers (C, built with the machine's gcc): SO_PEERCRED for the admin socket.
+// Host-side native helpers (C, built with the machine's gcc): SO_PEERCRED for the admin socket;
+// qvm-tap-open, which hands a jailed VMM its tap device as a descriptor.
 if (!only.length || only.includes("qvmd")) {
   mkdirSync("host-agent/dist", { recursive: true });
   execFileSync("gcc", ["-O2", "-Wall", "-Werror", "-o", "host-agent/dist/qvm-peercred", "host-agent/native/qvm-peercred.c"], { stdio: "inherit" });
+  execFileSync("gcc", ["-O2", "-Wall", "-Werror", "-o", "host-agent/dist/qvm-tap-open", "host-agent/native/qvm-tap-open.c"], { stdio: "inherit" });
 }

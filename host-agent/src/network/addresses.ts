@@ -10,7 +10,7 @@ export const NET_SLOTS = 12;
 
 /** Every domain's own link to its netvm (present even when it has none, so one can be set later). */
 export const CLIENT_NIC = "eth0";
-/** A net domain's uplink through passt. */
+/** A net domain's uplink (through passt, or a tap device). */
 export const UPLINK_NIC = "uplink";
 export const slotNic = (slot: number) => `vif${slot}`;
 

@@ -10,7 +10,7 @@ export interface NetDomain {
   ip: string;
   mac: string;
   providesNetwork: boolean;
-  /** "" or "passt". */
+  /** "", "passt" or "tap:NAME". */
   uplink: string;
   isTemplate: boolean;
   /** Its firewall, API lines with expired rules left out. */

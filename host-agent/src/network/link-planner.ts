@@ -1,6 +1,6 @@
 // The network part of a domain's boot plan: every domain has its own link (eth0), connected
 // or not, so that its netvm can be set or changed while it runs; a net domain also has
-// NET_SLOTS client links, and sys-net its uplink.
+// NET_SLOTS client links, and sys-net its uplink (passt, or a tap device).
 import { chownSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { DomainRecord } from "../model/domain.js";
@@ -11,6 +11,7 @@ import type { NicSpec, VmmUser } from "../vmm/driver.js";
 import { CLIENT_NIC, NET_SLOTS, UPLINK_MAC, UPLINK_NIC, slotMac, slotNic } from "./addresses.js";
 import { netDirOf, nicEnds, type LinkFiles } from "./link-files.js";
 import { passtSocketOf, startPasst } from "./passt.js";
+import { tapDeviceOf, tapUplink } from "./tap-uplink.js";
 
 export interface NetLinkPlannerDeps {
   registry: DomainRegistry;
@@ -30,13 +31,15 @@ export class NetLinkPlanner implements LinkPlanner {
     if (uplink && netvm) {
       throw new QvmError("FAILED_PRECONDITION", `${rec.name} has both a netvm (${netvm}) and an uplink (${uplink}); a net domain goes out one way: \`qvm prefs ${rec.name} netvm ""\` or \`qvm prefs --reset ${rec.name} uplink\``);
     }
-    if (uplink.startsWith("tap:")) {
-      throw new QvmError("FAILED_PRECONDITION", `${rec.name}: tap uplinks are not available yet; use \`qvm prefs ${rec.name} uplink passt\``);
-    }
+    const tap = tapDeviceOf(uplink);
+    // A tap uplink's addressing is in the domain's features: a missing or bad one refuses the start.
+    if (tap) tapUplink(rec.name, registry.features(rec.name));
     if (registry.resolve(rec, "provides_network") === true) {
       for (let s = 0; s < NET_SLOTS; s++) nics.push(dgram(slotNic(s), slotMac(s)));
     }
     if (uplink === "passt") nics.push({ id: UPLINK_NIC, mac: UPLINK_MAC, backend: { kind: "stream-unix", path: passtSocketOf(runtimeDir) } });
+    // The VMM gets the tap as a descriptor, opened outside its jail (the driver's qvm-tap-open).
+    if (tap) nics.push({ id: UPLINK_NIC, mac: UPLINK_MAC, backend: { kind: "tap", ifname: tap } });
     return {
       nics,
       beforeVmm: async () => {

@@ -13,9 +13,10 @@ import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import { domainIp } from "../model/net-identity.js";
-import { guestNetworkConfig, type LiveLink, type NetDomain } from "./guest-config.js";
+import { guestNetworkConfig, type LiveLink, type NetDomain, type Uplink } from "./guest-config.js";
 import type { LinkFiles } from "./link-files.js";
 import { passtUplink } from "./passt.js";
+import { tapDeviceOf, tapUplink } from "./tap-uplink.js";
 
 export interface NetworkServiceDeps {
   registry: DomainRegistry;
@@ -45,6 +46,8 @@ export class NetworkService {
         ev.type === "firewall-changed" ||
         ev.type === "domain-unpaused" ||
         ((ev.type === "property-set" || ev.type === "property-reset") && NETWORK_PROPERTIES.has(prop)) ||
+        // A tap uplink's addressing (tap-uplink.ts) applies at once to a running net domain.
+        ((ev.type === "feature-set" || ev.type === "feature-delete") && prop.startsWith("net.uplink-")) ||
         (ev.type === "global-property-set" && prop === "default_netvm");
       // A reload asks the netvm to resolve host names again: tell it even if nothing changed.
       if (ev.type === "firewall-changed" && ev.fields.reason === "reload") this.told.clear();
@@ -151,10 +154,20 @@ export class NetworkService {
     const views = new Map<string, NetDomain>(up.map((n) => [n, this.view(n)]));
     await Promise.all(
       up.filter(active).map(async (n) => {
-        const config = guestNetworkConfig(views.get(n)!, views, links, (d) => (d.uplink === "passt" ? passtUplink() : undefined));
+        const config = guestNetworkConfig(views.get(n)!, views, links, (d) => this.uplinkOf(d));
         await this.tell(n, config);
       }),
     );
+  }
+
+  /**
+   * What a net domain's uplink looks like from inside it: passt's fixed addresses, or a tap's
+   * from its features (checked at start; bad ones set since then fail this reconcile for it, and
+   * it keeps what it was last told).
+   */
+  private uplinkOf(d: NetDomain): Uplink | undefined {
+    if (d.uplink === "passt") return passtUplink();
+    return tapDeviceOf(d.uplink) !== undefined ? tapUplink(d.name, this.deps.registry.features(d.name)) : undefined;
   }
 
   private view(name: string): NetDomain {

@@ -36,8 +36,10 @@ export interface NicSpec {
    *   places) at the peer's socket, so links are made, moved and restored without the VMM's
    *   help (docs/design.md, "Network links").
    * - stream-unix: a connection to a listening socket (passt's).
+   * - tap: a tap device the administrator made (`ip tuntap add dev NAME mode tap`). A jailed VMM
+   *   cannot open one: the driver hands it over as an open file descriptor (qvm-tap-open).
    */
-  backend: { kind: "dgram-unix"; local: string; remote: string } | { kind: "stream-unix"; path: string };
+  backend: { kind: "dgram-unix"; local: string; remote: string } | { kind: "stream-unix"; path: string } | { kind: "tap"; ifname: string };
 }
 
 /** A device passed to the guest (a USB or PCI device). None are made yet (issue 15). */

@@ -45,6 +45,24 @@ export function qemuEscape(value: string): string {
  */
 export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/** Where a VMM finds its tap devices: descriptors from 3 up (after stdio), one per tap nic in order. */
+export const TAP_FD_BASE = 3;
+
+/** The spec's tap nics, each with the descriptor QEMU is told to find it at (`-netdev tap,fd=`). */
+export function tapFds(spec: VmSpec): { id: string; ifname: string; fd: number }[] {
+  const taps = (spec.nics ?? []).flatMap((n) => (n.backend.kind === "tap" ? [{ id: n.id, ifname: n.backend.ifname }] : []));
+  return taps.map((t, i) => ({ ...t, fd: TAP_FD_BASE + i }));
+}
+
+/**
+ * `command` (the jailed VMM's, binary first) run through qvm-tap-open once per tap: each opens its
+ * device as root, puts it at its descriptor and execs the next, so the VMM inherits them all and
+ * keeps the pid.
+ */
+export function withTapFds(helper: string, taps: readonly { ifname: string; fd: number }[], command: string[]): string[] {
+  return taps.reduceRight((cmd, t) => [helper, t.ifname, String(t.fd), "--", ...cmd], command);
+}
+
 /** `tbSizeMiB` bounds TCG's translation cache (ignored under KVM). */
 export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, hostTscKhz?: number, tbSizeMiB?: number): string[] {
   const mem = `${spec.memoryMiB}M`;
@@ -69,12 +87,15 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
     "-device", "vhost-user-vsock-device,chardev=vsock",
     "-qmp", `unix:${qemuEscape(paths.qmpSocket)},server=on,wait=off`,
   ];
+  const fds = new Map(tapFds(spec).map((t) => [t.id, t.fd]));
   for (const nic of spec.nics ?? []) {
     const b = nic.backend;
     const netdev =
       b.kind === "dgram-unix"
         ? `dgram,id=${nic.id},local.type=unix,local.path=${qemuEscape(b.local)},remote.type=unix,remote.path=${qemuEscape(b.remote)}`
-        : `stream,id=${nic.id},server=off,addr.type=unix,addr.path=${qemuEscape(b.path)}`;
+        : b.kind === "stream-unix"
+          ? `stream,id=${nic.id},server=off,addr.type=unix,addr.path=${qemuEscape(b.path)}`
+          : `tap,id=${nic.id},fd=${fds.get(nic.id)}`;
     args.push("-netdev", netdev, "-device", `virtio-net-device,netdev=${nic.id},mac=${nic.mac}`);
   }
   spec.disks.forEach((d, i) => {

@@ -1,5 +1,6 @@
 // The QEMU backend: microvm machine, KVM or TCG, guest RAM in a shared memfd, vsock through
 // vhost-device-vsock, serial console on a socket and in a log file, control over QMP.
+import { execFile } from "node:child_process";
 import { mkdirSync, rmSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
@@ -11,7 +12,7 @@ import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
-import { buildQemuArgs } from "./qemu-args.js";
+import { buildQemuArgs, tapFds, withTapFds } from "./qemu-args.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { startVhostVsock } from "./vhost-vsock.js";
 
@@ -30,6 +31,8 @@ export interface QemuDriverOptions {
   allowTcg?: boolean;
   /** Where VMM cgroups are made (default: this host's cgroupfs); false: no cgroup limits. */
   cgroups?: CgroupHost | false;
+  /** The qvm-tap-open helper (built by `npm run build`), for tap nics; default $QVM_TAP_OPEN. */
+  tapOpenHelper?: string;
 }
 
 export function runtimePaths(runtimeDir: string, logDir: string) {
@@ -83,6 +86,27 @@ export class QemuDriver implements VmmDriver {
     this.binaries();
   }
 
+  /** The helper that hands QEMU its tap devices as descriptors (a jailed VMM cannot open one). */
+  private tapHelper(): string {
+    const helper = this.opts.tapOpenHelper ?? process.env.QVM_TAP_OPEN;
+    if (!helper || !existsSync(helper)) throw new QvmError("MISSING_DEPENDENCY", `${helper ?? "qvm-tap-open"} is missing: run \`npm run build\` (it needs gcc); tap nics need it`);
+    return helper;
+  }
+
+  /**
+   * Opens each tap once (the helper running `true`), so that a missing, wrong or busy device
+   * refuses the start with the helper's reason instead of a VMM that exits at once.
+   */
+  private async checkTaps(name: string, taps: readonly { ifname: string; fd: number }[]): Promise<void> {
+    const helper = this.tapHelper();
+    for (const t of taps) {
+      const why = await new Promise<string | undefined>((resolve) =>
+        execFile(helper, [t.ifname, String(t.fd), "--", "true"], { timeout: 5000 }, (err, _out, stderr) => resolve(err ? stderr.trim().replace(/^qvm-tap-open: /, "") || err.message : undefined)),
+      );
+      if (why !== undefined) throw new QvmError("FAILED_PRECONDITION", `${name}: cannot use tap device ${t.ifname}: ${why}`);
+    }
+  }
+
   /** TCG isolates nothing by hardware: refused unless qvmd was told to accept it. */
   private tcgAllowed(): boolean {
     return this.opts.allowTcg ?? process.env.QVM_ALLOW_TCG === "1";
@@ -104,6 +128,8 @@ export class QemuDriver implements VmmDriver {
         `${spec.name} would run under TCG software emulation (${accel.why}), which gives no hardware isolation: a guest that exploits a QEMU bug reaches the host. Use a machine with KVM, or accept the risk: start qvmd with --allow-tcg (or QVM_ALLOW_TCG=1)`,
       );
     }
+    const taps = tapFds(spec);
+    if (taps.length) await this.checkTaps(spec.name, taps);
     return { spec, accel, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz(), TCG_TB_SIZE_MIB)] };
   }
 
@@ -132,7 +158,9 @@ export class QemuDriver implements VmmDriver {
         logPath: paths.vsockLog,
         wrap,
       });
-      const [file, ...args] = wrap(prepared.command);
+      // Only QEMU gets the taps, opened outside its jail; the helper execs, so the pid is QEMU's.
+      const taps = tapFds(spec);
+      const [file, ...args] = taps.length ? withTapFds(this.tapHelper(), taps, wrap(prepared.command)) : wrap(prepared.command);
       qemuProc = await spawnDetached(file!, args, paths.vmmLog);
       const state: VmmState = {
         vmm: "qemu",
