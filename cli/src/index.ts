@@ -11,6 +11,7 @@ import Firewall from "./commands/firewall.js";
 import Kill from "./commands/kill.js";
 import Ls from "./commands/ls.js";
 import Pause from "./commands/pause.js";
+import Pci from "./commands/pci.js";
 import Policy from "./commands/policy.js";
 import Prefs from "./commands/prefs.js";
 import Remove from "./commands/remove.js";
@@ -35,6 +36,7 @@ export const COMMANDS = {
   kill: Kill,
   ls: Ls,
   pause: Pause,
+  pci: Pci,
   policy: Policy,
   prefs: Prefs,
   remove: Remove,

@@ -7,7 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { domainClassFromWord } from "@qvm/protocol";
+import { domainClassFromWord, type adminV1 } from "@qvm/protocol";
 import { fakeDomain } from "./test-support/domains.js";
 import { startFakeQvmd, type FakeQvmd } from "./test-support/fake-qvmd.js";
 
@@ -399,6 +399,97 @@ describe("qvm firewall", () => {
   });
 });
 
+describe("qvm pci", () => {
+  const dev = (bdf: string, o: Partial<adminV1.PciDevice> = {}): adminV1.PciDevice => ({
+    bdf,
+    classCode: 0x020000,
+    className: "Ethernet controller",
+    vendorId: "8086",
+    deviceId: "15bd",
+    vendorName: "Intel Corporation",
+    deviceName: "Ethernet Connection (6) I219-LM",
+    driver: "e1000e",
+    iommuGroup: 9,
+    assignedTo: "",
+    present: true,
+    ...o,
+  });
+  beforeEach(() => {
+    fake.iommu = true;
+    fake.pci = [
+      dev("0000:00:14.0", { classCode: 0x0c0330, className: "USB controller", deviceId: "9ded", deviceName: "", driver: "xhci_hcd", iommuGroup: 3 }),
+      dev("0000:00:1f.6"),
+      dev("0000:02:00.0", { classCode: 0x028000, className: "Network controller", deviceId: "2723", vendorName: "", deviceName: "", driver: "vfio-pci", iommuGroup: 8, assignedTo: "sys-net" }),
+      dev("0000:09:00.0", { present: false, classCode: 0, className: "", vendorId: "", deviceId: "", vendorName: "", deviceName: "", driver: "", iommuGroup: -1, assignedTo: "work" }),
+    ];
+  });
+  const calls = (m: string) => sortedCalls(m) as Array<{ domain: string; devices: string[]; persistent?: boolean }>;
+
+  it("lists the host's devices: BDF, class, ids, driver, IOMMU group, domain, names; one domain's; JSON", async () => {
+    const r = await qvm(["pci"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toBe(
+      [
+        "BDF           CLASS                ID         DRIVER    GROUP  USED BY  DESCRIPTION",
+        "0000:00:14.0  USB controller       8086:9ded  xhci_hcd  3      -        Intel Corporation",
+        "0000:00:1f.6  Ethernet controller  8086:15bd  e1000e    9      -        Intel Corporation Ethernet Connection (6) I219-LM",
+        "0000:02:00.0  Network controller   8086:2723  vfio-pci  8      sys-net  -",
+        "0000:09:00.0  -                    -          -         -      work     (not present on this host)",
+        "",
+      ].join("\n"),
+    );
+    expect((await qvm(["pci", "ls", "sys-net"])).stdout.split("\n").slice(1, -1).map((l) => l.split(" ")[0])).toEqual(["0000:02:00.0"]);
+    expect(calls("listPciDevices").at(-1)).toEqual({ domain: "sys-net" });
+    expect(JSON.parse((await qvm(["pci", "list", "--json"])).stdout)[1]).toEqual(fake.pci[1]);
+    expect((await qvm(["pci", "ls", "nope"])).code).toBe(1);
+  });
+
+  it("says when the host has no IOMMU, under the table", async () => {
+    fake.iommu = false;
+    fake.pci = fake.pci.map((d) => ({ ...d, iommuGroup: -1 }));
+    const r = await qvm(["pci"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")[2]).toMatch(/^0000:00:1f.6 .* e1000e +- +- /);
+    expect(r.stderr).toBe("qvm: this host has no IOMMU enabled: no device can be passed through (turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on)\n");
+  });
+
+  it("assigns with attach --persistent (-p) or assign, in Qubes' name too; a running domain gets it at its next start", async () => {
+    expect(await qvm(["pci", "attach", "--persistent", "debian-12", "dom0:00_1f.6"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+    expect(calls("attachPciDevice")).toEqual([{ domain: "debian-12", devices: ["dom0:00_1f.6"], persistent: true }]);
+    expect(fake.pci[1]!.assignedTo).toBe("debian-12");
+    const r = await qvm(["pci", "assign", "work", "00:14.0"]);
+    expect(r).toMatchObject({ code: 0, stdout: "" });
+    expect(r.stderr).toBe("qvm: work is running: 0000:00:14.0 arrives at its next start (microvm cannot hot-plug); restart it: qvm shutdown --wait work && qvm start work\n");
+    expect(calls("attachPciDevice")[1]).toEqual({ domain: "work", devices: ["00:14.0"], persistent: true });
+  });
+
+  it("detaches; a running domain keeps the device until it stops", async () => {
+    expect(await qvm(["pci", "detach", "debian-12", "0000:02:00.0"])).toMatchObject({ code: 1, stderr: "qvm: 0000:02:00.0 is not assigned to debian-12\n" });
+    const r = await qvm(["pci", "unassign", "sys-net", "0000:02:00.0"]);
+    expect(r).toMatchObject({ code: 0, stdout: "", stderr: "qvm: sys-net is running and keeps 0000:02:00.0 until it stops; then the host gets it back\n" });
+    expect(calls("detachPciDevice").at(-1)).toEqual({ domain: "sys-net", devices: ["0000:02:00.0"] });
+  });
+
+  it("refuses a live attach and usage errors in one line, changing nothing", async () => {
+    const cases: Array<[string[], number, RegExp]> = [
+      [["pci", "attach", "sys-net", "0000:00:1f.6"], 1, /^qvm: a PCI device cannot be attached live \(microvm has no hot-plug\): assign it with `qvm pci attach --persistent sys-net 0000:00:1f.6`/],
+      [["pci", "attach", "--persistent", "sys-net"], 2, /^qvm: attach needs a domain and a device: qvm pci attach --persistent VM DEVICE\.\.\.\n$/],
+      [["pci", "assign", "sys-net"], 2, /^qvm: assign needs a domain and a device: qvm pci assign VM DEVICE\.\.\.\n$/],
+      [["pci", "frob"], 2, /^qvm: unknown action "frob": use ls, attach, detach, assign or unassign/],
+      [["pci", "ls", "--persistent"], 2, /^qvm: --persistent goes with attach, not ls\n$/],
+      [["pci", "detach", "--json", "work", "00:14.0"], 2, /^qvm: --json goes with ls, not detach\n$/],
+      [["pci", "ls", "work", "sys-net"], 2, /^qvm: ls takes at most one domain/],
+      [["pci", "attach", "-p", "work", "eth0"], 2, /^qvm: "eth0" is not a PCI device: name it by its BDF as `qvm pci ls` shows it/],
+      [["pci", "attach", "-p", "nope", "00:14.0"], 1, /^qvm: domain "nope" does not exist\n$/],
+    ];
+    for (const [args, code, stderr] of cases) {
+      const r = await qvm(args);
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code, stderr: expect.stringMatching(stderr) });
+    }
+    expect(fake.pci.map((d) => d.assignedTo)).toEqual(["", "", "sys-net", "work"]);
+  });
+});
+
 describe("without qvmd, and help", () => {
   it("fails fast with one line that says how to start qvmd", async () => {
     const empty = mkdtempSync(path.join(os.tmpdir(), "qvm-nodaemon-"));
@@ -432,7 +523,7 @@ describe("without qvmd, and help", () => {
   it("explains every command", async () => {
     const r = await qvm(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["check", "clone", "console", "create", "daemon", "features", "firewall", "kill", "ls", "pause", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
+    for (const c of ["check", "clone", "console", "create", "daemon", "features", "firewall", "kill", "ls", "pause", "pci", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
       expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, "m"));
     }
     expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");

@@ -73,6 +73,8 @@ const events = wordTable<EventType, EventTypeWord>(
     "volume-config": EventType.EVENT_TYPE_VOLUME_CONFIG,
     "qrexec-call": EventType.EVENT_TYPE_QREXEC_CALL,
     "firewall-changed": EventType.EVENT_TYPE_FIREWALL_CHANGED,
+    "device-assign": EventType.EVENT_TYPE_DEVICE_ASSIGN,
+    "device-unassign": EventType.EVENT_TYPE_DEVICE_UNASSIGN,
   },
   EventType.EVENT_TYPE_UNSPECIFIED,
 );

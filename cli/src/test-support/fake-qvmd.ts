@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { QvmError, adminV1, domainClassFromWord, domainClassWord, powerStateFromWord, toGrpcError, type DomainInWords } from "@qvm/protocol";
-import { parseRuleApi } from "@qvm/protocol/contracts";
+import { parsePciAddress, parseRuleApi } from "@qvm/protocol/contracts";
 import { fakeDomain } from "./domains.js";
 
 export interface FakeQvmd {
@@ -19,6 +19,9 @@ export interface FakeQvmd {
   tags: Map<string, string[]>;
   /** Firewall rules (API lines) by domain; a domain not here has the one rule action=accept. */
   firewall: Map<string, string[]>;
+  /** The host's PCI devices as ListPciDevices sends them (assignedTo kept here), and whether it has an IOMMU. */
+  pci: adminV1.PciDevice[];
+  iommu: boolean;
   /** Every request, in order, as [method, request]. */
   calls: Array<[string, unknown]>;
   execStarts: adminV1.ExecStart[];
@@ -98,6 +101,8 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     features: new Map(),
     tags: new Map(),
     firewall: new Map(),
+    pci: [],
+    iommu: true,
     calls: [],
     execStarts: [],
     execSignals: [],
@@ -171,6 +176,34 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
       return {};
     }),
     reloadFirewall: unary("reloadFirewall", (r: adminV1.ReloadFirewallRequest) => (find(r.domain), {})),
+    // As qvmd: persistent only, one domain per device, the domain's state decides next_start.
+    listPciDevices: unary("listPciDevices", (r: adminV1.ListPciDevicesRequest) => {
+      if (r.domain) find(r.domain);
+      return { devices: fake.pci.filter((d) => !r.domain || d.assignedTo === r.domain), iommu: fake.iommu };
+    }),
+    attachPciDevice: unary("attachPciDevice", (r: adminV1.AttachPciDeviceRequest) => {
+      const d = find(r.domain);
+      const bdfs = r.devices.map(parsePciAddress);
+      if (!r.persistent) throw new QvmError("FAILED_PRECONDITION", `a PCI device cannot be attached live (microvm has no hot-plug): assign it with \`qvm pci attach --persistent ${r.domain} ${bdfs.join(" ")}\``);
+      const devs = bdfs.map((bdf) => {
+        const dev = fake.pci.find((x) => x.bdf === bdf);
+        if (!dev) throw new QvmError("NOT_FOUND", `this host has no PCI device ${bdf}; see \`qvm pci ls\``);
+        if (dev.assignedTo) throw new QvmError("FAILED_PRECONDITION", `${bdf} is assigned to ${dev.assignedTo}`);
+        return dev;
+      });
+      for (const dev of devs) dev.assignedTo = r.domain;
+      return { devices: bdfs, nextStart: d.state !== "Halted" };
+    }),
+    detachPciDevice: unary("detachPciDevice", (r: adminV1.DetachPciDeviceRequest) => {
+      const d = find(r.domain);
+      const bdfs = r.devices.map(parsePciAddress);
+      for (const bdf of bdfs) {
+        const dev = fake.pci.find((x) => x.bdf === bdf && x.assignedTo === r.domain);
+        if (!dev) throw new QvmError("NOT_FOUND", `${bdf} is not assigned to ${r.domain}`);
+        dev.assignedTo = "";
+      }
+      return { devices: bdfs, nextStart: d.state !== "Halted" };
+    }),
     startDomain: unary("startDomain", (r: adminV1.StartDomainRequest) => {
       const d = find(r.name);
       if (d.state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `domain "${r.name}" is already running`);

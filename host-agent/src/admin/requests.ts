@@ -2,7 +2,7 @@
 // malformed is refused here with INVALID_ARGUMENT naming it; what passes is what the core gets.
 import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
 import type { CreateDomainInput } from "../domain/registry.js";
-import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, UNKNOWN_WORD, isExecSignal, type ExecSignal } from "@qvm/protocol/contracts";
+import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, UNKNOWN_WORD, MAX_PCI_DEVICES, isExecSignal, parsePciAddress, type ExecSignal } from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
 import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
@@ -99,4 +99,14 @@ export function firewallLines(rules: readonly string[]): string[] {
     }
   }
   return [...rules];
+}
+
+/**
+ * PCI devices named as `qvm pci ls` shows them (0000:00:19.0), as 00:19.0 or as Qubes does
+ * (dom0:00_19.0): their canonical BDFs; at least one, at most MAX_PCI_DEVICES.
+ */
+export function pciDevices(texts: readonly string[]): string[] {
+  if (!texts.length) throw new QvmError("INVALID_ARGUMENT", "name at least one PCI device, as `qvm pci ls` shows it");
+  if (texts.length > MAX_PCI_DEVICES) throw new QvmError("INVALID_ARGUMENT", `${texts.length} PCI devices: a domain has at most ${MAX_PCI_DEVICES}`);
+  return texts.map(parsePciAddress);
 }

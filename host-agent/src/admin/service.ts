@@ -3,11 +3,11 @@
 import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { domainClassFromWord, eventTypeFromWord, policyActionFromWord, powerStateFromWord, toGrpcError, type adminV1 } from "@qvm/protocol";
 import type { QvmEvent } from "../base/events.js";
-import type { DomainView, Qvmd, VolumeListing } from "../core/qvmd.js";
+import type { DomainView, PciDeviceView, Qvmd, VolumeListing } from "../core/qvmd.js";
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
-import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan } from "./requests.js";
+import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan, pciDevices } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -45,6 +45,7 @@ const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
   revisions: v.revisions,
 });
 const orphanMsg = (o: OrphanVolumes): adminV1.OrphanVolumes => ({ ...o });
+const pciMsg = (d: PciDeviceView): adminV1.PciDevice => ({ ...d });
 const decisionMsg = (d: Decision): adminV1.CheckPolicyResponse => ({
   action: policyActionFromWord(d.action),
   target: d.action === "allow" ? d.target : "",
@@ -86,6 +87,13 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     getFirewall: unary((r: adminV1.GetFirewallRequest) => ({ rules: qvmd.getFirewall(domainName(r.domain)) })),
     setFirewall: unary((r: adminV1.SetFirewallRequest) => empty(qvmd.setFirewall(domainName(r.domain), firewallLines(r.rules)))),
     reloadFirewall: unary((r: adminV1.ReloadFirewallRequest) => empty(qvmd.reloadFirewall(domainName(r.domain)))),
+
+    listPciDevices: unary((r: adminV1.ListPciDevicesRequest) => {
+      const { devices, iommu } = qvmd.pciDevices(r.domain ? domainName(r.domain) : "");
+      return { devices: devices.map(pciMsg), iommu };
+    }),
+    attachPciDevice: unary((r: adminV1.AttachPciDeviceRequest) => qvmd.attachPci(domainName(r.domain), pciDevices(r.devices), r.persistent)),
+    detachPciDevice: unary((r: adminV1.DetachPciDeviceRequest) => qvmd.detachPci(domainName(r.domain), pciDevices(r.devices))),
 
     startDomain: unary(async (r: adminV1.StartDomainRequest) => ({ domain: domainMsg(await qvmd.start(domainName(r.name))) })),
     shutdownDomain: unary(async (r: adminV1.ShutdownDomainRequest) => ({ reason: await qvmd.shutdown(domainName(r.name), { wait: r.wait, force: r.force }) })),

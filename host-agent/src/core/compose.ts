@@ -17,6 +17,7 @@ import { DomainPaths } from "../domain/paths.js";
 import { DomainRegistry } from "../domain/registry.js";
 import { volumeRunStorage } from "../domain/run-storage.js";
 import { DomainRunner } from "../domain/runner.js";
+import { PciHost } from "../vmm/pci/sysfs.js";
 import { FirewallExpiry } from "../domain/firewall-expiry.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
@@ -57,6 +58,8 @@ export interface ComposeOptions {
   vmmUids?: VmmUidRange;
   /** Attachers beyond the built-in ones (the qrexec listener). */
   attachers?: Attacher[];
+  /** The host's PCI devices (`qvm pci`); default: this host's sysfs. Give the QEMU driver the same one. */
+  pci?: PciHost;
 }
 
 export function composeQvmd(opts: ComposeOptions): Qvmd {
@@ -74,9 +77,10 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   // The registry asks the runner whether a domain runs; the runner is made right after it.
   let runner: DomainRunner | undefined;
   const registry = new DomainRegistry(store, events, (name) => runner?.isRunning(name) ?? false, clock);
+  const pci = opts.pci ?? new PciHost();
   const linkFiles = new LinkFiles();
   const links = new NetLinkPlanner({ registry, paths, files: linkFiles });
-  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids, links });
+  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids, links, pci });
   runner = new DomainRunner({
     registry,
     planner,
@@ -128,6 +132,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     limits,
     firewallExpiry,
     network,
+    pci,
     accel: opts.accel,
     log,
   });

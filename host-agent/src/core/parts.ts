@@ -13,6 +13,7 @@ import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import type { FirewallExpiry } from "../domain/firewall-expiry.js";
 import type { NetworkService } from "../network/service.js";
+import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { AskBroker } from "../qrexec/prompts.js";
 import type { QrexecRouter } from "../qrexec/router.js";
 import type { PolicyCache } from "../qrexec/policy/loader.js";
@@ -41,6 +42,8 @@ export interface QvmdParts {
   firewallExpiry: FirewallExpiry;
   /** Links between running domains and what their agents are told about the network. */
   network: NetworkService;
+  /** The host's PCI devices (sysfs), for `qvm pci`. */
+  pci: PciHost;
   accel: () => string;
   log: (msg: string) => void;
 }

@@ -5,6 +5,7 @@
 import { rmSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import { formatRuleApi, parseRuleApi, type DomainClassWord, type PowerStateWord } from "@qvm/protocol/contracts";
+import type { PciDeviceInfo } from "../vmm/pci/sysfs.js";
 import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
 import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
@@ -78,6 +79,22 @@ export interface ExecCommand {
 
 /** Lock key of the global properties. */
 const GLOBAL_LOCK = "@global";
+/** Lock key of every PCI assignment: a device (and an IOMMU group) goes to one domain, checked across all of them. */
+const PCI_LOCK = "@pci";
+
+/** A host PCI device as `qvm pci ls` shows it, or an assignment of one the host does not have. */
+export type PciDeviceView = PciDeviceInfo & {
+  /** The domain it is assigned to; "" for none. */
+  assignedTo: string;
+  /** False: assigned, but the host has no such device. */
+  present: boolean;
+};
+
+/** What an assignment change did: the canonical BDFs, and whether it waits for the domain's next start. */
+export interface PciChange {
+  devices: string[];
+  nextStart: boolean;
+}
 
 export class Qvmd {
   constructor(private readonly p: QvmdParts) {}
@@ -278,6 +295,64 @@ export class Qvmd {
     return this.p.locks.run(domain, () => this.p.registry.reloadFirewall(domain));
   }
 
+  // ---- PCI devices (Qubes' qvm-pci; stored with the domain, passed through at its next start) --
+
+  /**
+   * The host's PCI devices with the domain each is assigned to, and assignments of devices the
+   * host does not have; only `domain`'s when given. `iommu` false: nothing can be passed through.
+   */
+  pciDevices(domain = ""): { devices: PciDeviceView[]; iommu: boolean } {
+    const { registry, pci } = this.p;
+    if (domain) registry.get(domain);
+    const owners = new Map(registry.list().flatMap((r) => (r.pci ?? []).map((d): [string, string] => [d.bdf, r.name])));
+    const present = pci.list().map((d): PciDeviceView => ({ ...d, assignedTo: owners.get(d.bdf) ?? "", present: true }));
+    const seen = new Set(present.map((d) => d.bdf));
+    const missing = [...owners].filter(([bdf]) => !seen.has(bdf)).map(([bdf, owner]): PciDeviceView => ({ ...absentDevice(bdf), assignedTo: owner, present: false }));
+    const devices = [...present, ...missing].filter((d) => !domain || d.assignedTo === domain).sort((a, b) => a.bdf.localeCompare(b.bdf));
+    return { devices, iommu: pci.iommuEnabled() };
+  }
+
+  /**
+   * Assigns host devices to a domain, all or none (Qubes' `qvm-pci attach --persistent`; several
+   * at once for an IOMMU group whose devices must go together): each is checked against the host
+   * (IOMMU, device, viable group counting the others given, no other domain's), then they are
+   * stored with the domain. microvm has no hot-plug, so only a persistent assignment exists and
+   * the devices arrive at the domain's next start; a plain (live) attach is refused, naming
+   * --persistent.
+   */
+  attachPci(domain: string, bdfs: readonly string[], persistent: boolean): Promise<PciChange> {
+    const { locks, registry, runner, pci } = this.p;
+    const given = [...new Set(bdfs)];
+    return locks.run([domain, PCI_LOCK], () => {
+      registry.get(domain);
+      if (!persistent) {
+        const restart = runner.state(domain) === "Halted" ? "" : `, so restart it (\`qvm shutdown --wait ${domain} && qvm start ${domain}\`)`;
+        throw new QvmError(
+          "FAILED_PRECONDITION",
+          `a PCI device cannot be attached live (microvm has no hot-plug): assign it with \`qvm pci attach --persistent ${domain} ${given.join(" ")}\`; it arrives at ${domain}'s next start${restart}`,
+        );
+      }
+      for (const bdf of given) {
+        const owner = registry.pciOwner(bdf);
+        if (owner === domain) throw new QvmError("ALREADY_EXISTS", `${bdf} is already assigned to ${domain}`);
+        if (owner) throw new QvmError("FAILED_PRECONDITION", `${bdf} is assigned to ${owner}: a device goes to one domain; detach it there first (\`qvm pci detach ${owner} ${bdf}\`)`);
+      }
+      for (const bdf of given) pci.checkAssignable(bdf, domain, (other) => (given.includes(other) ? domain : registry.pciOwner(other)));
+      registry.assignPci(domain, given);
+      return { devices: given, nextStart: runner.state(domain) !== "Halted" };
+    });
+  }
+
+  /** Removes assignments, all or none; a running domain keeps the devices until it stops, then the host gets them back. */
+  detachPci(domain: string, bdfs: readonly string[]): Promise<PciChange> {
+    const { locks, registry, runner } = this.p;
+    const given = [...new Set(bdfs)];
+    return locks.run([domain, PCI_LOCK], () => {
+      registry.unassignPci(domain, given);
+      return { devices: given, nextStart: runner.state(domain) !== "Halted" };
+    });
+  }
+
   // ---- lifecycle (the runner takes the domain's lock) ---------------------------------------
 
   async start(name: string): Promise<DomainView> {
@@ -474,4 +549,9 @@ export class Qvmd {
       accel: runner.accel(rec.name),
     };
   }
+}
+
+/** The fields of a device the host does not have: its BDF alone. */
+function absentDevice(bdf: string): PciDeviceInfo {
+  return { bdf, classCode: 0, className: "", vendorId: "", deviceId: "", vendorName: "", deviceName: "", driver: "", iommuGroup: -1 };
 }

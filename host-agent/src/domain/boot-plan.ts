@@ -10,6 +10,7 @@ import type { DomainRecord } from "../model/domain.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, VmmDriver, VmmKind, VmmUser } from "../vmm/driver.js";
 import type { DriverTable } from "../vmm/drivers.js";
+import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { DomainPaths } from "./paths.js";
 import type { DomainRegistry } from "./registry.js";
 import { vmmUserOf, type VmmUidRange } from "./vmm-users.js";
@@ -59,6 +60,8 @@ export interface BootPlannerDeps {
   vmmUids?: VmmUidRange;
   /** Links; absent: domains have none (tests of the runner alone). */
   links?: LinkPlanner;
+  /** The host's PCI devices; absent: a domain with PCI devices cannot start (tests of the runner alone). */
+  pci?: PciHost;
 }
 
 export class BootPlanner {
@@ -76,6 +79,7 @@ export class BootPlanner {
     const runtimeDir = paths.runtimeDirOf(name);
     const user = this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined;
     const links = this.deps.links?.plan(rec, runtimeDir, user) ?? { nics: [] };
+    const devices = this.pciDevicesOf(rec, user);
     return {
       name,
       vmm,
@@ -90,12 +94,43 @@ export class BootPlanner {
       agentTimeoutMs: int("qrexec_timeout") * 1000,
       nics: links.nics,
       beforeVmm: links.beforeVmm,
-      devices: [],
+      devices,
       channels: [],
       user,
       prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
     };
+  }
+
+  /**
+   * The domain's PCI devices (`qvm pci`), each checked against the host now, so that a start
+   * fails before its netvm starts: the device is there, the host has an IOMMU, the device's
+   * group is viable, and no other domain's VMM still holds it (a running domain it was detached
+   * from). The driver binds them to vfio-pci right before the VMM starts.
+   */
+  private pciDevicesOf(rec: DomainRecord, user: VmmUser | undefined): DeviceSpec[] {
+    const bdfs = (rec.pci ?? []).map((d) => d.bdf);
+    if (!bdfs.length) return [];
+    const { pci, registry } = this.deps;
+    if (!pci) throw new QvmError("FAILED_PRECONDITION", `${rec.name} has PCI devices, and this qvmd cannot pass devices through`);
+    return bdfs.map((bdf, i): DeviceSpec => {
+      let group: number;
+      try {
+        group = pci.checkAssignable(bdf, rec.name, (other) => registry.pciOwner(other)).iommuGroup;
+      } catch (err) {
+        if (err instanceof QvmError) throw new QvmError(err.code, `${rec.name} cannot start with its PCI device ${bdf}: ${err.message}; or detach it (\`qvm pci detach ${rec.name} ${bdf}\`)`);
+        throw err;
+      }
+      const holder = pci.groupHolder(group);
+      if (holder !== undefined && holder !== user?.uid) {
+        const other = registry.list().find((r) => r.vmmUid === holder)?.name;
+        throw new QvmError(
+          "FAILED_PRECONDITION",
+          `${rec.name} cannot start: its PCI device ${bdf} is still held by ${other ? `${other}, which runs (the device was detached from it)` : `a VMM running as uid ${holder}`}; it goes back to the host when that domain stops`,
+        );
+      }
+      return { id: `pci${i}`, kind: "pci", address: bdf };
+    });
   }
 
   /**

@@ -11,7 +11,7 @@ import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { DiskSpec, NicSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
+import type { DeviceSpec, DiskSpec, NicSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
 import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
 import { createOverlay } from "../storage/qemu-img.js";
 import { toDisposable } from "../base/disposables.js";
@@ -37,6 +37,8 @@ export interface DomainVmOptions {
   user?: VmmUser;
   /** Network links (the network layer's plan). */
   nics?: NicSpec[];
+  /** Devices passed through (`qvm pci`), present from boot. */
+  devices?: DeviceSpec[];
   /**
    * Runs once the runtime directory exists, right before the VMM starts (a link's user-mode
    * stack the VMM connects to); the returned function undoes it if the VMM does not start.
@@ -104,6 +106,7 @@ export class DomainVm {
       guestCid: GUEST_CID,
       user: opts.user,
       nics: opts.nics ?? [],
+      devices: opts.devices ?? [],
     };
     if (await opts.driver.attach(opts.runtimeDir, opts.logDir)) {
       throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);

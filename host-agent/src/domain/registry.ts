@@ -20,7 +20,7 @@ import type { DomainStore } from "../store/domain-store.js";
 import { DEFAULT_REVISIONS_TO_KEEP } from "../storage/volumes.js";
 import type { EventBus } from "../base/events.js";
 import { isoNow, systemClock, type Clock } from "../base/clock.js";
-import { MAX_FIREWALL_RULES, activeRules, formatRuleApi, nextExpiry, parseRuleApi, type FirewallRule } from "@qvm/protocol/contracts";
+import { MAX_FIREWALL_RULES, MAX_PCI_DEVICES, activeRules, formatRuleApi, nextExpiry, parseRuleApi, type FirewallRule } from "@qvm/protocol/contracts";
 
 export interface CreateDomainInput {
   name: string;
@@ -137,9 +137,12 @@ export class DomainRegistry {
     validateDomainName(name);
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
     const clone: DomainRecord = { ...structuredClone(src), name, createdAt: isoNow(this.clock) };
-    // A clone is a new domain: it gets its own qid (and address) when added.
+    // A clone is a new domain: it gets its own qid (and address) when added, and its VMM its own
+    // uid at its first start. A PCI device stays with its one domain.
     delete clone.qid;
     delete clone.dispid;
+    delete clone.vmmUid;
+    delete clone.pci;
     return clone;
   }
 
@@ -345,6 +348,50 @@ export class DomainRegistry {
   reloadFirewall(domain: string): void {
     this.get(domain);
     this.events.publish("firewall-changed", domain, { reason: "reload" });
+  }
+
+  // ---- PCI devices (Qubes' qvm-pci; passed through with VFIO from the domain's next start) ----
+
+  /** The host PCI devices assigned to the domain, by canonical BDF, in the order assigned. */
+  pciDevices(domain: string): string[] {
+    return (this.get(domain).pci ?? []).map((d) => d.bdf);
+  }
+
+  /** The domain a device is assigned to; undefined when none. */
+  pciOwner(bdf: string): string | undefined {
+    return this.store.list().find((r) => r.pci?.some((d) => d.bdf === bdf))?.name;
+  }
+
+  /**
+   * Assigns devices, all or none (checked by the caller against the host, under the caller's
+   * lock on every assignment): stored with the domain (crash-safe) in one write, then one
+   * device-assign per device is published.
+   */
+  assignPci(domain: string, bdfs: readonly string[]): void {
+    const rec = this.get(domain);
+    for (const bdf of bdfs) {
+      const owner = this.pciOwner(bdf);
+      if (owner === domain) throw new QvmError("ALREADY_EXISTS", `${bdf} is already assigned to ${domain}`);
+      if (owner) throw new QvmError("FAILED_PRECONDITION", `${bdf} is assigned to ${owner}: a device goes to one domain; detach it there first (\`qvm pci detach ${owner} ${bdf}\`)`);
+    }
+    if ((rec.pci ?? []).length + bdfs.length > MAX_PCI_DEVICES) throw new QvmError("RESOURCE_EXHAUSTED", `${domain} would have more than ${MAX_PCI_DEVICES} PCI devices`);
+    this.store.update(domain, (r) => {
+      r.pci = [...(r.pci ?? []), ...bdfs.map((bdf) => ({ bdf }))];
+    });
+    for (const bdf of bdfs) this.events.publish("device-assign", domain, { devclass: "pci", device: bdf });
+  }
+
+  /** Removes assignments, all or none: stored, then one device-unassign per device is published. */
+  unassignPci(domain: string, bdfs: readonly string[]): void {
+    const rec = this.get(domain);
+    const missing = bdfs.find((bdf) => !rec.pci?.some((d) => d.bdf === bdf));
+    if (missing) throw new QvmError("NOT_FOUND", `${missing} is not assigned to ${domain}; see \`qvm pci ls ${domain}\``);
+    this.store.update(domain, (r) => {
+      const left = (r.pci ?? []).filter((d) => !bdfs.includes(d.bdf));
+      if (left.length) r.pci = left;
+      else delete r.pci;
+    });
+    for (const bdf of bdfs) this.events.publish("device-unassign", domain, { devclass: "pci", device: bdf });
   }
 
   /** When (UNIX seconds) the domain's next rule expires; undefined when none will, or no such domain. */

@@ -52,6 +52,7 @@ export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (
         agentTimeoutMs: plan.agentTimeoutMs,
         user: plan.user,
         nics: plan.nics,
+        devices: plan.devices,
         beforeVmm: plan.beforeVmm,
         log,
       }),

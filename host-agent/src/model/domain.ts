@@ -1,6 +1,6 @@
 // The persistent record of one domain, validated with zod wherever it is loaded.
 import { z } from "zod";
-import { DOMAIN_CLASSES, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, parseRuleApi, type DomainClassWord } from "@qvm/protocol/contracts";
+import { DOMAIN_CLASSES, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, MAX_PCI_DEVICES, PCI_ADDRESS_PATTERN, parseRuleApi, type DomainClassWord } from "@qvm/protocol/contracts";
 
 // Qubes' class names: the words of the admin API's DomainClass, defined once (contracts/words.ts).
 export { DOMAIN_CLASSES };
@@ -46,6 +46,15 @@ export const domainRecordSchema = z
     qid: z.number().int().min(1).max(65535).optional(),
     /** A disposable's id: its 10.138.x.y address. */
     dispid: z.number().int().min(1).max(65535).optional(),
+    /**
+     * Host PCI devices assigned to the domain (`qvm pci attach --persistent`), by canonical BDF:
+     * passed through with VFIO from its next start. A device is assigned to one domain at most.
+     */
+    pci: z
+      .array(z.object({ bdf: z.string().regex(PCI_ADDRESS_PATTERN) }).strict())
+      .max(MAX_PCI_DEVICES)
+      .refine((a) => new Set(a.map((d) => d.bdf)).size === a.length, "a PCI device is assigned twice")
+      .optional(),
   })
   .strict();
 

@@ -51,6 +51,8 @@ export interface TestDaemonOptions {
    * inherits it. Its /etc/netns/<netns>/resolv.conf, if any, is qvmd's /etc/resolv.conf.
    */
   netns?: string;
+  /** Environment for qvmd beyond this process's own (QVM_SYSFS_ROOT: a fake host's PCI devices). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -72,7 +74,7 @@ export async function startTestDaemon(dirs: TestDaemonDirs, timeoutMs = 15_000, 
   if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run \`npm run build\``);
   const qvmd = [process.execPath, bundle, "--foreground", "--data-dir", dirs.dataDir, "--runtime-dir", dirs.runtimeDir, "--images-dir", dirs.imagesDir, ...extraArgs];
   const [file, ...args] = opts.netns === undefined ? qvmd : inNetns(opts.netns, qvmd);
-  const proc = spawn(file!, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const proc = spawn(file!, args, { stdio: ["ignore", "ignore", "pipe"], env: opts.env ? { ...process.env, ...opts.env } : undefined });
   let stderr = "";
   proc.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));

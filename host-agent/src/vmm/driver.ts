@@ -42,7 +42,10 @@ export interface NicSpec {
   backend: { kind: "dgram-unix"; local: string; remote: string } | { kind: "stream-unix"; path: string } | { kind: "tap"; ifname: string };
 }
 
-/** A device passed to the guest (a USB or PCI device). None are made yet (issue 15). */
+/**
+ * A device passed to the guest (a USB or PCI device). PCI devices are passed through with VFIO
+ * (vmm/pci: `qvm pci`); USB devices are not made yet (issue 15).
+ */
 export interface DeviceSpec {
   id: string;
   kind: "usb" | "pci";

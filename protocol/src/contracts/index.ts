@@ -60,3 +60,4 @@ export {
   type FirewallProto,
   type FirewallRule,
 } from "./firewall.js";
+export { MAX_PCI_DEVICES, PCI_ADDRESS_PATTERN, isPciAddress, parsePciAddress, qubesPciName } from "./pci.js";

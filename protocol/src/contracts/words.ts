@@ -35,6 +35,8 @@ export const EVENT_TYPES = [
   "volume-config",
   "qrexec-call",
   "firewall-changed",
+  "device-assign",
+  "device-unassign",
 ] as const;
 export type EventTypeWord = (typeof EVENT_TYPES)[number];
 

@@ -70,4 +70,19 @@ describe("QEMU command line", () => {
   });
 
   it("escapes commas", () => expect(qemuEscape("a,b,,c")).toBe("a,,b,,,,c"));
+
+  it("passes a PCI device through with vfio-pci on microvm's PCIe bus, found through its stand-in sysfs directory", () => {
+    const plain = buildQemuArgs(spec, "kvm", paths);
+    expect(value(plain, "-machine")[0]).not.toContain("pcie");
+    expect(value(plain, "-device").some((d) => d.startsWith("vfio-pci"))).toBe(false);
+    const args = buildQemuArgs({ ...spec, runtimeDir: "/run/qvm/domains/sys,net", devices: [{ id: "pci0", kind: "pci", address: "0000:00:1f.6" }, { id: "pci1", kind: "pci", address: "0000:00:1f.3" }] }, "kvm", paths);
+    expect(value(args, "-machine")[0]).toBe("microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on,pcie=on");
+    expect(value(args, "-device").filter((d) => d.startsWith("vfio-pci"))).toEqual([
+      "vfio-pci,id=pci0,sysfsdev=/run/qvm/domains/sys,,net/pci/0000:00:1f.6",
+      "vfio-pci,id=pci1,sysfsdev=/run/qvm/domains/sys,,net/pci/0000:00:1f.3",
+    ]);
+    // The virtio devices stay on virtio-mmio; guest RAM stays one memfd (VFIO pins it).
+    expect(value(args, "-device")).toContain("virtio-blk-device,drive=disk0,serial=root");
+    expect(value(args, "-object")).toContain("memory-backend-memfd,id=mem,size=800M,share=on");
+  });
 });

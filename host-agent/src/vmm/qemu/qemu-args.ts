@@ -1,6 +1,7 @@
 // The QEMU command line for a domain. Pure: the same spec gives the same argv, so it is unit
 // tested and printed by benchmarks next to the plain-QEMU baseline.
 import type { Accel, VmSpec } from "../driver.js";
+import { vfioStandIn } from "../pci/vfio.js";
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -66,9 +67,12 @@ export function withTapFds(helper: string, taps: readonly { ifname: string; fd: 
 /** `tbSizeMiB` bounds TCG's translation cache (ignored under KVM). */
 export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, hostTscKhz?: number, tbSizeMiB?: number): string[] {
   const mem = `${spec.memoryMiB}M`;
+  // Passed-through PCI devices need a PCI bus: microvm's PCIe root bus (pcie=on; QEMU 7.2 has
+  // vfio-pci on it). The virtio devices stay on virtio-mmio.
+  const pci = (spec.devices ?? []).filter((d) => d.kind === "pci");
   const args = [
     "-name", `qvm-${spec.name},debug-threads=on`,
-    "-machine", "microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on",
+    "-machine", `microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on${pci.length ? ",pcie=on" : ""}`,
     "-accel", accel === "tcg" && tbSizeMiB ? `tcg,tb-size=${tbSizeMiB}` : accel,
     "-sandbox", QEMU_SANDBOX,
     "-cpu", accel === "kvm" ? "host" : "max",
@@ -104,5 +108,8 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
       "-device", `virtio-blk-device,drive=disk${i},serial=${d.serial}`,
     );
   });
+  // sysfsdev, not host=BDF: QEMU finds the device's IOMMU group in its sysfs directory, which the
+  // jail does not show; the stand-in holds only that link (vmm/pci/vfio.ts).
+  for (const d of pci) args.push("-device", `vfio-pci,id=${d.id},sysfsdev=${qemuEscape(vfioStandIn(spec.runtimeDir, d.address))}`);
   return args;
 }

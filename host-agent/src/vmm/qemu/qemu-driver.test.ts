@@ -9,6 +9,8 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { VmSpec } from "../driver.js";
 import { processAlive, processStartTime } from "../process.js";
+import { bindToVfio, vfioRecordOf } from "../pci/vfio.js";
+import { FakeSysfs } from "../../testing/fake-sysfs.js";
 import { QemuDriver } from "./qemu-driver.js";
 
 const dirs: string[] = [];
@@ -75,6 +77,48 @@ describe("QemuDriver", () => {
     await vm!.stop({ force: true });
     expect(existsSync(path.join(victim, "precious"))).toBe(true);
     expect(existsSync(rt)).toBe(false);
+  });
+
+  it("refuses a PCI device unless it can jail the VMM as root, and any other device", async () => {
+    const base = tmp();
+    for (const f of ["vmlinuz", "initrd"]) writeFileSync(path.join(base, f), "");
+    const spec: VmSpec = {
+      name: "sys-net",
+      runtimeDir: path.join(base, "run/domains/sys-net"),
+      logDir: path.join(base, "log"),
+      kernel: { vmlinuz: path.join(base, "vmlinuz"), initrd: path.join(base, "initrd") },
+      disks: [],
+      memoryMiB: 400,
+      vcpus: 1,
+      guestCid: 3,
+      devices: [{ id: "pci0", kind: "pci", address: "0000:02:00.0" }],
+    };
+    const driver = new QemuDriver({ accel: { accel: "kvm", why: "" } });
+    await expect(driver.prepare(spec)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("only a qvmd running as root can pass through") });
+    await expect(driver.prepare({ ...spec, devices: [{ id: "usb0", kind: "usb", address: "1-2" }] })).rejects.toThrow("the qemu driver cannot attach usb0 to sys-net yet");
+  });
+
+  it("gives back the PCI devices of a VMM that died, or of a start that a crash cut short", async () => {
+    const base = tmp();
+    const rt = path.join(base, "run/domains/sys-net");
+    const fake = new FakeSysfs();
+    try {
+      const driver = new QemuDriver({ pci: fake.host() });
+      // A crash between binding and QEMU's start: no vmm.json, only the record.
+      await bindToVfio(fake.host(), "sys-net", ["0000:02:00.0"], { uid: 900000005, gid: 900000005 }, vfioRecordOf(rt, "sys-net"), () => {});
+      expect(fake.driverOf("0000:02:00.0")).toBe("vfio-pci");
+      expect(await driver.attach(rt, path.join(base, "logs/sys-net"))).toBeUndefined();
+      expect(fake.driverOf("0000:02:00.0")).toBe("iwlwifi");
+      // A VMM that died while no qvmd watched.
+      await bindToVfio(fake.host(), "sys-net", ["0000:02:00.0"], { uid: 900000005, gid: 900000005 }, vfioRecordOf(rt, "sys-net"), () => {});
+      mkdirSync(rt, { recursive: true });
+      writeFileSync(path.join(rt, "vmm.json"), JSON.stringify({ vmm: "qemu", name: "sys-net", accel: "kvm", qemuPid: 2 ** 22 + 1, vhostPid: 2 ** 22 + 1, runtimeDir: rt, logDir: rt }));
+      expect(await driver.attach(rt, path.join(base, "logs/sys-net"))).toBeUndefined();
+      expect(fake.driverOf("0000:02:00.0")).toBe("iwlwifi");
+      expect(existsSync(vfioRecordOf(rt, "sys-net"))).toBe(false);
+    } finally {
+      fake.remove();
+    }
   });
 
   it("a process of domain work2 does not pass for work's, nor a reused pid for the one recorded", async () => {

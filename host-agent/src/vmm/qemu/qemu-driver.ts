@@ -7,7 +7,9 @@ import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
 import type { Accel, PreparedVm, StopOptions, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
 import { hostCgroups, type CgroupHost } from "../sandbox/cgroups.js";
-import { canJail, jailRootOf, prepareJail, releaseJail, TCG_TB_SIZE_MIB } from "../sandbox/prepare.js";
+import { canJail, jailRootOf, prepareJail, releaseJail, TCG_TB_SIZE_MIB, type PreparedJail } from "../sandbox/prepare.js";
+import { PciHost } from "../pci/sysfs.js";
+import { bindToVfio, checkMemlock, makeVfioStandIns, releaseVfio, vfioJailBinds, vfioMemlockBytes, vfioRecordOf, withMemlock } from "../pci/vfio.js";
 import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
@@ -31,6 +33,8 @@ export interface QemuDriverOptions {
   allowTcg?: boolean;
   /** Where VMM cgroups are made (default: this host's cgroupfs); false: no cgroup limits. */
   cgroups?: CgroupHost | false;
+  /** The host's PCI devices, for VFIO passthrough (default: this host's sysfs). */
+  pci?: PciHost;
   /** The qvm-tap-open helper (built by `npm run build`), for tap nics; default $QVM_TAP_OPEN. */
   tapOpenHelper?: string;
 }
@@ -70,9 +74,11 @@ type VmmState = z.infer<typeof vmmStateSchema>;
 export class QemuDriver implements VmmDriver {
   readonly kind = "qemu" as const;
   private readonly log: (msg: string) => void;
+  private readonly pci: PciHost;
 
   constructor(private readonly opts: QemuDriverOptions = {}) {
     this.log = opts.log ?? (() => {});
+    this.pci = opts.pci ?? new PciHost();
   }
 
   private binaries() {
@@ -114,9 +120,15 @@ export class QemuDriver implements VmmDriver {
 
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
-    // Devices and extra channels arrive with the issues that make them (USB, GUI).
-    const extra = [...(spec.devices ?? []), ...(spec.channels ?? [])];
+    // PCI devices pass through with VFIO; USB devices and extra channels arrive with the issues that make them (USB, GUI).
+    const extra = [...(spec.devices ?? []).filter((d) => d.kind !== "pci"), ...(spec.channels ?? [])];
     if (extra.length) throw new QvmError("INVALID_ARGUMENT", `the qemu driver cannot attach ${extra.map((e) => e.id).join(", ")} to ${spec.name} yet`);
+    if (pciAddresses(spec).length) {
+      if (!spec.user || !canJail()) {
+        throw new QvmError("FAILED_PRECONDITION", `${spec.name} has PCI devices, which only a qvmd running as root can pass through (it binds them to vfio-pci and gives the VMM's uid their VFIO groups)`);
+      }
+      checkMemlock(spec.name, vfioMemlockBytes(spec.memoryMiB), readFileSync("/proc/self/limits", "utf8"), readFileSync("/proc/self/status", "utf8"));
+    }
     for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
       if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
     }
@@ -145,12 +157,22 @@ export class QemuDriver implements VmmDriver {
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);
     const jailed = spec.user !== undefined && canJail();
     if (spec.user && !jailed) this.log(`warning: ${spec.name}: qvmd is not root, so its VMM runs unjailed as qvmd's own user`);
-    const jail = jailed ? prepareJail(spec, accel.accel, this.opts.cgroups === false ? undefined : (this.opts.cgroups ?? hostCgroups())) : undefined;
+    // PCI devices go to vfio-pci and their group nodes to the VMM's uid before the jail shows them.
+    const vfioRecord = vfioRecordOf(spec.runtimeDir, spec.name);
+    const vfio = jailed && pciAddresses(spec).length ? await bindToVfio(this.pci, spec.name, pciAddresses(spec), spec.user!, vfioRecord, this.log) : [];
+    let jail: PreparedJail | undefined;
+    try {
+      jail = jailed ? prepareJail(spec, accel.accel, this.opts.cgroups === false ? undefined : (this.opts.cgroups ?? hostCgroups()), vfioJailBinds(this.pci, vfio)) : undefined;
+    } catch (err) {
+      if (vfio.length) await releaseVfio(this.pci, spec.name, vfioRecord, this.log);
+      throw err;
+    }
     const wrap = (command: string[]) => (jail ? jail.wrap(command) : command);
 
     let vhostProc: SpawnedProcess | undefined;
     let qemuProc: SpawnedProcess | undefined;
     try {
+      makeVfioStandIns(this.pci, spec.runtimeDir, vfio);
       vhostProc = await startVhostVsock(vhost, {
         guestCid: spec.guestCid,
         vhostUserSocket: paths.vhostUserSocket,
@@ -160,7 +182,9 @@ export class QemuDriver implements VmmDriver {
       });
       // Only QEMU gets the taps, opened outside its jail; the helper execs, so the pid is QEMU's.
       const taps = tapFds(spec);
-      const [file, ...args] = taps.length ? withTapFds(this.tapHelper(), taps, wrap(prepared.command)) : wrap(prepared.command);
+      const qemuCommand = taps.length ? withTapFds(this.tapHelper(), taps, wrap(prepared.command)) : wrap(prepared.command);
+      // VFIO pins all guest RAM: QEMU's locked-memory limit is raised (as root, before the jail).
+      const [file, ...args] = vfio.length ? withMemlock(vfioMemlockBytes(spec.memoryMiB), qemuCommand) : qemuCommand;
       qemuProc = await spawnDetached(file!, args, paths.vmmLog);
       const state: VmmState = {
         vmm: "qemu",
@@ -175,20 +199,26 @@ export class QemuDriver implements VmmDriver {
         ...(jail ? { user: spec.user, cgroupDirs: jail.cgroupDirs } : {}),
       };
       writeJsonAtomic(path.join(spec.runtimeDir, STATE_FILE), state);
-      const vm = new QemuVm(state, qemuProc, this.log);
+      const vm = new QemuVm(state, qemuProc, this.log, this.pci);
       return vm;
     } catch (err) {
       if (qemuProc) await killAndWait(qemuProc.pid, spec.runtimeDir, 0);
       if (vhostProc) await killAndWait(vhostProc.pid, spec.runtimeDir, 0);
       rmSync(spec.runtimeDir, { recursive: true, force: true });
       if (jail) releaseJail(jail.rootDir, jail.cgroupDirs);
+      if (vfio.length) await releaseVfio(this.pci, spec.name, vfioRecord, this.log);
       throw err;
     }
   }
 
   async attach(runtimeDir: string, logDir: string): Promise<VmHandle | undefined> {
     const file = path.join(runtimeDir, STATE_FILE);
-    if (!existsSync(file)) return undefined;
+    // PCI devices a VMM that is gone (or never started: a crash mid-start) still holds go back to the host.
+    const vfioRecord = vfioRecordOf(runtimeDir, path.basename(runtimeDir));
+    if (!existsSync(file)) {
+      await releaseVfio(this.pci, path.basename(runtimeDir), vfioRecord, this.log);
+      return undefined;
+    }
     const stored = readJson(file, vmmStateSchema, "remove it once no QEMU for this domain runs");
     // The file is only trusted for pids and facts: every path is the caller's.
     const state: VmmState = { ...stored, name: path.basename(runtimeDir), runtimeDir, logDir };
@@ -197,9 +227,10 @@ export class QemuDriver implements VmmDriver {
       await killAndWait(state.vhostPid, runtimeDir, 500, state.vhostStart);
       rmSync(runtimeDir, { recursive: true, force: true });
       releaseJail(jailRootOf(runtimeDir, state.name), state.cgroupDirs ?? []);
+      await releaseVfio(this.pci, state.name, vfioRecord, this.log);
       return undefined;
     }
-    return new QemuVm(state, undefined, this.log);
+    return new QemuVm(state, undefined, this.log, this.pci);
   }
 }
 
@@ -222,6 +253,7 @@ class QemuVm implements VmHandle {
     private readonly state: VmmState,
     own: SpawnedProcess | undefined,
     private readonly log: (msg: string) => void,
+    private readonly pci: PciHost,
   ) {
     this.paths = runtimePaths(state.runtimeDir, state.logDir);
     this.exited = new Promise((r) => (this.resolveExited = r));
@@ -376,6 +408,7 @@ class QemuVm implements VmHandle {
     await killAndWait(this.state.vhostPid, this.state.runtimeDir, 1000, this.state.vhostStart);
     rmSync(this.state.runtimeDir, { recursive: true, force: true });
     releaseJail(jailRootOf(this.state.runtimeDir, this.state.name), this.state.cgroupDirs ?? []);
+    await releaseVfio(this.pci, this.state.name, vfioRecordOf(this.state.runtimeDir, this.state.name), this.log);
     this.resolveExited(this.describeExit(st));
   }
 
@@ -390,6 +423,11 @@ class QemuVm implements VmHandle {
     if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${tail(this.paths.vmmLog)}`, clean: false };
     return { reason: `the VMM process exited unexpectedly; see ${this.paths.vmmLog}`, clean: false };
   }
+}
+
+/** The BDFs of the spec's PCI devices. */
+function pciAddresses(spec: VmSpec): string[] {
+  return (spec.devices ?? []).filter((d) => d.kind === "pci").map((d) => d.address);
 }
 
 /** True when the process is frozen by SIGSTOP (state T in /proc/PID/stat). */

@@ -55,7 +55,11 @@ function checkReadable(file: string, uid: number, gid: number, what: string): vo
   if (!readable) throw new QvmError("FAILED_PRECONDITION", `${what} ${file} is not readable by the domain's VMM user ${uid}; make it world-readable (chmod o+r)`);
 }
 
-export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | undefined): PreparedJail {
+/**
+ * `devices`: the device nodes of what is passed through (VFIO's container and group nodes,
+ * already given to the VMM's uid), shown in the view as /dev/kvm is.
+ */
+export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | undefined, devices: readonly JailBind[] = []): PreparedJail {
   const user = spec.user!;
   const { uid, gid } = user;
   mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
@@ -87,6 +91,7 @@ export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | un
     binds.push({ path: "/dev/kvm", mode: "dev" });
     groups.push(statSync("/dev/kvm").gid);
   }
+  binds.push(...devices);
   const rootDir = jailRootOf(spec.runtimeDir, spec.name);
   mkdirSync(rootDir, { recursive: true, mode: 0o700 });
   const cg = cgroups ? makeDomainCgroups(cgroups, spec.name, vmmLimits(spec, accel)) : { dirs: [], procs: [] };
