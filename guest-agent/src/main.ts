@@ -5,7 +5,9 @@ import path from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { agentV1 } from "@qvm/protocol";
 import { AGENT_VSOCK_PORT } from "@qvm/protocol/contracts";
-import { createGuestAgentService, AGENT_VERSION } from "./service.js";
+import { createGuestAgentService, systemPower, AGENT_VERSION } from "./service.js";
+import { systemGui } from "./gui/system.js";
+import { WindowManager } from "./gui/windows.js";
 import { startVsockBridge } from "./vsock-bridge.js";
 import { MAX_MESSAGE_BYTES } from "./limits.js";
 
@@ -22,7 +24,8 @@ async function main(): Promise<void> {
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 1000,
   });
-  server.addService(agentV1.GuestAgentService, createGuestAgentService());
+  const windows = new WindowManager(systemGui({ log }), { log });
+  server.addService(agentV1.GuestAgentService, createGuestAgentService(systemPower, windows));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${SOCKET}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
@@ -30,6 +33,7 @@ async function main(): Promise<void> {
   const bridge = process.env.QVM_AGENT_NO_VSOCK ? undefined : startVsockBridge(AGENT_VSOCK_PORT, SOCKET, log);
   log(`version ${AGENT_VERSION} listening on vsock port ${AGENT_VSOCK_PORT}`);
   const stop = () => {
+    windows.killAll();
     bridge?.stop();
     server.forceShutdown();
     process.exit(0);

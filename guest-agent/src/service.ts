@@ -8,6 +8,9 @@ import { EXEC_SIGNALS, isExecSignal } from "@qvm/protocol/contracts";
 import { ExecSession, ExecRequestError } from "./exec-session.js";
 import { MAX_CONCURRENT_EXECS } from "./limits.js";
 import { setNetwork } from "./network-rpc.js";
+import { windowRpcs } from "./gui/rpc.js";
+import { systemGui } from "./gui/system.js";
+import { WindowManager } from "./gui/windows.js";
 
 declare const QVM_AGENT_VERSION: string;
 export const AGENT_VERSION = typeof QVM_AGENT_VERSION === "string" ? QVM_AGENT_VERSION : "0.0.0-dev";
@@ -32,11 +35,16 @@ export const systemPower: PowerControl = {
   },
 };
 
-export function createGuestAgentService(power: PowerControl = systemPower): agentV1.GuestAgentServer {
+export function createGuestAgentService(
+  power: PowerControl = systemPower,
+  windows = new WindowManager(systemGui()),
+): agentV1.GuestAgentServer {
   const sessions = new Map<number, ExecSession>();
   let nextId = 1;
 
   return {
+    ...windowRpcs(windows),
+
     ping(_call: ServerUnaryCall<agentV1.PingRequest, agentV1.PingResponse>, cb: sendUnaryData<agentV1.PingResponse>) {
       cb(null, { agentVersion: AGENT_VERSION });
     },

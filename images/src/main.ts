@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { isQvmError } from "@qvm/protocol";
 import { ImageStore, defaultImagesDir } from "./store.js";
 import { buildKernelBundle } from "./kernel.js";
-import { buildTemplate, TEMPLATES } from "./template.js";
+import { buildTemplate, DEFAULT_TEMPLATES, TEMPLATES } from "./template.js";
 import { terminalProgress } from "./progress.js";
 
 const HELP = `Usage: qvm-images <command> [options]
@@ -12,7 +12,7 @@ Builds the kernel bundle and template images that domains boot. Builds are cache
 their inputs: running a build again does nothing unless an input changed.
 
 Commands:
-  build [all]              build the kernel bundle and every template
+  build [all]              build the kernel bundle and the templates (${DEFAULT_TEMPLATES.join(", ")})
   build kernel             build the kernel bundle (Debian linux-image-amd64 + qvm initramfs)
   build template NAME      build one template (${Object.keys(TEMPLATES).join(", ")})
   list                     show what is built
@@ -26,6 +26,7 @@ Options:
 Examples:
   qvm-images build
   qvm-images build template debian-12 --force
+  qvm-images build template debian-12-gui    (built only when named)
   qvm-images list --json
 `;
 
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
       if (!name) throw usage("build template needs a NAME");
       await buildTemplate(store, name, progress, { force: values.force });
     } else if (what === "all") {
-      for (const t of Object.keys(TEMPLATES)) await buildTemplate(store, t, progress, { force: values.force });
+      for (const t of DEFAULT_TEMPLATES) await buildTemplate(store, t, progress, { force: values.force });
     } else if (what !== "kernel") {
       throw usage(`unknown build target "${what}"`);
     }

@@ -7,7 +7,7 @@ import { cpSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, r
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MASKED_UNITS, NET_SERVICES_FILES, QREXEC_TOOLS, TEMPLATES, guestAgentFiles, installGuestFiles, type GuestAgentFiles } from "./template.js";
+import { DEFAULT_TEMPLATES, GUI_PACKAGES, MASKED_UNITS, NET_SERVICES_FILES, QREXEC_TOOLS, TEMPLATES, guestAgentFiles, installGuestFiles, type GuestAgentFiles } from "./template.js";
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 
@@ -102,6 +102,25 @@ describe("debian-12 recipe", () => {
     expect(directives).toEqual(expect.arrayContaining(["Port 8082", "Listen 127.0.0.1", "Allow 127.0.0.1", "DisableViaHeader Yes", "XTinyproxy No", "ConnectPort 443"]));
     expect(directives.filter((d) => /^(ConnectPort|Allow|Listen|Port|Upstream|BasicAuth)\b/.test(d)).sort()).toEqual(["Allow 127.0.0.1", "ConnectPort 443", "Listen 127.0.0.1", "Port 8082"]);
     expect(directives.some((d) => /^(User|Group|LogFile|PidFile|Syslog)\b/.test(d))).toBe(false);
+  });
+});
+
+describe("debian-12-gui recipe", () => {
+  it("is debian-12 plus the compositor, VNC server, terminal, font and clipboard tools, which debian-12 lacks", () => {
+    const base = TEMPLATES["debian-12"]!;
+    const gui = TEMPLATES["debian-12-gui"]!;
+    expect(GUI_PACKAGES).toEqual(["sway", "wayvnc", "foot", "fonts-dejavu-core", "wl-clipboard"]);
+    expect(gui.packages).toEqual([...base.packages, ...GUI_PACKAGES]);
+    expect(new Set(gui.packages).size).toBe(gui.packages.length);
+    expect(base.packages.filter((p) => GUI_PACKAGES.includes(p))).toEqual([]);
+    expect({ ...gui, packages: base.packages, onDemand: undefined }).toEqual({ ...base, onDemand: undefined });
+    // socat (the window's vsock listener) and setpriv (util-linux) come from debian-12 itself.
+    expect(base.packages).toEqual(expect.arrayContaining(["socat", "util-linux"]));
+  });
+
+  it("is built only when named; debian-12's recipe has no key it did not have before (its image stays cached)", () => {
+    expect(DEFAULT_TEMPLATES).toEqual(["debian-12"]);
+    expect(Object.keys(TEMPLATES["debian-12"]!).sort()).toEqual(["packages", "rootSizeMiB", "suite"]);
   });
 });
 

@@ -3,7 +3,7 @@
 // curl, ping), the bundled guest agent, its pty helper and systemd units, the qrexec tools and
 // services, the network services switch (qvm-net-services) and its files, written as a sparse ext4
 // image with `mke2fs -d` (no loop devices). mmdebstrap itself needs root (it chroots to run
-// maintainer scripts).
+// maintainer scripts). `debian-12-gui`: the same plus GUI_PACKAGES, for windows (built on demand).
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
@@ -18,21 +18,43 @@ export interface TemplateRecipe {
   suite: string;
   packages: string[];
   rootSizeMiB: number;
+  /** Built only when named (`qvm-images build template NAME`), not by `qvm-images build [all]`. */
+  onDemand?: boolean;
 }
 
+const DEBIAN_12_PACKAGES = [
+  "systemd-sysv", "udev", "nodejs", "socat", "util-linux", "iproute2", "procps", "kmod",
+  "ca-certificates", "sudo", "bash", "less", "coreutils",
+  // For domains that provide network (sys-net): the agent's firewall and NAT rules, dropping
+  // tracked connections, the updates proxy for templates (qvm-updates-proxy.service), checks.
+  "nftables", "conntrack", "tinyproxy", "curl", "iputils-ping",
+];
+
+/**
+ * What `debian-12-gui` adds for windows (docs/gui.md): the headless compositor the agent starts
+ * per window, its VNC server, a terminal, a font and the Wayland clipboard tools. sway's hard
+ * Depends bring mesa (libllvm15), swaybg, polkitd and dbus; Xwayland (a Recommends) stays out,
+ * and the agent's sway configuration starts neither swaybg nor Xwayland.
+ */
+export const GUI_PACKAGES = ["sway", "wayvnc", "foot", "fonts-dejavu-core", "wl-clipboard"];
+
 export const TEMPLATES: Record<string, TemplateRecipe> = {
+  // The recipe objects are hashed as they are (templateInputs): a new key here rebuilds the image.
   "debian-12": {
     suite: "bookworm",
-    packages: [
-      "systemd-sysv", "udev", "nodejs", "socat", "util-linux", "iproute2", "procps", "kmod",
-      "ca-certificates", "sudo", "bash", "less", "coreutils",
-      // For domains that provide network (sys-net): the agent's firewall and NAT rules, dropping
-      // tracked connections, the updates proxy for templates (qvm-updates-proxy.service), checks.
-      "nftables", "conntrack", "tinyproxy", "curl", "iputils-ping",
-    ],
+    packages: DEBIAN_12_PACKAGES,
     rootSizeMiB: 4096,
   },
+  "debian-12-gui": {
+    suite: "bookworm",
+    packages: [...DEBIAN_12_PACKAGES, ...GUI_PACKAGES],
+    rootSizeMiB: 4096,
+    onDemand: true,
+  },
 };
+
+/** The templates `qvm-images build [all]` builds: every one not built on demand. */
+export const DEFAULT_TEMPLATES = Object.keys(TEMPLATES).filter((t) => !TEMPLATES[t]!.onDemand);
 
 export const DEFAULT_USER = "user";
 

@@ -62,6 +62,22 @@ const hostile: agentV1.GuestAgentServer = {
     if (mode === "bad-exit") return cb(null, { failures: { "../etc": "x" } });
     cb(null, { failures: { "10.137.0.9": "example.test did not resolve" } });
   },
+  // The window RPCs (docs/gui.md): not used by these tests.
+  openWindow(_call, cb) {
+    cb({ code: status.UNIMPLEMENTED, details: "not in this fake" });
+  },
+  resizeWindow(_call, cb) {
+    cb({ code: status.UNIMPLEMENTED, details: "not in this fake" });
+  },
+  closeWindow(_call, cb) {
+    cb({ code: status.UNIMPLEMENTED, details: "not in this fake" });
+  },
+  listWindows(_call, cb) {
+    cb(null, { windows: [] });
+  },
+  watchWindows(call) {
+    call.end();
+  },
 };
 
 beforeAll(async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, quoteGuestText } from "./replies.js";
+import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, parseListWindowsReply, parseOpenWindowReply, quoteGuestText } from "./replies.js";
 
 describe("validation of guest agent replies", () => {
   it("accepts a well-formed GetInfo", () => {
@@ -62,5 +62,31 @@ describe("validation of guest agent replies", () => {
     const q = quoteGuestText(text);
     expect(q).toBe(want);
     expect(JSON.parse(q)).toBe(text); // still JSON, meaning the same text
+  });
+});
+
+describe("validation of the guest's window replies", () => {
+  const w = (n: number, over: Record<string, unknown> = {}) => ({ windowId: n, vsockPort: 20000 + n, width: 800, height: 600, alive: true, ...over });
+  const bad = (f: () => unknown) => expect(f).toThrow(expect.objectContaining({ code: "AGENT_PROTOCOL" }));
+
+  it("accepts an OpenWindow reply and a window list within bounds", () => {
+    expect(parseOpenWindowReply({ windowId: 1, vsockPort: 20000 })).toEqual({ windowId: 1, vsockPort: 20000 });
+    const list = { windows: [w(1), w(2, { alive: false, width: 3840, height: 2160 }), w(3, { width: 64, height: 64 })] };
+    expect(parseListWindowsReply(list)).toEqual(list);
+    expect(parseListWindowsReply({ windows: [] })).toEqual({ windows: [] });
+  });
+
+  it("rejects ports outside the windows' range, ids of 0, and sizes out of bounds", () => {
+    for (const vsockPort of [1024, 50, 19999, 20256, 20000.5]) bad(() => parseOpenWindowReply({ windowId: 1, vsockPort }));
+    bad(() => parseOpenWindowReply({ windowId: 0, vsockPort: 20000 }));
+    for (const over of [{ width: 63 }, { width: 3841 }, { height: 2161 }, { height: 0 }, { alive: "yes" }]) bad(() => parseListWindowsReply({ windows: [w(1, over)] }));
+  });
+
+  it("rejects a list with too many windows, a window twice or two on one port", () => {
+    bad(() => parseListWindowsReply({ windows: Array.from({ length: 9 }, (_, i) => w(i + 1)) }));
+    expect(parseListWindowsReply({ windows: Array.from({ length: 16 }, (_, i) => w(i + 1, { alive: i >= 8 })) }).windows).toHaveLength(16);
+    bad(() => parseListWindowsReply({ windows: Array.from({ length: 17 }, (_, i) => w(i + 1, { alive: false })) }));
+    bad(() => parseListWindowsReply({ windows: [w(1), w(1, { vsockPort: 20005 })] }));
+    bad(() => parseListWindowsReply({ windows: [w(1), w(2, { vsockPort: 20001 })] }));
   });
 });

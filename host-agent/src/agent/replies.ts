@@ -2,7 +2,15 @@
 // return typed values, or throw QvmError AGENT_PROTOCOL.
 import { z } from "zod";
 import { QvmError, type agentV1 } from "@qvm/protocol";
-import { isExitSignal, quoteGuestText as quoteContract, type ExitSignal } from "@qvm/protocol/contracts";
+import {
+  MAX_WINDOWS_PER_DOMAIN,
+  isExitSignal,
+  isWindowHeight,
+  isWindowVsockPort,
+  isWindowWidth,
+  quoteGuestText as quoteContract,
+  type ExitSignal,
+} from "@qvm/protocol/contracts";
 import { MAX_GUEST_TEXT_IN_ERRORS, MAX_OUTPUT_CHUNK_BYTES, MAX_SHORT_STRING } from "./limits.js";
 
 const printable = z.string().max(MAX_SHORT_STRING).regex(/^[\x20-\x7e]*$/, "non-printable characters");
@@ -37,6 +45,32 @@ const setNetworkReply = z.object({
 });
 export type SetNetworkReply = z.infer<typeof setNetworkReply>;
 export const parseSetNetworkReply = (v: unknown): SetNetworkReply => parse(setNetworkReply, "SetNetwork reply", v);
+
+// Windows (docs/gui.md): ids the guest gave, ports in the windows' range, sizes within bounds.
+const windowId = z.number().int().min(1).max(2 ** 31 - 1);
+const windowPort = z.number().refine(isWindowVsockPort, "a vsock port outside the windows' range");
+const openWindowReply = z.object({ windowId, vsockPort: windowPort });
+const windowInfo = z.object({
+  windowId,
+  vsockPort: windowPort,
+  width: z.number().refine(isWindowWidth, "a window width out of bounds"),
+  height: z.number().refine(isWindowHeight, "a window height out of bounds"),
+  alive: z.boolean(),
+});
+/** The guest keeps at most MAX_WINDOWS_PER_DOMAIN live and as many ended windows. */
+const listWindowsReply = z.object({
+  windows: z
+    .array(windowInfo)
+    .max(2 * MAX_WINDOWS_PER_DOMAIN)
+    .refine((ws) => new Set(ws.map((w) => w.windowId)).size === ws.length, "a window listed twice")
+    .refine((ws) => new Set(ws.map((w) => w.vsockPort)).size === ws.length, "two windows on one port")
+    .refine((ws) => ws.filter((w) => w.alive).length <= MAX_WINDOWS_PER_DOMAIN, "too many live windows"),
+});
+export type OpenWindowReply = z.infer<typeof openWindowReply>;
+export type GuestWindow = z.infer<typeof windowInfo>;
+export const parseOpenWindowReply = (v: unknown): OpenWindowReply => parse(openWindowReply, "OpenWindow reply", v);
+/** A ListWindows reply, or one message of a WatchWindows stream. */
+export const parseListWindowsReply = (v: unknown): { windows: GuestWindow[] } => parse(listWindowsReply, "window list", v);
 
 export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping reply", v);
 export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);

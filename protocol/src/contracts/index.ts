@@ -61,3 +61,16 @@ export {
   type FirewallRule,
 } from "./firewall.js";
 export { MAX_PCI_DEVICES, PCI_ADDRESS_PATTERN, isPciAddress, parsePciAddress, qubesPciName } from "./pci.js";
+export {
+  MAX_WINDOWS_PER_DOMAIN,
+  WINDOW_MAX_HEIGHT,
+  WINDOW_MAX_WIDTH,
+  WINDOW_MIN_HEIGHT,
+  WINDOW_MIN_WIDTH,
+  WINDOW_VSOCK_PORT_BASE,
+  WINDOW_VSOCK_PORT_COUNT,
+  isWindowHeight,
+  isWindowVsockPort,
+  isWindowWidth,
+  windowSizeProblem,
+} from "./windows.js";
