@@ -75,6 +75,8 @@ const events = wordTable<EventType, EventTypeWord>(
     "firewall-changed": EventType.EVENT_TYPE_FIREWALL_CHANGED,
     "device-assign": EventType.EVENT_TYPE_DEVICE_ASSIGN,
     "device-unassign": EventType.EVENT_TYPE_DEVICE_UNASSIGN,
+    "window-open": EventType.EVENT_TYPE_WINDOW_OPEN,
+    "window-close": EventType.EVENT_TYPE_WINDOW_CLOSE,
   },
   EventType.EVENT_TYPE_UNSPECIFIED,
 );

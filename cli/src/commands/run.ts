@@ -66,12 +66,15 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
       description: "Run in a new disposable made from this template for disposables (`--dispvm` alone: the global default_dispvm) instead of in VM; it is destroyed afterwards, whatever happens.",
       helpValue: "[=NAME]",
     }),
+    gui: Flags.boolean({ description: "Run a Wayland program in a window of its own, shown in the web shell (`qvm shell`) in a frame with the domain's label; returns once the program runs." }),
+    geometry: Flags.string({ description: "The window's size with --gui (default 1024x768).", helpValue: "WxH" }),
   };
 
   async run(): Promise<void> {
     const split = splitRunArgv(this.argv);
     // Only qvm's flags go to the parser; the VM and the command were split off above.
     const { flags } = await this.parse({ flags: Run.flags, args: {}, strict: true }, split.flags);
+    if (flags.gui) return this.runGui(split, flags);
     const service = flags.service ? serviceName(split.command) : undefined;
     const passIo = Boolean(flags["pass-io"]) || service !== undefined;
     if (flags.pty && !passIo) throw new QvmError("INVALID_ARGUMENT", "--pty needs --pass-io");
@@ -133,6 +136,25 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     }
     if (code !== 0) throw new SilentExit(code);
   }
+  /** --gui: the program in a window of its own (docs/gui.md); no terminal I/O. */
+  private async runGui(split: { vm: string; command: RunCommandSpec }, flags: { geometry?: string; dispvm?: string; "no-autostart"?: boolean; "pass-io"?: boolean; user?: string; service?: boolean }): Promise<void> {
+    if (flags.dispvm !== undefined) throw new QvmError("INVALID_ARGUMENT", "--gui with --dispvm is not available yet: make a DispVM (`qvm create -C DispVM`) and run it there");
+    if (flags["pass-io"] || flags.service || flags.user) throw new QvmError("INVALID_ARGUMENT", "--gui runs the program as the domain's default_user with no terminal: drop --pass-io, --service and --user");
+    const argv = split.command.kind === "argv" ? split.command.argv : ["sh", "-c", split.command.command];
+    if (!argv.length) throw new QvmError("INVALID_ARGUMENT", "--gui needs a program: qvm run --gui VM -- PROGRAM [ARGS...]");
+    let width = 0;
+    let height = 0;
+    if (flags.geometry) {
+      const m = /^(\d{2,4})x(\d{2,4})$/.exec(flags.geometry);
+      if (!m) throw new QvmError("INVALID_ARGUMENT", `--geometry must be WIDTHxHEIGHT, like 1024x768, not ${JSON.stringify(flags.geometry)}`);
+      width = Number(m[1]);
+      height = Number(m[2]);
+    }
+    const admin = await this.admin();
+    const { window } = await admin.openWindow({ domain: split.vm, argv, width, height, noAutostart: Boolean(flags["no-autostart"]) });
+    this.log(`window ${window!.windowId} of ${window!.domain}: ${window!.program} (${window!.width}x${window!.height}); it shows in the web shell (\`qvm shell\`)`);
+  }
+
 }
 
 /** The service of `qvm run --service VM SERVICE[+ARG]`: exactly one word. */
@@ -142,4 +164,5 @@ function serviceName(command: RunCommandSpec): string {
     throw new QvmError("INVALID_ARGUMENT", `--service takes one service name, SERVICE or SERVICE+ARG (letters, digits, "_", "." and "-"), not ${JSON.stringify(words.join(" "))}`);
   }
   return words[0]!;
+
 }

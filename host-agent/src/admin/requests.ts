@@ -4,6 +4,7 @@ import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
 import type { CreateDomainInput } from "../domain/registry.js";
 import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, UNKNOWN_WORD, MAX_PCI_DEVICES, isExecSignal, parsePciAddress, type ExecSignal } from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
+import { DEFAULT_WINDOW_SIZE } from "../domain/windows.js";
 import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
 
@@ -109,4 +110,9 @@ export function pciDevices(texts: readonly string[]): string[] {
   if (!texts.length) throw new QvmError("INVALID_ARGUMENT", "name at least one PCI device, as `qvm pci ls` shows it");
   if (texts.length > MAX_PCI_DEVICES) throw new QvmError("INVALID_ARGUMENT", `${texts.length} PCI devices: a domain has at most ${MAX_PCI_DEVICES}`);
   return texts.map(parsePciAddress);
+}
+
+/** A window's size from a request: 0 for either side means the default. */
+export function windowSize(width: number, height: number): { width: number; height: number } {
+  return { width: width || DEFAULT_WINDOW_SIZE.width, height: height || DEFAULT_WINDOW_SIZE.height };
 }

@@ -7,8 +7,8 @@ import type { DomainView, PciDeviceView, Qvmd, VolumeListing } from "../core/qvm
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
-import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan, pciDevices } from "./requests.js";
-import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec } from "./streams.js";
+import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan, pciDevices, windowSize } from "./requests.js";
+import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec, pumpWindow } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
@@ -113,6 +113,15 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     askPrompt: (call) => pumpAskPrompt(qvmd, call),
     exec: (call) => pumpExec(qvmd, call),
     console: (call) => pumpConsole(qvmd, call),
+
+    openWindow: unary(async (r: adminV1.OpenWindowRequest) => {
+      const w = await qvmd.openWindow(domainName(r.domain), r.argv, windowSize(r.width, r.height), r.noAutostart);
+      return { window: w };
+    }),
+    listWindows: unary((r: adminV1.ListWindowsRequest) => ({ windows: qvmd.listWindows(domainOrGlobal(r.domain)) })),
+    resizeWindow: unary((r: adminV1.ResizeWindowRequest) => empty(qvmd.resizeWindow(domainName(r.domain), r.windowId, r.width, r.height))),
+    closeWindow: unary((r: adminV1.CloseWindowRequest) => empty(qvmd.closeWindow(domainName(r.domain), r.windowId))),
+    windowStream: (call) => pumpWindow(qvmd, call),
     watchEvents: (call) => pumpEvents(qvmd, call, eventMsg),
   };
   return impl as unknown as UntypedServiceImplementation;

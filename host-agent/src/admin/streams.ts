@@ -135,6 +135,33 @@ export function pumpConsole(qvmd: Qvmd, call: ServerDuplexStream<adminV1.Console
   });
 }
 
+/** A window's remote-framebuffer stream: opaque bytes both ways, with the console's back-pressure. */
+export function pumpWindow(qvmd: Qvmd, call: ServerDuplexStream<adminV1.WindowStreamRequest, adminV1.WindowStreamResponse>): void {
+  let close = () => {};
+  call.on("cancelled", () => close());
+  call.on("error", () => close());
+  call.once("data", (first: adminV1.WindowStreamRequest) => {
+    void (async () => {
+      if (first.msg?.$case !== "start") throw new QvmError("INVALID_ARGUMENT", "the first WindowStream message must be start");
+      const s = await qvmd.windowStream(domainName(first.msg.value.domain), first.msg.value.windowId);
+      close = () => s.destroy();
+      call.on("end", () => {
+        s.end();
+        call.end();
+      });
+      void pipeOut(s, call, (c) => ({ output: c }));
+      s.on("close", () => call.end());
+      s.on("error", () => call.end());
+      call.on("data", (req: adminV1.WindowStreamRequest) => {
+        if (req.msg?.$case === "input" && !s.write(req.msg.value)) {
+          call.pause();
+          s.once("drain", () => call.resume());
+        }
+      });
+    })().catch((err) => fail(call, err));
+  });
+}
+
 export function pumpEvents(qvmd: Qvmd, call: ServerWritableStream<adminV1.WatchEventsRequest, adminV1.Event>, toMessage: (ev: QvmEvent) => adminV1.Event): void {
   let behind = 0;
   const unsubscribe = qvmd.watchEvents((ev) => {

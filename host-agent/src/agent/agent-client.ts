@@ -5,7 +5,18 @@ import { QvmError, agentV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
 import { agentCallError } from "./grpc-errors.js";
 import { ExecProcess } from "./exec-process.js";
-import { parseGuestInfo, parseGuestPing, parseSetNetworkReply, type GuestInfo, type PingReply, type SetNetworkReply } from "./replies.js";
+import {
+  parseGuestInfo,
+  parseGuestPing,
+  parseListWindowsReply,
+  parseOpenWindowReply,
+  parseSetNetworkReply,
+  type GuestInfo,
+  type GuestWindow,
+  type OpenWindowReply,
+  type PingReply,
+  type SetNetworkReply,
+} from "./replies.js";
 import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
 
 export interface ExecOptions {
@@ -114,6 +125,53 @@ export class AgentClient {
     };
     if (start.argv.length === 0 && !start.shellCommand) throw new QvmError("INVALID_ARGUMENT", "exec needs a command");
     return new ExecProcess(this.client.exec(), start, this.socketPath);
+  }
+
+  // ---- windows (docs/gui.md) ------------------------------------------------------------------
+
+  async openWindow(req: agentV1.OpenWindowRequest, timeoutMs = 120_000): Promise<OpenWindowReply> {
+    return parseOpenWindowReply(await this.unary("OpenWindow", this.client.openWindow, req, timeoutMs));
+  }
+
+  async resizeWindow(req: agentV1.ResizeWindowRequest): Promise<void> {
+    await this.unary("ResizeWindow", this.client.resizeWindow, req);
+  }
+
+  async closeWindow(windowId: number): Promise<void> {
+    await this.unary("CloseWindow", this.client.closeWindow, { windowId }, 60_000);
+  }
+
+  async listWindows(): Promise<GuestWindow[]> {
+    return parseListWindowsReply(await this.unary("ListWindows", this.client.listWindows, {})).windows;
+  }
+
+  /**
+   * Follows the guest's window list: `onList` gets each validated list (the first at once);
+   * `onEnd` is called once when the stream ends or sends something invalid. Returns a stop.
+   */
+  watchWindows(onList: (windows: GuestWindow[]) => void, onEnd: (err?: Error) => void): () => void {
+    if (this.closed) {
+      onEnd(this.closedError("WatchWindows"));
+      return () => {};
+    }
+    const call = this.client.watchWindows({}, new Metadata());
+    let ended = false;
+    const end = (err?: Error) => {
+      if (ended) return;
+      ended = true;
+      call.cancel();
+      onEnd(err);
+    };
+    call.on("data", (msg: unknown) => {
+      try {
+        onList(parseListWindowsReply(msg).windows);
+      } catch (err) {
+        end(err as Error);
+      }
+    });
+    call.on("error", (err: ServiceError) => end(err.code === 1 ? undefined : agentCallError(err, "WatchWindows", this.socketPath)));
+    call.on("end", () => end());
+    return () => end();
   }
 
   close(): void {

@@ -19,6 +19,7 @@ import { volumeRunStorage } from "../domain/run-storage.js";
 import { DomainRunner } from "../domain/runner.js";
 import { PciHost } from "../vmm/pci/sysfs.js";
 import { FirewallExpiry } from "../domain/firewall-expiry.js";
+import { DomainWindows } from "../domain/windows.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
 import { logRotationAttacher } from "../domain/log-rotation.js";
@@ -110,7 +111,8 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   });
   const network = new NetworkService({ registry, runner, paths, files: linkFiles, events, log });
   network.listen();
-  attachers.push(network.attacher(), qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
+  const windows = new DomainWindows({ registry, runner, paths, events, log });
+  attachers.push(network.attacher(), windows.attacher(), qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
   return new Qvmd({
     version: opts.version ?? "0.1.0",
     dataDir: opts.dataDir,
@@ -133,6 +135,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     firewallExpiry,
     network,
     pci,
+    windows,
     accel: opts.accel,
     log,
   });

@@ -12,6 +12,7 @@ import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import type { FirewallExpiry } from "../domain/firewall-expiry.js";
+import type { DomainWindows } from "../domain/windows.js";
 import type { NetworkService } from "../network/service.js";
 import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { AskBroker } from "../qrexec/prompts.js";
@@ -42,6 +43,8 @@ export interface QvmdParts {
   firewallExpiry: FirewallExpiry;
   /** Links between running domains and what their agents are told about the network. */
   network: NetworkService;
+  /** Running domains' windows (docs/gui.md). */
+  windows: DomainWindows;
   /** The host's PCI devices (sysfs), for `qvm pci`. */
   pci: PciHost;
   accel: () => string;

@@ -3,7 +3,9 @@
 // the locks it needs itself and returns plain data or a session; nothing else in qvmd is called
 // by a transport. It is built from injected parts by the composition root (compose.ts).
 import { rmSync } from "node:fs";
+import type { Duplex } from "node:stream";
 import { QvmError } from "@qvm/protocol";
+import type { WindowView } from "../domain/windows.js";
 import { formatRuleApi, parseRuleApi, type DomainClassWord, type PowerStateWord } from "@qvm/protocol/contracts";
 import type { PciDeviceInfo } from "../vmm/pci/sysfs.js";
 import type { EventListener } from "../base/events.js";
@@ -519,6 +521,30 @@ export class Qvmd {
   /** The serial console of a running domain. */
   async console(domain: string): Promise<ConsoleSession> {
     return ConsoleSession.open(this.p.runner.running(domain));
+  }
+
+  // ---- windows (docs/gui.md) ------------------------------------------------------------------
+
+  /** A program in a new window of `domain`, as its default_user; the domain is started first unless noAutostart. */
+  openWindow(domain: string, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+    return this.p.windows.open(domain, argv, size, noAutostart);
+  }
+
+  listWindows(domain: string): WindowView[] {
+    return this.p.windows.list(domain || undefined);
+  }
+
+  resizeWindow(domain: string, windowId: number, width: number, height: number): Promise<void> {
+    return this.p.windows.resize(domain, windowId, width, height);
+  }
+
+  closeWindow(domain: string, windowId: number): Promise<void> {
+    return this.p.windows.close(domain, windowId);
+  }
+
+  /** A window's remote-framebuffer stream (opaque bytes both ways); it ends with the window. */
+  windowStream(domain: string, windowId: number): Promise<Duplex> {
+    return this.p.windows.stream(domain, windowId);
   }
 
   /** Every event from now on (only `domain`'s when given); returns the unsubscribe function. */

@@ -64,7 +64,46 @@ export class FakeVm implements RunningVm {
       this.networks.push(config);
       return { failures: {} };
     },
+    // Windows: a table the test can end windows in (`endWindow`), watched like the real agent's.
+    openWindow: async (req) => {
+      const windowId = this.nextWindow++;
+      this.windows.set(windowId, { windowId, vsockPort: 20000 + windowId, width: req.width, height: req.height, alive: true, argv: req.argv, user: req.user });
+      this.notifyWindows();
+      return { windowId, vsockPort: 20000 + windowId };
+    },
+    resizeWindow: async (req) => {
+      const w = this.windows.get(req.windowId);
+      if (!w) throw new QvmError("NOT_FOUND", `no window ${req.windowId}`);
+      Object.assign(w, { width: req.width, height: req.height });
+      this.notifyWindows();
+    },
+    closeWindow: async (id) => {
+      this.windows.delete(id);
+      this.notifyWindows();
+    },
+    listWindows: async () => [...this.windows.values()].map(({ windowId, vsockPort, width, height, alive }) => ({ windowId, vsockPort, width, height, alive })),
+    watchWindows: (onList) => {
+      const watcher = () => onList([...this.windows.values()].map(({ windowId, vsockPort, width, height, alive }) => ({ windowId, vsockPort, width, height, alive })));
+      this.windowWatchers.add(watcher);
+      watcher();
+      return () => this.windowWatchers.delete(watcher);
+    },
   };
+  /** The fake guest's windows, with what it was asked to run. */
+  readonly windows = new Map<number, { windowId: number; vsockPort: number; width: number; height: number; alive: boolean; argv: string[]; user: string }>();
+  private nextWindow = 1;
+  private readonly windowWatchers = new Set<() => void>();
+
+  /** The program in window `id` ended by itself. */
+  endWindow(id: number): void {
+    const w = this.windows.get(id);
+    if (w) w.alive = false;
+    this.notifyWindows();
+  }
+
+  private notifyWindows(): void {
+    for (const w of this.windowWatchers) w();
+  }
 
   constructor(
     readonly name: string,

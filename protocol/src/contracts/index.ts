@@ -31,16 +31,21 @@ export {
   type PowerStateWord,
 } from "./words.js";
 export {
+  DISPLAY_TICKET_PATTERN,
   MAX_SHELL_DOMAINS,
   MAX_SHELL_TEXT,
+  MAX_SHELL_WINDOWS,
+  MAX_WINDOW_PROGRAM,
   clipShellText,
   domainSummarySchema,
   pageMessageSchema,
   serverMessageSchema,
+  windowSummarySchema,
   type DomainSummary,
   type PageMessage,
   type ServerMessage,
   type TerminalKind,
+  type WindowSummary,
 } from "./web-shell.js";
 export {
   FIREWALL_LIST_HEADER,

@@ -7,6 +7,7 @@
 import * as z from "zod";
 import { QVM_ERROR_CODES, type QvmErrorCode } from "./errors.js";
 import { DOMAIN_NAME_PATTERN } from "./names.js";
+import { WINDOW_MAX_HEIGHT, WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT, WINDOW_MIN_WIDTH } from "./windows.js";
 import { DOMAIN_CLASSES, EVENT_TYPES, POWER_STATES, UNKNOWN_WORD } from "./words.js";
 
 /** Longest free text (an error, a close reason) the server sends; it clips longer text. */
@@ -21,6 +22,24 @@ const terminalKind = z.enum(["shell", "console"]);
 const text = z.string().max(MAX_SHELL_TEXT);
 const errorCodes = Object.keys(QVM_ERROR_CODES) as [QvmErrorCode, ...QvmErrorCode[]];
 
+// Windows of programs in domains (docs/gui.md): each is named by (domain, window id), ids given
+// by qvmd. The page draws a window's frame, colour and `[domain] program` from these messages and
+// the domain list only; the window's pixels reach a sandboxed frame through a one-shot ticket.
+// A window's size (CSS pixels on the page, pixels of the domain's output) is within the agent's
+// bounds (windows.ts).
+/** Most windows one list may hold. */
+export const MAX_SHELL_WINDOWS = 1000;
+/** Longest program name a window's title shows. */
+export const MAX_WINDOW_PROGRAM = 200;
+/** A display ticket: 32 random bytes, base64url. */
+export const DISPLAY_TICKET_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+const windowId = z.number().int().min(1).max(2 ** 31);
+const windowSize = {
+  width: z.number().int().min(WINDOW_MIN_WIDTH).max(WINDOW_MAX_WIDTH),
+  height: z.number().int().min(WINDOW_MIN_HEIGHT).max(WINDOW_MAX_HEIGHT),
+};
+const windowRef = { domain, window: windowId };
+
 /** What the page asks of the server. */
 export const pageMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("list") }).strict(),
@@ -28,6 +47,12 @@ export const pageMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("open"), id: terminalId, domain, kind: terminalKind, ...terminalSize }).strict(),
   z.object({ t: z.literal("resize"), id: terminalId, ...terminalSize }).strict(),
   z.object({ t: z.literal("close"), id: terminalId }).strict(),
+  // A one-shot ticket for the window's display frame to open /display-ws with.
+  z.object({ t: z.literal("window-ticket"), ...windowRef }).strict(),
+  // The user resized the window's frame: the domain's output should follow (an agent call).
+  z.object({ t: z.literal("window-resize"), ...windowRef, ...windowSize }).strict(),
+  // The user closed the window: the program gets a close request.
+  z.object({ t: z.literal("window-close"), ...windowRef }).strict(),
 ]);
 export type PageMessage = z.infer<typeof pageMessageSchema>;
 export type TerminalKind = z.infer<typeof terminalKind>;
@@ -43,6 +68,12 @@ export const domainSummarySchema = z
   .strict();
 export type DomainSummary = z.infer<typeof domainSummarySchema>;
 
+/** A window as qvmd lists it: which domain, which program, its size. */
+export const windowSummarySchema = z
+  .object({ domain, id: windowId, program: z.string().min(1).max(MAX_WINDOW_PROGRAM), ...windowSize })
+  .strict();
+export type WindowSummary = z.infer<typeof windowSummarySchema>;
+
 /** What the server tells the page. */
 export const serverMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("domains"), domains: z.array(domainSummarySchema).max(MAX_SHELL_DOMAINS) }).strict(),
@@ -52,6 +83,12 @@ export const serverMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("closed"), id: terminalId, reason: text }).strict(),
   // A request failed; with `id`, the terminal it was about is gone.
   z.object({ t: z.literal("error"), code: z.enum(errorCodes), message: text, id: terminalId.optional() }).strict(),
+  // Every window qvmd knows of, at connect and after every change.
+  z.object({ t: z.literal("windows"), windows: z.array(windowSummarySchema).max(MAX_SHELL_WINDOWS) }).strict(),
+  // The answer to a window-ticket: valid once, for a short time, for this window only.
+  z.object({ t: z.literal("window-ticket"), ...windowRef, ticket: z.string().regex(DISPLAY_TICKET_PATTERN) }).strict(),
+  // The window's stream ended (or could not start); the window may still be listed.
+  z.object({ t: z.literal("window-ended"), ...windowRef, reason: text }).strict(),
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 

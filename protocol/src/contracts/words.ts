@@ -37,6 +37,8 @@ export const EVENT_TYPES = [
   "firewall-changed",
   "device-assign",
   "device-unassign",
+  "window-open",
+  "window-close",
 ] as const;
 export type EventTypeWord = (typeof EVENT_TYPES)[number];
 

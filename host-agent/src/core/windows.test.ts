@@ -1,0 +1,101 @@
+// Windows through the core's commands, with fake VMs whose agent keeps a window table: the
+// program name comes from the request, never the guest; bounds; windows that end or whose
+// domain stops close with an event naming why.
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { MAX_WINDOWS_PER_DOMAIN } from "@qvm/protocol/contracts";
+import type { QvmEvent } from "../base/events.js";
+import { DomainStore } from "../store/domain-store.js";
+import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { composeQvmd } from "./compose.js";
+import type { Qvmd } from "./qvmd.js";
+
+let dir: string;
+let vms: FakeVmFactory;
+let qvmd: Qvmd;
+let events: QvmEvent[];
+const size = { width: 800, height: 600 };
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+beforeEach(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "qvm-windows-"));
+  mkdirSync(path.join(dir, "data"), { recursive: true });
+  vms = new FakeVmFactory();
+  qvmd = composeQvmd({
+    dataDir: path.join(dir, "data"),
+    runtimeDir: path.join(dir, "run"),
+    images: fakeImages(),
+    drivers: [{ kind: "qemu" } as never],
+    accel: () => "tcg",
+    store: DomainStore.open(path.join(dir, "data")),
+    volumes: fakeVolumes(path.join(dir, "volumes"), { freeBytes: 1e15, overlayBytes: 0 }),
+    vms,
+  });
+  await qvmd.boot();
+  await qvmd.create({ name: "tmpl", klass: "TemplateVM", label: "black" });
+  await qvmd.setProperty("", "default_template", "tmpl");
+  await qvmd.create({ name: "work", label: "blue" });
+  events = [];
+  qvmd.watchEvents((ev) => events.push(ev));
+});
+
+afterEach(async () => {
+  await qvmd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const windowEvents = () => events.filter((e) => e.type.startsWith("window-")).map((e) => ({ type: e.type, domain: e.domain, ...e.fields }));
+
+describe("windows", () => {
+  it("opens a window as the domain's default user, starting the domain, named from the request", async () => {
+    const w = await qvmd.openWindow("work", ["/usr/bin/foot", "-e", "sh"], size, false);
+    expect(w).toEqual({ domain: "work", windowId: 1, program: "foot", width: 800, height: 600 });
+    expect(vms.vms.get("work")!.windows.get(1)).toMatchObject({ argv: ["/usr/bin/foot", "-e", "sh"], user: "user" });
+    expect(qvmd.listWindows("")).toEqual([w]);
+    expect(windowEvents()).toEqual([{ type: "window-open", domain: "work", window: "1", program: "foot", width: "800", height: "600" }]);
+  });
+
+  it("refuses a halted domain with noAutostart, a bad size, no program, and more than the bound", async () => {
+    await expect(qvmd.openWindow("work", ["foot"], size, true)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await expect(qvmd.openWindow("work", ["foot"], { width: 10, height: 10 }, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("out of bounds") });
+    await expect(qvmd.openWindow("work", [], size, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    for (let i = 0; i < MAX_WINDOWS_PER_DOMAIN; i++) await qvmd.openWindow("work", ["foot"], size, false);
+    await expect(qvmd.openWindow("work", ["foot"], size, false)).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+  });
+
+  it("resizes and closes through the agent", async () => {
+    const w = await qvmd.openWindow("work", ["foot"], size, false);
+    await qvmd.resizeWindow("work", w.windowId, 640, 480);
+    expect(vms.vms.get("work")!.windows.get(w.windowId)).toMatchObject({ width: 640, height: 480 });
+    expect(qvmd.listWindows("work")[0]).toMatchObject({ width: 640, height: 480 });
+    await qvmd.closeWindow("work", w.windowId);
+    expect(qvmd.listWindows("work")).toEqual([]);
+    expect(vms.vms.get("work")!.windows.size).toBe(0);
+    await expect(qvmd.closeWindow("work", w.windowId)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    expect(windowEvents().at(-1)).toEqual({ type: "window-close", domain: "work", window: "1", reason: "closed" });
+  });
+
+  it("closes a window whose program ended, and every window of a domain that stops", async () => {
+    const a = await qvmd.openWindow("work", ["foot"], size, false);
+    await qvmd.openWindow("work", ["xeyes"], size, false);
+    vms.vms.get("work")!.endWindow(a.windowId);
+    await settle();
+    expect(qvmd.listWindows("work").map((w) => w.program)).toEqual(["xeyes"]);
+    expect(windowEvents()).toContainEqual({ type: "window-close", domain: "work", window: "1", reason: "the program ended" });
+    await qvmd.kill("work");
+    await settle();
+    expect(qvmd.listWindows("")).toEqual([]);
+    expect(windowEvents().at(-1)).toEqual({ type: "window-close", domain: "work", window: "2", reason: "the domain stopped" });
+  });
+
+  it("a window the guest lists but qvmd never opened is not shown (the guest cannot name a frame)", async () => {
+    await qvmd.openWindow("work", ["foot"], size, false);
+    const vm = vms.vms.get("work")!;
+    vm.windows.set(99, { windowId: 99, vsockPort: 20099, width: 100, height: 100, alive: true, argv: ["[dom0] evil"], user: "user" });
+    vm.endWindow(12345); // any change notifies the watchers
+    await settle();
+    expect(qvmd.listWindows("work").map((w) => w.windowId)).toEqual([1]);
+  });
+});
