@@ -62,6 +62,9 @@ const targets = {
   // The web shell: its server (run by `qvm shell`) and its page (xterm.js), served as static files.
   "gui-proxy": { entryPoints: ["gui-proxy/src/main.ts"], outfile: "gui-proxy/dist/qvm-shell.js", format: "esm", target: "node20", banner: esmBanner },
   web: { entryPoints: ["gui-proxy/web/app.ts", "gui-proxy/web/app.css"], outdir: "gui-proxy/dist/web", platform: "browser", format: "iife", target: "chrome110", minify: true },
+  // A window's sandboxed display frame (noVNC). An ES module: noVNC 1.7 has a top-level await,
+  // which an IIFE cannot hold; display.html loads it with <script type="module">.
+  display: { entryPoints: ["gui-proxy/web/display.ts"], outfile: "gui-proxy/dist/web/display.js", platform: "browser", format: "esm", target: "chrome110", minify: true },
   images: { entryPoints: ["images/src/main.ts"], outfile: "images/dist/qvm-images.js", format: "esm", target: "node20", banner: esmBanner },
   qvmd: { entryPoints: ["host-agent/src/bin/main.ts"], outfile: "host-agent/dist/qvmd.js", format: "esm", target: "node20", banner: esmBanner },
   // The qvm CLI, one file; oclif reads its command table from this same bundle (cli/package.json).
@@ -110,7 +113,11 @@ async function cliLoader() {
   }
   rmSync(noDaemon, { recursive: true, force: true });
 }
-const postBuild = { cli: cliLoader, web: () => copyFileSync("gui-proxy/web/index.html", "gui-proxy/dist/web/index.html") };
+const postBuild = {
+  cli: cliLoader,
+  web: () => copyFileSync("gui-proxy/web/index.html", "gui-proxy/dist/web/index.html"),
+  display: () => copyFileSync("gui-proxy/web/display.html", "gui-proxy/dist/web/display.html"),
+};
 
 const only = process.argv.slice(2);
 for (const [name, opts] of Object.entries(targets)) {

@@ -6,6 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { AdminClient, adminSocketPath, runtimeDirFromEnv } from "@qvm/protocol";
+import { adminWindows } from "./admin-windows.js";
 import { startShellServer } from "./server.js";
 
 const USAGE = `usage: qvm-shell [--host 127.0.0.1|::1|localhost] [--port N] [--url-file FILE]
@@ -28,7 +29,8 @@ async function main(): Promise<number> {
     throw new Error(`qvmd does not answer on ${admin.socketPath} (${err.message}): start it with \`qvm daemon\``);
   });
   const webDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "web");
-  const server = await startShellServer({ admin, webDir, host: values.host, port, log: (m) => process.stderr.write(`qvm shell: ${m}\n`) });
+  const log = (m: string) => process.stderr.write(`qvm shell: ${m}\n`);
+  const server = await startShellServer({ admin, webDir, host: values.host, port, log, windows: adminWindows(admin, log) });
   if (values["url-file"]) {
     writeFileSync(values["url-file"], `${server.url}\n`, { mode: 0o600 });
     process.stderr.write(`qvm shell: serving on port ${server.port}; the URL is in ${values["url-file"]}\n`);

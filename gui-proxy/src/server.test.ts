@@ -19,7 +19,7 @@ const dirs = testDaemonDirs("shell");
 beforeAll(async () => {
   d = await startTestDaemon(dirs);
   webDir = mkdtempSync(path.join(os.tmpdir(), "qvm-web-"));
-  for (const f of ["index.html", "app.js", "app.css"]) writeFileSync(path.join(webDir, f), `/* ${f} */`);
+  for (const f of ["index.html", "app.js", "app.css", "display.html", "display.js"]) writeFileSync(path.join(webDir, f), `/* ${f} */`);
   await d.client.createDomain({ name: "work", class: domainClassFromWord("AppVM"), template: "", label: "blue", properties: {} }).catch(async () => {
     // No template in this bare data dir: a StandaloneVM needs none.
     await d.client.createDomain({ name: "work", class: domainClassFromWord("StandaloneVM"), template: "", label: "blue", properties: {} });

@@ -4,6 +4,10 @@
 // frames `u32 terminal id | bytes`, passed through untouched (the page gives them to xterm.js as
 // data, never as HTML). Output waits when the browser falls behind (back-pressure onto the admin
 // stream), so a domain flooding its terminal slows only that terminal.
+// Windows (docs/gui.md): the session sends qvmd's window list, mints the one-shot tickets a
+// window's sandboxed frame needs for its display WebSocket, owns the relays opened with them, and
+// passes resize and close on to the window backend.
+import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import { domainInWords, eventTypeWord, type AdminClient, type adminV1 } from "@qvm/protocol";
 import {
@@ -15,12 +19,19 @@ import {
   type EventTypeWord,
   type PageMessage,
   type ServerMessage,
+  type WindowSummary,
 } from "@qvm/protocol/contracts";
+import { relay, type Relay } from "./display.js";
+import type { TicketBook } from "./tickets.js";
+import type { WindowBackend } from "./windows.js";
 
 /** Browser output queued beyond this pauses the domain's stream until it drains below LOW. */
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const MAX_TERMINALS = 32;
+/** Display streams one page may have open (or being dialled) at once, and per domain. */
+export const MAX_DISPLAYS = 32;
+export const MAX_DISPLAYS_PER_DOMAIN = 16;
 /** Events after which the page's domain list is out of date. */
 const LIST_CHANGES = new Set<string>([
   "domain-add",
@@ -47,6 +58,19 @@ interface OutputStream<Res> {
   resume(): unknown;
 }
 
+/** What a session needs for windows: the backend (qvmd's windows) and the server's ticket book. */
+export interface WindowContext {
+  backend: WindowBackend;
+  tickets: TicketBook<ShellSession>;
+}
+
+/** A display stream counted against the page's bounds from before its dial until it ends. */
+export interface DisplaySlot {
+  domain: string;
+  window: number;
+  release(): void;
+}
+
 /** Every failure goes to the page with a code from the table, whatever threw it. */
 function qvmErrorOf(err: unknown): QvmError {
   return isQvmError(err) ? err : new QvmError("INTERNAL", err instanceof Error ? err.message : String(err));
@@ -55,12 +79,16 @@ function qvmErrorOf(err: unknown): QvmError {
 export class ShellSession {
   private readonly terminals = new Map<number, Terminal>();
   private readonly events: ReturnType<AdminClient["watchEvents"]>;
+  /** Display streams open or being dialled, with their relay once it runs. */
+  private readonly displays = new Map<DisplaySlot, Relay | undefined>();
+  private readonly unwatchWindows: () => void;
   private closed = false;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly admin: AdminClient,
     private readonly log: (m: string) => void,
+    private readonly windows: WindowContext,
   ) {
     ws.on("message", (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on("close", () => this.close());
@@ -68,7 +96,13 @@ export class ShellSession {
     this.events = admin.watchEvents({ domain: "" });
     this.events.on("data", (ev: adminV1.Event) => this.onEvent(ev));
     this.events.on("error", () => {});
-    void this.sendDomains();
+    this.unwatchWindows = windows.backend.watch(() => void this.sendWindows());
+    // The domains first: the page colours windows with their labels.
+    void this.sendDomains().then(() => this.sendWindows());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   private send(msg: ServerMessage): void {
@@ -91,12 +125,75 @@ export class ShellSession {
     }
   }
 
+  /** The window list to the page; streams of windows no longer listed end (the program exited). */
+  private async sendWindows(): Promise<void> {
+    let list: WindowSummary[];
+    try {
+      list = await this.windows.backend.list();
+    } catch (err) {
+      return this.sendError(err, "cannot list windows: ");
+    }
+    this.send({ t: "windows", windows: list });
+    this.endDisplays((s) => !list.some((w) => w.domain === s.domain && w.id === s.window), "the window closed");
+  }
+
+  private async findWindow(domain: string, window: number): Promise<WindowSummary> {
+    const w = (await this.windows.backend.list()).find((x) => x.domain === domain && x.id === window);
+    if (!w) throw new QvmError("NOT_FOUND", `${domain} has no window ${window}`);
+    return w;
+  }
+
+  /**
+   * Room for one more display stream of `domain` (called by the server for a valid ticket, before
+   * it dials): a slot to release when the stream ends, or the reason there is none.
+   */
+  reserveDisplay(domain: string, window: number): DisplaySlot | string {
+    if (this.closed) return "the page that asked for the ticket is gone";
+    const slots = [...this.displays.keys()];
+    if (slots.length >= MAX_DISPLAYS) return `at most ${MAX_DISPLAYS} windows on one page`;
+    if (slots.filter((s) => s.domain === domain).length >= MAX_DISPLAYS_PER_DOMAIN) return `at most ${MAX_DISPLAYS_PER_DOMAIN} windows of ${domain} on one page`;
+    const slot: DisplaySlot = { domain, window, release: () => this.displays.delete(slot) };
+    this.displays.set(slot, undefined);
+    return slot;
+  }
+
+  /** Runs the relay between a display WebSocket and the window's stream, until either ends. */
+  attachDisplay(slot: DisplaySlot, ws: WebSocket, stream: Duplex): void {
+    if (this.closed || !this.displays.has(slot)) {
+      stream.destroy();
+      ws.close(1008, "the page is gone");
+      return;
+    }
+    this.displays.set(
+      slot,
+      relay(slot.domain, slot.window, ws, stream, (reason) => {
+        slot.release();
+        this.send({ t: "window-ended", domain: slot.domain, window: slot.window, reason: clipShellText(reason) });
+      }),
+    );
+  }
+
+  /** A display stream could not start (the dial failed): the page hears why. */
+  displayFailed(slot: DisplaySlot, err: unknown): void {
+    slot.release();
+    this.send({ t: "window-ended", domain: slot.domain, window: slot.window, reason: clipShellText(qvmErrorOf(err).message) });
+  }
+
+  private endDisplays(match: (s: DisplaySlot) => boolean, reason: string): void {
+    for (const [slot, r] of [...this.displays]) {
+      if (!match(slot)) continue;
+      if (r) r.close(reason);
+      else slot.release();
+    }
+  }
+
   private onEvent(ev: adminV1.Event): void {
     const type = eventTypeWord(ev.type);
     this.send({ t: "event", type, domain: ev.domain });
     if (LIST_CHANGES.has(type)) void this.sendDomains();
     if (type === "domain-shutdown") {
       for (const [id, term] of this.terminals) if (term.domain === ev.domain) this.endTerminal(id, `${ev.domain} stopped`);
+      this.endDisplays((s) => s.domain === ev.domain, `${ev.domain} stopped`);
     }
   }
 
@@ -147,6 +244,25 @@ export class ShellSession {
         return;
       case "close":
         this.endTerminal(m.id, "closed");
+        return;
+      case "window-ticket":
+        try {
+          await this.findWindow(m.domain, m.window);
+        } catch (err) {
+          this.send({ t: "window-ended", domain: m.domain, window: m.window, reason: clipShellText(qvmErrorOf(err).message) });
+          return;
+        }
+        this.send({ t: "window-ticket", domain: m.domain, window: m.window, ticket: this.windows.tickets.mint(m.domain, m.window, this) });
+        return;
+      case "window-resize":
+        await this.findWindow(m.domain, m.window);
+        await this.windows.backend.resize(m.domain, m.window, m.width, m.height);
+        return;
+      case "window-close":
+        // A request: the program may ask the user first. Its stream ends when the window leaves
+        // qvmd's list.
+        await this.findWindow(m.domain, m.window);
+        await this.windows.backend.close(m.domain, m.window);
         return;
     }
   }
@@ -223,5 +339,8 @@ export class ShellSession {
     for (const t of this.terminals.values()) t.close();
     this.terminals.clear();
     this.events.cancel();
+    this.unwatchWindows();
+    this.windows.tickets.revoke(this);
+    this.endDisplays(() => true, "the page disconnected");
   }
 }

@@ -4,10 +4,12 @@
 // the contract's schema (@qvm/protocol/contracts), which this page parses what it receives with.
 // Access (docs/web-shell.md): the token arrives in the URL's fragment and is offered on the
 // WebSocket only; the page itself is public.
+// Program windows (windows.ts, docs/gui.md) share the desktop with the terminals.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { serverMessageSchema, type DomainSummary, type PageMessage, type TerminalKind } from "@qvm/protocol/contracts";
 import { LABELS, isLabel } from "@qvm/protocol/labels";
+import { Displays } from "./windows.js";
 
 interface Win {
   el: HTMLElement;
@@ -52,6 +54,13 @@ ws.addEventListener("open", () => (connected = true));
 
 const colorOf = (label: string) => (isLabel(label) ? LABELS[label] : "#888888");
 const send = (msg: PageMessage) => ws.send(JSON.stringify(msg));
+
+const displays = new Displays({
+  desktop,
+  send,
+  colorOf: (domain) => colorOf(domains.find((d) => d.name === domain)?.label ?? ""),
+  notice: (text, color) => notice(text, color),
+});
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -151,7 +160,14 @@ ws.addEventListener("message", (ev) => {
     case "domains":
       domains = msg.domains;
       renderDomains();
+      displays.recolor();
       return;
+    case "windows":
+      return displays.update(msg.windows);
+    case "window-ticket":
+      return displays.ticket(msg.domain, msg.window, msg.ticket);
+    case "window-ended":
+      return displays.ended(msg.domain, msg.window, msg.reason);
     case "closed":
       return closeWindow(msg.id, msg.reason);
     case "error":

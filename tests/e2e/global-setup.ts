@@ -7,7 +7,7 @@ import { ImageStore, buildKernelBundle, buildTemplate, terminalProgress, repoRoo
 export default async function setup(): Promise<void> {
   const root = repoRoot();
   process.env.QVM_IMAGES_DIR ??= path.join(root, ".qvm/images");
-  execFileSync("node", [path.join(root, "scripts/build.mjs"), "guest-agent", "qrexec-tools", "qvmd", "cli", "gui-proxy", "web"], { stdio: "inherit", cwd: root });
+  execFileSync("node", [path.join(root, "scripts/build.mjs"), "guest-agent", "qrexec-tools", "qvmd", "cli", "gui-proxy", "web", "display"], { stdio: "inherit", cwd: root });
   const store = new ImageStore(process.env.QVM_IMAGES_DIR);
   const progress = terminalProgress(process.stderr, "e2e images");
   await buildKernelBundle(store, progress);
