@@ -20,7 +20,7 @@ export interface SplitRunArgs {
 const isDispvmFlag = (a: string) => a === "--dispvm" || a.startsWith("--dispvm=");
 
 /** Long and short flags of `qvm run` that take a value (so their value is not the VM name). */
-const VALUE_FLAGS = new Set(["-u", "--user", "-e", "--env", "--cwd"]);
+const VALUE_FLAGS = new Set(["-u", "--user", "-e", "--env", "--cwd", "--geometry"]);
 
 /** Help flags: oclif's --help plus -h (cli/package.json: additionalHelpFlags), as Qubes' tools take it. */
 export const HELP_FLAGS = ["--help", "-h"];

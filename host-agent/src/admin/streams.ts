@@ -28,6 +28,9 @@ function pipeOut(src: Readable, call: { write(m: unknown): boolean; once(ev: "dr
     });
     src.once("end", resolve);
     src.once("error", () => resolve());
+    // A stream handed over paused (a hybrid-vsock dial pauses its socket so no byte is lost)
+    // does not start flowing when a data listener is added: start it.
+    src.resume();
   });
 }
 
