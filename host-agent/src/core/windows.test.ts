@@ -97,5 +97,7 @@ describe("windows", () => {
     vm.endWindow(12345); // any change notifies the watchers
     await settle();
     expect(qvmd.listWindows("work").map((w) => w.windowId)).toEqual([1]);
+    // ...and it is closed in the guest: only a request of qvmd's opens a window.
+    expect([...vm.windows.keys()]).toEqual([1]);
   });
 });

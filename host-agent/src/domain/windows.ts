@@ -50,6 +50,8 @@ export interface DomainWindowsDeps {
 
 export class DomainWindows {
   private readonly byDomain = new Map<string, Map<number, Known>>();
+  /** OpenWindow calls in flight per domain: the guest may list their window before they return. */
+  private readonly opening = new Map<string, number>();
 
   constructor(private readonly deps: DomainWindowsDeps) {
     // A domain that stops closes its windows, with a notice (the page shows the reason).
@@ -75,7 +77,13 @@ export class DomainWindows {
       throw new QvmError("RESOURCE_EXHAUSTED", `${domain} has ${MAX_WINDOWS_PER_DOMAIN} windows open, the most a domain may have; close one first`);
     }
     const user = String(this.deps.registry.resolve(rec, "default_user"));
-    const reply = await vm.agent.openWindow({ argv, width: size.width, height: size.height, user });
+    this.opening.set(domain, (this.opening.get(domain) ?? 0) + 1);
+    let reply;
+    try {
+      reply = await vm.agent.openWindow({ argv, width: size.width, height: size.height, user });
+    } finally {
+      this.opening.set(domain, this.opening.get(domain)! - 1);
+    }
     const program = path.basename(argv[0]!).slice(0, 64);
     known.set(reply.windowId, { program, port: reply.vsockPort, ...size });
     this.save(domain);
@@ -159,6 +167,13 @@ export class DomainWindows {
         k.port = w.vsockPort;
       } else if (this.saved(domain)[w.windowId]) {
         known.set(w.windowId, { program: this.saved(domain)[w.windowId]!, port: w.vsockPort, width: w.width, height: w.height });
+      } else if (!this.opening.get(domain)) {
+        // A window no request of qvmd's opened (one whose OpenWindow was cancelled or timed
+        // out): nothing can name its frame, so it is closed.
+        void this.deps.runner
+          .running(domain)
+          .agent.closeWindow(w.windowId)
+          .catch(() => {});
       }
     }
     for (const [id, k] of [...known]) if (!k.closing && !windows.some((w) => w.windowId === id)) this.forget(domain, id, "the program ended");
