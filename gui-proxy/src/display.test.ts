@@ -18,7 +18,7 @@ import { DISPLAY_HIGH_WATER } from "./display.js";
 import { startShellServer, type ShellServer } from "./server.js";
 import { MAX_DISPLAYS_PER_DOMAIN } from "./session.js";
 import { MAX_TICKETS_PER_OWNER, TicketBook } from "./tickets.js";
-import { dialHybridVsock, staticWindows, unixSocketDialer, type StaticWindows } from "./windows.js";
+import { staticWindows, unixSocketDialer, type StaticWindows } from "./windows.js";
 
 const TTL_MS = 1500;
 let d: TestDaemon;
@@ -356,48 +356,5 @@ describe("display routes and relay", () => {
     expect((await p.next("windows")).windows).not.toContainEqual(expect.objectContaining({ id: 2 }));
     expect(await p.next("window-ended", (m) => m.window === 2)).toMatchObject({ reason: "the window closed" });
     p.ws.close();
-  });
-});
-
-describe("hybrid vsock dialer", () => {
-  /** A fake VMM socket answering CONNECT with `reply`. */
-  async function vmm(reply: string | undefined): Promise<{ path: string; lines: string[]; close(): void }> {
-    const at = path.join(tmp, `vmm-${Math.random().toString(36).slice(2)}.sock`);
-    const lines: string[] = [];
-    const conns: net.Socket[] = [];
-    const server = net.createServer((c) => {
-      conns.push(c);
-      c.on("error", () => {});
-      c.once("data", (b: Buffer) => {
-        lines.push(b.toString());
-        if (reply === undefined) c.end();
-        else c.write(reply);
-      });
-    });
-    await new Promise<void>((r) => server.listen(at, r));
-    return { path: at, lines, close: () => (conns.forEach((c) => c.destroy()), server.close()) };
-  }
-
-  it("sends CONNECT <port>, takes OK <n>, and hands over the stream with the bytes that came with the OK", async () => {
-    const v = await vmm("OK 1073741824\nRFB 003.008\n");
-    const sock = await dialHybridVsock(v.path, 5901);
-    expect(v.lines).toEqual(["CONNECT 5901\n"]);
-    // Handed over paused, so nothing is lost before the caller reads.
-    const first = new Promise<Buffer>((r) => sock.once("data", r));
-    sock.resume();
-    expect((await first).toString()).toBe("RFB 003.008\n");
-    sock.destroy();
-    v.close();
-  });
-
-  it("fails on a refusal, a bad answer or no socket", async () => {
-    const none = await vmm(undefined);
-    await expect(dialHybridVsock(none.path, 5901)).rejects.toMatchObject({ code: "AGENT_UNAVAILABLE", message: /nothing listens on guest vsock port 5901/ });
-    none.close();
-    const bad = await vmm("NO\n");
-    await expect(dialHybridVsock(bad.path, 5901)).rejects.toMatchObject({ code: "AGENT_PROTOCOL" });
-    bad.close();
-    await expect(dialHybridVsock(path.join(tmp, "absent.sock"), 5901)).rejects.toMatchObject({ code: "AGENT_UNAVAILABLE", message: /not accepting connections/ });
-    await expect(dialHybridVsock(path.join(tmp, "absent.sock"), -1)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   });
 });

@@ -5,7 +5,7 @@
 //
 // `qvm shell` uses adminWindows (admin-windows.ts: qvmd's admin API, where qvmd dials the window);
 // a server started without a backend has `noWindows`; tests use `staticWindows` with
-// `unixSocketDialer`. `dialHybridVsock` is for a shell that would dial a domain's vsock itself.
+// `unixSocketDialer`.
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { QvmError, type WindowSummary } from "@qvm/protocol/contracts";
@@ -92,100 +92,4 @@ export function unixSocketDialer(socketOf: (domain: string, windowId: number) =>
       });
     },
   };
-}
-
-/** Where a window's RFB server is, in a domain's hybrid vsock: its VMM's Unix socket and the guest port. */
-export interface VsockTarget {
-  /** The domain's hybrid vsock socket (vhost-device-vsock's `uds-path`). */
-  vsockPath: string;
-  /** The guest vsock port its per-window RFB server listens on (from OpenWindow). */
-  port: number;
-}
-
-/** The real dialer: `lookup` says where the window listens (from qvmd), `dialHybridVsock` connects. */
-export function hybridVsockDialer(lookup: (domain: string, windowId: number) => Promise<VsockTarget>, timeoutMs?: number): WindowDialer {
-  return {
-    dial: async (domain, id) => {
-      const { vsockPath, port } = await lookup(domain, id);
-      return dialHybridVsock(vsockPath, port, timeoutMs);
-    },
-  };
-}
-
-/** The device's answer to CONNECT is at most this long. */
-const MAX_HANDSHAKE_BYTES = 64;
-const OK_REPLY = /^OK \d{1,10}$/;
-/**
- * How long a dial that timed out keeps its socket for a late answer: vhost-device-vsock 0.3 takes
- * down every vsock stream of the VM when the guest accepts a connection whose host end is already
- * closed (host-agent/src/vsock/hybrid-dial.ts has the story).
- */
-const ABANDONED_DIAL_LINGER_MS = 5 * 60_000;
-
-/**
- * Hybrid vsock, host side (vhost-device-vsock, cloud-hypervisor, Firecracker): connect the VMM's
- * Unix socket, write `CONNECT <port>\n`, read `OK <n>\n`; after that the socket is the guest's
- * vsock stream. A small copy of host-agent's dialer: the web shell imports no host-agent code.
- */
-export function dialHybridVsock(vsockPath: string, port: number, timeoutMs = 10_000): Promise<net.Socket> {
-  if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) return Promise.reject(new QvmError("INVALID_ARGUMENT", `invalid vsock port ${port}`));
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(vsockPath);
-    let buffered = Buffer.alloc(0);
-    let done = false;
-    let lingering = false;
-    const finish = (err?: Error) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.off("data", onData);
-      sock.pause();
-      if (!err) return resolve(sock);
-      if (lingering) linger(sock);
-      else sock.destroy();
-      reject(err);
-    };
-    const timer = setTimeout(() => {
-      lingering = true;
-      finish(new QvmError("AGENT_TIMEOUT", `no answer to CONNECT ${port} on ${vsockPath} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      const nl = buffered.indexOf(0x0a);
-      if (nl < 0) {
-        if (buffered.length > MAX_HANDSHAKE_BYTES) finish(new QvmError("AGENT_PROTOCOL", `oversized vsock handshake reply on ${vsockPath}`));
-        return;
-      }
-      const line = buffered.subarray(0, nl).toString("latin1");
-      if (nl > MAX_HANDSHAKE_BYTES || !OK_REPLY.test(line)) {
-        finish(new QvmError("AGENT_PROTOCOL", `unexpected vsock handshake reply on ${vsockPath}: ${JSON.stringify(line.slice(0, 32))}`));
-        return;
-      }
-      const rest = buffered.subarray(nl + 1);
-      finish();
-      // Bytes that came with the OK line are the stream's first (an RFB server speaks first).
-      if (rest.length) sock.unshift(rest);
-    };
-    sock.on("data", onData);
-    sock.once("connect", () => sock.write(`CONNECT ${port}\n`));
-    sock.once("error", (err: NodeJS.ErrnoException) =>
-      finish(
-        new QvmError(
-          "AGENT_UNAVAILABLE",
-          err.code === "ENOENT" || err.code === "ECONNREFUSED" ? `vsock socket ${vsockPath} is not accepting connections (is the domain running?)` : `vsock connection to ${vsockPath} failed: ${err.message}`,
-        ),
-      ),
-    );
-    // The device closes the connection when nothing listens on the guest port.
-    sock.once("close", () => finish(new QvmError("AGENT_UNAVAILABLE", `nothing listens on guest vsock port ${port} (${vsockPath})`)));
-  });
-}
-
-function linger(sock: net.Socket): void {
-  const cap = setTimeout(() => sock.destroy(), ABANDONED_DIAL_LINGER_MS);
-  cap.unref();
-  sock.once("close", () => clearTimeout(cap));
-  sock.on("error", () => {});
-  sock.once("data", () => sock.end());
-  sock.resume();
 }

@@ -2,7 +2,7 @@
 // session, with back-pressure both ways. What a session means lives in the core (core/sessions.ts);
 // a transport error or a cancelled call ends the session.
 import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
-import type { Readable } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import { QvmError, toGrpcError, type adminV1 } from "@qvm/protocol";
 import type { QvmEvent } from "../base/events.js";
 import type { Qvmd } from "../core/qvmd.js";
@@ -109,27 +109,34 @@ export function pumpExec(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ExecReques
   });
 }
 
-/** The serial console: bytes both ways between the admin stream and the domain's console. */
-export function pumpConsole(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ConsoleRequest, adminV1.ConsoleResponse>): void {
+/**
+ * An opaque byte stream both ways between an admin call and something in a domain (its serial
+ * console, a window's remote framebuffer): the first request names it, then `input` goes in
+ * and `output` comes out, with back-pressure both ways.
+ */
+function pumpBytes<Req extends { msg?: { $case: string; value: unknown } }>(
+  call: ServerDuplexStream<Req, { output: Buffer }>,
+  what: string,
+  open: (start: unknown) => Promise<Duplex>,
+): void {
   let close = () => {};
   call.on("cancelled", () => close());
   call.on("error", () => close());
-  call.once("data", (first: adminV1.ConsoleRequest) => {
+  call.once("data", (first: Req) => {
     void (async () => {
-      if (first.msg?.$case !== "start") throw new QvmError("INVALID_ARGUMENT", "the first Console message must be start");
-      const session = await qvmd.console(domainName(first.msg.value.domain));
-      const s = session.stream;
-      close = () => session.close();
+      if (first.msg?.$case !== "start") throw new QvmError("INVALID_ARGUMENT", `the first ${what} message must be start`);
+      const s = await open(first.msg.value);
+      close = () => s.destroy();
       call.on("end", () => {
         s.end();
         call.end();
       });
-      // Guest console bytes are passed on as opaque data; the client decides how to show them.
+      // Domain bytes are passed on as opaque data; the client decides how to show them.
       void pipeOut(s, call, (c) => ({ output: c }));
       s.on("close", () => call.end());
       s.on("error", () => call.end());
-      call.on("data", (req: adminV1.ConsoleRequest) => {
-        if (req.msg?.$case === "input" && !s.write(req.msg.value)) {
+      call.on("data", (req: Req) => {
+        if (req.msg?.$case === "input" && !s.write(req.msg.value as Buffer)) {
           call.pause();
           s.once("drain", () => call.resume());
         }
@@ -138,30 +145,16 @@ export function pumpConsole(qvmd: Qvmd, call: ServerDuplexStream<adminV1.Console
   });
 }
 
+/** The serial console: bytes both ways between the admin stream and the domain's console. */
+export function pumpConsole(qvmd: Qvmd, call: ServerDuplexStream<adminV1.ConsoleRequest, adminV1.ConsoleResponse>): void {
+  pumpBytes(call, "Console", async (start) => (await qvmd.console(domainName((start as adminV1.ConsoleStart).domain))).stream);
+}
+
 /** A window's remote-framebuffer stream: opaque bytes both ways, with the console's back-pressure. */
 export function pumpWindow(qvmd: Qvmd, call: ServerDuplexStream<adminV1.WindowStreamRequest, adminV1.WindowStreamResponse>): void {
-  let close = () => {};
-  call.on("cancelled", () => close());
-  call.on("error", () => close());
-  call.once("data", (first: adminV1.WindowStreamRequest) => {
-    void (async () => {
-      if (first.msg?.$case !== "start") throw new QvmError("INVALID_ARGUMENT", "the first WindowStream message must be start");
-      const s = await qvmd.windowStream(domainName(first.msg.value.domain), first.msg.value.windowId);
-      close = () => s.destroy();
-      call.on("end", () => {
-        s.end();
-        call.end();
-      });
-      void pipeOut(s, call, (c) => ({ output: c }));
-      s.on("close", () => call.end());
-      s.on("error", () => call.end());
-      call.on("data", (req: adminV1.WindowStreamRequest) => {
-        if (req.msg?.$case === "input" && !s.write(req.msg.value)) {
-          call.pause();
-          s.once("drain", () => call.resume());
-        }
-      });
-    })().catch((err) => fail(call, err));
+  pumpBytes(call, "WindowStream", (start) => {
+    const s = start as adminV1.WindowStreamStart;
+    return qvmd.windowStream(domainName(s.domain), s.windowId);
   });
 }
 
