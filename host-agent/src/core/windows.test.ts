@@ -1,7 +1,7 @@
 // Windows through the core's commands, with fake VMs whose agent keeps a window table: the
 // program name comes from the request, never the guest; bounds; windows that end or whose
 // domain stops close with an event naming why.
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -99,5 +99,25 @@ describe("windows", () => {
     expect(qvmd.listWindows("work").map((w) => w.windowId)).toEqual([1]);
     // ...and it is closed in the guest: only a request of qvmd's opens a window.
     expect([...vm.windows.keys()]).toEqual([1]);
+  });
+
+  it("keeps the program names in qvmd's own record, outside the VMM's directory, and takes windows back by it", async () => {
+    await qvmd.openWindow("work", ["foot"], size, false);
+    const record = path.join(dir, "run", "windows", "work.json");
+    expect(JSON.parse(readFileSync(record, "utf8"))).toEqual({ 1: "foot" });
+    expect(existsSync(path.join(dir, "run", "domains", "work", "windows.json"))).toBe(false);
+    // What a restarted qvmd finds: a window it does not hold in memory but recorded.
+    writeFileSync(record, JSON.stringify({ 1: "foot", 5: "gimp", 6: 42 }));
+    const vm = vms.vms.get("work")!;
+    vm.windows.set(5, { windowId: 5, vsockPort: 20005, width: 100, height: 100, alive: true, argv: ["[dom0] evil"], user: "user" });
+    vm.windows.set(6, { windowId: 6, vsockPort: 20006, width: 100, height: 100, alive: true, argv: ["x"], user: "user" });
+    vm.endWindow(12345);
+    await settle();
+    // 5 is named from the record, never the guest; 6's entry is not a name, so it is closed.
+    expect(qvmd.listWindows("work").map((w) => [w.windowId, w.program])).toEqual([[1, "foot"], [5, "gimp"]]);
+    expect([...vm.windows.keys()]).toEqual([1, 5]);
+    await qvmd.kill("work");
+    await settle();
+    expect(existsSync(record)).toBe(false);
   });
 });

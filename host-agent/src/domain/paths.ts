@@ -15,6 +15,15 @@ export class DomainPaths {
     return path.join(this.runtimeDir, "domains", validateDomainName(name));
   }
 
+  /**
+   * What qvmd records of a running domain's windows (the program each shows): RUNTIME/windows/
+   * NAME.json, beside the domain's runtime directory and not in it, since that one belongs to the
+   * domain's VMM user, which must not be able to rename a frame.
+   */
+  windowsRecordOf(name: string): string {
+    return path.join(this.runtimeDir, "windows", `${validateDomainName(name)}.json`);
+  }
+
   logDirOf(name: string): string {
     return path.join(this.dataDir, "logs", validateDomainName(name));
   }

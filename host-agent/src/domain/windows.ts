@@ -1,10 +1,10 @@
 // Domains' windows (docs/gui.md): a program shown by its own compositor in the domain, whose
 // remote-framebuffer stream the domain offers on a vsock port. qvmd keeps, per running domain,
 // which windows exist and what program each shows; the program name comes from the request that
-// opened it (kept in RUNTIME/domains/NAME/windows.json across a qvmd restart), never from the
+// opened it (kept in RUNTIME/windows/NAME.json across a qvmd restart), never from the
 // guest, so the frame the web shell draws cannot be named by the domain. The guest says only
 // which windows are alive, their size and their port, validated (agent/replies.ts).
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type net from "node:net";
 import { QvmError } from "@qvm/protocol";
@@ -55,10 +55,14 @@ export class DomainWindows {
 
   constructor(private readonly deps: DomainWindowsDeps) {
     // A domain that stops closes its windows, with a notice (the page shows the reason).
+    // A domain that starts has no windows yet: a record left by a qvmd that died while the
+    // domain stopped must not name the new domain's windows.
     deps.events.subscribe((ev) => {
+      if (ev.type === "domain-pre-start") this.dropRecord(ev.domain);
       if (ev.type !== "domain-shutdown") return;
       for (const id of [...(this.byDomain.get(ev.domain)?.keys() ?? [])]) this.forget(ev.domain, id, "the domain stopped");
       this.byDomain.delete(ev.domain);
+      this.dropRecord(ev.domain);
     });
   }
 
@@ -150,6 +154,7 @@ export class DomainWindows {
 
   private follow(domain: string, windows: GuestWindow[]): void {
     const known = this.table(domain);
+    let recorded: Record<number, string> | undefined;
     for (const w of windows) {
       const k = known.get(w.windowId);
       if (k?.closing) continue;
@@ -165,8 +170,8 @@ export class DomainWindows {
         k.width = w.width;
         k.height = w.height;
         k.port = w.vsockPort;
-      } else if (this.saved(domain)[w.windowId]) {
-        known.set(w.windowId, { program: this.saved(domain)[w.windowId]!, port: w.vsockPort, width: w.width, height: w.height });
+      } else if ((recorded ??= this.saved(domain))[w.windowId]) {
+        known.set(w.windowId, { program: recorded[w.windowId]!, port: w.vsockPort, width: w.width, height: w.height });
       } else if (!this.opening.get(domain)) {
         // A window no request of qvmd's opened (one whose OpenWindow was cancelled or timed
         // out): nothing can name its frame, so it is closed.
@@ -199,23 +204,27 @@ export class DomainWindows {
     return t;
   }
 
-  private file(domain: string): string {
-    return path.join(this.deps.paths.runtimeDirOf(domain), "windows.json");
-  }
-
+  /** The program names qvmd recorded (its own file: only names that are strings are taken). */
   private saved(domain: string): Record<number, string> {
     try {
-      const v = JSON.parse(readFileSync(this.file(domain), "utf8")) as unknown;
-      return typeof v === "object" && v !== null ? (v as Record<number, string>) : {};
+      const v = JSON.parse(readFileSync(this.deps.paths.windowsRecordOf(domain), "utf8")) as unknown;
+      if (typeof v !== "object" || v === null) return {};
+      return Object.fromEntries(Object.entries(v).filter(([, name]) => typeof name === "string" && name.length > 0 && name.length <= 64));
     } catch {
       return {};
     }
   }
 
+  /** Written whole and renamed into place, so a crash leaves the old record or the new one. */
   private save(domain: string): void {
-    const dir = this.deps.paths.runtimeDirOf(domain);
-    if (!existsSync(dir)) return;
+    const file = this.deps.paths.windowsRecordOf(domain);
     const names = Object.fromEntries([...(this.byDomain.get(domain) ?? [])].map(([id, k]) => [id, k.program]));
-    writeFileSync(this.file(domain), JSON.stringify(names), { mode: 0o600 });
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(`${file}.tmp`, JSON.stringify(names), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+  }
+
+  private dropRecord(domain: string): void {
+    rmSync(this.deps.paths.windowsRecordOf(domain), { force: true });
   }
 }
