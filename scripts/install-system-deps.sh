@@ -15,10 +15,12 @@ set -euo pipefail
 # start a system DNS service), which the tests' private internet runs; nftables and conntrack
 # filter a domain's traffic and drop its tracked connections when the rules change.
 # sway, wayvnc, foot and fonts-dejavu-core run a stand-in for a domain's window on the host in the
-# browser tests of the web shell's windows (tests/e2e/gui-windows.test.ts, no VM).
+# browser tests of the web shell's windows (tests/e2e/gui-windows.test.ts, no VM); with
+# wl-clipboard (wl-copy, wl-paste) they run the agent's windows and their clipboard on the host
+# (guest-agent/src/gui/real-sway.test.ts).
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
   socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium passt dnsmasq-base nftables
-  conntrack tinyproxy-bin shellcheck sway wayvnc foot fonts-dejavu-core)
+  conntrack tinyproxy-bin shellcheck sway wayvnc foot fonts-dejavu-core wl-clipboard)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -2,6 +2,7 @@
 // bundle (cli/package.json: oclif.commands), so the whole CLI is one file. One command per file
 // in commands/; names are Qubes' tool names without the "qvm-" prefix.
 import Check from "./commands/check.js";
+import Clipboard from "./commands/clipboard.js";
 import Clone from "./commands/clone.js";
 import Console from "./commands/console.js";
 import Create from "./commands/create.js";
@@ -27,6 +28,7 @@ import Volume from "./commands/volume.js";
 
 export const COMMANDS = {
   check: Check,
+  clipboard: Clipboard,
   clone: Clone,
   console: Console,
   create: Create,

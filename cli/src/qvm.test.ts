@@ -592,3 +592,99 @@ describe("qvm daemon", () => {
     expect(r.stderr).toMatch(/^qvm: qvmd is not built .*\n$/);
   });
 });
+
+describe("qvm clipboard", () => {
+  beforeEach(() => {
+    fake.domains.push(fakeDomain("vault", { state: "Running", label: "black" }), fakeDomain("personal", { state: "Running", label: "yellow" }));
+    const win = (domain: string, windowId: number, program: string): adminV1.Window => ({ domain, windowId, program, width: 800, height: 600 });
+    fake.windows = [win("work", 1, "foot"), win("vault", 2, "foot"), win("vault", 4, "firefox"), win("personal", 3, "gedit")];
+    fake.selections = new Map([["work:1", "a link"]]);
+    fake.clipboard = { data: Buffer.alloc(0), source: "", copiedAtMs: 0 };
+    fake.deniedPastes = new Set();
+  });
+
+  it("shows where the content came from and its size, never the content; --json gives the state", async () => {
+    expect(await qvm(["clipboard"])).toMatchObject({ code: 0, stdout: "The global clipboard is empty.\n", stderr: "" });
+    expect((await qvm(["clipboard", "set", "--text", "hunter2"])).code).toBe(0);
+    const r = await qvm(["clipboard", "show"]);
+    expect(r.stdout).toBe("The global clipboard holds 7 bytes from dom0 (this desktop), copied at 2026-09-21T14:13:20.000Z.\n");
+    expect(r.stdout).not.toContain("hunter2");
+    expect(JSON.parse((await qvm(["clipboard", "--json"])).stdout)).toEqual({ source: "dom0", size: 7, copiedAtMs: 1_790_000_000_000 });
+  });
+
+  it("copies a domain's only window, pastes into a window chosen with --window, and the paste wipes it", async () => {
+    const c = await qvm(["clipboard", "copy", "work"]);
+    expect(c).toMatchObject({ code: 0, stderr: "" });
+    expect(c.stdout).toBe("Copied 6 bytes from work's window 1 to the global clipboard; paste with `qvm clipboard paste VM` or Ctrl-Shift-V in a window.\n");
+    expect(sortedCalls("clipboardCopy")).toEqual([{ domain: "work", from: { $case: "windowId", value: 1 } }]);
+    const p = await qvm(["clipboard", "paste", "vault", "--window", "4"]);
+    expect(p).toMatchObject({ code: 0, stderr: "", stdout: "Pasted the global clipboard from work into vault's window 4 and wiped it; paste it there with Ctrl-V.\n" });
+    expect(fake.selections.get("vault:4")).toBe("a link");
+    expect(fake.clipboard.data.length).toBe(0);
+    expect((await qvm(["clipboard", "paste", "personal"])).stderr).toBe("qvm: the global clipboard is empty: copy with Ctrl-Shift-C first\n");
+  });
+
+  it("without --window, a domain with several windows or none is an error that lists them or says how to open one", async () => {
+    fake.clipboard = { data: Buffer.from("x"), source: "dom0", copiedAtMs: 1 };
+    expect(await qvm(["clipboard", "paste", "vault"])).toMatchObject({ code: 2, stderr: "qvm: vault has 2 windows: 2 (foot), 4 (firefox); choose one with --window N\n" });
+    fake.windows = [];
+    expect(await qvm(["clipboard", "copy", "work"])).toMatchObject({ code: 1, stderr: "qvm: work has no window to copy: open one with `qvm run --gui work -- PROGRAM`\n" });
+    expect(await qvm(["clipboard", "copy", "nope"])).toMatchObject({ code: 1, stderr: 'qvm: domain "nope" does not exist\n' });
+    expect(sortedCalls("clipboardCopy")).toEqual([]);
+    expect(sortedCalls("clipboardPaste")).toEqual([]);
+  });
+
+  it("a paste the policy refuses says so in Qubes' words and how to look at the policy; the clipboard stays", async () => {
+    fake.clipboard = { data: Buffer.from("secret"), source: "vault", copiedAtMs: 1 };
+    fake.deniedPastes.add("vault>work");
+    const r = await qvm(["clipboard", "paste", "work"]);
+    expect(r).toMatchObject({ code: 1, stdout: "", stderr: "qvm: Pasting from vault to work is denied by policies (see `qvm policy check qubes.ClipboardPaste vault work`)\n" });
+    expect(fake.clipboard.source).toBe("vault");
+    expect(fake.selections.get("work:1")).toBe("a link");
+  });
+
+  it("set reads stdin (or --text) as dom0's; take writes the content as it is and wipes it", async () => {
+    const text = "line one\nline two, no newline at the end";
+    expect(await qvm(["clipboard", "set"], { input: text })).toMatchObject({ code: 0, stdout: "", stderr: "" });
+    expect(sortedCalls("setClipboard")).toEqual([{ data: Buffer.from(text) }]);
+    const t = await qvm(["clipboard", "take"]);
+    expect(t).toMatchObject({ code: 0, stdout: text, stderr: "" });
+    expect(fake.clipboard.data.length).toBe(0);
+    expect(await qvm(["clipboard", "take"])).toMatchObject({ code: 1, stdout: "", stderr: "qvm: the global clipboard is empty: copy with Ctrl-Shift-C first\n" });
+  });
+
+  it("set of more than 64000 bytes is refused by qvmd (which empties the clipboard); qvm sends no more than one byte over", async () => {
+    fake.clipboard = { data: Buffer.from("old"), source: "work", copiedAtMs: 1 };
+    const r = await qvm(["clipboard", "set"], { input: "a".repeat(200_000) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^qvm: the text given \(64001 bytes\) is larger than the global clipboard's 64000 bytes: the clipboard was emptied/);
+    expect(fake.clipboard.data.length).toBe(0);
+    expect((await qvm(["clipboard", "set"], { input: "" })).code).toBe(2);
+  });
+
+  it("refuses usage errors in one line, calling nothing", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["clipboard", "frob"], /^qvm: unknown action "frob": use show, copy, paste, set or take/],
+      [["clipboard", "copy"], /^qvm: copy needs a domain: qvm clipboard copy VM \[--window N\]\n$/],
+      [["clipboard", "paste", "work", "vault"], /^qvm: paste takes one domain \(got "vault"\)\n$/],
+      [["clipboard", "show", "--window", "1"], /^qvm: --window goes with copy or paste, not show\n$/],
+      [["clipboard", "take", "--text", "x"], /^qvm: --text goes with set, not take\n$/],
+      [["clipboard", "copy", "work", "--json"], /^qvm: --json goes with show, not copy\n$/],
+      [["clipboard", "set", "hello"], /^qvm: set takes no argument \(got "hello"\); give the text on stdin or with --text\n$/],
+      [["clipboard", "copy", "work", "--window", "0"], /^qvm: .*--window/],
+    ];
+    for (const [args, stderr] of cases) {
+      const r = await qvm(args);
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 2, stderr: expect.stringMatching(stderr) });
+    }
+    expect(fake.calls.filter(([m]) => m !== "getDaemonInfo")).toEqual([]);
+  });
+
+  it("--help explains the policy and the examples", async () => {
+    const r = await qvm(["clipboard", "--help"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("qubes.ClipboardPaste");
+    expect(r.stdout).toContain("qvm clipboard copy work && qvm clipboard paste personal");
+    expect(r.stdout).toContain("a qvmd restart empties it");
+  });
+});

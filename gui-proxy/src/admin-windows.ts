@@ -3,20 +3,23 @@
 // out of bounds is left out, not shown half-checked); window-open, window-close and a domain's
 // stop in the event feed say when it changed; WindowStream carries a window's RFB bytes (qvmd
 // dials the domain's hybrid vsock); ResizeWindow and CloseWindow are the user's two actions.
+// The events come from a feed that outlives a qvmd restart (admin-events.ts): its watchers hear
+// `lost` when qvmd goes and `back` when it answers again.
 import { Duplex } from "node:stream";
 import { eventTypeWord, type AdminClient, type adminV1 } from "@qvm/protocol";
 import { QvmError, windowSummarySchema, type WindowSummary } from "@qvm/protocol/contracts";
+import { AdminEventFeed } from "./admin-events.js";
 import type { WindowBackend } from "./windows.js";
 
 /** The admin calls the backend makes (an AdminClient; tests pass a fake). */
-export type WindowAdmin = Pick<AdminClient, "listWindows" | "resizeWindow" | "closeWindow" | "windowStream" | "watchEvents" | "errorOf">;
+export type WindowAdmin = Pick<AdminClient, "listWindows" | "resizeWindow" | "closeWindow" | "windowStream" | "watchEvents" | "getDaemonInfo" | "errorOf">;
 
 /** Events after which the window list may differ. */
 const WINDOW_CHANGES = new Set(["window-open", "window-close", "domain-shutdown", "domain-start"]);
 /** How long a window's RFB server has to say its first bytes. */
 const FIRST_BYTES_MS = 15_000;
 
-export function adminWindows(admin: WindowAdmin, log: (m: string) => void = () => {}): WindowBackend {
+export function adminWindows(admin: WindowAdmin, log: (m: string) => void = () => {}, feed: AdminEventFeed = new AdminEventFeed(admin)): WindowBackend {
   return {
     list: async () => {
       const { windows } = await admin.listWindows({ domain: "" });
@@ -28,14 +31,14 @@ export function adminWindows(admin: WindowAdmin, log: (m: string) => void = () =
       }
       return out;
     },
-    watch: (onChange) => {
-      const events = admin.watchEvents({ domain: "" });
-      events.on("data", (ev: adminV1.Event) => {
-        if (WINDOW_CHANGES.has(eventTypeWord(ev.type))) onChange();
-      });
-      events.on("error", () => {});
-      return () => events.cancel();
-    },
+    watch: (onChange) =>
+      feed.subscribe({
+        event: (ev: adminV1.Event) => {
+          if (WINDOW_CHANGES.has(eventTypeWord(ev.type))) onChange("changed");
+        },
+        lost: () => onChange("lost"),
+        back: () => onChange("back"),
+      }),
     dial: (domain, id) => windowStream(admin, domain, id),
     resize: async (domain, id, width, height) => {
       await admin.resizeWindow({ domain, windowId: id, width, height });

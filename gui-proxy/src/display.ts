@@ -20,17 +20,18 @@ export interface Relay {
   close(reason: string): void;
 }
 
-export function relay(domain: string, window: number, ws: WebSocket, stream: Duplex, onEnd: (reason: string) => void): Relay {
+/** `onEnd` hears why the relay ended, with the stream's error when it failed. */
+export function relay(domain: string, window: number, ws: WebSocket, stream: Duplex, onEnd: (reason: string, err?: Error) => void): Relay {
   let ended = false;
   let drainTimer: NodeJS.Timeout | undefined;
-  const end = (reason: string, code = 1000) => {
+  const end = (reason: string, code = 1000, err?: Error) => {
     if (ended) return;
     ended = true;
     clearInterval(drainTimer);
     stream.destroy();
     // A close reason is at most 123 bytes.
     if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, Buffer.from(reason).subarray(0, 120).toString());
-    onEnd(reason);
+    onEnd(reason, err);
   };
 
   // Domain → browser.
@@ -50,7 +51,7 @@ export function relay(domain: string, window: number, ws: WebSocket, stream: Dup
   });
   stream.on("end", () => end("the window's stream ended"));
   stream.on("close", () => end("the window's stream closed"));
-  stream.on("error", (err: Error) => end(`the window's stream failed: ${err.message}`, 1011));
+  stream.on("error", (err: Error) => end(`the window's stream failed: ${err.message}`, 1011, err));
 
   // Browser → domain.
   ws.on("message", (data: Buffer) => {

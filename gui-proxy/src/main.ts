@@ -6,6 +6,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { AdminClient, adminSocketPath, runtimeDirFromEnv } from "@qvm/protocol";
+import { adminClipboard } from "./admin-clipboard.js";
+import { AdminEventFeed } from "./admin-events.js";
 import { adminWindows } from "./admin-windows.js";
 import { startShellServer } from "./server.js";
 
@@ -30,7 +32,9 @@ async function main(): Promise<number> {
   });
   const webDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "web");
   const log = (m: string) => process.stderr.write(`qvm shell: ${m}\n`);
-  const server = await startShellServer({ admin, webDir, host: values.host, port, log, windows: adminWindows(admin, log) });
+  // The window list and the clipboard's state follow one feed of qvmd's events.
+  const feed = new AdminEventFeed(admin);
+  const server = await startShellServer({ admin, webDir, host: values.host, port, log, windows: adminWindows(admin, log, feed), clipboard: adminClipboard(admin, feed) });
   if (values["url-file"]) {
     writeFileSync(values["url-file"], `${server.url}\n`, { mode: 0o600 });
     process.stderr.write(`qvm shell: serving on port ${server.port}; the URL is in ${values["url-file"]}\n`);

@@ -15,8 +15,10 @@ import { WebSocketServer } from "ws";
 import { AdminClient } from "@qvm/protocol";
 import { SHELL_PROTOCOL, allowedHosts, allowedOrigins, createToken, isLoopbackHost, offeredProtocols, offeredToken, requestHost, sameToken } from "./access.js";
 import { DISPLAY_TICKET_PATTERN } from "@qvm/protocol/contracts";
+import { AdminEventFeed } from "./admin-events.js";
+import { noClipboard, type ClipboardBackend } from "./clipboard.js";
 import { MAX_DISPLAY_MESSAGE } from "./display.js";
-import { ShellSession, type WindowContext } from "./session.js";
+import { REATTACH_GRACE_MS, ShellSession, type SessionContext } from "./session.js";
 import { TicketBook } from "./tickets.js";
 import { noWindows, type WindowBackend } from "./windows.js";
 
@@ -32,6 +34,10 @@ export interface ShellServerOptions {
   windows?: WindowBackend;
   /** How long a display ticket lives (default 30 s; tests shorten it). */
   ticketTtlMs?: number;
+  /** The global clipboard (`qvm shell`: adminClipboard; default: none). */
+  clipboard?: ClipboardBackend;
+  /** After a qvmd restart, how long windows it does not list yet stay on the page (default 30 s; tests shorten it). */
+  reattachGraceMs?: number;
 }
 
 export interface ShellServer {
@@ -96,7 +102,14 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
   }
   const token = opts.token ?? createToken();
   const log = opts.log ?? (() => {});
-  const windows: WindowContext = { backend: opts.windows ?? noWindows(log), tickets: new TicketBook<ShellSession>({ ttlMs: opts.ticketTtlMs }) };
+  const ctx: SessionContext = {
+    windows: opts.windows ?? noWindows(log),
+    tickets: new TicketBook<ShellSession>({ ttlMs: opts.ticketTtlMs }),
+    clipboard: opts.clipboard ?? noClipboard(),
+    // One feed of qvmd's events for every page, subscribed again after a qvmd restart.
+    events: new AdminEventFeed(opts.admin),
+    reattachGraceMs: opts.reattachGraceMs ?? REATTACH_GRACE_MS,
+  };
   // Known once listening: the address actually bound (localhost resolves to 127.0.0.1 or ::1).
   let hosts: string[] = [];
   let origins: string[] = [];
@@ -113,7 +126,7 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
       // A window's frame: only with a live ticket for the window it names (not used up here: the
       // frame's WebSocket uses it), and only as a frame when the browser says so.
       const target = displayTarget(url);
-      const t = target && windows.tickets.peek(target.ticket);
+      const t = target && ctx.tickets.peek(target.ticket);
       if (!target || !t || t.domain !== target.domain || t.window !== target.window) return refuse(403, "no valid display ticket");
       const dest = req.headers["sec-fetch-dest"];
       if (dest !== undefined && dest !== "iframe") return refuse(403, "the display page is only a frame of the web shell");
@@ -151,7 +164,7 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
     if (!origins.includes(origin)) return deny("403 Forbidden", `origin ${JSON.stringify(origin).slice(0, 100)} is not this page's`);
     if (!offeredProtocols(req).includes(SHELL_PROTOCOL)) return deny("403 Forbidden", `no ${SHELL_PROTOCOL} subprotocol`);
     if (!sameToken(offeredToken(req), token)) return deny("403 Forbidden", "no valid token");
-    wss.handleUpgrade(req, socket, head, (ws) => new ShellSession(ws, opts.admin, log, windows));
+    wss.handleUpgrade(req, socket, head, (ws) => new ShellSession(ws, opts.admin, log, ctx));
   });
 
   /**
@@ -163,14 +176,14 @@ export async function startShellServer(opts: ShellServerOptions): Promise<ShellS
     socket.on("error", () => {});
     if (req.headers.origin !== "null") return deny("403 Forbidden", `display origin ${JSON.stringify(req.headers.origin ?? "").slice(0, 100)} is not a sandboxed frame's`);
     const target = displayTarget(url);
-    const t = target && windows.tickets.take(target.ticket);
+    const t = target && ctx.tickets.take(target.ticket);
     if (!target || !t) return deny("403 Forbidden", "no valid display ticket (missing, used, expired or from elsewhere)");
     if (t.domain !== target.domain || t.window !== target.window) return deny("403 Forbidden", `the ticket is for another window than ${target.domain}/${target.window}`);
     const slot = t.owner.reserveDisplay(t.domain, t.window);
     if (typeof slot === "string") return deny("429 Too Many Requests", slot);
     let stream;
     try {
-      stream = await windows.backend.dial(t.domain, t.window);
+      stream = await ctx.windows.dial(t.domain, t.window);
     } catch (err) {
       t.owner.displayFailed(slot, err);
       return deny("502 Bad Gateway", `window ${t.domain}/${t.window}: ${(err as Error).message}`);

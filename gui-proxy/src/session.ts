@@ -7,10 +7,18 @@
 // Windows (docs/gui.md): the session sends qvmd's window list, mints the one-shot tickets a
 // window's sandboxed frame needs for its display WebSocket, owns the relays opened with them, and
 // passes resize and close on to the window backend.
+// The clipboard (docs/web-shell.md): the page's clipboard requests go to the clipboard backend
+// (qvmd's global clipboard); a terminal's text is attributed to the domain this session opened
+// that terminal on, never to a domain the page names. The clipboard's state follows its changes.
+// A qvmd restart: qvmd's event feed says `lost`, then `back`; the window streams through the old
+// qvmd ended, and each window qvmd lists again gets a new ticket without the page asking (its
+// frame reconnects), while windows qvmd has not re-learned yet stay on the page for a while.
 import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import { domainInWords, eventTypeWord, type AdminClient, type adminV1 } from "@qvm/protocol";
 import {
+  MAX_CLIPBOARD_BYTES,
+  MAX_SHELL_WINDOWS,
   QvmError,
   clipShellText,
   isQvmError,
@@ -21,9 +29,11 @@ import {
   type ServerMessage,
   type WindowSummary,
 } from "@qvm/protocol/contracts";
+import type { AdminEventFeed } from "./admin-events.js";
+import { terminalPasteText, type ClipboardBackend } from "./clipboard.js";
 import { relay, type Relay } from "./display.js";
 import type { TicketBook } from "./tickets.js";
-import type { WindowBackend } from "./windows.js";
+import type { WindowBackend, WindowChange } from "./windows.js";
 
 /** Browser output queued beyond this pauses the domain's stream until it drains below LOW. */
 const HIGH_WATER = 1024 * 1024;
@@ -32,6 +42,14 @@ const MAX_TERMINALS = 32;
 /** Display streams one page may have open (or being dialled) at once, and per domain. */
 export const MAX_DISPLAYS = 32;
 export const MAX_DISPLAYS_PER_DOMAIN = 16;
+/** Why a window's stream closed when qvmd went away; the page shows it until the stream is back. */
+export const QVMD_GONE_REASON = "the stream was closed because qvmd stopped or restarted; it reconnects once qvmd lists the window again";
+/** After qvmd is back, how long windows it does not list yet stay on the page (default). */
+export const REATTACH_GRACE_MS = 30_000;
+/** When the window list is asked again after qvmd is back (ms after): qvmd re-learns the running domains' windows without an event. */
+const REATTACH_POLLS_MS = [250, 750, 1500, 3000, 6000, 12_000, 20_000];
+/** A stream that ended this shortly before qvmd's feed said `lost` ended for the same reason (a SIGTERM'd qvmd cancels streams first). */
+const LOST_WITHIN_MS = 5000;
 /** Events after which the page's domain list is out of date. */
 const LIST_CHANGES = new Set<string>([
   "domain-add",
@@ -58,10 +76,18 @@ interface OutputStream<Res> {
   resume(): unknown;
 }
 
-/** What a session needs for windows: the backend (qvmd's windows) and the server's ticket book. */
-export interface WindowContext {
-  backend: WindowBackend;
+/** What a session shares with the server's other sessions. */
+export interface SessionContext {
+  /** qvmd's windows. */
+  windows: WindowBackend;
+  /** The server's display tickets. */
   tickets: TicketBook<ShellSession>;
+  /** qvmd's global clipboard. */
+  clipboard: ClipboardBackend;
+  /** qvmd's event feed (the domain list, terminals of stopped domains), kept up across restarts. */
+  events: AdminEventFeed;
+  /** After a qvmd restart, how long windows it does not list yet stay on the page. */
+  reattachGraceMs: number;
 }
 
 /** A display stream counted against the page's bounds from before its dial until it ends. */
@@ -76,29 +102,51 @@ function qvmErrorOf(err: unknown): QvmError {
   return isQvmError(err) ? err : new QvmError("INTERNAL", err instanceof Error ? err.message : String(err));
 }
 
+const keyOf = (domain: string, window: number) => `${domain}/${window}`;
+
 export class ShellSession {
   private readonly terminals = new Map<number, Terminal>();
-  private readonly events: ReturnType<AdminClient["watchEvents"]>;
+  private readonly unwatchEvents: () => void;
   /** Display streams open or being dialled, with their relay once it runs. */
   private readonly displays = new Map<DisplaySlot, Relay | undefined>();
   private readonly unwatchWindows: () => void;
+  private readonly unwatchClipboard: () => void;
   private closed = false;
+  /** Only the latest window list and clipboard state asked for is sent (answers may cross). */
+  private windowsAsked = 0;
+  private clipboardAsked = 0;
+  /** The window list last sent (qvmd's part). */
+  private listed: WindowSummary[] = [];
+  /** qvmd went away (the window feed said `lost`) and has not answered again. */
+  private qvmdGone = false;
+  /** Windows whose streams closed because qvmd went away: reconnected once listed again. */
+  private readonly awaiting = new Map<string, WindowSummary>();
+  /** When each window's last stream ended, for a `lost` that arrives after the streams' ends. */
+  private readonly lastEnded = new Map<string, number>();
+  /** Until then (after qvmd is back), awaited windows qvmd does not list yet stay on the page. */
+  private reattachUntil = 0;
+  private reattachTimers: NodeJS.Timeout[] = [];
 
   constructor(
     private readonly ws: WebSocket,
     private readonly admin: AdminClient,
     private readonly log: (m: string) => void,
-    private readonly windows: WindowContext,
+    private readonly ctx: SessionContext,
   ) {
     ws.on("message", (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on("close", () => this.close());
     ws.on("error", () => this.close());
-    this.events = admin.watchEvents({ domain: "" });
-    this.events.on("data", (ev: adminV1.Event) => this.onEvent(ev));
-    this.events.on("error", () => {});
-    this.unwatchWindows = windows.backend.watch(() => void this.sendWindows());
+    this.unwatchEvents = ctx.events.subscribe({
+      event: (ev) => this.onEvent(ev),
+      lost: () => this.sendError(new QvmError("DAEMON_UNAVAILABLE", "lost the connection to qvmd (stopped or restarting): reconnecting")),
+      back: () => void this.sendDomains(),
+    });
+    this.unwatchWindows = ctx.windows.watch((change) => this.onWindowChange(change));
+    this.unwatchClipboard = ctx.clipboard.watch(() => void this.sendClipboard());
     // The domains first: the page colours windows with their labels.
-    void this.sendDomains().then(() => this.sendWindows());
+    void this.sendDomains()
+      .then(() => this.sendWindows())
+      .then(() => this.sendClipboard());
   }
 
   get isClosed(): boolean {
@@ -125,20 +173,120 @@ export class ShellSession {
     }
   }
 
-  /** The window list to the page; streams of windows no longer listed end (the program exited). */
+  /**
+   * The window list to the page; streams of windows no longer listed end (the program exited).
+   * After a qvmd restart, an awaited window listed again gets a new ticket unasked (its frame
+   * reconnects), and one not listed yet stays on the page until the grace after qvmd's return
+   * is over.
+   */
   private async sendWindows(): Promise<void> {
+    const asked = ++this.windowsAsked;
     let list: WindowSummary[];
     try {
-      list = await this.windows.backend.list();
+      list = await this.ctx.windows.list();
     } catch (err) {
-      return this.sendError(err, "cannot list windows: ");
+      if (asked === this.windowsAsked && !this.qvmdGone) this.sendError(err, "cannot list windows: ");
+      return;
     }
-    this.send({ t: "windows", windows: list });
-    this.endDisplays((s) => !list.some((w) => w.domain === s.domain && w.id === s.window), "the window closed");
+    if (asked !== this.windowsAsked || this.closed) return;
+    this.listed = list;
+    const isListed = (k: string) => list.some((w) => keyOf(w.domain, w.id) === k);
+    const holding = this.qvmdGone || Date.now() < this.reattachUntil;
+    const held: WindowSummary[] = [];
+    const reconnect: WindowSummary[] = [];
+    for (const [k, w] of [...this.awaiting]) {
+      if (isListed(k)) {
+        this.awaiting.delete(k);
+        if (!this.hasDisplay(w.domain, w.id)) reconnect.push(w);
+      } else if (holding) held.push(w);
+      else this.awaiting.delete(k);
+    }
+    this.send({ t: "windows", windows: [...list, ...held].slice(0, MAX_SHELL_WINDOWS) });
+    for (const w of reconnect) this.send({ t: "window-ticket", domain: w.domain, window: w.id, ticket: this.ctx.tickets.mint(w.domain, w.id, this), reconnect: true });
+    this.endDisplays((s) => !isListed(keyOf(s.domain, s.window)), "the window closed");
+    for (const k of [...this.lastEnded.keys()]) if (!isListed(k)) this.lastEnded.delete(k);
+  }
+
+  private hasDisplay(domain: string, window: number): boolean {
+    for (const s of this.displays.keys()) if (s.domain === domain && s.window === window) return true;
+    return false;
+  }
+
+  /** qvmd's windows changed, or qvmd went away, or it is back after a restart. */
+  private onWindowChange(change: WindowChange): void {
+    if (this.closed) return;
+    if (change === "changed") return void this.sendWindows();
+    if (change === "lost") {
+      this.qvmdGone = true;
+      this.stopReattach();
+      const now = Date.now();
+      for (const w of this.listed) {
+        const k = keyOf(w.domain, w.id);
+        const ended = this.lastEnded.get(k);
+        if (this.hasDisplay(w.domain, w.id)) this.awaiting.set(k, w);
+        else if (ended !== undefined && now - ended < LOST_WITHIN_MS && !this.awaiting.has(k)) {
+          // It ended moments ago, for the same reason: the page hears the real one.
+          this.awaiting.set(k, w);
+          this.send({ t: "window-ended", domain: w.domain, window: w.id, reason: QVMD_GONE_REASON });
+        }
+      }
+      return;
+    }
+    // Back: qvmd re-learns the running domains' windows over the next seconds, and says nothing
+    // when it does; the list is asked now and again until the grace is over.
+    this.qvmdGone = false;
+    this.reattachUntil = Date.now() + this.ctx.reattachGraceMs;
+    this.stopReattach();
+    const polls = [...REATTACH_POLLS_MS.filter((ms) => ms < this.ctx.reattachGraceMs), this.ctx.reattachGraceMs + 50];
+    this.reattachTimers = polls.map((ms) => setTimeout(() => void this.sendWindows(), ms));
+    void this.sendWindows();
+  }
+
+  private stopReattach(): void {
+    for (const t of this.reattachTimers) clearTimeout(t);
+    this.reattachTimers = [];
+  }
+
+  /** A display stream ended: with qvmd gone (or its stream lost with qvmd), the window is awaited. */
+  private displayEnded(slot: DisplaySlot, reason: string, err?: unknown): void {
+    slot.release();
+    const k = keyOf(slot.domain, slot.window);
+    this.lastEnded.set(k, Date.now());
+    let why = reason;
+    if (this.qvmdGone || (isQvmError(err) && err.code === "DAEMON_UNAVAILABLE")) {
+      why = QVMD_GONE_REASON;
+      const w = this.listed.find((x) => x.domain === slot.domain && x.id === slot.window);
+      if (w) this.awaiting.set(k, w);
+    }
+    this.send({ t: "window-ended", domain: slot.domain, window: slot.window, reason: clipShellText(why) });
+  }
+
+  /** The clipboard's state to the page (never its content). */
+  private async sendClipboard(): Promise<void> {
+    const asked = ++this.clipboardAsked;
+    try {
+      const s = await this.ctx.clipboard.state();
+      if (asked === this.clipboardAsked) this.send({ t: "clipboard", source: s.source, size: s.size, copiedAtMs: s.copiedAtMs });
+    } catch (err) {
+      if (asked === this.clipboardAsked && !this.qvmdGone) this.sendError(err, "cannot read the clipboard's state: ");
+    }
+  }
+
+  /** The domain of terminal `id` of this page: the one it was opened on, whatever the page says. */
+  private terminalDomain(id: number): string {
+    const t = this.terminals.get(id);
+    if (!t) throw new QvmError("NOT_FOUND", `no terminal ${id} on this page`);
+    return t.domain;
+  }
+
+  /** Clipboard content from qvmd, bounded as a message to the page may carry it. */
+  private static bounded(data: Buffer): Buffer {
+    if (data.length > MAX_CLIPBOARD_BYTES) throw new QvmError("RESOURCE_EXHAUSTED", `the clipboard holds more than ${MAX_CLIPBOARD_BYTES} bytes`);
+    return data;
   }
 
   private async findWindow(domain: string, window: number): Promise<WindowSummary> {
-    const w = (await this.windows.backend.list()).find((x) => x.domain === domain && x.id === window);
+    const w = (await this.ctx.windows.list()).find((x) => x.domain === domain && x.id === window);
     if (!w) throw new QvmError("NOT_FOUND", `${domain} has no window ${window}`);
     return w;
   }
@@ -166,17 +314,13 @@ export class ShellSession {
     }
     this.displays.set(
       slot,
-      relay(slot.domain, slot.window, ws, stream, (reason) => {
-        slot.release();
-        this.send({ t: "window-ended", domain: slot.domain, window: slot.window, reason: clipShellText(reason) });
-      }),
+      relay(slot.domain, slot.window, ws, stream, (reason, err) => this.displayEnded(slot, reason, err)),
     );
   }
 
   /** A display stream could not start (the dial failed): the page hears why. */
   displayFailed(slot: DisplaySlot, err: unknown): void {
-    slot.release();
-    this.send({ t: "window-ended", domain: slot.domain, window: slot.window, reason: clipShellText(qvmErrorOf(err).message) });
+    this.displayEnded(slot, qvmErrorOf(err).message, err);
   }
 
   private endDisplays(match: (s: DisplaySlot) => boolean, reason: string): void {
@@ -211,7 +355,9 @@ export class ShellSession {
     } catch {
       return this.sendError(new QvmError("INVALID_ARGUMENT", "invalid message: not JSON"));
     }
-    void this.handle(parsed).catch((err: unknown) => this.sendError(err, "", "id" in parsed ? parsed.id : undefined));
+    // With `id`, the page closes that terminal: only for a failure of the terminal itself.
+    const closes = parsed.t === "open" || parsed.t === "resize" || parsed.t === "close" ? parsed.id : undefined;
+    void this.handle(parsed).catch((err: unknown) => this.sendError(err, "", closes));
   }
 
   private async handle(m: PageMessage): Promise<void> {
@@ -252,18 +398,54 @@ export class ShellSession {
           this.send({ t: "window-ended", domain: m.domain, window: m.window, reason: clipShellText(qvmErrorOf(err).message) });
           return;
         }
-        this.send({ t: "window-ticket", domain: m.domain, window: m.window, ticket: this.windows.tickets.mint(m.domain, m.window, this) });
+        this.send({ t: "window-ticket", domain: m.domain, window: m.window, ticket: this.ctx.tickets.mint(m.domain, m.window, this) });
         return;
       case "window-resize":
         await this.findWindow(m.domain, m.window);
-        await this.windows.backend.resize(m.domain, m.window, m.width, m.height);
+        await this.ctx.windows.resize(m.domain, m.window, m.width, m.height);
         return;
       case "window-close":
         // A request: the program may ask the user first. Its stream ends when the window leaves
         // qvmd's list.
         await this.findWindow(m.domain, m.window);
-        await this.windows.backend.close(m.domain, m.window);
+        await this.ctx.windows.close(m.domain, m.window);
         return;
+      // The clipboard: qvmd checks the policy and the size; its refusals reach the page as errors.
+      case "clipboard-copy": {
+        await this.findWindow(m.domain, m.window);
+        const s = await this.ctx.clipboard.copy(m.domain, { window: m.window });
+        this.send({ t: "clipboard-copied", source: m.domain, size: s.size });
+        return;
+      }
+      case "clipboard-paste": {
+        await this.findWindow(m.domain, m.window);
+        const r = await this.ctx.clipboard.paste(m.domain, { window: m.window });
+        this.send({ t: "clipboard-pasted", source: r.source, target: m.domain });
+        return;
+      }
+      case "terminal-copy": {
+        const domain = this.terminalDomain(m.id);
+        const s = await this.ctx.clipboard.copy(domain, { text: Buffer.from(m.text, "utf8") });
+        this.send({ t: "clipboard-copied", source: domain, size: s.size });
+        return;
+      }
+      case "terminal-paste": {
+        const domain = this.terminalDomain(m.id);
+        const r = await this.ctx.clipboard.paste(domain, "terminal");
+        if (!this.terminals.has(m.id)) throw new QvmError("NOT_FOUND", `terminal ${m.id} closed before the paste arrived; the clipboard was wiped`);
+        this.send({ t: "terminal-paste-text", id: m.id, text: terminalPasteText(ShellSession.bounded(r.data)), source: r.source });
+        return;
+      }
+      case "clipboard-set": {
+        const s = await this.ctx.clipboard.set(Buffer.from(m.text, "utf8"));
+        this.send({ t: "clipboard-copied", source: "dom0", size: s.size });
+        return;
+      }
+      case "clipboard-take": {
+        const r = await this.ctx.clipboard.take();
+        this.send({ t: "clipboard-taken", text: ShellSession.bounded(r.data).toString("utf8"), source: r.source });
+        return;
+      }
     }
   }
 
@@ -338,9 +520,11 @@ export class ShellSession {
     this.closed = true;
     for (const t of this.terminals.values()) t.close();
     this.terminals.clear();
-    this.events.cancel();
+    this.unwatchEvents();
     this.unwatchWindows();
-    this.windows.tickets.revoke(this);
+    this.unwatchClipboard();
+    this.stopReattach();
+    this.ctx.tickets.revoke(this);
     this.endDisplays(() => true, "the page disconnected");
   }
 }

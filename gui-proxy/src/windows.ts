@@ -16,12 +16,20 @@ export interface WindowDialer {
   dial(domain: string, windowId: number): Promise<Duplex>;
 }
 
+/**
+ * What a watcher of the window list hears: `changed`, the list may differ; `lost`, qvmd went
+ * away (every window stream through it ends; the programs run on in their domains); `back`, qvmd
+ * answers again after a restart (the list may differ, and may fill in over the next seconds as
+ * qvmd re-attaches the running domains and learns their windows again).
+ */
+export type WindowChange = "changed" | "lost" | "back";
+
 /** Everything the shell asks about windows; one per server, shared by its pages. */
 export interface WindowBackend extends WindowDialer {
   /** Every window qvmd knows of (domain, id, program, size). */
   list(): Promise<WindowSummary[]>;
-  /** Calls `onChange` whenever the list may have changed; returns the unsubscribe. */
-  watch(onChange: () => void): () => void;
+  /** Calls `onChange` whenever the list may have changed or qvmd went or came back; returns the unsubscribe. */
+  watch(onChange: (change: WindowChange) => void): () => void;
   /** The user resized the window's frame to width×height CSS pixels: the domain's output follows. */
   resize(domain: string, windowId: number, width: number, height: number): Promise<void>;
   /** The user closed the window: the program gets a close request. */
@@ -41,20 +49,34 @@ export function noWindows(log: (m: string) => void): WindowBackend {
   };
 }
 
-/** A window list held in memory (tests): `set` replaces it and tells the watchers. */
+/**
+ * A window list held in memory (tests): `set` replaces it and tells the watchers; `lose` and
+ * `back` play a qvmd restart (the list is empty while qvmd is away).
+ */
 export interface StaticWindows extends WindowBackend {
   set(windows: WindowSummary[]): void;
+  /** qvmd went away: the watchers hear `lost`, and `list` fails until `back`. */
+  lose(): void;
+  /** qvmd is back with `windows` (default: none yet): the watchers hear `back`. */
+  back(windows?: WindowSummary[]): void;
   resized: { domain: string; window: number; width: number; height: number }[];
   closed: { domain: string; window: number }[];
 }
 
 export function staticWindows(initial: WindowSummary[], dialer: WindowDialer): StaticWindows {
   let windows = [...initial];
-  const watchers = new Set<() => void>();
+  let away = false;
+  const watchers = new Set<(change: WindowChange) => void>();
+  const tell = (change: WindowChange) => {
+    for (const fn of [...watchers]) fn(change);
+  };
   const self: StaticWindows = {
     resized: [],
     closed: [],
-    list: async () => [...windows],
+    list: async () => {
+      if (away) throw new QvmError("DAEMON_UNAVAILABLE", "qvmd is not reachable (a test's restart)");
+      return [...windows];
+    },
     watch: (fn) => {
       watchers.add(fn);
       return () => watchers.delete(fn);
@@ -69,7 +91,16 @@ export function staticWindows(initial: WindowSummary[], dialer: WindowDialer): S
     },
     set: (next) => {
       windows = [...next];
-      for (const fn of watchers) fn();
+      tell("changed");
+    },
+    lose: () => {
+      away = true;
+      tell("lost");
+    },
+    back: (next = []) => {
+      away = false;
+      windows = [...next];
+      tell("back");
     },
   };
   return self;

@@ -5,11 +5,15 @@
 // Access (docs/web-shell.md): the token arrives in the URL's fragment and is offered on the
 // WebSocket only; the page itself is public.
 // Program windows (windows.ts, docs/gui.md) share the desktop with the terminals.
+// The global clipboard (docs/web-shell.md, "Clipboard"): Ctrl-Shift-C / Ctrl-Shift-V in a focused
+// window or terminal are kept by the page (never passed to the domain) and become requests to the
+// server, which asks qvmd; a panel shows the clipboard's state (source, size) from the server, and
+// two explicit controls move text between it and the user's own desktop clipboard.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-import { serverMessageSchema, type DomainSummary, type PageMessage, type TerminalKind } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, serverMessageSchema, type DomainSummary, type PageMessage, type ServerMessage, type TerminalKind } from "@qvm/protocol/contracts";
 import { LABELS, isLabel } from "@qvm/protocol/labels";
-import { Displays } from "./windows.js";
+import { Displays, type ClipboardChord } from "./windows.js";
 
 interface Win {
   el: HTMLElement;
@@ -53,12 +57,13 @@ let connected = false;
 ws.addEventListener("open", () => (connected = true));
 
 const colorOf = (label: string) => (isLabel(label) ? LABELS[label] : "#888888");
+const colorOfDomain = (domain: string) => colorOf(domains.find((d) => d.name === domain)?.label ?? "");
 const send = (msg: PageMessage) => ws.send(JSON.stringify(msg));
 
 const displays = new Displays({
   desktop,
   send,
-  colorOf: (domain) => colorOf(domains.find((d) => d.name === domain)?.label ?? ""),
+  colorOf: colorOfDomain,
   notice: (text, color) => notice(text, color),
 });
 
@@ -131,10 +136,129 @@ function openWindow(d: DomainSummary, kind: TerminalKind): void {
     ws.send(frame);
   });
   term.onResize(({ rows, cols }) => send({ t: "resize", id, rows, cols }));
+  // The clipboard chords are the page's: xterm never sees them, so the domain gets no ^C or ^V.
+  term.attachCustomKeyEventHandler((e) => {
+    const chord = clipboardChord(e);
+    if (!chord) return true;
+    e.preventDefault();
+    if (e.type === "keydown" && !e.repeat) {
+      if (chord === "copy") copyFromTerminal(id);
+      else send({ t: "terminal-paste", id });
+    }
+    return false;
+  });
   new ResizeObserver(() => fit.fit()).observe(body);
   windows.set(id, { el: win, term, domain: d.name });
   send({ t: "open", id, domain: d.name, kind, rows: term.rows, cols: term.cols });
   term.focus();
+}
+
+/** Ctrl-Shift-C or Ctrl-Shift-V (no other modifier), by key position, whatever the layout. */
+function clipboardChord(e: KeyboardEvent): ClipboardChord["action"] | undefined {
+  if (!e.ctrlKey || !e.shiftKey || e.altKey || e.metaKey) return undefined;
+  return e.code === "KeyC" ? "copy" : e.code === "KeyV" ? "paste" : undefined;
+}
+
+const utf8Bytes = (s: string) => new TextEncoder().encode(s).length;
+const sizeText = (n: number) => `${n} byte${n === 1 ? "" : "s"}${n >= 1024 ? ` (${(n / 1024).toFixed(1)} KiB)` : ""}`;
+const nameOf = (source: string) => (source === "dom0" ? "[dom0] (your desktop)" : `[${source}]`);
+
+/** A terminal's selection into the global clipboard; the server says which domain it came from. */
+function copyFromTerminal(id: number): void {
+  const w = windows.get(id);
+  if (!w) return;
+  const text = w.term.getSelection();
+  if (!text) return notice(`[${w.domain}] terminal: select text first, then press Ctrl-Shift-C`, colorOfDomain(w.domain));
+  const n = utf8Bytes(text);
+  if (n > MAX_CLIPBOARD_BYTES) return notice(`the selection is ${sizeText(n)}, more than the global clipboard holds (${MAX_CLIPBOARD_BYTES} bytes)`, "#cc0000");
+  send({ t: "terminal-copy", id, text });
+}
+
+// Ctrl-Shift-C / Ctrl-Shift-V in a focused program window (windows.ts keeps them from its frame).
+window.addEventListener("qvm-clipboard-chord", (e) => {
+  const { domain, window: win, action } = (e as CustomEvent<ClipboardChord>).detail;
+  send({ t: action === "copy" ? "clipboard-copy" : "clipboard-paste", domain, window: win });
+});
+
+// The clipboard panel: its state (never its content) from the server, and the desktop controls.
+const clip = {
+  panel: document.getElementById("clipboard")!,
+  state: document.getElementById("clipboard-state")!,
+  fromDesktop: document.getElementById("clipboard-from-desktop") as HTMLButtonElement,
+  toDesktop: document.getElementById("clipboard-to-desktop") as HTMLButtonElement,
+  inBox: document.getElementById("clipboard-in")!,
+  inText: document.getElementById("clipboard-in-text") as HTMLTextAreaElement,
+  outBox: document.getElementById("clipboard-out")!,
+  outText: document.getElementById("clipboard-out-text") as HTMLTextAreaElement,
+};
+let clipState: Extract<ServerMessage, { t: "clipboard" }> = { t: "clipboard", source: "", size: 0, copiedAtMs: 0 };
+
+function renderClipboard(): void {
+  const s = clipState;
+  clip.panel.dataset.source = s.source;
+  clip.panel.style.borderLeftColor = s.source ? colorOfDomain(s.source) : "#444444";
+  clip.state.textContent = s.source ? `${sizeText(s.size)} from ${nameOf(s.source)}, copied at ${new Date(s.copiedAtMs).toLocaleTimeString()}` : "empty";
+  clip.toDesktop.disabled = !s.source;
+}
+
+clip.fromDesktop.addEventListener("click", () => {
+  clip.inBox.hidden = false;
+  clip.inText.focus();
+});
+document.getElementById("clipboard-in-cancel")!.addEventListener("click", () => {
+  clip.inText.value = "";
+  clip.inBox.hidden = true;
+});
+document.getElementById("clipboard-in-send")!.addEventListener("click", () => {
+  const text = clip.inText.value;
+  if (!text) return notice("nothing to copy: paste your desktop's text into the box first", "#cc0000");
+  const n = utf8Bytes(text);
+  if (n > MAX_CLIPBOARD_BYTES) return notice(`the text is ${sizeText(n)}, more than the global clipboard holds (${MAX_CLIPBOARD_BYTES} bytes)`, "#cc0000");
+  send({ t: "clipboard-set", text });
+  clip.inText.value = "";
+  clip.inBox.hidden = true;
+});
+clip.toDesktop.addEventListener("click", () => send({ t: "clipboard-take" }));
+document.getElementById("clipboard-out-done")!.addEventListener("click", () => {
+  clip.outText.value = "";
+  clip.outBox.hidden = true;
+});
+
+/** The global clipboard's text (taken, so wiped there) into the desktop's clipboard, or into a box to copy from. */
+function toDesktop(text: string, source: string): void {
+  const fallback = (why: string) => {
+    clip.outText.value = text;
+    clip.outBox.hidden = false;
+    clip.outText.focus();
+    clip.outText.select();
+    notice(`the browser did not let the page write your desktop's clipboard (${why}): the text from ${nameOf(source)} is in the box under the global clipboard; copy it from there`, colorOfDomain(source));
+  };
+  if (!navigator.clipboard?.writeText) return fallback("no clipboard API here");
+  navigator.clipboard.writeText(text).then(
+    () => notice(`Global clipboard from ${nameOf(source)} copied to your desktop's clipboard and wiped`, colorOfDomain(source)),
+    (err: unknown) => fallback(err instanceof Error ? err.message : String(err)),
+  );
+}
+
+function clipboardMessage(msg: Extract<ServerMessage, { t: "clipboard" | "clipboard-copied" | "clipboard-pasted" | "terminal-paste-text" | "clipboard-taken" }>): void {
+  switch (msg.t) {
+    case "clipboard":
+      clipState = msg;
+      return renderClipboard();
+    case "clipboard-copied":
+      return notice(`Copied ${sizeText(msg.size)} from ${nameOf(msg.source)} to the global clipboard. Press Ctrl-Shift-V in a domain's window to paste`, colorOfDomain(msg.source));
+    case "clipboard-pasted":
+      return notice(`Global clipboard pasted into [${msg.target}] and wiped`, colorOfDomain(msg.target));
+    case "terminal-paste-text": {
+      const w = windows.get(msg.id);
+      if (!w) return notice("the terminal closed before the paste arrived; the global clipboard was wiped", "#cc0000");
+      // As a paste: xterm brackets it when the domain's program asked for bracketed paste.
+      w.term.paste(msg.text);
+      return notice(`Global clipboard pasted into [${w.domain}] and wiped`, colorOfDomain(w.domain));
+    }
+    case "clipboard-taken":
+      return toDesktop(msg.text, msg.source);
+  }
 }
 
 function closeWindow(id: number, reason: string): void {
@@ -161,15 +285,22 @@ ws.addEventListener("message", (ev) => {
       domains = msg.domains;
       renderDomains();
       displays.recolor();
+      renderClipboard();
       return;
     case "windows":
       return displays.update(msg.windows);
     case "window-ticket":
-      return displays.ticket(msg.domain, msg.window, msg.ticket);
+      return displays.ticket(msg.domain, msg.window, msg.ticket, msg.reconnect === true);
     case "window-ended":
       return displays.ended(msg.domain, msg.window, msg.reason);
     case "closed":
       return closeWindow(msg.id, msg.reason);
+    case "clipboard":
+    case "clipboard-copied":
+    case "clipboard-pasted":
+    case "terminal-paste-text":
+    case "clipboard-taken":
+      return clipboardMessage(msg);
     case "error":
       notice(`error: ${msg.message}`, "#cc0000");
       if (msg.id !== undefined) closeWindow(msg.id, msg.message);

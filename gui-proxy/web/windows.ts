@@ -93,10 +93,14 @@ export class Displays {
     for (const d of this.shown.values()) this.paint(d);
   }
 
-  /** The server's ticket for a window: its frame loads /display with it. */
-  ticket(domain: string, window: number, ticket: string): void {
+  /**
+   * The server's ticket for a window: its frame loads /display with it. With `reconnect`, it came
+   * unasked: the stream had closed because qvmd stopped, and qvmd lists the window again.
+   */
+  ticket(domain: string, window: number, ticket: string, reconnect = false): void {
     const d = this.shown.get(keyOf(domain, window));
     if (!d) return;
+    if (reconnect) this.host.notice(`[${domain}] ${d.info.program}: the stream was closed because qvmd restarted; reconnecting`, this.host.colorOf(domain));
     d.frame?.remove();
     const frame = document.createElement("iframe");
     // Scripts only: no same-origin (so no access to this page, its storage or its token), no

@@ -77,6 +77,7 @@ const events = wordTable<EventType, EventTypeWord>(
     "device-unassign": EventType.EVENT_TYPE_DEVICE_UNASSIGN,
     "window-open": EventType.EVENT_TYPE_WINDOW_OPEN,
     "window-close": EventType.EVENT_TYPE_WINDOW_CLOSE,
+    clipboard: EventType.EVENT_TYPE_CLIPBOARD,
   },
   EventType.EVENT_TYPE_UNSPECIFIED,
 );

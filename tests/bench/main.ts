@@ -20,6 +20,9 @@
 //   first http  `qvm start work` to its first page through sys-firewall and sys-net vs 3 offline starts
 //   tcp connect work -> test host through the net domains vs work -> sys-firewall over one raw link
 //   tcp download 64 MiB, the same two paths (tests/bench/network.ts)
+//   first frame `qvm run --gui` to the window's first frame in the browser vs `qvm run -p VM -- true`
+//   key → pixels a key on a program window until its pixels change vs a key's echo in a web-shell
+//               terminal of the same domain (tests/bench/gui.ts)
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -30,6 +33,7 @@ import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
 import { shellFigures } from "./shell.js";
 import { networkFigures } from "./network.js";
+import { guiFigures } from "./gui.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, dialHybridVsock, type VmSpec } from "@qvm/host-agent";
 import { buildQemuArgs, chooseAccel, hostTscKhz, runtimePaths } from "@qvm/host-agent/testing";
 
@@ -116,7 +120,7 @@ async function drain(stream: NodeJS.ReadableStream): Promise<number> {
 async function main(): Promise<void> {
   const results: Record<string, Figure> = {};
   log(`accelerator: ${chooseAccel().accel} (${chooseAccel().why}); ${ROUNDS} boot rounds`);
-  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec, =shell: those alone.
+  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec, =shell, =network, =gui: those alone.
   const only = process.env.QVM_BENCH_ONLY;
   if (!only || only === "admin") {
     Object.assign(results, await adminFigures(log));
@@ -129,6 +133,7 @@ async function main(): Promise<void> {
   if (!only || only === "qrexec") Object.assign(results, await qrexecFigures(log));
   if (!only || only === "shell") Object.assign(results, await shellFigures(log));
   if (!only || only === "network") Object.assign(results, await networkFigures(log));
+  if (!only || only === "gui") Object.assign(results, await guiFigures(log));
   report(results);
 }
 

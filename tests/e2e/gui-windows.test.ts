@@ -9,7 +9,14 @@
 // window, through the page (which sees Ctrl-Shift-C first and keeps it); resize reaches the
 // compositor (through a test backend that runs swaymsg, as the agent call will); close; a used
 // ticket is refused. Ticket expiry, Origin checks and the flood are in gui-proxy/src/display.test.ts.
-// Leaves a screenshot of two labelled windows in .qvm/artifacts/gui-windows.png.
+// The global clipboard (an in-memory one with qvmd's rules): the chords on a focused window and on
+// a terminal (a fake Exec behind a real xterm.js: no VM) become the page's messages and never reach
+// the window's RFB server or the terminal's input; the panel, notices and refusals; the desktop
+// controls (the browser's clipboard API, and the page's box when that API refuses). A qvmd restart
+// (the test backend loses its streams and lists the window again): the page reconnects the
+// window's stream without a click. Leaves a screenshot of two labelled windows in
+// .qvm/artifacts/gui-windows.png.
+import { EventEmitter } from "node:events";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
@@ -18,10 +25,10 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type Browser, type Frame, type Page } from "playwright-core";
-import { domainClassFromWord } from "@qvm/protocol";
+import { QvmError, domainClassFromWord, powerStateFromWord, type AdminClient } from "@qvm/protocol";
 import { repoRoot } from "@qvm/images";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
-import { startShellServer, staticWindows, unixSocketDialer, type ShellServer, type StaticWindows } from "@qvm/gui-proxy/testing";
+import { memoryClipboard, startShellServer, staticWindows, unixSocketDialer, type MemoryClipboard, type ShellServer, type StaticWindows } from "@qvm/gui-proxy/testing";
 
 const run = promisify(execFile);
 /** foot's background in the work window: what its canvas must show. */
@@ -42,7 +49,43 @@ let sway: ChildProcess | undefined;
 let swayLog = "";
 let runtimeDir = "";
 let hostile: HostileRfb;
+let clip: MemoryClipboard;
 const consoleErrors: string[] = [];
+/** Every JSON message the page sent on its WebSocket. */
+const sent: Record<string, unknown>[] = [];
+/** Display streams dialled, by "domain/window", to end as a qvmd that goes away would. */
+const dialed = new Map<string, net.Socket[]>();
+
+/**
+ * A terminal's Exec without a VM: greets with a line to select (and turns on bracketed paste, as
+ * bash does), then echoes what it gets, and keeps every input byte.
+ */
+class FakeExec extends EventEmitter {
+  static all: FakeExec[] = [];
+  input = Buffer.alloc(0);
+  constructor() {
+    super();
+    FakeExec.all.push(this);
+  }
+  private out(text: string) {
+    setTimeout(() => this.emit("data", { msg: { $case: "stdout", value: Buffer.from(text) } }), 10);
+  }
+  write(m: { msg?: { $case: string; value: unknown } }): boolean {
+    if (m.msg?.$case === "start") this.out("clip-me-please\r\n\x1b[?2004h$ ");
+    if (m.msg?.$case === "stdin") {
+      this.input = Buffer.concat([this.input, m.msg.value as Buffer]);
+      this.out((m.msg.value as Buffer).toString());
+    }
+    return true;
+  }
+  cancel(): void {}
+  pause(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
+}
 
 /** An unused uid for the stand-in domain: sway refuses to run as root. */
 function freeUid(): number {
@@ -193,12 +236,19 @@ beforeAll(async () => {
     await d.client.createDomain({ name, class: domainClassFromWord("StandaloneVM"), template: "", label, properties: {} });
   }
   const sockets: Record<string, string> = { "work/1": path.join(runtimeDir, "vnc.sock"), "untrusted/2": hostile.path };
+  const unix = unixSocketDialer((domain, id) => sockets[`${domain}/${id}`]);
   const windows = staticWindows(
     [
       { domain: "work", id: 1, program: "foot", width: 640, height: 400 },
       { domain: "untrusted", id: 2, program: "fake-rfb", width: 320, height: 200 },
     ],
-    unixSocketDialer((domain, id) => sockets[`${domain}/${id}`]),
+    {
+      dial: async (domain, id) => {
+        const s = (await unix.dial(domain, id)) as net.Socket;
+        dialed.set(`${domain}/${id}`, [...(dialed.get(`${domain}/${id}`) ?? []), s]);
+        return s;
+      },
+    },
   );
   // Resize as the agent call will: the compositor's output follows.
   const recordResize = windows.resize;
@@ -207,7 +257,17 @@ beforeAll(async () => {
     if (domain === "work") await run("swaymsg", ["-s", swaySocket(), "output", "HEADLESS-1", "resolution", `${w}x${h}`]);
   };
   backend = windows;
-  shell = await startShellServer({ admin: d.client, webDir: path.join(repoRoot(), "gui-proxy/dist/web"), windows: backend });
+  // qvmd's clipboard rules in memory: nothing pastes from untrusted into work.
+  clip = memoryClipboard((source, target) => !(source === "untrusted" && target === "work"));
+  // qvmd as it is, but work shows as running, and its terminals are fake Execs (no VM).
+  const admin = Object.assign(Object.create(d.client) as AdminClient, {
+    listDomains: async (req: Parameters<AdminClient["listDomains"]>[0]) => {
+      const r = await d.client.listDomains(req);
+      return { domains: r.domains.map((x) => (x.name === "work" ? { ...x, state: powerStateFromWord("Running") } : x)) };
+    },
+    exec: () => new FakeExec(),
+  });
+  shell = await startShellServer({ admin, webDir: path.join(repoRoot(), "gui-proxy/dist/web"), windows: backend, clipboard: clip });
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -215,6 +275,12 @@ beforeAll(async () => {
   page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
   page.on("console", (m) => {
     if (m.type() === "error") consoleErrors.push(`${m.location().url}: ${m.text()}`);
+  });
+  page.on("websocket", (ws) => {
+    if (!ws.url().endsWith("/ws")) return;
+    ws.on("framesent", (f) => {
+      if (typeof f.payload === "string") sent.push(JSON.parse(f.payload) as Record<string, unknown>);
+    });
   });
   console.log(`sway, wayvnc, qvmd, the shell and chromium up in ${Date.now() - t0} ms`);
 });
@@ -329,6 +395,11 @@ describe("program windows in the web shell (no VM: sway + wayvnc on the host)", 
       { domain: "untrusted", window: 2, action: "copy" },
       { domain: "untrusted", window: 2, action: "paste" },
     ]);
+    // The page's handler turned them into its messages to the server.
+    await expect.poll(() => sent.filter((m) => String(m.t).startsWith("clipboard-"))).toEqual([
+      { t: "clipboard-copy", domain: "untrusted", window: 2 },
+      { t: "clipboard-paste", domain: "untrusted", window: 2 },
+    ]);
     await page.keyboard.press("KeyZ");
     await expect.poll(() => hostile.keysyms).toContain(0x7a);
     expect(hostile.keysyms.filter((k) => [0x63, 0x43, 0x76, 0x56].includes(k))).toEqual([]);
@@ -353,6 +424,108 @@ describe("program windows in the web shell (no VM: sway + wayvnc on the host)", 
       document.body.append(f);
     }, used!);
     expect((await refused).status()).toBe(403);
+  });
+
+  it("copies a focused window's clipboard with Ctrl-Shift-C into the global clipboard, shows it, and refuses a paste back", async () => {
+    const notices = () => page.locator("#notices").innerText();
+    clip.selections.set("untrusted/2", Buffer.from("from the untrusted window"));
+    // Focused already (the last test's click): a click on its title keeps it so.
+    await win("untrusted").locator(".title").click();
+    expect(await win("untrusted").getAttribute("class")).toContain("focused");
+    const keysBefore = hostile.keysyms.length;
+    await page.keyboard.press("Control+Shift+KeyC");
+    await expect.poll(() => clip.calls.at(-1)).toEqual({ op: "copy", domain: "untrusted", from: "window 2" });
+    await expect.poll(notices).toContain("Copied 25 bytes from [untrusted] to the global clipboard. Press Ctrl-Shift-V in a domain's window to paste");
+    // The panel: source and size, in the source's label colour; never the content.
+    await expect.poll(() => page.locator("#clipboard-state").innerText()).toMatch(/^25 bytes from \[untrusted\], copied at /);
+    expect(await page.locator("#clipboard").evaluate((e) => getComputedStyle(e).borderLeftColor)).toBe(RED);
+    expect(await page.locator("body").innerText()).not.toContain("from the untrusted window");
+    // Back into its source: refused with qvmd's words, and the clipboard stays.
+    await page.keyboard.press("Control+Shift+KeyV");
+    await expect.poll(notices).toContain("Pasting from untrusted to untrusted is denied by policies");
+    expect((await clip.state()).source).toBe("untrusted");
+    // The window got the modifiers, never the chords' C or V.
+    expect(hostile.keysyms.slice(keysBefore).filter((k) => [0x63, 0x43, 0x76, 0x56].includes(k))).toEqual([]);
+  });
+
+  it("keeps the chords from a terminal: its selection is copied as its domain's, and a paste is typed as a bracketed paste", async () => {
+    // Something in the browser's own clipboard, which a chord the page let through would paste.
+    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: new URL(shell.url).origin });
+    await page.evaluate(() => navigator.clipboard.writeText("DESKTOP-SECRET"));
+    await page.locator('li.domain[data-domain="work"] button', { hasText: "Terminal" }).click();
+    const term = page.locator('section.window:not(.display)[data-domain="work"]');
+    // xterm.js draws only while it is in view.
+    await term.scrollIntoViewIfNeeded();
+    await expect.poll(() => term.locator(".xterm-rows").innerText(), { timeout: 10_000 }).toContain("clip-me-please");
+    const exec = FakeExec.all.at(-1)!;
+    // Select the word on the first row (a double click), then the chord.
+    const screen = (await term.locator(".xterm-screen").boundingBox())!;
+    await page.mouse.dblclick(screen.x + 30, screen.y + 9);
+    await page.keyboard.press("Control+Shift+KeyC");
+    await expect.poll(() => sent.at(-1)).toMatchObject({ t: "terminal-copy", text: "clip-me-please" });
+    expect(sent.at(-1)).not.toHaveProperty("domain");
+    await expect.poll(() => clip.calls.at(-1)).toEqual({ op: "copy", domain: "work", from: "terminal" });
+    expect((await clip.state()).source).toBe("work");
+    // A paste back into work (its source) is refused; one from the desktop is typed.
+    await page.keyboard.press("Control+Shift+KeyV");
+    await expect.poll(() => page.locator("#notices").innerText()).toContain("Pasting from work to work is denied by policies");
+    await clip.set(Buffer.from("echo pasted\x1b[201~; rm -rf ~\n"));
+    await page.keyboard.press("Control+Shift+KeyV");
+    await expect.poll(() => exec.input.toString()).toContain("\x1b[201~");
+    // xterm bracketed it (bash asked for it); the ESC inside was taken out, so it cannot end the bracket.
+    expect(exec.input.toString()).toBe("\x1b[200~echo pasted[201~; rm -rf ~\r\x1b[201~");
+    await expect.poll(() => page.locator("#notices").innerText()).toContain("Global clipboard pasted into [work] and wiped");
+    expect((await clip.state()).source).toBe("");
+    // Neither chord reached the terminal as a key (^C is 0x03, ^V 0x16), nor as the browser's paste.
+    expect([...exec.input].filter((b) => b === 0x03 || b === 0x16)).toEqual([]);
+    expect(exec.input.toString()).not.toContain("DESKTOP-SECRET");
+    await term.locator(".titlebar button").click();
+  });
+
+  it("takes the desktop's clipboard from the page's box, and hands the global one to the desktop, or to a box when the browser refuses", async () => {
+    await page.locator("#clipboard-from-desktop").click();
+    await page.locator("#clipboard-in-text").focus();
+    await page.keyboard.insertText("from my desktop ✓");
+    await page.locator("#clipboard-in-send").click();
+    await expect.poll(() => clip.state()).toMatchObject({ source: "dom0", size: Buffer.byteLength("from my desktop ✓") });
+    expect(await page.locator("#clipboard-in").isHidden()).toBe(true);
+    await expect.poll(() => page.locator("#clipboard-state").innerText()).toContain("from [dom0] (your desktop)");
+    await page.locator("#clipboard-to-desktop").click();
+    await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe("from my desktop ✓");
+    await expect.poll(() => page.locator("#notices").innerText()).toContain("copied to your desktop's clipboard and wiped");
+    expect((await clip.state()).source).toBe("");
+    await expect.poll(() => page.locator("#clipboard-to-desktop").isDisabled()).toBe(true);
+    // The browser refuses: the text waits in the page's box instead.
+    await clip.set(Buffer.from("for the box"));
+    await page.evaluate(() => {
+      navigator.clipboard.writeText = () => Promise.reject(new Error("refused by the test"));
+    });
+    await page.locator("#clipboard-to-desktop").click();
+    await expect.poll(() => page.locator("#clipboard-out-text").inputValue()).toBe("for the box");
+    await expect.poll(() => page.locator("#notices").innerText()).toContain("refused by the test");
+    await page.locator("#clipboard-out-done").click();
+    expect(await page.locator("#clipboard-out-text").inputValue()).toBe("");
+  });
+
+  it("reconnects a window's stream by itself when qvmd lists it again after a restart", async () => {
+    const ticketsAsked = () => sent.filter((m) => m.t === "window-ticket" && m.domain === "untrusted").length;
+    const asked = ticketsAsked();
+    const dials = dialed.get("untrusted/2")!.length;
+    // qvmd goes: the window's stream drops, and qvmd's feed says so.
+    for (const s of dialed.get("untrusted/2")!) s.destroy(new QvmError("DAEMON_UNAVAILABLE", "qvmd is not reachable"));
+    backend.lose();
+    await page.locator('section.window.display[data-domain="untrusted"][data-stream="ended"]').waitFor({ timeout: 10_000 });
+    expect(await win("untrusted").locator(".shield").innerText()).toContain("qvmd");
+    // Back, and listing the window again: the frame reconnects without a click.
+    backend.back([
+      { domain: "work", id: 1, program: "foot", width: 640, height: 400 },
+      { domain: "untrusted", id: 2, program: "fake-rfb", width: 320, height: 200 },
+    ]);
+    await page.locator('section.window.display[data-domain="untrusted"][data-stream="connected"]').waitFor({ timeout: 10_000 });
+    await expect.poll(() => pixel("untrusted", 2, 160, 100), { timeout: 15_000 }).toEqual(FAKE_BG);
+    await expect.poll(() => page.locator("#notices").innerText()).toContain("[untrusted] fake-rfb: the stream was closed because qvmd restarted; reconnecting");
+    expect(dialed.get("untrusted/2")!.length).toBe(dials + 1);
+    expect(ticketsAsked()).toBe(asked);
   });
 
   it("closes a window through the backend, and takes its frame away with a notice", async () => {

@@ -44,6 +44,8 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     example("-u root -n work -- apt-get update", "As root; fail if work is halted."),
     example("--dispvm=default-dvm -p -- sh -c 'echo hi'", "In a throwaway disposable, gone afterwards."),
     example("--service vault qubes.GetDate", "Call a qrexec service in vault as dom0."),
+    example("--gui work -- foot", "A Wayland program in a window of its own, shown in the web shell."),
+    example("--gui --dispvm -- foot", "A window from a new disposable, destroyed when its last window closes."),
   ];
   static override strict = false;
   static override args = {
@@ -138,7 +140,6 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
   }
   /** --gui: the program in a window of its own (docs/gui.md); no terminal I/O. */
   private async runGui(split: { vm: string; command: RunCommandSpec }, flags: { geometry?: string; dispvm?: string; "no-autostart"?: boolean; "pass-io"?: boolean; user?: string; service?: boolean }): Promise<void> {
-    if (flags.dispvm !== undefined) throw new QvmError("INVALID_ARGUMENT", "--gui with --dispvm is not available yet: make a DispVM (`qvm create -C DispVM`) and run it there");
     if (flags["pass-io"] || flags.service || flags.user) throw new QvmError("INVALID_ARGUMENT", "--gui runs the program as the domain's default_user with no terminal: drop --pass-io, --service and --user");
     const argv = split.command.kind === "argv" ? split.command.argv : ["sh", "-c", split.command.command];
     if (!argv.length) throw new QvmError("INVALID_ARGUMENT", "--gui needs a program: qvm run --gui VM -- PROGRAM [ARGS...]");
@@ -151,8 +152,9 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
       height = Number(m[2]);
     }
     const admin = await this.admin();
-    const { window } = await admin.openWindow({ domain: split.vm, argv, width, height, noAutostart: Boolean(flags["no-autostart"]) });
-    this.log(`window ${window!.windowId} of ${window!.domain}: ${window!.program} (${window!.width}x${window!.height}); it shows in the web shell (\`qvm shell\`)`);
+    const { window } = await admin.openWindow({ domain: split.vm, dispvm: flags.dispvm ?? "", argv, width, height, noAutostart: Boolean(flags["no-autostart"]) });
+    const disposable = flags.dispvm !== undefined ? " (a disposable: destroyed when its last window closes)" : "";
+    this.log(`window ${window!.windowId} of ${window!.domain}${disposable}: ${window!.program} (${window!.width}x${window!.height}); it shows in the web shell (\`qvm shell\`)`);
   }
 
 }

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { QvmError, adminV1, domainClassFromWord, domainClassWord, powerStateFromWord, toGrpcError, type DomainInWords } from "@qvm/protocol";
-import { parsePciAddress, parseRuleApi } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, parsePciAddress, parseRuleApi, pasteDeniedMessage } from "@qvm/protocol/contracts";
 import { fakeDomain } from "./domains.js";
 
 export interface FakeQvmd {
@@ -22,6 +22,12 @@ export interface FakeQvmd {
   /** The host's PCI devices as ListPciDevices sends them (assignedTo kept here), and whether it has an IOMMU. */
   pci: adminV1.PciDevice[];
   iommu: boolean;
+  /** Windows as ListWindows sends them; selections by "domain:window" (what a copy reads), pastes written into them. */
+  windows: adminV1.Window[];
+  selections: Map<string, string>;
+  /** The global clipboard as qvmd holds it, and the pastes the fake "policy" denies ("source>target"). */
+  clipboard: { data: Buffer; source: string; copiedAtMs: number };
+  deniedPastes: Set<string>;
   /** Every request, in order, as [method, request]. */
   calls: Array<[string, unknown]>;
   execStarts: adminV1.ExecStart[];
@@ -89,6 +95,10 @@ function serveExec(fake: FakeQvmd, call: ServerDuplexStream<adminV1.ExecRequest,
   call.on("error", () => (done = true));
 }
 
+function clipboardState(fake: FakeQvmd): adminV1.ClipboardState {
+  return { source: fake.clipboard.source, size: fake.clipboard.data.length, copiedAtMs: fake.clipboard.copiedAtMs };
+}
+
 export async function startFakeQvmd(): Promise<FakeQvmd> {
   const runtimeDir = mkdtempSync(path.join(os.tmpdir(), "qvm-cli-test-"));
   const socketPath = path.join(runtimeDir, "qvmd.sock");
@@ -103,6 +113,10 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     firewall: new Map(),
     pci: [],
     iommu: true,
+    windows: [],
+    selections: new Map(),
+    clipboard: { data: Buffer.alloc(0), source: "", copiedAtMs: 0 },
+    deniedPastes: new Set(),
     calls: [],
     execStarts: [],
     execSignals: [],
@@ -117,6 +131,12 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     const d = fake.domains.find((x) => x.name === name);
     if (!d) throw notFound(name);
     return d;
+  };
+  /** The selection of a window the fake lists; NOT_FOUND as qvmd says it. */
+  const knownWindow = (domain: string, id: number): string => {
+    find(domain);
+    if (!fake.windows.some((w) => w.domain === domain && w.windowId === id)) throw new QvmError("NOT_FOUND", `${domain} has no window ${id}`);
+    return fake.selections.get(`${domain}:${id}`) ?? "";
   };
   // Every unary method: record, run, map QvmError onto the status + trailer qvmd sends.
   const unary =
@@ -225,6 +245,48 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     unpauseDomain: unary("unpauseDomain", (r: adminV1.UnpauseDomainRequest) => {
       find(r.name).state = "Running";
       return {};
+    }),
+    // Windows and the global clipboard, with qvmd's rules in small: known windows only, a
+    // 64000-byte bound that empties it, a denied paste with Qubes' message, a wipe after a paste.
+    listWindows: unary("listWindows", (r: adminV1.ListWindowsRequest) => {
+      if (r.domain) find(r.domain);
+      return { windows: fake.windows.filter((w) => !r.domain || w.domain === r.domain) };
+    }),
+    getClipboard: unary("getClipboard", () => clipboardState(fake)),
+    clipboardCopy: unary("clipboardCopy", (r: adminV1.ClipboardCopyRequest) => {
+      const id = r.from?.$case === "windowId" ? r.from.value : 0;
+      const text = knownWindow(r.domain, id);
+      if (Buffer.byteLength(text) > MAX_CLIPBOARD_BYTES) {
+        fake.clipboard = { data: Buffer.alloc(0), source: "", copiedAtMs: 0 };
+        throw new QvmError("RESOURCE_EXHAUSTED", `the selection in ${r.domain}'s window ${id} is larger than the global clipboard's ${MAX_CLIPBOARD_BYTES} bytes: the clipboard was emptied; copy less`);
+      }
+      fake.clipboard = { data: Buffer.from(text), source: r.domain, copiedAtMs: 1_790_000_000_000 };
+      return clipboardState(fake);
+    }),
+    clipboardPaste: unary("clipboardPaste", (r: adminV1.ClipboardPasteRequest) => {
+      const id = r.into?.$case === "windowId" ? r.into.value : 0;
+      knownWindow(r.domain, id);
+      const { data, source } = fake.clipboard;
+      if (!data.length) throw new QvmError("FAILED_PRECONDITION", "the global clipboard is empty: copy with Ctrl-Shift-C first");
+      if (fake.deniedPastes.has(`${source}>${r.domain}`)) throw new QvmError("PERMISSION_DENIED", pasteDeniedMessage(source, r.domain));
+      fake.selections.set(`${r.domain}:${id}`, data.toString());
+      fake.clipboard = { data: Buffer.alloc(0), source: "", copiedAtMs: 0 };
+      return { data: Buffer.alloc(0), source };
+    }),
+    setClipboard: unary("setClipboard", (r: adminV1.SetClipboardRequest) => {
+      if (!r.data.length) throw new QvmError("INVALID_ARGUMENT", "no text to put on the global clipboard");
+      if (r.data.length > MAX_CLIPBOARD_BYTES) {
+        fake.clipboard = { data: Buffer.alloc(0), source: "", copiedAtMs: 0 };
+        throw new QvmError("RESOURCE_EXHAUSTED", `the text given (${r.data.length} bytes) is larger than the global clipboard's ${MAX_CLIPBOARD_BYTES} bytes: the clipboard was emptied; copy less`);
+      }
+      fake.clipboard = { data: Buffer.from(r.data), source: "dom0", copiedAtMs: 1_790_000_000_000 };
+      return clipboardState(fake);
+    }),
+    takeClipboard: unary("takeClipboard", () => {
+      const { data, source } = fake.clipboard;
+      if (!data.length) throw new QvmError("FAILED_PRECONDITION", "the global clipboard is empty: copy with Ctrl-Shift-C first");
+      fake.clipboard = { data: Buffer.alloc(0), source: "", copiedAtMs: 0 };
+      return { data, source };
     }),
     exec: (call) => serveExec(fake, call),
     // A console that greets, then echoes every input; "q" makes "qvmd" close it.

@@ -1,5 +1,6 @@
 // What a window runs, as data: the kiosk sway configuration, and the command line and environment
-// of each process (sway, the program, wayvnc, socat, swaymsg). Pure functions; window.ts runs them.
+// of each process (sway, the program, wayvnc, socat, swaymsg, and the clipboard's clients in
+// clipboard.ts). Pure functions; window.ts runs them.
 //
 // Per window, as the domain's user, in its own runtime directory (XDG_RUNTIME_DIR):
 //   sway     headless (no GPU, no input devices), one output HEADLESS-1 of the requested size,
@@ -121,6 +122,11 @@ export function wayvncLaunch(user: GuestUser, paths: WindowPaths, display: strin
     ...baseEnv(user, paths),
     WAYLAND_DISPLAY: display,
   });
+}
+
+/** Another client of the window's compositor (wl-paste, wl-copy): as the user, on the window's display. */
+export function clientLaunch(user: GuestUser, paths: WindowPaths, display: string, argv: string[]): Launch {
+  return launch(user, argv, { ...baseEnv(user, paths), WAYLAND_DISPLAY: display });
 }
 
 /**

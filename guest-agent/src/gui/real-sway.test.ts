@@ -3,12 +3,14 @@
 // debian-12-gui domain. Differences from a domain: socat listens on a Unix socket instead of a
 // vsock port (a host has no vsock loopback), and processes are kept in process groups (the host
 // has no writable cgroup v2 of the agent's own). Needs root (to drop to nobody) and the packages
-// scripts/install-system-deps.sh installs (sway, wayvnc, foot, fonts-dejavu-core, socat).
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+// scripts/install-system-deps.sh installs (sway, wayvnc, foot, fonts-dejavu-core, socat,
+// wl-clipboard).
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_CLIPBOARD_BYTES } from "@qvm/protocol/contracts";
 import { lookupUser, type GuestUser } from "../users.js";
 import { systemGui } from "./system.js";
 import { WindowManager } from "./windows.js";
@@ -26,7 +28,7 @@ beforeAll(() => {
   if (process.getuid?.() !== 0) throw new Error("this test drops to the user nobody: run it as root (as CI does)");
   if (!NOBODY) throw new Error("this test needs the user nobody in /etc/passwd");
   const missing = systemGui().missingPrograms();
-  for (const p of ["foot"]) if (!["/usr/bin", "/bin"].some((d) => existsSync(path.join(d, p)))) missing.push(p);
+  for (const p of ["foot", "wl-copy", "wl-paste"]) if (!["/usr/bin", "/bin"].some((d) => existsSync(path.join(d, p)))) missing.push(p);
   if (missing.length) throw new Error(`${missing.join(", ")} missing: run scripts/install-system-deps.sh`);
   dir = mkdtempSync(path.join(os.tmpdir(), "qvm-real-sway-"));
   chmodSync(dir, 0o755);
@@ -146,6 +148,48 @@ describe("a window with the real sway, wayvnc and foot, as nobody", () => {
     expect(await until(() => !existsSync(runtimeDir))).toBe(true);
     expect(processesOf(runtimeDir)).toEqual([]);
     await windows.close(windowId);
+    expect(windows.list()).toEqual([]);
+  });
+
+  it("sets a window's clipboard and reads it back with the real wl-copy and wl-paste; each window has its own", async () => {
+    const a = (await windows.open({ argv: ["foot", "sleep", "600"], width: 200, height: 100, user: "nobody" })).windowId;
+    const b = (await windows.open({ argv: ["foot", "sleep", "600"], width: 200, height: 100, user: "nobody" })).windowId;
+    const none = { data: Buffer.alloc(0), oversized: false };
+    // Nothing copied yet: wl-paste says "No selection".
+    expect(await windows.getClipboard(a, 100)).toEqual(none);
+
+    // Byte for byte: wl-paste adds no newline and wl-copy trims none.
+    const hello = Buffer.from("héllo\nwörld\n");
+    await windows.setClipboard(a, hello);
+    expect(await windows.getClipboard(a, 100)).toEqual({ data: hello, oversized: false });
+    expect(await windows.getClipboard(a, hello.length)).toEqual({ data: hello, oversized: false });
+    expect(await windows.getClipboard(a, hello.length - 1)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    expect(await windows.getClipboard(b, 100)).toEqual(none);
+
+    const big = Buffer.from("0123456789".repeat(MAX_CLIPBOARD_BYTES / 10));
+    await windows.setClipboard(b, big);
+    expect(await windows.getClipboard(b, MAX_CLIPBOARD_BYTES)).toEqual({ data: big, oversized: false });
+    expect(await windows.getClipboard(b, 10)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    expect(await windows.getClipboard(a, 100)).toEqual({ data: hello, oversized: false });
+
+    // The selection is served by the wl-copy the set left running, as the user, with the window's
+    // environment; no data clears it (and that wl-copy ends).
+    const runtimeA = path.join(runtimeRoot, `win-${a}`);
+    const runtimeB = path.join(runtimeRoot, `win-${b}`);
+    const copiers = (runtimeDir: string) => processesOf(runtimeDir).filter((pid) => readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "wl-copy");
+    expect(copiers(runtimeA)).toHaveLength(1);
+    expect(statSync(`/proc/${copiers(runtimeA)[0]}`).uid).toBe(user.uid);
+    await windows.setClipboard(a, Buffer.alloc(0));
+    expect(await windows.getClipboard(a, 100)).toEqual(none);
+    expect(await until(() => copiers(runtimeA).length === 0)).toBe(true);
+    expect(copiers(runtimeB)).toHaveLength(1);
+
+    // Closing a window ends its wl-copy too (here, without cgroups, when its compositor ends).
+    await windows.close(a);
+    await windows.close(b);
+    expect(await until(() => processesOf(runtimeB).length === 0, 5000)).toBe(true);
+    expect(processesOf(runtimeA)).toEqual([]);
+    await expect(windows.getClipboard(b, 100)).rejects.toMatchObject({ code: "NOT_FOUND" });
     expect(windows.list()).toEqual([]);
   });
 

@@ -1,14 +1,14 @@
 // The window RPCs over real gRPC (a Unix socket, no VM), on a fake domain: replies, the status
-// codes of refusals, and the WatchWindows stream.
+// codes of refusals, the WatchWindows stream, and the clipboard's bytes and codes.
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Server, ServerCredentials, credentials, status, type ClientReadableStream } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentV1 } from "@qvm/protocol";
-import { WINDOW_VSOCK_PORT_BASE } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, WINDOW_VSOCK_PORT_BASE } from "@qvm/protocol/contracts";
 import { createGuestAgentService } from "../service.js";
-import { fakeGui, type FakeGui } from "./testing.js";
+import { fakeGui, timedOut, type FakeGui } from "./testing.js";
 import { WindowManager } from "./windows.js";
 
 let dir = "";
@@ -19,7 +19,7 @@ let gui: FakeGui;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "qvm-gui-rpc-"));
   gui = fakeGui(path.join(dir, "run"));
-  const windows = new WindowManager(gui, { runtimeRoot: path.join(dir, "run"), timings: { closeGraceMs: 50, pollMs: 2 }, listen: (p) => `TEST-LISTEN:${p}` });
+  const windows = new WindowManager(gui, { runtimeRoot: path.join(dir, "run"), timings: { closeGraceMs: 50, pollMs: 2, clipboardMs: 100 }, listen: (p) => `TEST-LISTEN:${p}` });
   server = new Server();
   server.addService(agentV1.GuestAgentService, createGuestAgentService({ shutdown() {} }, windows));
   const socket = path.join(dir, "agent.sock");
@@ -42,6 +42,10 @@ const listWindows = () => call<agentV1.ListWindowsRequest, agentV1.ListWindowsRe
 const closeWindow = (windowId: number) => call<agentV1.CloseWindowRequest, agentV1.CloseWindowResponse>(client.closeWindow as never, { windowId });
 const resizeWindow = (windowId: number, width: number, height: number) =>
   call<agentV1.ResizeWindowRequest, agentV1.ResizeWindowResponse>(client.resizeWindow as never, { windowId, width, height });
+const getClipboard = (windowId: number, maxBytes: number) =>
+  call<agentV1.GetWindowClipboardRequest, agentV1.GetWindowClipboardResponse>(client.getWindowClipboard as never, { windowId, maxBytes });
+const setClipboard = (windowId: number, data: Buffer) =>
+  call<agentV1.SetWindowClipboardRequest, agentV1.SetWindowClipboardResponse>(client.setWindowClipboard as never, { windowId, data });
 
 /** Collects a WatchWindows stream's lists. */
 function watch(): { lists: agentV1.WindowInfo[][]; stream: ClientReadableStream<agentV1.ListWindowsResponse>; next(n: number): Promise<void> } {
@@ -88,6 +92,27 @@ describe("window RPCs", () => {
     expect(await code(openWindow())).toBe(status.RESOURCE_EXHAUSTED);
     for (const id of ids) await closeWindow(id);
     expect((await listWindows()).windows).toEqual([]);
+  });
+
+  it("sets and reads a window's clipboard, and refuses with the matching status codes", async () => {
+    const code = (p: Promise<unknown>) => p.then(() => "ok", (e: { code?: number }) => e.code);
+    const { windowId } = await openWindow();
+    expect(await getClipboard(windowId, 100)).toEqual({ data: Buffer.alloc(0), oversized: false });
+    const bytes = Buffer.from([0x68, 0xc3, 0xa9, 0x00, 0xff]);
+    expect(await setClipboard(windowId, bytes)).toEqual({});
+    expect(await getClipboard(windowId, 5)).toEqual({ data: bytes, oversized: false });
+    expect(await getClipboard(windowId, 4)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    expect(await code(getClipboard(windowId, 0))).toBe(status.INVALID_ARGUMENT);
+    expect(await code(getClipboard(windowId, MAX_CLIPBOARD_BYTES + 1))).toBe(status.INVALID_ARGUMENT);
+    expect(await code(setClipboard(windowId, Buffer.alloc(MAX_CLIPBOARD_BYTES + 1)))).toBe(status.INVALID_ARGUMENT);
+    expect(await code(getClipboard(77, 100))).toBe(status.NOT_FOUND);
+    expect(await code(setClipboard(77, bytes))).toBe(status.NOT_FOUND);
+    const before = gui.onCapture;
+    gui.onCapture = (_cmd, { timeoutMs }) => timedOut(timeoutMs);
+    expect(await code(getClipboard(windowId, 100))).toBe(status.DEADLINE_EXCEEDED);
+    gui.onCapture = before;
+    await closeWindow(windowId);
+    expect(await code(getClipboard(windowId, 100))).toBe(status.NOT_FOUND);
   });
 
   it("ends a watch stream the host cancels, freeing its place", async () => {

@@ -1,11 +1,14 @@
 // The window RPCs of the GuestAgent service (OpenWindow, ResizeWindow, CloseWindow, ListWindows,
-// WatchWindows) over a WindowManager.
+// WatchWindows, GetWindowClipboard, SetWindowClipboard) over a WindowManager.
 import { status, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
 import type { agentV1 } from "@qvm/protocol";
 import { isQvmError } from "@qvm/protocol/contracts";
 import type { WindowManager, WindowSummary } from "./windows.js";
 
-type WindowRpcs = Pick<agentV1.GuestAgentServer, "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows">;
+type WindowRpcs = Pick<
+  agentV1.GuestAgentServer,
+  "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows" | "getWindowClipboard" | "setWindowClipboard"
+>;
 
 function toError(err: unknown): { code: number; details: string; name: string; message: string } {
   const code = isQvmError(err) ? err.grpcStatus : status.INTERNAL;
@@ -31,6 +34,12 @@ export function windowRpcs(windows: WindowManager): WindowRpcs {
     },
     closeWindow(call, cb) {
       reply(cb, windows.close(call.request.windowId).then(() => ({})));
+    },
+    getWindowClipboard(call, cb) {
+      reply(cb, windows.getClipboard(call.request.windowId, call.request.maxBytes));
+    },
+    setWindowClipboard(call, cb) {
+      reply(cb, windows.setClipboard(call.request.windowId, call.request.data).then(() => ({})));
     },
     listWindows(_call, cb) {
       cb(null, { windows: windows.list() });

@@ -23,9 +23,33 @@ export interface WindowProcess {
   onStderr(cb: (text: string) => void): void;
 }
 
+/** What a bounded command (capture) left: see GuiSystem.capture. */
+export interface CaptureResult {
+  /** How it ended; undefined when the agent killed it (time-out, or too much output). */
+  exit: ProcessExit | undefined;
+  /** What it wrote to stdout: at most maxBytes + 1 bytes. */
+  stdout: Buffer;
+  /** It wrote more than maxBytes: it was killed, and the rest was never read. */
+  overflow: boolean;
+  /** It was killed at the time-out. */
+  timedOut: boolean;
+  /** The end of its stderr (at most STDERR_TAIL characters). */
+  stderr: string;
+}
+
+/** How a fed command (feed) ended: see GuiSystem.feed. */
+export interface FeedResult {
+  /** undefined when the agent killed it at the time-out. */
+  exit: ProcessExit | undefined;
+  timedOut: boolean;
+}
+
 export interface GuiSystem {
-  /** The programs windows need that the domain lacks (a template without them: not debian-12-gui). */
-  missingPrograms(): string[];
+  /**
+   * The programs of `programs` (default: what every window needs) that the domain lacks (a
+   * template without them: not debian-12-gui).
+   */
+  missingPrograms(programs?: readonly string[]): string[];
   lookupUser(name: string): GuestUser | undefined;
   /** Once, before the first window: makes the runtime root and ends what an earlier agent left. */
   init(): Promise<void>;
@@ -38,6 +62,18 @@ export interface GuiSystem {
   spawn(cmd: Launch, containment: Containment): WindowProcess;
   /** A short command (swaymsg): its exit code and output, killed after `timeoutMs`. */
   run(cmd: Launch, timeoutMs: number): Promise<{ code: number | null; output: string }>;
+  /**
+   * A short command inside `containment`, leading a process group of its own, its stdout read
+   * up to `maxBytes` + 1 bytes: beyond that, or after `timeoutMs`, its whole group is killed
+   * and the call resolves without waiting for the pipes to close.
+   */
+  capture(cmd: Launch, containment: Containment, opts: { maxBytes: number; timeoutMs: number }): Promise<CaptureResult>;
+  /**
+   * Starts `cmd` inside `containment`, leading a process group of its own, with `input` on its
+   * stdin and /dev/null as stdout and stderr (what it forks may outlive it: nothing waits on
+   * its pipes); resolves when it exits, or kills its group after `timeoutMs`.
+   */
+  feed(cmd: Launch, containment: Containment, input: Uint8Array, timeoutMs: number): Promise<FeedResult>;
 }
 
 export const STDERR_TAIL = 4096;
@@ -78,6 +114,82 @@ export function spawnWindowProcess(cmd: Launch, containment: Containment): Windo
   };
 }
 
+/** SIGKILLs the process group `pid` leads; only while that leader is unreaped (its number is still its own). */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
+export function captureOutput(cmd: Launch, containment: Containment, opts: { maxBytes: number; timeoutMs: number }): Promise<CaptureResult> {
+  const argv = containment.wrap([cmd.file, ...cmd.args]);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let stderr = "";
+    let exited = false;
+    let done = false;
+    // A group of its own in either containment: a time-out must end what it forked (wl-paste's cat).
+    const child = spawn(argv[0]!, argv.slice(1), { env: cmd.env, cwd: cmd.cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const finish = (exit: ProcessExit | undefined, why: "" | "overflow" | "timeout") => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (why && !exited) killGroup(child.pid);
+      // Not waiting for the pipes: a process that left the group may hold them.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      resolve({ exit, stdout: Buffer.concat(chunks), overflow: why === "overflow", timedOut: why === "timeout", stderr });
+    };
+    const timer = setTimeout(() => finish(undefined, "timeout"), opts.timeoutMs);
+    child.stdout?.on("data", (d: Buffer) => {
+      const room = opts.maxBytes + 1 - size;
+      if (room > 0) chunks.push(d.subarray(0, room));
+      size += d.length;
+      if (size > opts.maxBytes) finish(undefined, "overflow");
+    });
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (t: string) => (stderr = (stderr + t).slice(-STDERR_TAIL)));
+    for (const s of [child.stdout, child.stderr]) s?.on("error", () => {});
+    child.once("exit", () => (exited = true));
+    child.once("error", (err) => {
+      exited = true;
+      stderr = `${stderr}${err.message}`.slice(-STDERR_TAIL);
+      finish({ code: 127, signal: null }, "");
+    });
+    // After the exit and the end of both pipes: everything it wrote has been read.
+    child.once("close", (code, signal) => finish({ code, signal }, ""));
+  });
+}
+
+export function feedInput(cmd: Launch, containment: Containment, input: Uint8Array, timeoutMs: number): Promise<FeedResult> {
+  const argv = containment.wrap([cmd.file, ...cmd.args]);
+  return new Promise((resolve) => {
+    let done = false;
+    const child = spawn(argv[0]!, argv.slice(1), { env: cmd.env, cwd: cmd.cwd, stdio: ["pipe", "ignore", "ignore"], detached: true });
+    const finish = (r: FeedResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      child.stdin?.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => {
+      killGroup(child.pid);
+      finish({ exit: undefined, timedOut: true });
+    }, timeoutMs);
+    // EPIPE when it exits without reading everything: its exit says what happened.
+    child.stdin?.on("error", () => {});
+    child.stdin?.end(input);
+    child.once("error", () => finish({ exit: { code: 127, signal: null }, timedOut: false }));
+    // Its exit, not its pipes' end: what it forks keeps running.
+    child.once("exit", (code, signal) => finish({ exit: { code, signal }, timedOut: false }));
+  });
+}
+
 export function systemGui(opts: { runtimeRoot?: string; log?: (m: string) => void; cgroupParent?: string | null } = {}): GuiSystem {
   const root = opts.runtimeRoot ?? GUI_RUNTIME_ROOT;
   const log = opts.log ?? (() => {});
@@ -88,7 +200,7 @@ export function systemGui(opts: { runtimeRoot?: string; log?: (m: string) => voi
     // the directory's contents are the user's.
     new Promise<void>((resolve) => execFile("rm", ["-rf", "--one-file-system", "--", dir], { timeout: 30_000 }, () => resolve()));
   return {
-    missingPrograms: () => WINDOW_PROGRAMS.filter((p) => !BIN_DIRS.some((d) => existsSync(path.join(d, p)))),
+    missingPrograms: (programs = WINDOW_PROGRAMS) => programs.filter((p) => !BIN_DIRS.some((d) => existsSync(path.join(d, p)))),
     lookupUser: (name) => lookupUser(name),
     async init() {
       mkdirSync(root, { recursive: true, mode: 0o755 });
@@ -118,6 +230,8 @@ export function systemGui(opts: { runtimeRoot?: string; log?: (m: string) => voi
     },
     exists: (file) => existsSync(file),
     spawn: spawnWindowProcess,
+    capture: captureOutput,
+    feed: feedInput,
     run: (cmd, timeoutMs) =>
       new Promise((resolve) => {
         execFile(cmd.file, cmd.args, { env: cmd.env, cwd: cmd.cwd, timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {

@@ -1,12 +1,14 @@
 // Test support: a fake domain for windows. Its processes are objects the test ends; by default
 // sway makes its sockets, wayvnc its socket and socat says it listens, as the real ones do.
-// Runtime directories are real, under a temporary directory. Only tests import it.
+// Runtime directories are real, under a temporary directory. Each window's clipboard is a buffer
+// that wl-copy sets and wl-paste reads, with their answers when nothing is copied. Only tests
+// import it.
 import { mkdirSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import type { GuestUser } from "../users.js";
 import type { Launch } from "./commands.js";
 import type { Containment } from "./containment.js";
-import type { GuiSystem, ProcessExit, WindowProcess } from "./system.js";
+import { WINDOW_PROGRAMS, type CaptureResult, type FeedResult, type GuiSystem, type ProcessExit, type WindowProcess } from "./system.js";
 
 export const TEST_USER: GuestUser = { name: "user", uid: 1000, gid: 1000, home: "/home/user", shell: "/bin/bash" };
 const ROOT: GuestUser = { name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/bash" };
@@ -25,6 +27,8 @@ let nextPid = 50_000;
 export class FakeProcess implements WindowProcess {
   readonly pid = nextPid++;
   readonly exited: Promise<ProcessExit>;
+  /** Where the window started it. */
+  containment: Containment | undefined;
   private done = false;
   private tail = "";
   private readonly listeners: Array<(t: string) => void> = [];
@@ -70,6 +74,20 @@ export interface FakeGui extends GuiSystem {
   onRun: (cmd: Launch) => { code: number | null; output: string };
   initCalls: number;
   live(): FakeProcess[];
+  /** Each window's selection, by its runtime directory (absent: nothing is copied). */
+  readonly clipboards: Map<string, Buffer>;
+  /** The wl-paste and wl-copy runs, with their containment and what wl-copy was given. */
+  readonly clipboardRuns: Array<{ cmd: Launch; containment: Containment; input?: Buffer; maxBytes?: number; timeoutMs: number }>;
+  /** What a wl-paste run answers; by default the window's selection, as wl-paste 2.1 does. */
+  onCapture: (cmd: Launch, opts: { maxBytes: number; timeoutMs: number }) => Promise<CaptureResult>;
+  /** What a wl-copy run answers; by default it replaces (or, with --clear, clears) the selection. */
+  onFeed: (cmd: Launch, input: Buffer, timeoutMs: number) => Promise<FeedResult>;
+}
+
+/** A run that the fake system killed at its time-out, after waiting for it. */
+export async function timedOut(timeoutMs: number): Promise<CaptureResult & FeedResult> {
+  await new Promise((r) => setTimeout(r, timeoutMs));
+  return { exit: undefined, stdout: Buffer.alloc(0), overflow: false, timedOut: true, stderr: "" };
 }
 
 export function fakeGui(runtimeRoot: string): FakeGui {
@@ -97,7 +115,21 @@ export function fakeGui(runtimeRoot: string): FakeGui {
     onRun: () => ({ code: 0, output: "" }),
     initCalls: 0,
     live: () => processes.filter((p) => !p.hasExited()),
-    missingPrograms: () => gui.missing,
+    clipboards: new Map(),
+    clipboardRuns: [],
+    async onCapture(cmd, { maxBytes }) {
+      const sel = gui.clipboards.get(cmd.env.XDG_RUNTIME_DIR ?? "");
+      if (!sel) return { exit: { code: 1, signal: null }, stdout: Buffer.alloc(0), overflow: false, timedOut: false, stderr: "No selection\n" };
+      const overflow = sel.length > maxBytes;
+      return { exit: overflow ? undefined : { code: 0, signal: null }, stdout: sel.subarray(0, maxBytes + 1), overflow, timedOut: false, stderr: "" };
+    },
+    async onFeed(cmd, input) {
+      const dir = cmd.env.XDG_RUNTIME_DIR ?? "";
+      if (cmd.args.includes("--clear")) gui.clipboards.delete(dir);
+      else gui.clipboards.set(dir, Buffer.from(input));
+      return { exit: { code: 0, signal: null }, timedOut: false };
+    },
+    missingPrograms: (programs = WINDOW_PROGRAMS) => gui.missing.filter((p) => programs.includes(p)),
     lookupUser: (name) => (name === "user" ? TEST_USER : name === "root" ? ROOT : undefined),
     async init() {
       gui.initCalls++;
@@ -116,6 +148,7 @@ export function fakeGui(runtimeRoot: string): FakeGui {
     spawn(cmd, c) {
       const p = new FakeProcess(roleOf(cmd), cmd);
       processes.push(p);
+      p.containment = c;
       members.get(c)?.push(p);
       const dir = cmd.env.XDG_RUNTIME_DIR ?? "";
       if (gui.silent.has(p.role)) {
@@ -135,6 +168,15 @@ export function fakeGui(runtimeRoot: string): FakeGui {
     async run(cmd) {
       gui.commands.push(cmd);
       return gui.onRun(cmd);
+    },
+    capture(cmd, containment, opts) {
+      gui.clipboardRuns.push({ cmd, containment, ...opts });
+      return gui.onCapture(cmd, opts);
+    },
+    feed(cmd, containment, input, timeoutMs) {
+      const data = Buffer.from(input);
+      gui.clipboardRuns.push({ cmd, containment, input: data, timeoutMs });
+      return gui.onFeed(cmd, data, timeoutMs);
     },
   };
   return gui;

@@ -19,6 +19,7 @@ import {
   type ListenAddress,
   type WindowPaths,
 } from "./commands.js";
+import { CLIPBOARD_TIMEOUT_MS, copyLaunch, copyResult, pasteLaunch, pasteResult, type ClipboardContent } from "./clipboard.js";
 import type { Containment } from "./containment.js";
 import type { GuiSystem, ProcessExit, WindowProcess } from "./system.js";
 
@@ -31,10 +32,19 @@ export interface WindowTimings {
   commandMs: number;
   /** How long the processes may take to be gone after SIGKILL (then the window is reported anyway). */
   killWaitMs: number;
+  /** How long a read (wl-paste) or a write (wl-copy) of the window's selection may take. */
+  clipboardMs: number;
   pollMs: number;
 }
 
-export const DEFAULT_TIMINGS: WindowTimings = { readyMs: 30_000, closeGraceMs: 3000, commandMs: 10_000, killWaitMs: 5000, pollMs: 25 };
+export const DEFAULT_TIMINGS: WindowTimings = {
+  readyMs: 30_000,
+  closeGraceMs: 3000,
+  commandMs: 10_000,
+  killWaitMs: 5000,
+  clipboardMs: CLIPBOARD_TIMEOUT_MS,
+  pollMs: 25,
+};
 
 export interface WindowSpec {
   id: number;
@@ -63,6 +73,8 @@ export class Window {
   private readonly user: GuestUser;
   private readonly procs = new Map<Role, WindowProcess>();
   private containment: Containment | undefined;
+  /** The Wayland socket sway made (wayland-1), once it has. */
+  private display: string | undefined;
   private ending: Promise<void> | undefined;
   /** Set by close(): the program's exit is then the expected end, not a reason of its own. */
   private closing = false;
@@ -120,6 +132,7 @@ export class Window {
       return display !== undefined && system.exists(paths.swaySocket);
     });
 
+    this.display = display;
     const program = this.startProcess("program", programLaunch(user, paths, display!, this.spec.argv));
     this.startProcess("wayvnc", wayvncLaunch(user, paths, display!));
     await this.waitFor("wayvnc", () => system.exists(paths.vncSocket));
@@ -169,6 +182,31 @@ export class Window {
       this.width = width;
       this.height = height;
     });
+  }
+
+  /**
+   * The compositor's selection as text (clipboard.ts). Not serialized with resizes and the
+   * close: a stalled transfer must not hold those up.
+   */
+  async readClipboard(maxBytes: number): Promise<ClipboardContent> {
+    const { user, paths, display, containment } = this.clipboardTarget();
+    const r = await this.system.capture(pasteLaunch(user, paths, display), containment, { maxBytes, timeoutMs: this.timings.clipboardMs });
+    this.clipboardTarget();
+    return pasteResult(this.id, r, maxBytes, this.timings.clipboardMs);
+  }
+
+  /** Replaces the compositor's selection with `data` (no data: clears it); resolves once it is offered. */
+  async writeClipboard(data: Uint8Array): Promise<void> {
+    const { user, paths, display, containment } = this.clipboardTarget();
+    const r = await this.system.feed(copyLaunch(user, paths, display, data.length === 0), containment, data, this.timings.clipboardMs);
+    this.clipboardTarget();
+    copyResult(this.id, r, this.timings.clipboardMs);
+  }
+
+  /** What the clipboard's clients run with; NOT_FOUND once the window has ended (also checked after a client ran: the end killed it). */
+  private clipboardTarget(): { user: GuestUser; paths: WindowPaths; display: string; containment: Containment } {
+    if (this.state !== "alive" || this.ending || !this.display || !this.containment) throw new QvmError("NOT_FOUND", `window ${this.id} has ended`);
+    return { user: this.user, paths: this.paths, display: this.display, containment: this.containment };
   }
 
   /** A close request to the program, a grace period, then the end of every process. */

@@ -9,6 +9,7 @@ import {
   windowSizeProblem,
 } from "@qvm/protocol/contracts";
 import { MAX_ARGV_ITEMS } from "../limits.js";
+import { CLIPBOARD_PROGRAMS, checkClipboardData, checkMaxBytes, type ClipboardContent } from "./clipboard.js";
 import { vsockListen, type ListenAddress } from "./commands.js";
 import { GUI_RUNTIME_ROOT, type GuiSystem } from "./system.js";
 import { DEFAULT_TIMINGS, Window, type WindowTimings } from "./window.js";
@@ -124,6 +125,22 @@ export class WindowManager {
     }
   }
 
+  /** The window's selection as text: at most maxBytes (1..MAX_CLIPBOARD_BYTES), else `oversized`. */
+  async getClipboard(windowId: number, maxBytes: number): Promise<ClipboardContent> {
+    checkMaxBytes(maxBytes);
+    const w = this.get(windowId);
+    this.checkClipboardPrograms();
+    return w.readClipboard(maxBytes);
+  }
+
+  /** Replaces the window's selection with `data` (at most MAX_CLIPBOARD_BYTES); resolves once it is offered. */
+  async setClipboard(windowId: number, data: Uint8Array): Promise<void> {
+    checkClipboardData(data);
+    const w = this.get(windowId);
+    this.checkClipboardPrograms();
+    await w.writeClipboard(data);
+  }
+
   list(): WindowSummary[] {
     return [...this.windows.values()]
       .filter((w) => w.state !== "opening")
@@ -147,6 +164,13 @@ export class WindowManager {
     const w = this.windows.get(windowId);
     if (!w || w.state === "opening") throw new QvmError("NOT_FOUND", `no window ${windowId} in this domain`);
     return w;
+  }
+
+  private checkClipboardPrograms(): void {
+    const missing = this.system.missingPrograms(CLIPBOARD_PROGRAMS);
+    if (missing.length) {
+      throw new QvmError("MISSING_DEPENDENCY", `this domain has no clipboard for its windows: ${missing.join(", ")} missing (Debian's wl-clipboard; debian-12-gui has it)`);
+    }
   }
 
   private init(): Promise<void> {

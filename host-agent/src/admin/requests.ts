@@ -6,6 +6,7 @@ import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RUL
 import { validateDomainName } from "../model/names.js";
 import { DEFAULT_WINDOW_SIZE } from "../domain/windows.js";
 import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
+import type { CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
 
 /** Longest command (argv bytes or shell line) an Exec may carry. */
@@ -115,4 +116,36 @@ export function pciDevices(texts: readonly string[]): string[] {
 /** A window's size from a request: 0 for either side means the default. */
 export function windowSize(width: number, height: number): { width: number; height: number } {
   return { width: width || DEFAULT_WINDOW_SIZE.width, height: height || DEFAULT_WINDOW_SIZE.height };
+}
+
+/** A window id in a request: qvmd's ids start at 1. */
+function windowId(id: number): number {
+  if (!Number.isSafeInteger(id) || id < 1) throw new QvmError("INVALID_ARGUMENT", `window ${id}: window ids start at 1 (see ListWindows)`);
+  return id;
+}
+
+/** ClipboardCopy: a domain, and a window of it or the text of its terminal. */
+export function parseClipboardCopy(r: adminV1.ClipboardCopyRequest): { domain: string; from: CopyFrom } {
+  const domain = domainName(r.domain);
+  switch (r.from?.$case) {
+    case "windowId":
+      return { domain, from: { window: windowId(r.from.value) } };
+    case "terminal":
+      return { domain, from: { terminal: r.from.value } };
+    default:
+      throw new QvmError("INVALID_ARGUMENT", "say what to copy: a window_id of the domain, or the terminal's text");
+  }
+}
+
+/** ClipboardPaste: a domain, and a window of it or its terminal. */
+export function parseClipboardPaste(r: adminV1.ClipboardPasteRequest): { domain: string; into: PasteInto } {
+  const domain = domainName(r.domain);
+  switch (r.into?.$case) {
+    case "windowId":
+      return { domain, into: { window: windowId(r.into.value) } };
+    case "terminal":
+      if (r.into.value) return { domain, into: { terminal: true } };
+      break;
+  }
+  throw new QvmError("INVALID_ARGUMENT", "say where to paste: a window_id of the domain, or terminal: true");
 }

@@ -7,7 +7,7 @@ import type { DomainView, PciDeviceView, Qvmd, VolumeListing } from "../core/qvm
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
-import { domainName, domainOrGlobal, firewallLines, orphanId, parseCreateDomain, parseRestoreOrphan, pciDevices, windowSize } from "./requests.js";
+import { domainName, domainOrGlobal, firewallLines, orphanId, parseClipboardCopy, parseClipboardPaste, parseCreateDomain, parseRestoreOrphan, pciDevices, windowSize } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec, pumpWindow } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -115,13 +115,27 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     console: (call) => pumpConsole(qvmd, call),
 
     openWindow: unary(async (r: adminV1.OpenWindowRequest) => {
-      const w = await qvmd.openWindow(domainName(r.domain), r.argv, windowSize(r.width, r.height), r.noAutostart);
+      const target = r.dispvm ? { dispvm: r.dispvm === "@default" ? "" : domainName(r.dispvm) } : { domain: domainName(r.domain) };
+      const w = await qvmd.openWindow(target, r.argv, windowSize(r.width, r.height), r.noAutostart);
       return { window: w };
     }),
     listWindows: unary((r: adminV1.ListWindowsRequest) => ({ windows: qvmd.listWindows(domainOrGlobal(r.domain)) })),
     resizeWindow: unary((r: adminV1.ResizeWindowRequest) => empty(qvmd.resizeWindow(domainName(r.domain), r.windowId, r.width, r.height))),
     closeWindow: unary((r: adminV1.CloseWindowRequest) => empty(qvmd.closeWindow(domainName(r.domain), r.windowId))),
     windowStream: (call) => pumpWindow(qvmd, call),
+
+    // The global clipboard (docs/gui.md): its content travels only in a paste and a take.
+    clipboardCopy: unary(async (r: adminV1.ClipboardCopyRequest) => {
+      const { domain, from } = parseClipboardCopy(r);
+      return qvmd.clipboardCopy(domain, from);
+    }),
+    clipboardPaste: unary(async (r: adminV1.ClipboardPasteRequest) => {
+      const { domain, into } = parseClipboardPaste(r);
+      return qvmd.clipboardPaste(domain, into);
+    }),
+    getClipboard: unary(() => qvmd.clipboard()),
+    setClipboard: unary((r: adminV1.SetClipboardRequest) => qvmd.setClipboard(r.data)),
+    takeClipboard: unary(() => qvmd.takeClipboard()),
     watchEvents: (call) => pumpEvents(qvmd, call, eventMsg),
   };
   return impl as unknown as UntypedServiceImplementation;

@@ -9,6 +9,9 @@ import { serveLocalAgent, type LocalAgent } from "./local-agent.js";
 type Mode = "ok" | "oversized" | "control-chars" | "early-stdout" | "after-exit" | "no-exit" | "bad-exit" | "flood";
 let mode: Mode = "ok";
 let floodBlocked = 0;
+/** What GetWindowClipboard answers, and every SetWindowClipboard request. */
+let clipboardReply: agentV1.GetWindowClipboardResponse = { data: Buffer.alloc(0), oversized: false };
+const clipboardSets: agentV1.SetWindowClipboardRequest[] = [];
 let local: LocalAgent;
 let client: AgentClient;
 
@@ -78,6 +81,15 @@ const hostile: agentV1.GuestAgentServer = {
   watchWindows(call) {
     call.end();
   },
+  // The clipboard RPCs: a canned answer, which may break the bound the host asked for.
+  getWindowClipboard(call, cb) {
+    if (call.request.windowId !== 1) return cb({ code: status.NOT_FOUND, details: `no window ${call.request.windowId}` });
+    cb(null, clipboardReply);
+  },
+  setWindowClipboard(call, cb) {
+    clipboardSets.push(call.request);
+    cb(null, {});
+  },
 };
 
 beforeAll(async () => {
@@ -144,6 +156,27 @@ describe("AgentClient against a hostile agent", () => {
     p.stdout.on("data", (d: Buffer) => (total += d.length));
     expect(await p.exit).toEqual({ code: 0, signal: null });
     expect(total).toBe(400 * 64 * 1024);
+  });
+
+  it("GetWindowClipboard: data within the bound comes back; more than asked for is refused as oversized, whatever the guest says", async () => {
+    clipboardReply = { data: Buffer.from("héllo"), oversized: false };
+    expect(await client.getWindowClipboard(1, 100)).toEqual({ data: Buffer.from("héllo"), oversized: false });
+    // Exactly the bound is fine; one byte more is oversized and the bytes are dropped.
+    clipboardReply = { data: Buffer.alloc(100, 0x61), oversized: false };
+    expect((await client.getWindowClipboard(1, 100)).data).toHaveLength(100);
+    expect(await client.getWindowClipboard(1, 99)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    // A guest that says oversized but sends data anyway: the data is not passed on.
+    clipboardReply = { data: Buffer.from("secret"), oversized: true };
+    expect(await client.getWindowClipboard(1, 100)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    clipboardReply = { data: Buffer.alloc(0), oversized: false };
+    expect(await client.getWindowClipboard(1, 100)).toEqual({ data: Buffer.alloc(0), oversized: false });
+    await expect(client.getWindowClipboard(2, 100)).rejects.toMatchObject({ code: "NOT_FOUND", message: expect.stringContaining("no window 2") });
+  });
+
+  it("SetWindowClipboard sends the window and the bytes as given", async () => {
+    clipboardSets.length = 0;
+    await client.setWindowClipboard(3, Buffer.from("text\n"));
+    expect(clipboardSets).toEqual([{ windowId: 3, data: Buffer.from("text\n") }]);
   });
 
   it("maps guest errors to typed errors with clipped text", async () => {

@@ -11,11 +11,13 @@ import {
   parseListWindowsReply,
   parseOpenWindowReply,
   parseSetNetworkReply,
+  parseWindowClipboardReply,
   type GuestInfo,
   type GuestWindow,
   type OpenWindowReply,
   type PingReply,
   type SetNetworkReply,
+  type WindowClipboardReply,
 } from "./replies.js";
 import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
 
@@ -143,6 +145,19 @@ export class AgentClient {
 
   async listWindows(): Promise<GuestWindow[]> {
     return parseListWindowsReply(await this.unary("ListWindows", this.client.listWindows, {})).windows;
+  }
+
+  /**
+   * Window `windowId`'s clipboard (its compositor's selection), at most `maxBytes`: a larger one
+   * comes back `oversized` with no data, whether the guest said so or sent it anyway.
+   */
+  async getWindowClipboard(windowId: number, maxBytes: number): Promise<WindowClipboardReply> {
+    return parseWindowClipboardReply(await this.unary("GetWindowClipboard", this.client.getWindowClipboard, { windowId, maxBytes }), maxBytes);
+  }
+
+  /** Replaces window `windowId`'s clipboard with `data`; resolves once the guest offers it. */
+  async setWindowClipboard(windowId: number, data: Buffer): Promise<void> {
+    await this.unary("SetWindowClipboard", this.client.setWindowClipboard, { windowId, data });
   }
 
   /**

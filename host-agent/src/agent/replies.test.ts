@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, parseListWindowsReply, parseOpenWindowReply, quoteGuestText } from "./replies.js";
+import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, parseListWindowsReply, parseOpenWindowReply, parseWindowClipboardReply, quoteGuestText } from "./replies.js";
 
 describe("validation of guest agent replies", () => {
   it("accepts a well-formed GetInfo", () => {
@@ -88,5 +88,19 @@ describe("validation of the guest's window replies", () => {
     bad(() => parseListWindowsReply({ windows: Array.from({ length: 17 }, (_, i) => w(i + 1, { alive: false })) }));
     bad(() => parseListWindowsReply({ windows: [w(1), w(1, { vsockPort: 20005 })] }));
     bad(() => parseListWindowsReply({ windows: [w(1), w(2, { vsockPort: 20001 })] }));
+  });
+});
+
+describe("validation of the guest's clipboard replies", () => {
+  it("passes data within the bound on, and refuses more than the bound as oversized without the data", () => {
+    expect(parseWindowClipboardReply({ data: Buffer.from("abc"), oversized: false }, 3)).toEqual({ data: Buffer.from("abc"), oversized: false });
+    expect(parseWindowClipboardReply({ data: Buffer.from("abcd"), oversized: false }, 3)).toEqual({ data: Buffer.alloc(0), oversized: true });
+    expect(parseWindowClipboardReply({ data: Buffer.from("abc"), oversized: true }, 3)).toEqual({ data: Buffer.alloc(0), oversized: true });
+  });
+
+  it("rejects a reply that is not bytes and a flag", () => {
+    for (const bad of [{ data: "text", oversized: false }, { data: Buffer.alloc(1), oversized: "no" }, {}]) {
+      expect(() => parseWindowClipboardReply(bad, 10)).toThrow(expect.objectContaining({ code: "AGENT_PROTOCOL" }));
+    }
   });
 });

@@ -72,6 +72,22 @@ export const parseOpenWindowReply = (v: unknown): OpenWindowReply => parse(openW
 /** A ListWindows reply, or one message of a WatchWindows stream. */
 export const parseListWindowsReply = (v: unknown): { windows: GuestWindow[] } => parse(listWindowsReply, "window list", v);
 
+/**
+ * A window's clipboard, read with GetWindowClipboard (docs/gui.md). The data is opaque bytes,
+ * never shown or logged; what is checked is its size: more than the `maxBytes` the host asked
+ * for is refused as oversized, whatever the guest said, and an oversized answer carries no data.
+ */
+export interface WindowClipboardReply {
+  data: Buffer;
+  oversized: boolean;
+}
+const windowClipboardReply = z.object({ data: z.instanceof(Uint8Array), oversized: z.boolean() });
+export function parseWindowClipboardReply(v: unknown, maxBytes: number): WindowClipboardReply {
+  const r = parse(windowClipboardReply, "GetWindowClipboard reply", v);
+  if (r.oversized || r.data.length > maxBytes) return { data: Buffer.alloc(0), oversized: true };
+  return { data: Buffer.from(r.data), oversized: false };
+}
+
 export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping reply", v);
 export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);
 

@@ -27,7 +27,9 @@ import type { VmmUidRange } from "../domain/vmm-users.js";
 import { LinkFiles } from "../network/link-files.js";
 import { NetLinkPlanner } from "../network/link-planner.js";
 import { NetworkService } from "../network/service.js";
-import { qrexecHost, qrexecListenerAttacher } from "../qrexec/host.js";
+import { qrexecHost, qrexecListenerAttacher, systemFacts } from "../qrexec/host.js";
+import { GlobalClipboard } from "../clipboard/global-clipboard.js";
+import { clipboardPastePolicy } from "../clipboard/paste-policy.js";
 import { PolicyCache, policyDirOf } from "../qrexec/policy/loader.js";
 import { AskBroker } from "../qrexec/prompts.js";
 import { DEFAULT_ROUTER_LIMITS, QrexecRouter, type RouterLimits } from "../qrexec/router.js";
@@ -111,7 +113,21 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   });
   const network = new NetworkService({ registry, runner, paths, files: linkFiles, events, log });
   network.listen();
-  const windows = new DomainWindows({ registry, runner, paths, events, log });
+  const windows = new DomainWindows({ registry, runner, paths, events, dispvms, log });
+  // The global clipboard (docs/gui.md): in memory only, so a qvmd restart empties it. A paste
+  // asks the same policy as qrexec calls (qubes.ClipboardPaste), read afresh at each paste.
+  const domains = runner; // the DomainRunner itself: `runner` is a let, which a closure would see as possibly undefined
+  const clipboard = new GlobalClipboard({
+    agentOf: (name) => domains.running(name).agent,
+    windowsOf: (name) => windows.list(name),
+    decide: clipboardPastePolicy(
+      () => policy.rules(),
+      () => systemFacts(registry),
+    ),
+    events,
+    clock,
+    log,
+  });
   attachers.push(network.attacher(), windows.attacher(), qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
   return new Qvmd({
     version: opts.version ?? "0.1.0",
@@ -136,6 +152,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     network,
     pci,
     windows,
+    clipboard,
     accel: opts.accel,
     log,
   });

@@ -13,6 +13,7 @@ import type { DomainRegistry } from "../domain/registry.js";
 import type { DomainRunner } from "../domain/runner.js";
 import type { FirewallExpiry } from "../domain/firewall-expiry.js";
 import type { DomainWindows } from "../domain/windows.js";
+import type { GlobalClipboard } from "../clipboard/global-clipboard.js";
 import type { NetworkService } from "../network/service.js";
 import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { AskBroker } from "../qrexec/prompts.js";
@@ -45,6 +46,8 @@ export interface QvmdParts {
   network: NetworkService;
   /** Running domains' windows (docs/gui.md). */
   windows: DomainWindows;
+  /** The global inter-domain clipboard (in memory only). */
+  clipboard: GlobalClipboard;
   /** The host's PCI devices (sysfs), for `qvm pci`. */
   pci: PciHost;
   accel: () => string;

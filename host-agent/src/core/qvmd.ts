@@ -5,7 +5,7 @@
 import { rmSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import { QvmError } from "@qvm/protocol";
-import type { WindowView } from "../domain/windows.js";
+import type { WindowTarget, WindowView } from "../domain/windows.js";
 import { formatRuleApi, parseRuleApi, type DomainClassWord, type PowerStateWord } from "@qvm/protocol/contracts";
 import type { PciDeviceInfo } from "../vmm/pci/sysfs.js";
 import type { EventListener } from "../base/events.js";
@@ -22,6 +22,7 @@ import { ADMIN_DOMAIN_NAME, isValidServiceName, sanitizeArgument, serviceCommand
 import { ConsoleSession, ExecSession } from "./sessions.js";
 import { bootCore } from "./boot.js";
 import type { QvmdParts } from "./parts.js";
+import type { ClipboardState, CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
 
 export interface DomainView {
   name: string;
@@ -525,9 +526,12 @@ export class Qvmd {
 
   // ---- windows (docs/gui.md) ------------------------------------------------------------------
 
-  /** A program in a new window of `domain`, as its default_user; the domain is started first unless noAutostart. */
-  openWindow(domain: string, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
-    return this.p.windows.open(domain, argv, size, noAutostart);
+  /**
+   * A program in a new window of a domain, as its default_user (the domain is started first
+   * unless noAutostart), or of a new disposable destroyed with its last window.
+   */
+  openWindow(target: WindowTarget, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+    return this.p.windows.open(target, argv, size, noAutostart);
   }
 
   listWindows(domain: string): WindowView[] {
@@ -545,6 +549,33 @@ export class Qvmd {
   /** A window's remote-framebuffer stream (opaque bytes both ways); it ends with the window. */
   windowStream(domain: string, windowId: number): Promise<Duplex> {
     return this.p.windows.stream(domain, windowId);
+  }
+
+  // ---- the global clipboard (docs/gui.md; in memory only) -------------------------------------
+
+  /** Replaces the global clipboard with a window's selection or a terminal's text from `domain`. */
+  clipboardCopy(domain: string, from: CopyFrom): Promise<ClipboardState> {
+    return this.p.clipboard.copy(domain, from);
+  }
+
+  /** Pastes it into `domain` if the qubes.ClipboardPaste policy allows, then wipes it. */
+  clipboardPaste(domain: string, into: PasteInto): Promise<{ data: Buffer; source: string }> {
+    return this.p.clipboard.paste(domain, into);
+  }
+
+  /** Its source and size, never its content. */
+  clipboard(): ClipboardState {
+    return this.p.clipboard.state();
+  }
+
+  /** Text from the user's desktop (source "dom0"). */
+  setClipboard(data: Buffer): ClipboardState {
+    return this.p.clipboard.set(data);
+  }
+
+  /** The content and its source, to the user's desktop; wipes it. */
+  takeClipboard(): { data: Buffer; source: string } {
+    return this.p.clipboard.take();
   }
 
   /** Every event from now on (only `domain`'s when given); returns the unsubscribe function. */

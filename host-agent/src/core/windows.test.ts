@@ -50,7 +50,7 @@ const windowEvents = () => events.filter((e) => e.type.startsWith("window-")).ma
 
 describe("windows", () => {
   it("opens a window as the domain's default user, starting the domain, named from the request", async () => {
-    const w = await qvmd.openWindow("work", ["/usr/bin/foot", "-e", "sh"], size, false);
+    const w = await qvmd.openWindow({ domain: "work" }, ["/usr/bin/foot", "-e", "sh"], size, false);
     expect(w).toEqual({ domain: "work", windowId: 1, program: "foot", width: 800, height: 600 });
     expect(vms.vms.get("work")!.windows.get(1)).toMatchObject({ argv: ["/usr/bin/foot", "-e", "sh"], user: "user" });
     expect(qvmd.listWindows("")).toEqual([w]);
@@ -58,15 +58,15 @@ describe("windows", () => {
   });
 
   it("refuses a halted domain with noAutostart, a bad size, no program, and more than the bound", async () => {
-    await expect(qvmd.openWindow("work", ["foot"], size, true)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
-    await expect(qvmd.openWindow("work", ["foot"], { width: 10, height: 10 }, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("out of bounds") });
-    await expect(qvmd.openWindow("work", [], size, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
-    for (let i = 0; i < MAX_WINDOWS_PER_DOMAIN; i++) await qvmd.openWindow("work", ["foot"], size, false);
-    await expect(qvmd.openWindow("work", ["foot"], size, false)).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    await expect(qvmd.openWindow({ domain: "work" }, ["foot"], size, true)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await expect(qvmd.openWindow({ domain: "work" }, ["foot"], { width: 10, height: 10 }, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("out of bounds") });
+    await expect(qvmd.openWindow({ domain: "work" }, [], size, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    for (let i = 0; i < MAX_WINDOWS_PER_DOMAIN; i++) await qvmd.openWindow({ domain: "work" }, ["foot"], size, false);
+    await expect(qvmd.openWindow({ domain: "work" }, ["foot"], size, false)).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
   });
 
   it("resizes and closes through the agent", async () => {
-    const w = await qvmd.openWindow("work", ["foot"], size, false);
+    const w = await qvmd.openWindow({ domain: "work" }, ["foot"], size, false);
     await qvmd.resizeWindow("work", w.windowId, 640, 480);
     expect(vms.vms.get("work")!.windows.get(w.windowId)).toMatchObject({ width: 640, height: 480 });
     expect(qvmd.listWindows("work")[0]).toMatchObject({ width: 640, height: 480 });
@@ -78,8 +78,8 @@ describe("windows", () => {
   });
 
   it("closes a window whose program ended, and every window of a domain that stops", async () => {
-    const a = await qvmd.openWindow("work", ["foot"], size, false);
-    await qvmd.openWindow("work", ["xeyes"], size, false);
+    const a = await qvmd.openWindow({ domain: "work" }, ["foot"], size, false);
+    await qvmd.openWindow({ domain: "work" }, ["xeyes"], size, false);
     vms.vms.get("work")!.endWindow(a.windowId);
     await settle();
     expect(qvmd.listWindows("work").map((w) => w.program)).toEqual(["xeyes"]);
@@ -91,7 +91,7 @@ describe("windows", () => {
   });
 
   it("a window the guest lists but qvmd never opened is not shown (the guest cannot name a frame)", async () => {
-    await qvmd.openWindow("work", ["foot"], size, false);
+    await qvmd.openWindow({ domain: "work" }, ["foot"], size, false);
     const vm = vms.vms.get("work")!;
     vm.windows.set(99, { windowId: 99, vsockPort: 20099, width: 100, height: 100, alive: true, argv: ["[dom0] evil"], user: "user" });
     vm.endWindow(12345); // any change notifies the watchers
@@ -102,7 +102,7 @@ describe("windows", () => {
   });
 
   it("keeps the program names in qvmd's own record, outside the VMM's directory, and takes windows back by it", async () => {
-    await qvmd.openWindow("work", ["foot"], size, false);
+    await qvmd.openWindow({ domain: "work" }, ["foot"], size, false);
     const record = path.join(dir, "run", "windows", "work.json");
     expect(JSON.parse(readFileSync(record, "utf8"))).toEqual({ 1: "foot" });
     expect(existsSync(path.join(dir, "run", "domains", "work", "windows.json"))).toBe(false);
@@ -116,8 +116,28 @@ describe("windows", () => {
     // 5 is named from the record, never the guest; 6's entry is not a name, so it is closed.
     expect(qvmd.listWindows("work").map((w) => [w.windowId, w.program])).toEqual([[1, "foot"], [5, "gimp"]]);
     expect([...vm.windows.keys()]).toEqual([1, 5]);
+    expect(windowEvents()).toContainEqual({ type: "window-open", domain: "work", window: "5", program: "gimp", width: "100", height: "100" });
     await qvmd.kill("work");
     await settle();
     expect(existsSync(record)).toBe(false);
+  });
+
+  it("--dispvm: a new disposable shows the window and is destroyed with its last window", async () => {
+    await qvmd.create({ name: "dvm", label: "red" });
+    await qvmd.setProperty("dvm", "template_for_dispvms", "True");
+    const a = await qvmd.openWindow({ dispvm: "dvm" }, ["foot"], size, false);
+    expect(a.domain).toMatch(/^disp\d+$/);
+    const names = () => qvmd.list().map((d) => d.name);
+    expect(names()).toContain(a.domain);
+    const b = await qvmd.openWindow({ domain: a.domain }, ["xeyes"], size, false);
+    await qvmd.closeWindow(a.domain, a.windowId);
+    await settle();
+    expect(names()).toContain(a.domain);
+    vms.vms.get(a.domain)!.endWindow(b.windowId);
+    await settle();
+    expect(names()).not.toContain(a.domain);
+    // A refused request makes no disposable at all.
+    await expect(qvmd.openWindow({ dispvm: "dvm" }, ["foot"], { width: 1, height: 1 }, false)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(names().filter((n) => n.startsWith("disp"))).toEqual([]);
   });
 });

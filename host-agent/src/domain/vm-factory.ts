@@ -10,7 +10,7 @@ import { DomainVm } from "./domain-vm.js";
 import type { DomainPaths } from "./paths.js";
 
 /** What the core uses of a guest agent. */
-export type GuestAgent = Pick<AgentClient, "exec" | "signal" | "setNetwork" | "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows">;
+export type GuestAgent = Pick<AgentClient, "exec" | "signal" | "setNetwork" | "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows" | "getWindowClipboard" | "setWindowClipboard">;
 
 export interface RunningVm {
   readonly name: string;

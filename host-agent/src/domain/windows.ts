@@ -14,6 +14,7 @@ import type { EventBus } from "../base/events.js";
 import type { GuestWindow } from "../agent/replies.js";
 import { dialHybridVsock } from "../vsock/hybrid-dial.js";
 import type { Attacher } from "./attachments.js";
+import type { DispVms } from "./dispvms.js";
 import type { DomainPaths } from "./paths.js";
 import type { DomainRegistry } from "./registry.js";
 import type { DomainRunner } from "./runner.js";
@@ -45,13 +46,24 @@ export interface DomainWindowsDeps {
   runner: Pick<DomainRunner, "ensureRunning" | "running">;
   paths: DomainPaths;
   events: EventBus;
+  /** Disposables for `qvm run --gui --dispvm`: made for the window, destroyed with its last one. */
+  dispvms: Pick<DispVms, "create" | "destroy">;
   log: (msg: string) => void;
 }
+
+/** Where a window opens: a domain, or a new disposable from a template for disposables ("" or "@default": default_dispvm). */
+export type WindowTarget = { domain: string } | { dispvm: string };
 
 export class DomainWindows {
   private readonly byDomain = new Map<string, Map<number, Known>>();
   /** OpenWindow calls in flight per domain: the guest may list their window before they return. */
   private readonly opening = new Map<string, number>();
+  /**
+   * Disposables made for a window: each is destroyed when its last window closes or its program
+   * ends (Qubes destroys a DispVM when its program exits). Held in memory only: a qvmd restart
+   * destroys every disposable an earlier qvmd left (core/boot.ts), windows and all.
+   */
+  private readonly disposables = new Set<string>();
 
   constructor(private readonly deps: DomainWindowsDeps) {
     // A domain that stops closes its windows, with a notice (the page shows the reason).
@@ -66,15 +78,23 @@ export class DomainWindows {
     });
   }
 
-  /** Starts `argv` in a window of `domain` (started first unless noAutostart). */
-  async open(domain: string, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
-    const rec = this.deps.registry.get(domain);
-    if (!argv.length || !argv[0]) throw new QvmError("INVALID_ARGUMENT", "a window needs a program to run");
-    if (argv.length > MAX_ARGV || argv.reduce((n, a) => n + Buffer.byteLength(a), 0) > MAX_ARGV_BYTES || argv.some((a) => a.includes("\0"))) {
-      throw new QvmError("INVALID_ARGUMENT", `the program's arguments are too many or too long (at most ${MAX_ARGV}, ${MAX_ARGV_BYTES} bytes, no NUL)`);
+  /** Starts `argv` in a window of a domain (started first unless noAutostart) or of a new disposable. */
+  async open(target: WindowTarget, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+    if ("domain" in target) return this.openIn(target.domain, argv, size, noAutostart);
+    checkRequest(argv, size);
+    const name = await this.deps.dispvms.create(target.dispvm, "dom0");
+    this.disposables.add(name);
+    try {
+      return await this.openIn(name, argv, size, false);
+    } catch (err) {
+      await this.destroy(name);
+      throw err;
     }
-    const problem = windowSizeProblem(size.width, size.height);
-    if (problem) throw new QvmError("INVALID_ARGUMENT", problem);
+  }
+
+  private async openIn(domain: string, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+    const rec = this.deps.registry.get(domain);
+    checkRequest(argv, size);
     const vm = await this.deps.runner.ensureRunning(domain, noAutostart);
     const known = this.table(domain);
     if ([...known.values()].length >= MAX_WINDOWS_PER_DOMAIN) {
@@ -171,7 +191,10 @@ export class DomainWindows {
         k.height = w.height;
         k.port = w.vsockPort;
       } else if ((recorded ??= this.saved(domain))[w.windowId]) {
-        known.set(w.windowId, { program: recorded[w.windowId]!, port: w.vsockPort, width: w.width, height: w.height });
+        const program = recorded[w.windowId]!;
+        known.set(w.windowId, { program, port: w.vsockPort, width: w.width, height: w.height });
+        // Taken back after a qvmd restart: said, so that shells list it again.
+        this.deps.events.publish("window-open", domain, { window: String(w.windowId), program, width: String(w.width), height: String(w.height) });
       } else if (!this.opening.get(domain)) {
         // A window no request of qvmd's opened (one whose OpenWindow was cancelled or timed
         // out): nothing can name its frame, so it is closed.
@@ -189,6 +212,12 @@ export class DomainWindows {
     if (!known?.delete(windowId)) return;
     this.save(domain);
     this.deps.events.publish("window-close", domain, { window: String(windowId), reason });
+    if (known.size === 0 && this.disposables.has(domain)) void this.destroy(domain);
+  }
+
+  private async destroy(disposable: string): Promise<void> {
+    this.disposables.delete(disposable);
+    await this.deps.dispvms.destroy(disposable).catch((err: Error) => this.deps.log(`${disposable}: cannot destroy: ${err.message}`));
   }
 
   private known(domain: string, windowId: number): Known {
@@ -227,4 +256,13 @@ export class DomainWindows {
   private dropRecord(domain: string): void {
     rmSync(this.deps.paths.windowsRecordOf(domain), { force: true });
   }
+}
+
+function checkRequest(argv: string[], size: { width: number; height: number }): void {
+  if (!argv.length || !argv[0]) throw new QvmError("INVALID_ARGUMENT", "a window needs a program to run");
+  if (argv.length > MAX_ARGV || argv.reduce((n, a) => n + Buffer.byteLength(a), 0) > MAX_ARGV_BYTES || argv.some((a) => a.includes("\0"))) {
+    throw new QvmError("INVALID_ARGUMENT", `the program's arguments are too many or too long (at most ${MAX_ARGV}, ${MAX_ARGV_BYTES} bytes, no NUL)`);
+  }
+  const problem = windowSizeProblem(size.width, size.height);
+  if (problem) throw new QvmError("INVALID_ARGUMENT", problem);
 }

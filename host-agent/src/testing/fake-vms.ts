@@ -88,7 +88,19 @@ export class FakeVm implements RunningVm {
       watcher();
       return () => this.windowWatchers.delete(watcher);
     },
+    // Each window's clipboard, as the real agent's wl-paste/wl-copy would see it.
+    getWindowClipboard: async (id, maxBytes) => {
+      if (!this.windows.get(id)?.alive) throw new QvmError("NOT_FOUND", `no window ${id}`);
+      const data = this.clipboards.get(id) ?? Buffer.alloc(0);
+      return data.length > maxBytes ? { data: Buffer.alloc(0), oversized: true } : { data, oversized: false };
+    },
+    setWindowClipboard: async (id, data) => {
+      if (!this.windows.get(id)?.alive) throw new QvmError("NOT_FOUND", `no window ${id}`);
+      this.clipboards.set(id, Buffer.from(data));
+    },
   };
+  /** The fake guest's window clipboards, by window id. */
+  readonly clipboards = new Map<number, Buffer>();
   /** The fake guest's windows, with what it was asked to run. */
   readonly windows = new Map<number, { windowId: number; vsockPort: number; width: number; height: number; alive: boolean; argv: string[]; user: string }>();
   private nextWindow = 1;

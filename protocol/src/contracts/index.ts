@@ -67,6 +67,7 @@ export {
 } from "./firewall.js";
 export { MAX_PCI_DEVICES, PCI_ADDRESS_PATTERN, isPciAddress, parsePciAddress, qubesPciName } from "./pci.js";
 export {
+  MAX_CLIPBOARD_BYTES,
   MAX_WINDOWS_PER_DOMAIN,
   WINDOW_MAX_HEIGHT,
   WINDOW_MAX_WIDTH,
@@ -77,5 +78,6 @@ export {
   isWindowHeight,
   isWindowVsockPort,
   isWindowWidth,
+  pasteDeniedMessage,
   windowSizeProblem,
 } from "./windows.js";

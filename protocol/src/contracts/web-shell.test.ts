@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MAX_SHELL_TEXT, MAX_WINDOW_PROGRAM, clipShellText, pageMessageSchema, serverMessageSchema } from "./web-shell.js";
-import { WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT } from "./windows.js";
+import { MAX_SHELL_TEXT, MAX_WINDOW_PROGRAM, clipShellText, pageMessageSchema, serverMessageSchema, utf8Length } from "./web-shell.js";
+import { MAX_CLIPBOARD_BYTES, WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT } from "./windows.js";
 
 describe("web shell messages from the page", () => {
   it.each([
@@ -13,6 +13,14 @@ describe("web shell messages from the page", () => {
     { t: "window-ticket", domain: "work", window: 1 },
     { t: "window-resize", domain: "work", window: 1, width: 800, height: 600 },
     { t: "window-close", domain: "work", window: 1 },
+    { t: "clipboard-copy", domain: "work", window: 1 },
+    { t: "clipboard-paste", domain: "vault", window: 2 },
+    { t: "terminal-copy", id: 3, text: "ls -l\n" },
+    { t: "terminal-copy", id: 3, text: "x".repeat(MAX_CLIPBOARD_BYTES) },
+    { t: "terminal-copy", id: 3, text: "é".repeat(MAX_CLIPBOARD_BYTES / 2) },
+    { t: "terminal-paste", id: 3 },
+    { t: "clipboard-set", text: "from the desktop" },
+    { t: "clipboard-take" },
   ])("accepts %j", (m) => expect(pageMessageSchema.parse(m)).toEqual(m));
 
   it.each([
@@ -34,7 +42,24 @@ describe("web shell messages from the page", () => {
     ["a window wider than the bound", { t: "window-resize", domain: "work", window: 1, width: WINDOW_MAX_WIDTH + 1, height: 600 }],
     ["a window smaller than the bound", { t: "window-resize", domain: "work", window: 1, width: 800, height: WINDOW_MIN_HEIGHT - 1 }],
     ["a fractional window size", { t: "window-resize", domain: "work", window: 1, width: 800.5, height: 600 }],
+    ["a window copy without a window", { t: "clipboard-copy", domain: "work" }],
+    ["a window paste into a bad domain name", { t: "clipboard-paste", domain: "dom0]", window: 1 }],
+    // The server attributes a terminal's text to the terminal's domain: the page cannot name one.
+    ["a terminal copy naming a domain", { t: "terminal-copy", id: 3, text: "x", domain: "vault" }],
+    ["a terminal copy without a terminal", { t: "terminal-copy", text: "x" }],
+    ["an empty terminal copy", { t: "terminal-copy", id: 3, text: "" }],
+    ["a terminal copy over the bound", { t: "terminal-copy", id: 3, text: "x".repeat(MAX_CLIPBOARD_BYTES + 1) }],
+    ["a terminal copy over the bound in UTF-8 only", { t: "terminal-copy", id: 3, text: "é".repeat(MAX_CLIPBOARD_BYTES / 2 + 1) }],
+    ["a terminal copy that is not text", { t: "terminal-copy", id: 3, text: [104, 105] }],
+    ["a terminal paste naming a domain", { t: "terminal-paste", id: 3, domain: "vault" }],
+    ["a desktop set over the bound in UTF-8", { t: "clipboard-set", text: "€".repeat(Math.floor(MAX_CLIPBOARD_BYTES / 3) + 1) }],
+    ["a desktop set naming a source", { t: "clipboard-set", text: "x", source: "work" }],
+    ["a take with a target", { t: "clipboard-take", domain: "work" }],
   ])("refuses %s", (_why, m) => expect(pageMessageSchema.safeParse(m).success).toBe(false));
+
+  it("counts UTF-8 bytes as TextEncoder writes them", () => {
+    for (const s of ["", "abc", "é", "€", "😀", "a😀b", "\ud800", "x\udc00y", "\ud800\ud800\udc00"]) expect(utf8Length(s), JSON.stringify(s)).toBe(new TextEncoder().encode(s).length);
+  });
 });
 
 describe("web shell messages from the server", () => {
@@ -51,6 +76,15 @@ describe("web shell messages from the server", () => {
     { t: "windows", windows: [{ domain: "work", id: 1, program: "foot", width: 640, height: 400 }] },
     { t: "window-ticket", domain: "work", window: 1, ticket: "a".repeat(43) },
     { t: "window-ended", domain: "work", window: 1, reason: "work stopped" },
+    { t: "window-ticket", domain: "work", window: 1, ticket: "a".repeat(43), reconnect: true },
+    { t: "clipboard", source: "", size: 0, copiedAtMs: 0 },
+    { t: "clipboard", source: "work", size: 12, copiedAtMs: 1764500000000 },
+    { t: "clipboard", source: "dom0", size: MAX_CLIPBOARD_BYTES, copiedAtMs: 1 },
+    { t: "clipboard-copied", source: "work", size: 12 },
+    { t: "clipboard-pasted", source: "work", target: "vault" },
+    { t: "terminal-paste-text", id: 3, text: "ls\n", source: "work" },
+    { t: "terminal-paste-text", id: 3, text: "", source: "work" },
+    { t: "clipboard-taken", text: "x".repeat(MAX_CLIPBOARD_BYTES), source: "dom0" },
   ])("accepts %j", (m) => expect(serverMessageSchema.parse(m)).toEqual(m));
 
   it.each([
@@ -65,6 +99,16 @@ describe("web shell messages from the server", () => {
     ["a window without a program", { t: "windows", windows: [{ domain: "work", id: 1, program: "", width: 640, height: 400 }] }],
     ["an oversized program name", { t: "windows", windows: [{ domain: "work", id: 1, program: "p".repeat(MAX_WINDOW_PROGRAM + 1), width: 640, height: 400 }] }],
     ["a malformed ticket", { t: "window-ticket", domain: "work", window: 1, ticket: "short" }],
+    ["a reconnect flag that is not true", { t: "window-ticket", domain: "work", window: 1, ticket: "a".repeat(43), reconnect: "yes" }],
+    ["clipboard state with its content", { t: "clipboard", source: "work", size: 2, copiedAtMs: 1, data: "hi" }],
+    ["clipboard state over the bound", { t: "clipboard", source: "work", size: MAX_CLIPBOARD_BYTES + 1, copiedAtMs: 1 }],
+    ["clipboard state from a bad name", { t: "clipboard", source: "[dom0]", size: 1, copiedAtMs: 1 }],
+    ["a negative time", { t: "clipboard", source: "work", size: 1, copiedAtMs: -1 }],
+    ["a copy from nowhere", { t: "clipboard-copied", source: "", size: 1 }],
+    ["a paste into nowhere", { t: "clipboard-pasted", source: "work", target: "" }],
+    ["terminal paste text over the bound", { t: "terminal-paste-text", id: 3, text: "x".repeat(MAX_CLIPBOARD_BYTES + 1), source: "work" }],
+    ["terminal paste text without its terminal", { t: "terminal-paste-text", text: "x", source: "work" }],
+    ["taken text over the bound", { t: "clipboard-taken", text: "x".repeat(MAX_CLIPBOARD_BYTES + 1), source: "work" }],
   ])("refuses %s", (_why, m) => expect(serverMessageSchema.safeParse(m).success).toBe(false));
 
   it("clips long text to what a message may carry", () => {

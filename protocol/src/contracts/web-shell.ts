@@ -7,7 +7,7 @@
 import * as z from "zod";
 import { QVM_ERROR_CODES, type QvmErrorCode } from "./errors.js";
 import { DOMAIN_NAME_PATTERN } from "./names.js";
-import { WINDOW_MAX_HEIGHT, WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT, WINDOW_MIN_WIDTH } from "./windows.js";
+import { MAX_CLIPBOARD_BYTES, WINDOW_MAX_HEIGHT, WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT, WINDOW_MIN_WIDTH } from "./windows.js";
 import { DOMAIN_CLASSES, EVENT_TYPES, POWER_STATES, UNKNOWN_WORD } from "./words.js";
 
 /** Longest free text (an error, a close reason) the server sends; it clips longer text. */
@@ -40,6 +40,36 @@ const windowSize = {
 };
 const windowRef = { domain, window: windowId };
 
+// The global clipboard (docs/web-shell.md, "Clipboard"): one slot in qvmd, with the domain it came
+// from ("dom0": the user's desktop). The page sends text it holds (a terminal's selection, what
+// the user pasted into the page) as UTF-8 of at most MAX_CLIPBOARD_BYTES; the server sends text
+// it decoded from at most that many bytes, so at most that many UTF-16 units. A terminal's
+// clipboard text names only the terminal: the server attributes it to the domain it opened that
+// terminal on, never to a domain the page names.
+/** UTF-8 length of a string (a lone surrogate counts 3 bytes, as TextEncoder writes U+FFFD). */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+const clipboardTextIn = z
+  .string()
+  .min(1)
+  .max(MAX_CLIPBOARD_BYTES)
+  .refine((s) => utf8Length(s) <= MAX_CLIPBOARD_BYTES, `more than ${MAX_CLIPBOARD_BYTES} bytes of UTF-8`);
+const clipboardTextOut = z.string().max(MAX_CLIPBOARD_BYTES);
+/** Where clipboard content came from: a domain, "dom0" (the user's desktop), "" when empty. */
+const clipboardSource = z.union([domain, z.literal("")]);
+const clipboardSize = z.number().int().min(0).max(MAX_CLIPBOARD_BYTES);
+
 /** What the page asks of the server. */
 export const pageMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("list") }).strict(),
@@ -53,6 +83,18 @@ export const pageMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("window-resize"), ...windowRef, ...windowSize }).strict(),
   // The user closed the window: the program gets a close request.
   z.object({ t: z.literal("window-close"), ...windowRef }).strict(),
+  // Ctrl-Shift-C / Ctrl-Shift-V on a focused program window: its domain's clipboard (the window's
+  // selection) into the global clipboard, or the global clipboard into the window's selection.
+  z.object({ t: z.literal("clipboard-copy"), ...windowRef }).strict(),
+  z.object({ t: z.literal("clipboard-paste"), ...windowRef }).strict(),
+  // The same chords on a terminal: its selection into the global clipboard, attributed by the
+  // server to the terminal's domain; the paste comes back as {t:"terminal-paste-text"}.
+  z.object({ t: z.literal("terminal-copy"), id: terminalId, text: clipboardTextIn }).strict(),
+  z.object({ t: z.literal("terminal-paste"), id: terminalId }).strict(),
+  // The user's own desktop clipboard, explicitly: text the user pasted into the page (source
+  // dom0), and taking the global clipboard out (it is wiped) to write it to the desktop's.
+  z.object({ t: z.literal("clipboard-set"), text: clipboardTextIn }).strict(),
+  z.object({ t: z.literal("clipboard-take") }).strict(),
 ]);
 export type PageMessage = z.infer<typeof pageMessageSchema>;
 export type TerminalKind = z.infer<typeof terminalKind>;
@@ -86,9 +128,20 @@ export const serverMessageSchema = z.discriminatedUnion("t", [
   // Every window qvmd knows of, at connect and after every change.
   z.object({ t: z.literal("windows"), windows: z.array(windowSummarySchema).max(MAX_SHELL_WINDOWS) }).strict(),
   // The answer to a window-ticket: valid once, for a short time, for this window only.
-  z.object({ t: z.literal("window-ticket"), ...windowRef, ticket: z.string().regex(DISPLAY_TICKET_PATTERN) }).strict(),
+  // With `reconnect`, unasked: the window's stream closed because qvmd stopped, and qvmd lists the
+  // window again after its restart.
+  z.object({ t: z.literal("window-ticket"), ...windowRef, ticket: z.string().regex(DISPLAY_TICKET_PATTERN), reconnect: z.literal(true).optional() }).strict(),
   // The window's stream ended (or could not start); the window may still be listed.
   z.object({ t: z.literal("window-ended"), ...windowRef, reason: text }).strict(),
+  // The global clipboard's state (never its content): at connect and after every change.
+  z.object({ t: z.literal("clipboard"), source: clipboardSource, size: clipboardSize, copiedAtMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict(),
+  // Answers to this page's requests (a refusal is an {t:"error"} with qvmd's message).
+  z.object({ t: z.literal("clipboard-copied"), source: domain, size: clipboardSize }).strict(),
+  z.object({ t: z.literal("clipboard-pasted"), source: domain, target: domain }).strict(),
+  // The text to paste into terminal `id` (as typed by a paste: xterm's bracketed paste applies);
+  // control characters but tab and newlines are already taken out.
+  z.object({ t: z.literal("terminal-paste-text"), id: terminalId, text: clipboardTextOut, source: domain }).strict(),
+  z.object({ t: z.literal("clipboard-taken"), text: clipboardTextOut, source: domain }).strict(),
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 

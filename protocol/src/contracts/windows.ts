@@ -31,3 +31,13 @@ export function windowSizeProblem(width: unknown, height: unknown): string {
   if (isWindowWidth(width) && isWindowHeight(height)) return "";
   return `window size ${String(width)}x${String(height)} is out of bounds (${WINDOW_MIN_WIDTH}..${WINDOW_MAX_WIDTH} x ${WINDOW_MIN_HEIGHT}..${WINDOW_MAX_HEIGHT})`;
 }
+
+/**
+ * Most bytes the global clipboard holds (Qubes' max_clipboard_size default): a larger copy
+ * empties it and fails, and a guest reply larger than this is refused.
+ */
+export const MAX_CLIPBOARD_BYTES = 64000;
+/** Where a paste is refused, the message names both domains as Qubes' does. */
+export function pasteDeniedMessage(source: string, target: string): string {
+  return `Pasting from ${source} to ${target} is denied by policies`;
+}

@@ -39,6 +39,9 @@ export const EVENT_TYPES = [
   "device-unassign",
   "window-open",
   "window-close",
+  // The global clipboard changed (copy, paste, set, take, cleared): fields action, source,
+  // target, size; never its content.
+  "clipboard",
 ] as const;
 export type EventTypeWord = (typeof EVENT_TYPES)[number];
 

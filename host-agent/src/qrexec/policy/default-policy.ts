@@ -37,6 +37,7 @@ qubes.GetDate       *    @anyvm          @adminvm   allow
 qubes.GetDate       *    @anyvm          @default   allow   target=@adminvm
 qubes.GetDate       *    @anyvm          @anyvm     deny
 
+qubes.ClipboardPaste *   @adminvm        @anyvm     ask
 qubes.ClipboardPaste *   @anyvm          @anyvm     ask
 qubes.ConnectTCP    *    @anyvm          @anyvm     deny
 qubes.UpdatesProxy  *    @type:TemplateVM @default  allow   target=sys-net
