@@ -127,9 +127,11 @@ for (const [name, opts] of Object.entries(targets)) {
 }
 
 // Host-side native helpers (C, built with the machine's gcc): SO_PEERCRED for the admin socket;
-// qvm-tap-open, which hands a jailed VMM its tap device as a descriptor.
+// qvm-tap-open, which hands a jailed VMM its tap device as a descriptor; qvm-qmp-add-fd, which
+// hands a running VMM a USB stick's image as a descriptor (QMP add-fd with SCM_RIGHTS).
 if (!only.length || only.includes("qvmd")) {
   mkdirSync("host-agent/dist", { recursive: true });
   execFileSync("gcc", ["-O2", "-Wall", "-Werror", "-o", "host-agent/dist/qvm-peercred", "host-agent/native/qvm-peercred.c"], { stdio: "inherit" });
   execFileSync("gcc", ["-O2", "-Wall", "-Werror", "-o", "host-agent/dist/qvm-tap-open", "host-agent/native/qvm-tap-open.c"], { stdio: "inherit" });
+  execFileSync("gcc", ["-O2", "-Wall", "-Werror", "-o", "host-agent/dist/qvm-qmp-add-fd", "host-agent/native/qvm-qmp-add-fd.c"], { stdio: "inherit" });
 }

@@ -24,6 +24,7 @@ import Start from "./commands/start.js";
 import Tags from "./commands/tags.js";
 import Template from "./commands/template.js";
 import Unpause from "./commands/unpause.js";
+import Usb from "./commands/usb.js";
 import Volume from "./commands/volume.js";
 
 export const COMMANDS = {
@@ -50,5 +51,6 @@ export const COMMANDS = {
   tags: Tags,
   template: Template,
   unpause: Unpause,
+  usb: Usb,
   volume: Volume,
 };

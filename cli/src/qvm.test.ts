@@ -24,7 +24,7 @@ interface Result {
 
 let fake: FakeQvmd;
 
-type RunOpts = { input?: string; env?: NodeJS.ProcessEnv; during?: (child: ReturnType<typeof spawn>) => void };
+type RunOpts = { input?: string; env?: NodeJS.ProcessEnv; cwd?: string; during?: (child: ReturnType<typeof spawn>) => void };
 
 /** Runs ./qvm with `args`, `input` on stdin; `during` gets the child once it is spawned. */
 function qvm(args: string[], opts: RunOpts = {}): Promise<Result> {
@@ -37,7 +37,7 @@ function run(cmd: string, args: string[], opts: RunOpts = {}): Promise<Result> {
   // As a user runs it: not vitest's NODE_ENV.
   delete env.NODE_ENV;
   const t0 = Date.now();
-  const child = spawn(cmd, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(cmd, args, { env, cwd: opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
   const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
   child.on("close", () => clearTimeout(killer));
   let stdout = "";
@@ -490,6 +490,224 @@ describe("qvm pci", () => {
   });
 });
 
+describe("qvm usb", () => {
+  const dev = (backend: string, busid: string, o: Partial<adminV1.UsbDevice> = {}): adminV1.UsbDevice => ({
+    backend,
+    busid,
+    vendorId: "0951",
+    productId: "1666",
+    description: "Kingston DataTraveler 3.0",
+    serial: "60A44C413F12",
+    kinds: ["storage"],
+    attachedTo: "",
+    persistent: false,
+    present: true,
+    ...o,
+  });
+  // What a hostile device could call itself: OSC 52 (clipboard write), BEL, C1 CSI, a bidi override, and too much of it.
+  const hostile = `Evil\x1b]52;c;QUFBQQ==\x07 \u009b2J\u202e${"x".repeat(80)}`;
+  beforeEach(() => {
+    fake.domains.push(fakeDomain("sys-usb", { state: "Running", label: "red" }), fakeDomain("vault", { label: "black" }));
+    fake.usb = [
+      dev("sys-usb", "2-1", { attachedTo: "work" }),
+      dev("sys-usb", "2-1.4", { vendorId: "046d", productId: "c52b", description: "Logitech USB Receiver", serial: "", kinds: ["keyboard", "mouse"] }),
+      dev("sys-usb", "3-2", { vendorId: "1234", productId: "abcd", description: hostile, kinds: ["other"] }),
+      dev("sys-usb", "4-1", { present: false, vendorId: "", productId: "", description: "", serial: "", kinds: [], attachedTo: "vault", persistent: true }),
+      dev("work", "1-1", { vendorId: "46f4", productId: "0001", description: "QEMU QEMU USB HARDDRIVE", serial: "1-0000:00:02.0-1" }),
+    ];
+    fake.usbPlugs = new Map();
+  });
+  const calls = (m: string) => sortedCalls(m);
+  /** No character a terminal acts on but newline: C0, DEL, C1, bidi and other format characters. */
+  const UNSAFE = /[\x00-\x09\x0b-\x1f\x7f-\x9f\p{Cf}]/u;
+
+  it("lists BACKEND:BUSID VID:PID DESCRIPTION USED BY, as Qubes; persistent and not-present marked; device text escaped and clipped", async () => {
+    const r = await qvm(["usb"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toBe(
+      [
+        "BACKEND:BUSID  VID:PID    DESCRIPTION                                       USED BY",
+        "sys-usb:2-1    0951:1666  Kingston DataTraveler 3.0                         work",
+        "sys-usb:2-1.4  046d:c52b  Logitech USB Receiver                             -",
+        "sys-usb:3-2    1234:abcd  Evil\\u001b]52;c;QUFBQQ==\\u0007 \\u009b2J\\u202exx…  -",
+        "sys-usb:4-1    -          (not present)                                     vault (persistent)",
+        "work:1-1       46f4:0001  QEMU QEMU USB HARDDRIVE                           -",
+        "",
+      ].join("\n"),
+    );
+    expect(r.stdout).not.toMatch(UNSAFE);
+    expect(calls("listUsbDevices")).toEqual([{ backend: "" }]);
+    expect(await qvm(["usb", "list"])).toMatchObject({ code: 0, stdout: r.stdout });
+    expect(await qvm(["usb", "ls"])).toMatchObject({ code: 0, stdout: r.stdout });
+  });
+
+  it("lists one backend's; --json gives the UsbDevice objects, unchanged once parsed, with nothing a terminal acts on", async () => {
+    const one = await qvm(["usb", "list", "work"]);
+    expect(one.stdout.split("\n").slice(1, -1).map((l) => l.split(" ")[0])).toEqual(["work:1-1"]);
+    expect(calls("listUsbDevices")).toEqual([{ backend: "work" }]);
+    const j = await qvm(["usb", "list", "--json"]);
+    expect(j).toMatchObject({ code: 0, stderr: "" });
+    expect(j.stdout).not.toMatch(UNSAFE);
+    expect(JSON.parse(j.stdout)).toEqual(fake.usb);
+    expect(JSON.parse((await qvm(["usb", "list", "sys-usb", "--json"])).stdout)).toHaveLength(4);
+    expect(await qvm(["usb", "list", "nope"])).toMatchObject({ code: 1, stdout: "", stderr: 'qvm: domain "nope" does not exist\n' });
+  });
+
+  it("says how to get devices when there are none (stderr; the header still on stdout)", async () => {
+    fake.usb = [];
+    expect(await qvm(["usb"])).toMatchObject({
+      code: 0,
+      stdout: "BACKEND:BUSID  VID:PID  DESCRIPTION  USED BY\n",
+      stderr: "qvm: no running domain reports USB devices: start the one with the USB controller (qvm start sys-usb)\n",
+    });
+    expect(await qvm(["usb", "--json"])).toMatchObject({ code: 0, stdout: "[]\n", stderr: "" });
+  });
+
+  it("attaches (Qubes' words too: at, a, assign = attach --persistent) and detaches (dt, d, unassign)", async () => {
+    expect(await qvm(["usb", "attach", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+    expect(fake.usb[1]).toMatchObject({ attachedTo: "work", persistent: false });
+    expect(await qvm(["usb", "detach", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+    expect(await qvm(["usb", "attach", "-p", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(fake.usb[1]).toMatchObject({ attachedTo: "work", persistent: true });
+    expect((await qvm(["usb"])).stdout).toMatch(/^sys-usb:2-1\.4 .* work \(persistent\)$/m);
+    expect(await qvm(["usb", "dt", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(await qvm(["usb", "assign", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(await qvm(["usb", "unassign", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(await qvm(["usb", "at", "--persistent", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(await qvm(["usb", "d", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    const dev = { domain: "work", backend: "sys-usb", busid: "2-1.4" };
+    expect(calls("attachUsbDevice")).toEqual([
+      { ...dev, persistent: false },
+      { ...dev, persistent: true },
+      { ...dev, persistent: true },
+      { ...dev, persistent: true },
+    ]);
+    expect(calls("detachUsbDevice")).toEqual([dev, dev, dev, dev]);
+    // Detaching an assignment whose device is not there drops it.
+    expect(await qvm(["usb", "detach", "vault", "sys-usb:4-1"])).toMatchObject({ code: 0 });
+    expect(fake.usb.map((d) => d.busid)).toEqual(["2-1", "2-1.4", "3-2", "1-1"]);
+  });
+
+  it("prints qvmd's refusals as one line with its exit code", async () => {
+    const cases: Array<[string[], number, string]> = [
+      [["usb", "attach", "vault", "sys-usb:2-1.4"], 1, "qvm: vault is not running: start it first (`qvm start vault`); a USB device is attached to a running domain\n"],
+      [["usb", "attach", "sys-net", "sys-usb:2-1"], 1, "qvm: sys-usb:2-1 is attached to work: a device goes to one domain at a time; detach it there first (`qvm usb detach work sys-usb:2-1`)\n"],
+      [["usb", "attach", "work", "sys-usb:9-9"], 1, "qvm: sys-usb has no USB device 9-9; see `qvm usb list sys-usb`\n"],
+      [["usb", "attach", "sys-usb", "sys-usb:2-1.4"], 2, "qvm: sys-usb:2-1.4 is sys-usb's own device: it cannot be attached to its backend; attach it to another domain\n"],
+      [["usb", "attach", "nope", "sys-usb:2-1.4"], 1, 'qvm: domain "nope" does not exist\n'],
+      [["usb", "detach", "sys-net", "sys-usb:2-1"], 1, "qvm: sys-usb:2-1 is not attached to sys-net; see `qvm usb list`\n"],
+    ];
+    for (const [args, code, stderr] of cases) {
+      const r = await qvm(args);
+      expect({ args, code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ args, code, stdout: "", stderr });
+    }
+    expect(fake.usb.map((d) => d.attachedTo)).toEqual(["work", "", "", "vault", ""]);
+  });
+
+  it("refuses bad device names and usage errors in one line (exit 2) before calling qvmd", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["usb", "attach", "work", "sys-usb"], /^qvm: "sys-usb" is not a USB device: name it as `qvm usb` lists it, BACKEND:BUSID \(sys-usb:2-1\)\n$/],
+      [["usb", "attach", "work", "2-1"], /^qvm: "2-1" is not a USB device/],
+      [["usb", "attach", "work", "sys-usb:0-1"], /^qvm: "sys-usb:0-1" is not a USB device/],
+      [["usb", "attach", "work", "sys-usb:2-1:1.0"], /^qvm: "sys-usb:2-1:1.0" is not a USB device/],
+      [["usb", "attach", "work", "sys-usb:2_1"], /^qvm: "sys-usb:2_1" is not a USB device/],
+      [["usb", "attach", "work", "../etc:2-1"], /^qvm: "..\/etc:2-1" is not a USB device: its backend is not a domain name/],
+      [["usb", "detach", "work", ":2-1"], /^qvm: ":2-1" is not a USB device/],
+      [["usb", "attach", "work"], /^qvm: attach needs a domain and one device: qvm usb attach \[--persistent\] VM BACKEND:BUSID \(the devices: qvm usb list\)\n$/],
+      [["usb", "detach", "work", "sys-usb:2-1", "sys-usb:2-1.4"], /^qvm: detach needs a domain and one device: qvm usb detach VM BACKEND:BUSID/],
+      [["usb", "frob"], /^qvm: unknown action "frob": use list, attach, detach, plug, plugs or unplug/],
+      [["usb", "list", "sys-usb", "work"], /^qvm: list takes at most one backend/],
+      [["usb", "list", "sys-usb:2-1"], /^qvm: list takes a backend domain \(sys-usb\), not a device \("sys-usb:2-1"\)\n$/],
+      [["usb", "list", "--persistent"], /^qvm: --persistent goes with attach, not list\n$/],
+      [["usb", "detach", "-p", "work", "sys-usb:2-1"], /^qvm: --persistent goes with attach, not detach\n$/],
+      [["usb", "attach", "--json", "work", "sys-usb:2-1"], /^qvm: --json goes with list or plugs, not attach\n$/],
+      [["usb", "list", "--keyboard"], /^qvm: --keyboard goes with plug, not list\n$/],
+      [["usb", "unplug", "work", "usb1", "--read-only"], /^qvm: --read-only goes with plug, not unplug\n$/],
+      [["usb", "plug", "work"], /^qvm: plug needs a device: qvm usb plug VM --disk IMAGE \[--read-only\] \| --keyboard \| --tablet \(to list work's: qvm usb plugs work\)\n$/],
+      [["usb", "plug", "--keyboard"], /^qvm: plug needs a domain and a device/],
+      [["usb", "plug", "work", "--keyboard", "--tablet"], /^qvm: plug one device at a time \(got --keyboard and --tablet\)\n$/],
+      [["usb", "plug", "work", "--keyboard", "--read-only"], /^qvm: --read-only goes with --disk, not --keyboard\n$/],
+      [["usb", "plug", "work", "stick.img"], /^qvm: plug takes one domain \(got "stick.img"\); the image goes with --disk IMAGE\n$/],
+      [["usb", "plug", "work", "--disk", ""], /^qvm: --disk needs a disk image: --disk IMAGE\n$/],
+      [["usb", "plugs"], /^qvm: plugs takes one domain: qvm usb plugs VM \[--json\]\n$/],
+      [["usb", "unplug", "work"], /^qvm: unplug needs a domain and one plug ID: qvm usb unplug VM ID \(the IDs: qvm usb plugs VM\)\n$/],
+      [["device", "usb", "attach", "work", "sys-usb"], /^qvm: "sys-usb" is not a USB device/],
+    ];
+    for (const [args, stderr] of cases) {
+      const r = await qvm(args);
+      expect({ args, code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ args, code: 2, stdout: "", stderr: expect.stringMatching(stderr) });
+    }
+    expect(fake.calls).toEqual([]);
+  });
+
+  it("plugs a disk image (relative paths made absolute), a keyboard, a tablet; says whether the domain has it now; lists and unplugs", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-usb-"));
+    try {
+      const r = await qvm(["usb", "plug", "work", "--disk", "stick.img", "--read-only"], { cwd: dir });
+      expect(r).toMatchObject({ code: 0, stderr: "", stdout: `usb1 of work: disk ${path.join(dir, "stick.img")} (read-only); work has it now\n` });
+      expect(await qvm(["usb", "plug", "work", "--disk=../other/x.raw"], { cwd: dir })).toMatchObject({ code: 0, stdout: `usb2 of work: disk ${path.join(path.dirname(dir), "other/x.raw")}; work has it now\n` });
+      expect(await qvm(["usb", "plug", "work", "--disk", "/srv/abs.img"], { cwd: dir })).toMatchObject({ code: 0, stdout: "usb3 of work: disk /srv/abs.img; work has it now\n" });
+      expect(await qvm(["usb", "plug", "vault", "--keyboard"])).toMatchObject({ code: 0, stderr: "", stdout: "usb1 of vault: keyboard; it arrives at vault's next start\n" });
+      expect(await qvm(["usb", "plug", "vault", "--tablet"])).toMatchObject({ code: 0, stdout: "usb2 of vault: tablet; it arrives at vault's next start\n" });
+      expect(calls("plugUsbDevice")).toEqual([
+        { domain: "work", kind: "disk", path: path.join(dir, "stick.img"), readOnly: true },
+        { domain: "work", kind: "disk", path: path.join(path.dirname(dir), "other/x.raw"), readOnly: false },
+        { domain: "work", kind: "disk", path: "/srv/abs.img", readOnly: false },
+        { domain: "vault", kind: "keyboard", path: "", readOnly: false },
+        { domain: "vault", kind: "tablet", path: "", readOnly: false },
+      ]);
+
+      expect(await qvm(["usb", "unplug", "work", "usb2"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+      expect(calls("unplugUsbDevice")).toEqual([{ domain: "work", id: "usb2" }]);
+      expect((await qvm(["usb", "plugs", "work"])).stdout).toBe(
+        ["ID    KIND  STATE  IMAGE", `usb1  disk  live   ${path.join(dir, "stick.img")} (read-only)`, "usb3  disk  live   /srv/abs.img", ""].join("\n"),
+      );
+      expect((await qvm(["usb", "plugs", "vault"])).stdout).toBe(["ID    KIND      STATE       IMAGE", "usb1  keyboard  next start  -", "usb2  tablet    next start  -", ""].join("\n"));
+      expect(JSON.parse((await qvm(["usb", "plugs", "vault", "--json"])).stdout)).toEqual(fake.usbPlugs.get("vault"));
+      expect(await qvm(["usb", "unplug", "work", "usb2"])).toMatchObject({ code: 1, stdout: "", stderr: 'qvm: work has no USB device "usb2"; its USB devices: usb1, usb3 (`qvm usb plugs work`)\n' });
+      expect(await qvm(["usb", "plugs", "nope"])).toMatchObject({ code: 1, stderr: 'qvm: domain "nope" does not exist\n' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("`qvm device usb ...` is `qvm usb ...` (Qubes' qvm-device usb): same output, same calls", async () => {
+    const same = async (args: string[]) => {
+      fake.calls = [];
+      const a = await qvm(["usb", ...args]);
+      const aCalls = fake.calls;
+      fake.calls = [];
+      const b = await qvm(["device", "usb", ...args]);
+      expect({ args, ...b }).toMatchObject({ args, code: a.code, stdout: a.stdout, stderr: a.stderr });
+      expect(fake.calls).toEqual(aCalls);
+      return a;
+    };
+    expect((await same([])).stdout).toMatch(/^BACKEND:BUSID/);
+    await same(["list", "sys-usb", "--json"]);
+    await same(["attach", "vault", "sys-usb:2-1.4"]);
+    await same(["detach", "sys-net", "sys-usb:2-1"]);
+    await same(["plugs", "work"]);
+    expect(await qvm(["device", "usb", "attach", "-p", "work", "sys-usb:2-1.4"])).toMatchObject({ code: 0 });
+    expect(await qvm(["device", "usb", "plug", "work", "--keyboard"])).toMatchObject({ code: 0, stdout: "usb1 of work: keyboard; work has it now\n" });
+    expect(await qvm(["device", "usb", "unplug", "work", "usb1"])).toMatchObject({ code: 0 });
+    expect(calls("attachUsbDevice").at(-1)).toEqual({ domain: "work", backend: "sys-usb", busid: "2-1.4", persistent: true });
+    expect(calls("unplugUsbDevice")).toEqual([{ domain: "work", id: "usb1" }]);
+  });
+
+  it("--help explains the names, the marks and every form, with examples; also as `qvm device usb`", async () => {
+    const r = await qvm(["usb", "--help"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    for (const text of ["BACKEND:BUSID", "(persistent)", "(not present)", "qubes.USB", "--disk=IMAGE", "--read-only", "--keyboard", "--tablet", "$ qvm usb attach --persistent work sys-usb:2-1", "$ qvm usb plug sys-usb --disk stick.img --read-only", "$ qvm usb unplug sys-usb usb1", "$ qvm device usb"]) {
+      expect(r.stdout).toContain(text);
+    }
+    const d = await qvm(["device", "usb", "--help"]);
+    expect(d.code).toBe(0);
+    expect(d.stdout).toContain("$ qvm device usb attach --persistent work sys-usb:2-1");
+    expect((await qvm(["device", "--help"])).stdout).toContain("device usb");
+    expect((await qvm(["usb", "-h"])).stdout).toContain("$ qvm usb plugs sys-usb");
+  });
+});
+
 describe("without qvmd, and help", () => {
   it("fails fast with one line that says how to start qvmd", async () => {
     const empty = mkdtempSync(path.join(os.tmpdir(), "qvm-nodaemon-"));
@@ -523,7 +741,7 @@ describe("without qvmd, and help", () => {
   it("explains every command", async () => {
     const r = await qvm(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["check", "clone", "console", "create", "daemon", "features", "firewall", "kill", "ls", "pause", "pci", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause"]) {
+    for (const c of ["check", "clone", "console", "create", "daemon", "features", "firewall", "kill", "ls", "pause", "pci", "policy", "prefs", "remove", "run", "shutdown", "start", "tags", "unpause", "usb"]) {
       expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, "m"));
     }
     expect((await qvm(["run", "--help"])).stdout).toContain("--pass-io");
@@ -547,6 +765,7 @@ describe("without qvmd, and help", () => {
       expect(await loaded(["--help"])).toEqual({ grpc: false, zod: false });
       expect(await loaded(["ls", "--help"])).toEqual({ grpc: false, zod: false });
       expect(await loaded(["tags", "work", "frob"])).toEqual({ grpc: false, zod: false });
+      expect(await loaded(["usb", "attach", "work", "sys-usb"])).toEqual({ grpc: false, zod: false });
       expect(await loaded(["ls"])).toEqual({ grpc: true, zod: false });
     } finally {
       rmSync(dir, { recursive: true, force: true });

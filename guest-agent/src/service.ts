@@ -11,6 +11,8 @@ import { setNetwork } from "./network-rpc.js";
 import { windowRpcs } from "./gui/rpc.js";
 import { systemGui } from "./gui/system.js";
 import { WindowManager } from "./gui/windows.js";
+import { UsbMonitor } from "./usb/monitor.js";
+import { usbRpcs } from "./usb/rpc.js";
 
 declare const QVM_AGENT_VERSION: string;
 export const AGENT_VERSION = typeof QVM_AGENT_VERSION === "string" ? QVM_AGENT_VERSION : "0.0.0-dev";
@@ -38,12 +40,14 @@ export const systemPower: PowerControl = {
 export function createGuestAgentService(
   power: PowerControl = systemPower,
   windows = new WindowManager(systemGui()),
+  usb = new UsbMonitor(),
 ): agentV1.GuestAgentServer {
   const sessions = new Map<number, ExecSession>();
   let nextId = 1;
 
   return {
     ...windowRpcs(windows),
+    ...usbRpcs(usb),
 
     ping(_call: ServerUnaryCall<agentV1.PingRequest, agentV1.PingResponse>, cb: sendUnaryData<agentV1.PingResponse>) {
       cb(null, { agentVersion: AGENT_VERSION });

@@ -38,6 +38,10 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("debian-12 recipe", () => {
+  it("has USB/IP's tools (usbip) for USB over qrexec", () => {
+    expect(TEMPLATES["debian-12"]!.packages).toContain("usbip");
+  });
+
   it("has the net domain's tools and the updates proxy", () => {
     expect(TEMPLATES["debian-12"]!.packages).toEqual(expect.arrayContaining(["nftables", "conntrack", "tinyproxy", "curl", "iputils-ping", "socat", "iproute2"]));
     expect(new Set(TEMPLATES["debian-12"]!.packages).size).toBe(TEMPLATES["debian-12"]!.packages.length);
@@ -92,6 +96,28 @@ describe("debian-12 recipe", () => {
     expect(readFileSync(path.join(files.rpcDir, "qubes.UpdatesProxy"), "utf8")).toContain("flag=${QVM_TEST_ROOT:-}/run/qvm-service/updates-proxy");
   });
 
+  it("installs the USB scripts in /usr/lib/qvm, qubes.USB in /etc/qubes-rpc and its socket mode in /etc/qubes/rpc-config", () => {
+    expect(readdirSync(files.usbDir).sort()).toEqual(["usb-attach", "usb-import", "usb-release"]);
+    for (const name of readdirSync(files.usbDir)) {
+      const dest = path.join(root, "usr/lib/qvm", name);
+      expect([name, statSync(dest).mode & 0o7777]).toEqual([name, 0o755]);
+      expect(readFileSync(dest)).toEqual(readFileSync(path.join(files.usbDir, name)));
+    }
+    expect(statSync(path.join(root, "etc/qubes-rpc/qubes.USB")).mode & 0o7777).toBe(0o755);
+    expect(readdirSync(files.rpcConfigDir)).toEqual(["qubes.USB"]);
+    const conf = path.join(root, "etc/qubes/rpc-config/qubes.USB");
+    expect(statSync(conf).mode & 0o7777).toBe(0o644);
+    expect(readFileSync(conf, "utf8")).toMatch(/^qvm-socket=yes$/m);
+    // Nothing of them lands among the services, and the lookup script stays in /usr/lib/qvm.
+    expect(readdirSync(path.join(root, "etc/qubes-rpc")).filter((n) => n.startsWith("usb-") || n === "qrexec-run")).toEqual([]);
+    expect(statSync(path.join(root, "usr/lib/qvm/qrexec-run")).mode & 0o7777).toBe(0o755);
+    // usb-attach runs the tools the template has: qrexec-client-vm and socat.
+    const attach = readFileSync(path.join(files.usbDir, "usb-attach"), "utf8");
+    expect(attach).toContain('qrexec-client-vm "$backend" "qubes.USB+$busid" socat STDIO "EXEC:$lib/usb-import $state/port"');
+    expect(QREXEC_TOOLS).toContain("qrexec-client-vm");
+    expect(TEMPLATES["debian-12"]!.packages).toEqual(expect.arrayContaining(["socat", "bash", "util-linux", "kmod"]));
+  });
+
   it("the updates proxy listens on loopback only, adds no Via header, and allows CONNECT to 443 only", () => {
     const conf = readFileSync(path.join(files.netServicesDir, "tinyproxy-updates.conf"), "utf8");
     const directives = conf
@@ -124,19 +150,33 @@ describe("debian-12-gui recipe", () => {
 });
 
 describe("scripts and units", () => {
-  const scripts = () => [path.join(files.netServicesDir, "qvm-net-services"), ...readdirSync(files.rpcDir).map((n) => path.join(files.rpcDir, n))];
+  const scripts = () => [
+    path.join(files.netServicesDir, "qvm-net-services"),
+    ...readdirSync(files.rpcDir).map((n) => path.join(files.rpcDir, n)),
+    ...readdirSync(files.usbDir).map((n) => path.join(files.usbDir, n)),
+  ];
+  /** The shell a script names on its first line: sh (dash in the template) or bash. */
+  const shellOf = (s: string) => {
+    const first = readFileSync(s, "utf8").split("\n", 1)[0];
+    if (first === "#!/bin/sh") return "sh";
+    if (first === "#!/bin/bash") return "bash";
+    throw new Error(`${s}: neither #!/bin/sh nor #!/bin/bash: ${first}`);
+  };
 
-  it("the shell scripts parse (sh -n)", () => {
+  it("the shell scripts parse (sh -n, bash -n)", () => {
+    expect(scripts().filter((s) => shellOf(s) === "bash").map((s) => path.basename(s))).toEqual(["usb-import"]);
     for (const s of scripts()) {
-      const r = spawnSync("sh", ["-n", s], { encoding: "utf8" });
+      const r = spawnSync(shellOf(s), ["-n", s], { encoding: "utf8" });
       expect([s, r.status, r.stderr]).toEqual([s, 0, ""]);
     }
   });
 
   it("the shell scripts pass shellcheck", () => {
-    const r = spawnSync("shellcheck", ["-s", "sh", ...scripts()], { encoding: "utf8" });
-    expect(r.stdout + r.stderr).toBe("");
-    expect(r.status).toBe(0);
+    for (const shell of ["sh", "bash"]) {
+      const r = spawnSync("shellcheck", ["-s", shell, ...scripts().filter((s) => shellOf(s) === shell)], { encoding: "utf8" });
+      expect(r.stdout + r.stderr).toBe("");
+      expect(r.status).toBe(0);
+    }
   });
 
   it("the units pass systemd-analyze verify in the installed root", () => {

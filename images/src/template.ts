@@ -1,9 +1,10 @@
 // Template root images. `debian-12`: mmdebstrap (minbase + systemd + what the agent needs, Node
-// from Debian, and the net domain's tools: nftables, conntrack, tinyproxy for the updates proxy,
-// curl, ping), the bundled guest agent, its pty helper and systemd units, the qrexec tools and
-// services, the network services switch (qvm-net-services) and its files, written as a sparse ext4
-// image with `mke2fs -d` (no loop devices). mmdebstrap itself needs root (it chroots to run
-// maintainer scripts). `debian-12-gui`: the same plus GUI_PACKAGES, for windows (built on demand).
+// from Debian, the net domain's tools: nftables, conntrack, tinyproxy for the updates proxy,
+// curl, ping; usbip for USB), the bundled guest agent, its pty helper and systemd units, the
+// qrexec tools and services, the USB scripts, the network services switch (qvm-net-services) and
+// its files, written as a sparse ext4 image with `mke2fs -d` (no loop devices). mmdebstrap itself
+// needs root (it chroots to run maintainer scripts). `debian-12-gui`: the same plus GUI_PACKAGES,
+// for windows (built on demand).
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
@@ -28,6 +29,9 @@ const DEBIAN_12_PACKAGES = [
   // For domains that provide network (sys-net): the agent's firewall and NAT rules, dropping
   // tracked connections, the updates proxy for templates (qvm-updates-proxy.service), checks.
   "nftables", "conntrack", "tinyproxy", "curl", "iputils-ping",
+  // USB over qrexec (USB/IP, as Qubes): the usbip tools; the modules (usbip-host, vhci-hcd) come
+  // with the kernel's modules volume.
+  "usbip",
 ];
 
 /**
@@ -69,6 +73,10 @@ export function guestAgentFiles() {
     rpcDir: repoPath("guest-agent/rpc"),
     /** qvm-net-services (the switch the agent runs) and the updates proxy's tinyproxy files. */
     netServicesDir: repoPath("guest-agent/net-services"),
+    /** The USB scripts (usb-attach, usb-import, usb-release), installed in /usr/lib/qvm. */
+    usbDir: repoPath("guest-agent/usb"),
+    /** Services' qrexec configuration (qvm-socket=yes), installed in /etc/qubes/rpc-config. */
+    rpcConfigDir: repoPath("guest-agent/rpc-config"),
   };
 }
 
@@ -122,12 +130,14 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
     pty: await sha256File(files.ptySource),
     units: await hashDir(files.systemdDir),
     netServices: await hashDir(files.netServicesDir),
+    usb: await hashDir(files.usbDir),
+    rpcConfig: await hashDir(files.rpcConfigDir),
     customize: CUSTOMIZE_VERSION,
   };
 }
 
 /** Bump when customize() changes what it writes. */
-export const CUSTOMIZE_VERSION = 4;
+export const CUSTOMIZE_VERSION = 5;
 
 export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
   const inputs = await templateInputs(name);
@@ -188,8 +198,9 @@ async function customize(rootfs: string, ptyBinary: string): Promise<void> {
 }
 
 /**
- * The guest agent, the qrexec tools and services, the systemd units (only the agent's enabled,
- * MASKED_UNITS masked) and the network services' files, written into a bootstrapped root.
+ * The guest agent, the qrexec tools and services (and their rpc-config), the USB scripts, the
+ * systemd units (only the agent's enabled, MASKED_UNITS masked) and the network services' files,
+ * written into a bootstrapped root.
  * Plain file operations, no chroot: the tests run it on an empty directory.
  */
 export function installGuestFiles(rootfs: string, files: GuestAgentFiles = guestAgentFiles()): void {
@@ -204,6 +215,16 @@ export function installGuestFiles(rootfs: string, files: GuestAgentFiles = guest
     const dest = name === "qrexec-run" ? path.join(lib, name) : path.join(rpcDir, name);
     copyFileSync(path.join(files.rpcDir, name), dest);
     chmodSync(dest, 0o755);
+  }
+  const rpcConfigDir = path.join(rootfs, "etc/qubes/rpc-config");
+  mkdirSync(rpcConfigDir, { recursive: true });
+  for (const name of readdirSync(files.rpcConfigDir)) {
+    copyFileSync(path.join(files.rpcConfigDir, name), path.join(rpcConfigDir, name));
+    chmodSync(path.join(rpcConfigDir, name), 0o644);
+  }
+  for (const name of readdirSync(files.usbDir)) {
+    copyFileSync(path.join(files.usbDir, name), path.join(lib, name));
+    chmodSync(path.join(lib, name), 0o755);
   }
   mkdirSync(path.join(rootfs, "usr/bin"), { recursive: true });
   for (const tool of QREXEC_TOOLS) {

@@ -78,6 +78,10 @@ const events = wordTable<EventType, EventTypeWord>(
     "window-open": EventType.EVENT_TYPE_WINDOW_OPEN,
     "window-close": EventType.EVENT_TYPE_WINDOW_CLOSE,
     clipboard: EventType.EVENT_TYPE_CLIPBOARD,
+    "device-added": EventType.EVENT_TYPE_DEVICE_ADDED,
+    "device-removed": EventType.EVENT_TYPE_DEVICE_REMOVED,
+    "device-attach": EventType.EVENT_TYPE_DEVICE_ATTACH,
+    "device-detach": EventType.EVENT_TYPE_DEVICE_DETACH,
   },
   EventType.EVENT_TYPE_UNSPECIFIED,
 );

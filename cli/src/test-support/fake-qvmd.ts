@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { QvmError, adminV1, domainClassFromWord, domainClassWord, powerStateFromWord, toGrpcError, type DomainInWords } from "@qvm/protocol";
-import { MAX_CLIPBOARD_BYTES, parsePciAddress, parseRuleApi, pasteDeniedMessage } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, MAX_USB_PLUGS, USB_PLUG_KINDS, isUsbBusId, parsePciAddress, parseRuleApi, pasteDeniedMessage, usbDeviceName } from "@qvm/protocol/contracts";
 import { fakeDomain } from "./domains.js";
 
 export interface FakeQvmd {
@@ -28,6 +28,9 @@ export interface FakeQvmd {
   /** The global clipboard as qvmd holds it, and the pastes the fake "policy" denies ("source>target"). */
   clipboard: { data: Buffer; source: string; copiedAtMs: number };
   deniedPastes: Set<string>;
+  /** USB devices as ListUsbDevices sends them (attachedTo and persistent kept here), and emulated devices (plugs) by domain. */
+  usb: adminV1.UsbDevice[];
+  usbPlugs: Map<string, adminV1.UsbPlug[]>;
   /** Every request, in order, as [method, request]. */
   calls: Array<[string, unknown]>;
   execStarts: adminV1.ExecStart[];
@@ -117,6 +120,8 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
     selections: new Map(),
     clipboard: { data: Buffer.alloc(0), source: "", copiedAtMs: 0 },
     deniedPastes: new Set(),
+    usb: [],
+    usbPlugs: new Map(),
     calls: [],
     execStarts: [],
     execSignals: [],
@@ -224,6 +229,57 @@ export async function startFakeQvmd(): Promise<FakeQvmd> {
       }
       return { devices: bdfs, nextStart: d.state !== "Halted" };
     }),
+    // USB, with qvmd's rules in small: a running frontend, one domain per device, not the backend
+    // itself; detach drops the assignment (and a device not present with it); plugs are live when
+    // the domain runs.
+    listUsbDevices: unary("listUsbDevices", (r: adminV1.ListUsbDevicesRequest) => {
+      if (r.backend) find(r.backend);
+      return { devices: fake.usb.filter((d) => !r.backend || d.backend === r.backend) };
+    }),
+    attachUsbDevice: unary("attachUsbDevice", (r: adminV1.AttachUsbDeviceRequest) => {
+      const d = find(r.domain);
+      const name = usbDeviceName(r.backend, r.busid);
+      if (!isUsbBusId(r.busid)) throw new QvmError("INVALID_ARGUMENT", `bad bus id ${JSON.stringify(r.busid)}`);
+      const dev = fake.usb.find((x) => x.backend === r.backend && x.busid === r.busid && x.present);
+      if (!dev) throw new QvmError("NOT_FOUND", `${r.backend} has no USB device ${r.busid}; see \`qvm usb list ${r.backend}\``);
+      if (r.backend === r.domain) throw new QvmError("INVALID_ARGUMENT", `${name} is ${r.backend}'s own device: it cannot be attached to its backend; attach it to another domain`);
+      if (d.state === "Halted") throw new QvmError("FAILED_PRECONDITION", `${r.domain} is not running: start it first (\`qvm start ${r.domain}\`); a USB device is attached to a running domain`);
+      if (dev.attachedTo && dev.attachedTo !== r.domain) throw new QvmError("FAILED_PRECONDITION", `${name} is attached to ${dev.attachedTo}: a device goes to one domain at a time; detach it there first (\`qvm usb detach ${dev.attachedTo} ${name}\`)`);
+      dev.attachedTo = r.domain;
+      dev.persistent = r.persistent;
+      return { device: dev };
+    }),
+    detachUsbDevice: unary("detachUsbDevice", (r: adminV1.DetachUsbDeviceRequest) => {
+      find(r.domain);
+      const name = usbDeviceName(r.backend, r.busid);
+      const dev = fake.usb.find((x) => x.backend === r.backend && x.busid === r.busid && x.attachedTo === r.domain);
+      if (!dev) throw new QvmError("NOT_FOUND", `${name} is not attached to ${r.domain}; see \`qvm usb list\``);
+      if (!dev.present) fake.usb = fake.usb.filter((x) => x !== dev);
+      dev.attachedTo = "";
+      dev.persistent = false;
+      return {};
+    }),
+    plugUsbDevice: unary("plugUsbDevice", (r: adminV1.PlugUsbDeviceRequest) => {
+      const d = find(r.domain);
+      if (!(USB_PLUG_KINDS as readonly string[]).includes(r.kind)) throw new QvmError("INVALID_ARGUMENT", `unknown USB device kind ${JSON.stringify(r.kind)}`);
+      if (r.kind === "disk" && !r.path.startsWith("/")) throw new QvmError("INVALID_ARGUMENT", `the disk image must be an absolute path, not ${JSON.stringify(r.path)}`);
+      if (r.kind !== "disk" && (r.path || r.readOnly)) throw new QvmError("INVALID_ARGUMENT", `a ${r.kind} has no image: plug it without one (\`qvm usb plug ${r.domain} --${r.kind}\`)`);
+      const plugs = fake.usbPlugs.get(r.domain) ?? [];
+      if (plugs.length >= MAX_USB_PLUGS) throw new QvmError("RESOURCE_EXHAUSTED", `${r.domain} already has ${MAX_USB_PLUGS} USB devices, the most a domain may have: unplug one first`);
+      let n = 1;
+      while (plugs.some((p) => p.id === `usb${n}`)) n++;
+      const plug = { id: `usb${n}`, kind: r.kind, path: r.path, readOnly: r.readOnly, live: d.state === "Running" };
+      fake.usbPlugs.set(r.domain, [...plugs, plug]);
+      return { plug };
+    }),
+    unplugUsbDevice: unary("unplugUsbDevice", (r: adminV1.UnplugUsbDeviceRequest) => {
+      find(r.domain);
+      const plugs = fake.usbPlugs.get(r.domain) ?? [];
+      if (!plugs.some((p) => p.id === r.id)) throw new QvmError("NOT_FOUND", `${r.domain} has no USB device ${JSON.stringify(r.id)}; its USB devices: ${plugs.map((p) => p.id).join(", ")} (\`qvm usb plugs ${r.domain}\`)`);
+      fake.usbPlugs.set(r.domain, plugs.filter((p) => p.id !== r.id));
+      return {};
+    }),
+    listUsbPlugs: unary("listUsbPlugs", (r: adminV1.ListUsbPlugsRequest) => ({ plugs: fake.usbPlugs.get(find(r.domain).name) ?? [] })),
     startDomain: unary("startDomain", (r: adminV1.StartDomainRequest) => {
       const d = find(r.name);
       if (d.state !== "Halted") throw new QvmError("FAILED_PRECONDITION", `domain "${r.name}" is already running`);

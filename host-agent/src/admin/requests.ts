@@ -2,8 +2,21 @@
 // malformed is refused here with INVALID_ARGUMENT naming it; what passes is what the core gets.
 import { QvmError, adminV1, domainClassWord } from "@qvm/protocol";
 import type { CreateDomainInput } from "../domain/registry.js";
-import { DOMAIN_CLASSES, EXEC_SIGNALS, MAX_FIREWALL_LINE_BYTES, MAX_FIREWALL_RULES, UNKNOWN_WORD, MAX_PCI_DEVICES, isExecSignal, parsePciAddress, type ExecSignal } from "@qvm/protocol/contracts";
+import {
+  DOMAIN_CLASSES,
+  EXEC_SIGNALS,
+  MAX_FIREWALL_LINE_BYTES,
+  MAX_FIREWALL_RULES,
+  UNKNOWN_WORD,
+  MAX_PCI_DEVICES,
+  isExecSignal,
+  isUsbBusId,
+  parsePciAddress,
+  quoteGuestText,
+  type ExecSignal,
+} from "@qvm/protocol/contracts";
 import { validateDomainName } from "../model/names.js";
+import { usbPlugNumber } from "../model/domain.js";
 import { DEFAULT_WINDOW_SIZE } from "../domain/windows.js";
 import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
 import type { CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
@@ -148,4 +161,24 @@ export function parseClipboardPaste(r: adminV1.ClipboardPasteRequest): { domain:
       break;
   }
   throw new QvmError("INVALID_ARGUMENT", "say where to paste: a window_id of the domain, or terminal: true");
+}
+
+/**
+ * A USB device in an Attach/DetachUsbDevice request: the domain, the backend (both domain names)
+ * and a sysfs bus id ("2-1", "1-1.4"), each checked here so the core gets only well-formed names.
+ */
+export function parseUsbRequest(r: { domain: string; backend: string; busid: string }): { domain: string; backend: string; busid: string } {
+  const domain = domainName(r.domain);
+  if (!r.backend) throw new QvmError("INVALID_ARGUMENT", "name the device's backend (the domain that has it, sys-usb), as `qvm usb list` shows it: BACKEND:BUSID");
+  const backend = domainName(r.backend);
+  if (!isUsbBusId(r.busid)) {
+    throw new QvmError("INVALID_ARGUMENT", `${quoteGuestText(r.busid, 40)} is not a USB bus id (2-1, 1-1.4): name the device as \`qvm usb list\` shows it, BACKEND:BUSID (sys-usb:2-1)`);
+  }
+  return { domain, backend, busid: r.busid };
+}
+
+/** A plug's id as `qvm usb plugs` lists it (usb1 … usb8); the core answers NOT_FOUND for one the domain lacks. */
+export function usbPlugId(id: string): string {
+  if (usbPlugNumber(id) === undefined) throw new QvmError("INVALID_ARGUMENT", `${quoteGuestText(id, 20)} is not a USB plug id: name it as \`qvm usb plugs DOMAIN\` lists it (usb1)`);
+  return id;
 }

@@ -7,7 +7,9 @@ import type { DomainView, PciDeviceView, Qvmd, VolumeListing } from "../core/qvm
 import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
-import { domainName, domainOrGlobal, firewallLines, orphanId, parseClipboardCopy, parseClipboardPaste, parseCreateDomain, parseRestoreOrphan, pciDevices, windowSize } from "./requests.js";
+import type { UsbDeviceView } from "../usb/usb-devices.js";
+import type { UsbPlugKind } from "@qvm/protocol/contracts";
+import { domainName, domainOrGlobal, firewallLines, orphanId, parseClipboardCopy, parseClipboardPaste, parseCreateDomain, parseRestoreOrphan, parseUsbRequest, pciDevices, usbPlugId, windowSize } from "./requests.js";
 import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec, pumpWindow } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
@@ -46,6 +48,7 @@ const volumeMsg = (v: VolumeListing): adminV1.Volume => ({
 });
 const orphanMsg = (o: OrphanVolumes): adminV1.OrphanVolumes => ({ ...o });
 const pciMsg = (d: PciDeviceView): adminV1.PciDevice => ({ ...d });
+const usbMsg = (d: UsbDeviceView): adminV1.UsbDevice => ({ ...d, kinds: [...d.kinds] });
 const decisionMsg = (d: Decision): adminV1.CheckPolicyResponse => ({
   action: policyActionFromWord(d.action),
   target: d.action === "allow" ? d.target : "",
@@ -94,6 +97,23 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     }),
     attachPciDevice: unary((r: adminV1.AttachPciDeviceRequest) => qvmd.attachPci(domainName(r.domain), pciDevices(r.devices), r.persistent)),
     detachPciDevice: unary((r: adminV1.DetachPciDeviceRequest) => qvmd.detachPci(domainName(r.domain), pciDevices(r.devices))),
+
+    // USB devices of service domains (docs/usb.md).
+    listUsbDevices: unary((r: adminV1.ListUsbDevicesRequest) => ({ devices: qvmd.usbDevices(r.backend ? domainName(r.backend) : "").map(usbMsg) })),
+    attachUsbDevice: unary(async (r: adminV1.AttachUsbDeviceRequest) => {
+      const { domain, backend, busid } = parseUsbRequest(r);
+      return { device: usbMsg(await qvmd.attachUsb(domain, backend, busid, r.persistent)) };
+    }),
+    detachUsbDevice: unary((r: adminV1.DetachUsbDeviceRequest) => {
+      const { domain, backend, busid } = parseUsbRequest(r);
+      return empty(qvmd.detachUsb(domain, backend, busid));
+    }),
+    // Emulated devices (domain/usb-plugs.ts checks the kind, the image and the bounds).
+    plugUsbDevice: unary(async (r: adminV1.PlugUsbDeviceRequest) => ({
+      plug: await qvmd.plugUsb(domainName(r.domain), { kind: r.kind as UsbPlugKind, path: r.path || undefined, readOnly: r.readOnly }),
+    })),
+    unplugUsbDevice: unary((r: adminV1.UnplugUsbDeviceRequest) => empty(qvmd.unplugUsb(domainName(r.domain), usbPlugId(r.id)))),
+    listUsbPlugs: unary((r: adminV1.ListUsbPlugsRequest) => ({ plugs: qvmd.usbPlugs(domainName(r.domain)) })),
 
     startDomain: unary(async (r: adminV1.StartDomainRequest) => ({ domain: domainMsg(await qvmd.start(domainName(r.name))) })),
     shutdownDomain: unary(async (r: adminV1.ShutdownDomainRequest) => ({ reason: await qvmd.shutdown(domainName(r.name), { wait: r.wait, force: r.force }) })),

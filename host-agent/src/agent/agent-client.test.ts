@@ -90,7 +90,30 @@ const hostile: agentV1.GuestAgentServer = {
     clipboardSets.push(call.request);
     cb(null, {});
   },
+  // USB (docs/usb.md): canned lists, well-formed or not.
+  listUsbDevices(_call, cb) {
+    cb(null, { devices: usbLists[0] ?? [] });
+  },
+  watchUsbDevices(call) {
+    for (const devices of usbLists) call.write({ devices });
+    if (usbWatchEnds) call.end();
+  },
 };
+
+const stick: agentV1.UsbDeviceInfo = {
+  busid: "2-1",
+  vendorId: "46F4",
+  productId: "0001",
+  manufacturer: "QEMU",
+  product: "QEMU USB HARDDRIVE",
+  serial: "1-0000:00:04.0-1",
+  deviceClass: 0,
+  interfaces: [{ class: 8, subclass: 6, protocol: 80 }],
+  driver: "usb-storage",
+};
+/** What ListUsbDevices answers (the first) and WatchUsbDevices sends, one message each. */
+let usbLists: agentV1.UsbDeviceInfo[][] = [[stick]];
+let usbWatchEnds = true;
 
 beforeAll(async () => {
   local = await serveLocalAgent(hostile);
@@ -177,6 +200,43 @@ describe("AgentClient against a hostile agent", () => {
     clipboardSets.length = 0;
     await client.setWindowClipboard(3, Buffer.from("text\n"));
     expect(clipboardSets).toEqual([{ windowId: 3, data: Buffer.from("text\n") }]);
+  });
+
+  it("ListUsbDevices: a device's ids are normalized and its text escaped; a bad entry is left out, not the list", async () => {
+    usbLists = [[stick, { ...stick, busid: "../../x" }, { ...stick, busid: "2-2", product: "evil\x1b[2J\u202e" }]];
+    const list = await client.listUsbDevices();
+    expect(list.devices.map((d) => d.busid)).toEqual(["2-1", "2-2"]);
+    expect(list.devices[0]).toMatchObject({ vendorId: "46f4", productId: "0001", product: "QEMU USB HARDDRIVE", interfaces: [{ class: 8, subclass: 6, protocol: 80 }] });
+    expect(list.devices[1]!.product).toBe("evil\\u001b[2J\\u202e");
+    expect(list).toMatchObject({ dropped: 1 });
+  });
+
+  it("WatchUsbDevices: each list in order, then the end; a stop ends it once", async () => {
+    usbLists = [[stick], [], [stick, { ...stick, busid: "1-1.4" }]];
+    usbWatchEnds = true;
+    const got: string[][] = [];
+    const ended = await new Promise<Error | undefined>((resolve) => {
+      client.watchUsbDevices(
+        (l) => got.push(l.devices.map((d) => d.busid)),
+        (err) => resolve(err),
+      );
+    });
+    expect(ended).toBeUndefined();
+    expect(got).toEqual([["2-1"], [], ["2-1", "1-1.4"]]);
+    usbWatchEnds = false;
+    let ends = 0;
+    const lists: number[] = [];
+    const stop = client.watchUsbDevices(
+      (l) => lists.push(l.devices.length),
+      () => ends++,
+    );
+    for (const t0 = Date.now(); lists.length < 3 && Date.now() - t0 < 3000; ) await new Promise((r) => setTimeout(r, 10));
+    stop();
+    stop();
+    expect(lists).toEqual([1, 0, 2]);
+    expect(ends).toBe(1);
+    usbLists = [[stick]];
+    usbWatchEnds = true;
   });
 
   it("maps guest errors to typed errors with clipped text", async () => {

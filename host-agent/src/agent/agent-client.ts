@@ -1,6 +1,6 @@
 // The host's client of one domain's guest agent. Every reply is untrusted and validated before it
 // is returned; every call has a deadline.
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
 import { QvmError, agentV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
 import { agentCallError } from "./grpc-errors.js";
@@ -11,8 +11,10 @@ import {
   parseListWindowsReply,
   parseOpenWindowReply,
   parseSetNetworkReply,
+  parseUsbDeviceList,
   parseWindowClipboardReply,
   type GuestInfo,
+  type GuestUsbList,
   type GuestWindow,
   type OpenWindowReply,
   type PingReply,
@@ -185,6 +187,48 @@ export class AgentClient {
       }
     });
     call.on("error", (err: ServiceError) => end(err.code === 1 ? undefined : agentCallError(err, "WatchWindows", this.socketPath)));
+    call.on("end", () => end());
+    return () => end();
+  }
+
+  // ---- USB (docs/usb.md) ------------------------------------------------------------------------
+
+  /** The domain's USB devices, checked (replies.ts: bad entries left out and counted). */
+  async listUsbDevices(): Promise<GuestUsbList> {
+    return parseUsbDeviceList(await this.unary("ListUsbDevices", this.client.listUsbDevices, {}));
+  }
+
+  /**
+   * Follows the domain's USB devices: `onList` gets each checked list (the first at once);
+   * `onEnd` is called once when the stream ends or sends something that is not a list. Returns a stop.
+   */
+  watchUsbDevices(onList: (list: GuestUsbList) => void, onEnd: (err?: Error) => void): () => void {
+    return this.watch("WatchUsbDevices", () => this.client.watchUsbDevices({}, new Metadata()), parseUsbDeviceList, onList, onEnd);
+  }
+
+  /** A server stream of lists: each message parsed (a bad one ends it), `onEnd` once. */
+  private watch<T>(what: string, open: () => ClientReadableStream<unknown>, parseMsg: (msg: unknown) => T, onMsg: (v: T) => void, onEnd: (err?: Error) => void): () => void {
+    if (this.closed) {
+      onEnd(this.closedError(what));
+      return () => {};
+    }
+    const call = open();
+    let ended = false;
+    const end = (err?: Error) => {
+      if (ended) return;
+      ended = true;
+      call.cancel();
+      onEnd(err);
+    };
+    call.on("data", (msg: unknown) => {
+      if (ended) return;
+      try {
+        onMsg(parseMsg(msg));
+      } catch (err) {
+        end(err as Error);
+      }
+    });
+    call.on("error", (err: ServiceError) => end(err.code === 1 ? undefined : agentCallError(err, what, this.socketPath)));
     call.on("end", () => end());
     return () => end();
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, parseListWindowsReply, parseOpenWindowReply, parseWindowClipboardReply, quoteGuestText } from "./replies.js";
+import { MAX_USB_DEVICES, MAX_USB_INTERFACES, MAX_USB_STRING } from "@qvm/protocol/contracts";
+import { parseGuestExecResponse, parseGuestInfo, parseGuestPing, parseListWindowsReply, parseOpenWindowReply, parseUsbDeviceList, parseWindowClipboardReply, quoteGuestText, usbText } from "./replies.js";
 
 describe("validation of guest agent replies", () => {
   it("accepts a well-formed GetInfo", () => {
@@ -102,5 +103,105 @@ describe("validation of the guest's clipboard replies", () => {
     for (const bad of [{ data: "text", oversized: false }, { data: Buffer.alloc(1), oversized: "no" }, {}]) {
       expect(() => parseWindowClipboardReply(bad, 10)).toThrow(expect.objectContaining({ code: "AGENT_PROTOCOL" }));
     }
+  });
+});
+
+describe("validation of a backend's USB device list", () => {
+  const dev = (more: Record<string, unknown> = {}) => ({
+    busid: "2-1",
+    vendorId: "0951",
+    productId: "1666",
+    manufacturer: "Kingston",
+    product: "DataTraveler 3.0",
+    serial: "60A44C413",
+    deviceClass: 0,
+    interfaces: [{ class: 8, subclass: 6, protocol: 80 }],
+    driver: "usb",
+    ...more,
+  });
+
+  it("passes a well-formed device on, ids in lower case", () => {
+    const list = parseUsbDeviceList({ devices: [dev({ vendorId: "ABCD" })] });
+    expect(list).toEqual({
+      devices: [{ busid: "2-1", vendorId: "abcd", productId: "1666", manufacturer: "Kingston", product: "DataTraveler 3.0", serial: "60A44C413", deviceClass: 0, interfaces: [{ class: 8, subclass: 6, protocol: 80 }], driver: "usb" }],
+      dropped: 0,
+      droppedWhy: "",
+    });
+  });
+
+  it.each([
+    ["a bus id that is a path", { busid: "../../../sys" }],
+    ["an interface of a device (2-1:1.0)", { busid: "2-1:1.0" }],
+    ["a root hub (usb1)", { busid: "usb1" }],
+    ["a bus id with a newline", { busid: "2-1\n" }],
+    ["bus 0", { busid: "0-1" }],
+    ["a long bus id", { busid: `1-1${".1".repeat(40)}` }],
+    ["a vendor id of five digits", { vendorId: "09511" }],
+    ["a vendor id that is not hex", { vendorId: "zz12" }],
+    ["a product id of two digits", { productId: "16" }],
+    ["an interface class above a byte", { interfaces: [{ class: 300, subclass: 0, protocol: 0 }] }],
+    ["a negative protocol", { interfaces: [{ class: 3, subclass: 1, protocol: -1 }] }],
+    ["a fractional device class", { deviceClass: 1.5 }],
+    ["a string that is a number", { manufacturer: 7 }],
+    ["no interfaces field", { interfaces: undefined }],
+  ])("leaves out a device with %s, counting it, and keeps the others", (_what, more) => {
+    const list = parseUsbDeviceList({ devices: [dev({ busid: "1-1" }), dev(more)] });
+    expect(list.devices.map((d) => d.busid)).toEqual(["1-1"]);
+    expect(list.dropped).toBe(1);
+    expect(list.droppedWhy).not.toBe("");
+  });
+
+  it.each([null, "devices", { devices: "x" }, { devices: { 0: dev() } }, {}])("refuses a list that is not one (%j)", (v) => {
+    expect(() => parseUsbDeviceList(v)).toThrow(expect.objectContaining({ code: "AGENT_PROTOCOL" }));
+  });
+
+  it("takes garbage entries for what they are: left out", () => {
+    const list = parseUsbDeviceList({ devices: [null, 7, "2-1", [], {}, dev()] });
+    expect(list.devices).toHaveLength(1);
+    expect(list.dropped).toBe(5);
+  });
+
+  it("keeps a bus id once: the first entry", () => {
+    const list = parseUsbDeviceList({ devices: [dev({ product: "first" }), dev({ product: "second" }), dev({ busid: "2-2" })] });
+    expect(list.devices.map((d) => [d.busid, d.product])).toEqual([
+      ["2-1", "first"],
+      ["2-2", "DataTraveler 3.0"],
+    ]);
+    expect(list).toMatchObject({ dropped: 1, droppedWhy: "bus id 2-1 listed twice" });
+  });
+
+  it(`keeps at most ${MAX_USB_DEVICES} devices`, () => {
+    const many = Array.from({ length: MAX_USB_DEVICES + 10 }, (_, i) => dev({ busid: `${Math.floor(i / 100) + 1}-${(i % 100) + 1}` }));
+    const list = parseUsbDeviceList({ devices: many });
+    expect(list.devices).toHaveLength(MAX_USB_DEVICES);
+    expect(list.dropped).toBe(10);
+  });
+
+  it(`keeps at most ${MAX_USB_INTERFACES} distinct interfaces, HID and hub ones first, so a keyboard cannot hide behind many others`, () => {
+    const filler = Array.from({ length: 100 }, (_, i) => ({ class: 255, subclass: i, protocol: 0 }));
+    const keyboard = { class: 3, subclass: 1, protocol: 1 };
+    const list = parseUsbDeviceList({ devices: [dev({ interfaces: [...filler, keyboard, keyboard, { class: 8, subclass: 6, protocol: 80 }, { class: 8, subclass: 6, protocol: 80 }] })] });
+    const ifs = list.devices[0]!.interfaces;
+    expect(ifs).toHaveLength(MAX_USB_INTERFACES);
+    expect(ifs[0]).toEqual(keyboard);
+    expect(ifs.filter((i) => i.class === 3)).toHaveLength(1);
+  });
+
+  it("escapes control and format characters in the device's strings and clips them, never inside an escape", () => {
+    const list = parseUsbDeviceList({ devices: [dev({ manufacturer: "\u001b]0;owned\u0007", product: "ok\u202etxt.exe\u0085", serial: "x".repeat(1000) })] });
+    const d = list.devices[0]!;
+    expect(d.manufacturer).toBe("\\u001b]0;owned\\u0007");
+    expect(d.product).toBe("ok\\u202etxt.exe\\u0085");
+    expect(d.serial).toBe("x".repeat(MAX_USB_STRING));
+    for (const text of [d.manufacturer, d.product, d.serial]) expect(text).not.toMatch(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u);
+    const clipped = usbText(`${"a".repeat(MAX_USB_STRING - 3)}\u001b`);
+    expect(clipped).toBe("a".repeat(MAX_USB_STRING - 3));
+    expect([...usbText("日".repeat(100))]).toHaveLength(MAX_USB_STRING);
+    expect(usbText("  padded  ")).toBe("padded");
+  });
+
+  it("keeps a driver name only when it is a plain name", () => {
+    expect(parseUsbDeviceList({ devices: [dev({ driver: "usbip-host" })] }).devices[0]!.driver).toBe("usbip-host");
+    expect(parseUsbDeviceList({ devices: [dev({ driver: "usb\u001b[2J" })] }).devices[0]!.driver).toBe("");
   });
 });

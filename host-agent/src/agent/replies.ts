@@ -3,8 +3,13 @@
 import { z } from "zod";
 import { QvmError, type agentV1 } from "@qvm/protocol";
 import {
+  MAX_USB_DEVICES,
+  MAX_USB_INTERFACES,
+  MAX_USB_STRING,
   MAX_WINDOWS_PER_DOMAIN,
+  escapeGuestText,
   isExitSignal,
+  isUsbBusId,
   isWindowHeight,
   isWindowVsockPort,
   isWindowWidth,
@@ -128,4 +133,125 @@ export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
     default:
       throw new QvmError("AGENT_PROTOCOL", "empty Exec message from the guest agent");
   }
+}
+
+// ---- USB devices (docs/usb.md) -----------------------------------------------------------------
+// A backend's device list is the device's word and the backend's: bus ids must have sysfs' shape,
+// ids are four hex digits, numbers are bytes, and strings are escaped and clipped before anyone
+// shows them. A device that fails a check is left out (and counted), not the whole list: one bad
+// entry must not hide the others. At most MAX_USB_DEVICES are kept, each bus id once (the first).
+
+/** One interface of a device: bInterfaceClass, bInterfaceSubClass, bInterfaceProtocol. */
+export interface GuestUsbInterface {
+  class: number;
+  subclass: number;
+  protocol: number;
+}
+
+/** A USB device as a backend's agent reported it, checked. Strings are escaped and clipped. */
+export interface GuestUsbDevice {
+  busid: string;
+  /** Four lower-case hex digits. */
+  vendorId: string;
+  productId: string;
+  manufacturer: string;
+  product: string;
+  serial: string;
+  deviceClass: number;
+  /**
+   * Distinct interfaces, HID and hub ones first, at most MAX_USB_INTERFACES: a device cannot push
+   * an interface that decides how it is treated (a keyboard's) out of the list by reporting many.
+   */
+  interfaces: GuestUsbInterface[];
+  /** The driver bound now ("usb", "usbip-host" while exported), "" when none or not a plain name. */
+  driver: string;
+}
+
+export interface GuestUsbList {
+  devices: GuestUsbDevice[];
+  /** Entries left out (malformed, a bus id seen before, past MAX_USB_DEVICES). */
+  dropped: number;
+  /** Why the first one was left out ("" when none was). */
+  droppedWhy: string;
+}
+
+const USB_ID = /^[0-9a-fA-F]{4}$/;
+const USB_DRIVER = /^[a-z0-9_-]{1,32}$/;
+const byte = z.number().int().min(0).max(255);
+const usbInterface = z.object({ class: byte, subclass: byte, protocol: byte });
+const usbDevice = z.object({
+  busid: z.string().max(64).refine(isUsbBusId, "a bus id that is not sysfs' BUS-PORT[.PORT…]"),
+  vendorId: z.string().regex(USB_ID, "a vendor id that is not four hex digits"),
+  productId: z.string().regex(USB_ID, "a product id that is not four hex digits"),
+  manufacturer: z.string(),
+  product: z.string(),
+  serial: z.string(),
+  deviceClass: byte,
+  interfaces: z.array(usbInterface),
+  driver: z.string(),
+});
+const usbList = z.object({ devices: z.array(z.unknown()) });
+
+/** A device's own text as qvm shows it: control and format characters escaped, clipped to MAX_USB_STRING code points (never inside an escape). */
+export function usbText(raw: string): string {
+  const pieces = [...raw.trim()].map((ch) => escapeGuestText(ch));
+  let out = "";
+  let n = 0;
+  for (const p of pieces) {
+    const len = [...p].length;
+    if (n + len > MAX_USB_STRING) break;
+    out += p;
+    n += len;
+  }
+  return out;
+}
+
+/** HID (3) and hub (9) interfaces first: they decide how a device is treated. Stable otherwise. */
+function interfaceRank(i: GuestUsbInterface): number {
+  return i.class === 3 || i.class === 9 ? 0 : 1;
+}
+
+/** A ListUsbDevices reply, or one message of a WatchUsbDevices stream. */
+export function parseUsbDeviceList(v: unknown): GuestUsbList {
+  const { devices: raw } = parse(usbList, "USB device list", v);
+  const devices: GuestUsbDevice[] = [];
+  const seen = new Set<string>();
+  let dropped = 0;
+  let droppedWhy = "";
+  const drop = (why: string) => {
+    dropped++;
+    droppedWhy ||= why;
+  };
+  for (const entry of raw) {
+    const r = usbDevice.safeParse(entry);
+    if (!r.success) {
+      drop(r.error.issues[0]?.message ?? "malformed");
+      continue;
+    }
+    const d = r.data;
+    if (seen.has(d.busid)) {
+      drop(`bus id ${d.busid} listed twice`);
+      continue;
+    }
+    seen.add(d.busid);
+    if (devices.length >= MAX_USB_DEVICES) {
+      drop(`more than ${MAX_USB_DEVICES} devices`);
+      continue;
+    }
+    const distinct = new Map<string, GuestUsbInterface>();
+    for (const i of d.interfaces) distinct.set(`${i.class}/${i.subclass}/${i.protocol}`, { class: i.class, subclass: i.subclass, protocol: i.protocol });
+    const interfaces = [...distinct.values()].sort((a, b) => interfaceRank(a) - interfaceRank(b)).slice(0, MAX_USB_INTERFACES);
+    devices.push({
+      busid: d.busid,
+      vendorId: d.vendorId.toLowerCase(),
+      productId: d.productId.toLowerCase(),
+      manufacturer: usbText(d.manufacturer),
+      product: usbText(d.product),
+      serial: usbText(d.serial),
+      deviceClass: d.deviceClass,
+      interfaces,
+      driver: USB_DRIVER.test(d.driver) ? d.driver : "",
+    });
+  }
+  return { devices, dropped, droppedWhy };
 }

@@ -23,6 +23,8 @@ export interface DaemonOptions {
   peerCredHelper: string;
   /** The qvm-tap-open helper, for sys-net's `uplink tap:NAME` (built next to qvm-peercred). */
   tapOpenHelper?: string;
+  /** The qvm-qmp-add-fd helper, for plugging a USB stick into a running domain (built next to qvm-peercred). */
+  qmpAddFdHelper?: string;
   log: (msg: string) => void;
   qrexec?: ComposeOptions["qrexec"];
   /** Start domains under TCG, which gives no hardware isolation (`--allow-tcg`, QVM_ALLOW_TCG=1). */
@@ -71,7 +73,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       dataDir: opts.dataDir,
       runtimeDir: opts.runtimeDir,
       images: new ImageStore(opts.imagesDir),
-      drivers: [new QemuDriver({ log: opts.log, allowTcg: opts.allowTcg ?? false, tapOpenHelper: opts.tapOpenHelper })],
+      drivers: [new QemuDriver({ log: opts.log, allowTcg: opts.allowTcg ?? false, tapOpenHelper: opts.tapOpenHelper, qmpAddFdHelper: opts.qmpAddFdHelper })],
       // Only root can give each VMM a uid of its own; a non-root qvmd runs them as itself.
       vmmUids: process.getuid?.() === 0 ? DEFAULT_VMM_UID_RANGE : undefined,
       accel: () => chooseAccel().accel,

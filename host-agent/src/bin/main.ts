@@ -96,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
     maxDispvmsPerSource: wholeNumber("--max-dispvms-per-source", values["max-dispvms-per-source"], 0, 100_000),
     nestedDispvms: values["allow-nested-dispvms"] || undefined,
   };
-  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), tapOpenHelper: path.join(here, "qvm-tap-open"), log, qrexec, allowTcg, limits });
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), tapOpenHelper: path.join(here, "qvm-tap-open"), qmpAddFdHelper: path.join(here, "qvm-qmp-add-fd"), log, qrexec, allowTcg, limits });
   process.title = "qvmd";
   return new Promise((resolve) => {
     const stop = (sig: string) => {

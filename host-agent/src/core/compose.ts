@@ -20,6 +20,7 @@ import { DomainRunner } from "../domain/runner.js";
 import { PciHost } from "../vmm/pci/sysfs.js";
 import { FirewallExpiry } from "../domain/firewall-expiry.js";
 import { DomainWindows } from "../domain/windows.js";
+import { UsbPlugs } from "../domain/usb-plugs.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
 import type { Attacher } from "../domain/attachments.js";
 import { logRotationAttacher } from "../domain/log-rotation.js";
@@ -33,6 +34,8 @@ import { clipboardPastePolicy } from "../clipboard/paste-policy.js";
 import { PolicyCache, policyDirOf } from "../qrexec/policy/loader.js";
 import { AskBroker } from "../qrexec/prompts.js";
 import { DEFAULT_ROUTER_LIMITS, QrexecRouter, type RouterLimits } from "../qrexec/router.js";
+import { QrexecGrants } from "../qrexec/grants.js";
+import { UsbDevices, type UsbTimeouts } from "../usb/usb-devices.js";
 import { Qvmd } from "./qvmd.js";
 
 export const DEFAULT_ASK_TIMEOUT_MS = 60_000;
@@ -63,6 +66,8 @@ export interface ComposeOptions {
   attachers?: Attacher[];
   /** The host's PCI devices (`qvm pci`); default: this host's sysfs. Give the QEMU driver the same one. */
   pci?: PciHost;
+  /** How long USB attaches and detaches may take (tests shorten them). */
+  usbTimeouts?: Partial<UsbTimeouts>;
 }
 
 export function composeQvmd(opts: ComposeOptions): Qvmd {
@@ -101,10 +106,16 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   const asks = new AskBroker(opts.qrexec?.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS);
   const q = opts.qrexec ?? {};
   const policy = new PolicyCache(policyDir);
-  const router = new QrexecRouter(qrexecHost({ registry, launcher, events, asks, policy, log }), {
-    maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
-    requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
-  });
+  // One-shot grants (a USB attach's qubes.USB call): in memory only, checked before the policy.
+  const grants = new QrexecGrants(clock);
+  const router = new QrexecRouter(
+    qrexecHost({ registry, launcher, events, asks, policy, log }),
+    {
+      maxCallsPerDomain: q.maxCallsPerDomain ?? DEFAULT_ROUTER_LIMITS.maxCallsPerDomain,
+      requestTimeoutMs: q.requestTimeoutMs ?? DEFAULT_ROUTER_LIMITS.requestTimeoutMs,
+    },
+    grants,
+  );
   const firewallExpiry = new FirewallExpiry({
     events,
     clock,
@@ -128,7 +139,29 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     clock,
     log,
   });
-  attachers.push(network.attacher(), windows.attacher(), qrexecListenerAttacher(router), logRotationAttacher((name) => paths.logDirOf(name)), ...(opts.attachers ?? []));
+  // USB devices of service domains (docs/usb.md): followed per running domain, attached under a
+  // one-shot grant; attachments live in this process only.
+  const usb = new UsbDevices({
+    registry,
+    runner: domains,
+    events,
+    grants,
+    rules: () => policy.rules(),
+    facts: () => systemFacts(registry),
+    clock,
+    log,
+    timeouts: opts.usbTimeouts,
+  });
+  // Emulated USB devices of a domain (`qvm usb plug`): stored with it, live when its VMM can.
+  const usbPlugs = new UsbPlugs({ registry, runner: domains, locks, log });
+  attachers.push(
+    network.attacher(),
+    windows.attacher(),
+    qrexecListenerAttacher(router),
+    usb.attacher(),
+    logRotationAttacher((name) => paths.logDirOf(name)),
+    ...(opts.attachers ?? []),
+  );
   return new Qvmd({
     version: opts.version ?? "0.1.0",
     dataDir: opts.dataDir,
@@ -153,6 +186,8 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     pci,
     windows,
     clipboard,
+    usb,
+    usbPlugs,
     accel: opts.accel,
     log,
   });

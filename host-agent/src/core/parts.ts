@@ -15,6 +15,8 @@ import type { FirewallExpiry } from "../domain/firewall-expiry.js";
 import type { DomainWindows } from "../domain/windows.js";
 import type { GlobalClipboard } from "../clipboard/global-clipboard.js";
 import type { NetworkService } from "../network/service.js";
+import type { UsbDevices } from "../usb/usb-devices.js";
+import type { UsbPlugs } from "../domain/usb-plugs.js";
 import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { AskBroker } from "../qrexec/prompts.js";
 import type { QrexecRouter } from "../qrexec/router.js";
@@ -48,6 +50,10 @@ export interface QvmdParts {
   windows: DomainWindows;
   /** The global inter-domain clipboard (in memory only). */
   clipboard: GlobalClipboard;
+  /** USB devices of service domains and their attachments (in memory; assignments in the records). */
+  usb: UsbDevices;
+  /** Emulated USB devices of domains (`qvm usb plug`), stored with them. */
+  usbPlugs: UsbPlugs;
   /** The host's PCI devices (sysfs), for `qvm pci`. */
   pci: PciHost;
   accel: () => string;

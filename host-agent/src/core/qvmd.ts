@@ -23,6 +23,8 @@ import { ConsoleSession, ExecSession } from "./sessions.js";
 import { bootCore } from "./boot.js";
 import type { QvmdParts } from "./parts.js";
 import type { ClipboardState, CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
+import type { UsbDeviceView } from "../usb/usb-devices.js";
+import type { UsbPlugRequest, UsbPlugView } from "../domain/usb-plugs.js";
 
 export interface DomainView {
   name: string;
@@ -121,6 +123,9 @@ export class Qvmd {
   async close(): Promise<void> {
     this.p.firewallExpiry.close();
     this.p.network.close();
+    // USB attachments end with qvmd (their Exec streams do); the backends take the devices back
+    // while their agents can still be reached.
+    await this.p.usb.close();
     await this.p.runner.detachAll();
     this.p.router.detachAll();
   }
@@ -354,6 +359,36 @@ export class Qvmd {
       registry.unassignPci(domain, given);
       return { devices: given, nextStart: runner.state(domain) !== "Halted" };
     });
+  }
+
+  // ---- USB devices (docs/usb.md; Qubes' qvm-usb: a backend's devices, attached over qubes.USB) --
+
+  /** The devices of every running backend (or of `backend`), with who has each, and assignments not present. */
+  usbDevices(backend = ""): UsbDeviceView[] {
+    return this.p.usb.list(backend);
+  }
+
+  /** Attaches a backend's device to a running domain; `persistent` also assigns it (attached again at its starts). */
+  attachUsb(domain: string, backend: string, busid: string, persistent: boolean): Promise<UsbDeviceView> {
+    return this.p.usb.attach(domain, backend, busid, persistent);
+  }
+
+  /** Detaches it on both sides and drops its assignment to `domain`. */
+  detachUsb(domain: string, backend: string, busid: string): Promise<void> {
+    return this.p.usb.detach(domain, backend, busid);
+  }
+
+  /** An emulated USB device for `domain` (a stick from a disk image, a keyboard, a tablet): stored, and live at once when its VMM can. */
+  plugUsb(domain: string, req: UsbPlugRequest): Promise<UsbPlugView> {
+    return this.p.usbPlugs.plug(domain, req);
+  }
+
+  unplugUsb(domain: string, id: string): Promise<void> {
+    return this.p.usbPlugs.unplug(domain, id);
+  }
+
+  usbPlugs(domain: string): UsbPlugView[] {
+    return this.p.usbPlugs.list(domain);
   }
 
   // ---- lifecycle (the runner takes the domain's lock) ---------------------------------------

@@ -3,12 +3,12 @@
 // and channels, the disks to prepare, and the domains that must run first (its netvm). Each
 // later capability adds its part here (a NIC from the network layer, a device from USB), so
 // the runner itself never changes for them.
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { ImageStore, KernelBundle } from "@qvm/images";
-import type { DomainRecord } from "../model/domain.js";
+import { usbPlugNumber, type DomainRecord, type UsbPlug } from "../model/domain.js";
 import type { VolumeStore } from "../storage/volumes.js";
-import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, VmmDriver, VmmKind, VmmUser } from "../vmm/driver.js";
+import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, UsbDeviceSpec, VmmDriver, VmmKind, VmmUser } from "../vmm/driver.js";
 import type { DriverTable } from "../vmm/drivers.js";
 import type { PciHost } from "../vmm/pci/sysfs.js";
 import type { DomainPaths } from "./paths.js";
@@ -79,7 +79,7 @@ export class BootPlanner {
     const runtimeDir = paths.runtimeDirOf(name);
     const user = this.deps.vmmUids ? vmmUserOf(registry, name, this.deps.vmmUids) : undefined;
     const links = this.deps.links?.plan(rec, runtimeDir, user) ?? { nics: [] };
-    const devices = this.pciDevicesOf(rec, user);
+    const devices = [...this.pciDevicesOf(rec, user), ...usbDevicesOf(rec)];
     return {
       name,
       vmm,
@@ -164,4 +164,35 @@ export class BootPlanner {
     if (ref !== "current") throw new QvmError("NOT_FOUND", `kernel bundle "${ref}" is not available; only "current" (the one \`qvm-images build\` made) is`);
     return this.deps.images.kernel();
   }
+}
+
+/**
+ * The domain's emulated USB devices (`qvm usb plug`). A domain that has any starts with the USB
+ * controller (vmm/qemu/qemu-args.ts says why only those). A stick's image is checked now, so that
+ * a start fails before its netvm starts; the driver opens it right before the VMM starts and
+ * hands it over as a descriptor.
+ */
+export function usbDevicesOf(rec: DomainRecord): DeviceSpec[] {
+  return (rec.usbPlugs ?? []).map((p): DeviceSpec => {
+    if (p.kind === "disk") {
+      const unplug = `\`qvm usb unplug ${rec.name} ${p.id}\``;
+      let st;
+      try {
+        st = lstatSync(p.path);
+      } catch {
+        throw new QvmError("FAILED_PRECONDITION", `${rec.name} cannot start: the image of its USB stick ${p.id}, ${p.path}, does not exist; put it back or unplug it (${unplug})`);
+      }
+      if (!st.isFile()) {
+        throw new QvmError("FAILED_PRECONDITION", `${rec.name} cannot start: the image of its USB stick ${p.id}, ${p.path}, is ${st.isSymbolicLink() ? "a symbolic link now" : "not a regular file"}; unplug it (${unplug})`);
+      }
+    }
+    return usbDeviceSpecOf(p);
+  });
+}
+
+/** The device the VMM gets for a plug, on the controller port of its number (usb3: port 3), so the guest finds it at the same place every time. */
+export function usbDeviceSpecOf(plug: UsbPlug): UsbDeviceSpec {
+  const address = String(usbPlugNumber(plug.id));
+  if (plug.kind === "disk") return { id: plug.id, kind: "usb", address, device: "disk", image: plug.path, readonly: plug.readOnly };
+  return { id: plug.id, kind: "usb", address, device: plug.kind };
 }

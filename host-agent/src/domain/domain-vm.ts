@@ -11,7 +11,7 @@ import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
-import type { DeviceSpec, DiskSpec, NicSpec, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
+import type { DeviceSpec, DiskSpec, NicSpec, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
 import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
 import { createOverlay } from "../storage/qemu-img.js";
 import { toDisposable } from "../base/disposables.js";
@@ -37,7 +37,7 @@ export interface DomainVmOptions {
   user?: VmmUser;
   /** Network links (the network layer's plan). */
   nics?: NicSpec[];
-  /** Devices passed through (`qvm pci`), present from boot. */
+  /** Devices present from boot: passed through (`qvm pci`), emulated USB ones (`qvm usb plug`). */
   devices?: DeviceSpec[];
   /**
    * Runs once the runtime directory exists, right before the VMM starts (a link's user-mode
@@ -77,6 +77,11 @@ export class DomainVm {
 
   get exited(): Promise<VmExit> {
     return this.vm.exited;
+  }
+
+  /** The VMM's optional capabilities (emulated USB devices while it runs). */
+  get capabilities(): VmCapabilities {
+    return this.vm.capabilities;
   }
 
   info(): Promise<VmInfo> {

@@ -138,11 +138,14 @@ export class DomainRegistry {
     if (this.store.get(name)) throw new QvmError("ALREADY_EXISTS", `domain "${name}" already exists`);
     const clone: DomainRecord = { ...structuredClone(src), name, createdAt: isoNow(this.clock) };
     // A clone is a new domain: it gets its own qid (and address) when added, and its VMM its own
-    // uid at its first start. A PCI device stays with its one domain.
+    // uid at its first start. A PCI device stays with its one domain, and so do emulated USB
+    // devices (a stick's image is plugged into one domain) and USB assignments.
     delete clone.qid;
     delete clone.dispid;
     delete clone.vmmUid;
     delete clone.pci;
+    delete clone.usbPlugs;
+    delete clone.usb;
     return clone;
   }
 

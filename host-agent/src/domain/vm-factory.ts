@@ -2,7 +2,7 @@
 // running domain and talks to it through RunningVm only, so its state machine is tested with a
 // fake factory (runner.test.ts) and runs QEMU (or any driver) through DomainVm in qvmd.
 import type { AgentClient } from "../agent/agent-client.js";
-import type { DiskSpec, VmExit, VmInfo } from "../vmm/driver.js";
+import type { DiskSpec, VmCapabilities, VmExit, VmInfo } from "../vmm/driver.js";
 import type { DriverTable } from "../vmm/drivers.js";
 import type { DomainAttachments } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
@@ -10,7 +10,10 @@ import { DomainVm } from "./domain-vm.js";
 import type { DomainPaths } from "./paths.js";
 
 /** What the core uses of a guest agent. */
-export type GuestAgent = Pick<AgentClient, "exec" | "signal" | "setNetwork" | "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows" | "getWindowClipboard" | "setWindowClipboard">;
+export type GuestAgent = Pick<
+  AgentClient,
+  "exec" | "signal" | "setNetwork" | "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows" | "getWindowClipboard" | "setWindowClipboard" | "listUsbDevices" | "watchUsbDevices"
+>;
 
 export interface RunningVm {
   readonly name: string;
@@ -18,6 +21,8 @@ export interface RunningVm {
   readonly exited: Promise<VmExit>;
   readonly attachments: DomainAttachments;
   readonly agent: GuestAgent;
+  /** What its VMM can do beyond the basics (emulated USB devices); absent: nothing (fakes). */
+  readonly capabilities?: VmCapabilities;
   info(): Promise<VmInfo>;
   resizeDisk(index: number, sizeBytes: number): Promise<void>;
   /** Clean power-off; after timeoutMs the VMM is killed when `kill`, else a QvmError says it still runs. */

@@ -12,6 +12,8 @@ import type { DomainFacts } from "./policy/evaluate.js";
 import { parsePolicy, type PolicyRule } from "./policy/parser.js";
 import { REQUEST_TARGET_PATTERN, escapeForLog, isRequestTarget, quoteGuest } from "./quote.js";
 import { QrexecRouter, type AskQuestionInput, type QrexecHost } from "./router.js";
+import { QrexecGrants } from "./grants.js";
+import { DEFAULT_POLICY } from "./policy/default-policy.js";
 
 const facts = (name: string, more: Partial<DomainFacts> = {}): DomainFacts => ({ name, class: "AppVM", tags: [], templateForDispvms: false, defaultDispvm: "", ...more });
 const DOMAINS = new Map(
@@ -246,5 +248,88 @@ describe("ask: one domain cannot fill the prompt", () => {
     h.answer = async () => null;
     await call("work", { target: "vault", service: "test.Ask" });
     expect(h.asked[0]).toMatchObject({ source: "work", requestedTarget: "vault", targets: ["default-dvm", "flooder", "personal", "vault", "@dispvm:default-dvm"], defaultTarget: undefined });
+  });
+});
+
+describe("one-shot grants before the policy (a USB attach's qubes.USB call)", () => {
+  // The shipped policy, which denies qubes.USB to everyone; sys-usb is the backend.
+  let g: { dir: string; router: QrexecRouter; grants: QrexecGrants; opened: Array<{ target: string; user?: string; autostart: boolean; source: string; argument: string }>; logs: string[]; events: Array<Record<string, string>> };
+  const USB_DOMAINS = new Map([facts("work"), facts("vault"), facts("sys-usb")].map((d) => [d.name, d]));
+
+  beforeEach(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "qvm-router-grants-"));
+    const rules = parsePolicy(DEFAULT_POLICY, "90-default.policy") as PolicyRule[];
+    const state = { opened: [] as (typeof g)["opened"], logs: [] as string[], events: [] as Array<Record<string, string>> };
+    const host: QrexecHost = {
+      facts: () => ({ domains: USB_DOMAINS }),
+      loadPolicy: () => rules,
+      async open(target, opts) {
+        state.opened.push({ target, user: opts.user, autostart: opts.autostart, source: opts.inv.source, argument: opts.inv.argument });
+        const stdout = new PassThrough();
+        const stderr = new PassThrough();
+        const stdin = new PassThrough();
+        stdin.resume();
+        stdout.end("exported\n");
+        stderr.end();
+        return { proc: { stdin, stdout, stderr, exit: Promise.resolve({ code: 0, signal: null }), cancel() {} }, domain: target, release: async () => {} };
+      },
+      ask: async () => null,
+      log: (m) => state.logs.push(m),
+      called: (_source, fields) => state.events.push(fields),
+    };
+    const grants = new QrexecGrants();
+    const router = new QrexecRouter(host, { maxCallsPerDomain: 16, requestTimeoutMs: 2000, maxAsksPerDomain: 2 }, grants);
+    g = { dir, router, grants, ...state };
+    for (const d of USB_DOMAINS.keys()) await router.attach(d, path.join(dir, `${d}.sock_50`));
+  });
+
+  afterEach(() => {
+    g.router.detachAll();
+    rmSync(g.dir, { recursive: true, force: true });
+  });
+
+  function callIn(domain: string, r: Partial<qrexecV1.CallRequest>): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const s = net.connect(path.join(g.dir, `${domain}.sock_50`));
+      const got: Buffer[] = [];
+      s.on("data", (c: Buffer) => got.push(c));
+      s.on("error", () => {});
+      s.on("close", () => resolve(Buffer.concat(got)));
+      s.end(Buffer.concat([request(r), encodeFrame(FrameType.STDIN)]));
+    });
+  }
+  const usbCall = { target: "sys-usb", service: "qubes.USB", argument: "2-1" };
+  const grant = { source: "work", target: "sys-usb", service: "qubes.USB", argument: "2-1", why: "usb attach of sys-usb:2-1 to work" };
+
+  it("refuses a domain's own qubes.USB call under the default policy", async () => {
+    expect(await callIn("work", usbCall)).toEqual(REFUSED);
+    expect(g.opened).toEqual([]);
+    expect(g.logs[0]).toMatch(/^qrexec: work -> sys-usb qubes.USB\+2-1: denied: the policy denies it \(90-default.policy:\d+\)/);
+  });
+
+  it("a grant allows exactly its call, once, as root, without starting the target; the next identical call is refused", async () => {
+    g.grants.grant(grant);
+    const reply = await callIn("work", usbCall);
+    expect(reply.subarray(0, 6)).toEqual(CONNECTED);
+    expect(g.opened).toEqual([{ target: "sys-usb", user: "root", autostart: false, source: "work", argument: "2-1" }]);
+    expect(g.logs).toEqual(["qrexec: work -> sys-usb qubes.USB+2-1: allowed by a one-shot grant (usb attach of sys-usb:2-1 to work), running in sys-usb as root"]);
+    expect(g.events).toEqual([{ service: "qubes.USB", argument: "2-1", target: "sys-usb", action: "allow", reason: "a one-shot grant" }]);
+    expect(g.grants.size).toBe(0);
+    expect(await callIn("work", usbCall)).toEqual(REFUSED);
+    expect(g.opened).toHaveLength(1);
+  });
+
+  it.each([
+    ["another domain", "vault", usbCall],
+    ["the backend itself", "sys-usb", { ...usbCall, target: "work" }],
+    ["another bus id", "work", { ...usbCall, argument: "2-2" }],
+    ["a bus id that sanitizes to it", "work", { ...usbCall, argument: "2-1\n" }],
+    ["@default", "work", { ...usbCall, target: "@default" }],
+  ])("a grant is not used by %s: the policy refuses it, and the grant stays for its call", async (_what, source, r) => {
+    g.grants.grant(grant);
+    expect(await callIn(source, r)).toEqual(REFUSED);
+    expect(g.opened).toEqual([]);
+    expect(g.grants.size).toBe(1);
+    expect((await callIn("work", usbCall)).subarray(0, 6)).toEqual(CONNECTED);
   });
 });

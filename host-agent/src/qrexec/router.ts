@@ -4,7 +4,9 @@
 // delivers the domain's connections to the host's vsock port 50. Which socket a call arrives on
 // is who is calling; nothing in the request can say otherwise. A call is: one REQUEST frame
 // (bounded, validated), a policy decision (maybe a question to a person), then either a bare
-// "refused" or "connected" followed by the service's data both ways and its exit code.
+// "refused" or "connected" followed by the service's data both ways and its exit code. A call
+// qvmd arranged itself (a USB attach's qubes.USB) is allowed instead by its one-shot grant
+// (grants.ts: in memory, exactly that call, once), which is looked up before the policy.
 //
 // Everything from the domain is hostile: requests are size-checked before they are buffered,
 // the first frame must arrive within requestTimeoutMs, a domain holds at most maxCallsPerDomain
@@ -32,6 +34,7 @@ import {
 import { MAX_ARGUMENT_LENGTH, isValidServiceName, sanitizeArgument } from "@qvm/protocol/contracts";
 import { decideAnswer, evaluate, type CallQuery, type Decision, type SystemFacts } from "./policy/evaluate.js";
 import type { PolicyRule } from "./policy/parser.js";
+import { QrexecGrants } from "./grants.js";
 import { escapeForLog, isRequestTarget, quoteGuest } from "./quote.js";
 import type { ServiceInvocation } from "./service-command.js";
 import { PerDomainThrottle } from "./throttle.js";
@@ -108,6 +111,8 @@ export class QrexecRouter {
   constructor(
     private readonly host: QrexecHost,
     private readonly limits: RouterLimits = DEFAULT_ROUTER_LIMITS,
+    /** One-shot grants qvmd arranged (a USB attach's qubes.USB call): checked before the policy. */
+    readonly grants: QrexecGrants = new QrexecGrants(),
   ) {
     this.maxAsks = limits.maxAsksPerDomain ?? DEFAULT_ROUTER_LIMITS.maxAsksPerDomain;
     this.drops = new PerDomainThrottle<string>((source, why, held) => {
@@ -201,7 +206,12 @@ export class QrexecRouter {
     const q: CallQuery = { service, argument: sanitizeArgument(request.argument), source, target: request.target };
     const what = `${source} -> ${q.target || "@default"} ${q.argument ? `${service}+${q.argument}` : service}`;
 
-    const decision = await this.decide(q, sock);
+    // A call qvmd arranged itself is allowed by its grant, once, exactly as granted (the raw
+    // argument, the target by name); everything else goes to the policy.
+    const granted = this.grants.take({ source, target: request.target, service, argument: request.argument });
+    const decision: Decision = granted
+      ? { action: "allow", target: granted.target, user: granted.user, autostart: false, notify: true, intended: granted.target }
+      : await this.decide(q, sock);
     if (decision.action !== "allow") {
       const reason = decision.action === "deny" ? decision.reason : "not allowed";
       const rule = decision.rule ? ` (${decision.rule.file}:${decision.rule.line})` : "";
@@ -229,8 +239,9 @@ export class QrexecRouter {
       return;
     }
     const where = opened.domain;
-    if (decision.notify) this.host.log(`qrexec: ${what}: allowed, running in ${where}`);
-    this.host.called(source, { service, argument: q.argument, target: where, action: "allow" });
+    if (granted) this.host.log(`qrexec: ${what}: allowed by a one-shot grant (${granted.why}), running in ${where} as ${granted.user}`);
+    else if (decision.notify) this.host.log(`qrexec: ${what}: allowed, running in ${where}`);
+    this.host.called(source, granted ? { service, argument: q.argument, target: where, action: "allow", reason: "a one-shot grant" } : { service, argument: q.argument, target: where, action: "allow" });
     try {
       sock.write(encodeFrame(FrameType.RESULT, Buffer.from([1])));
       const code = await relay(sock, opened.proc, rest);

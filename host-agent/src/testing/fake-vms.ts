@@ -6,8 +6,11 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { ImageStore } from "@qvm/images";
 import { QvmError, type agentV1 } from "@qvm/protocol";
+import type { ExecSignal, ExitSignal } from "@qvm/protocol/contracts";
 import type { ExecOptions } from "../agent/agent-client.js";
-import type { ExecProcess } from "../agent/exec-process.js";
+import type { ExecExit, ExecProcess } from "../agent/exec-process.js";
+import type { GuestUsbDevice } from "../agent/replies.js";
+import { USB_ATTACH } from "../usb/usb-devices.js";
 import { DomainAttachments } from "../domain/attachments.js";
 import type { BootPlan } from "../domain/boot-plan.js";
 import type { GuestAgent, RunningVm, VmFactory } from "../domain/vm-factory.js";
@@ -15,28 +18,94 @@ import type { VolumeStore } from "../storage/volumes.js";
 import { systemClock, type Clock } from "../base/clock.js";
 import type { VmExit, VmInfo } from "../vmm/driver.js";
 
-/** A program in a fake guest: prints its argv joined by spaces and exits 0, or `exitCode`. */
-function fakeProcess(opts: ExecOptions, exitCode: number): ExecProcess {
-  const stdin = new PassThrough();
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stdin.resume();
-  const argv = Array.isArray(opts.command) ? opts.command : ["sh", "-c", opts.command];
-  stdout.end(`${argv.join(" ")}\n`);
-  stderr.end();
-  const proc = {
-    stdin,
-    stdout,
-    stderr,
-    started: Promise.resolve({ execId: 1, pid: 4242 }),
-    exit: Promise.resolve({ code: exitCode, signal: null }),
-    id: 1,
-    resize: () => {},
-    cancel: () => {},
+/**
+ * A process in a fake guest, shaped like ExecProcess: a program (FakeVm.programs) writes to its
+ * stdout and stderr and ends it; a signal ends it by that signal unless the program handles it
+ * (`onSignal`); cancelling the stream ends `exit` with an error, as a cancelled Exec does.
+ */
+export class FakeProcess {
+  readonly stdin = new PassThrough();
+  readonly stdout = new PassThrough();
+  readonly stderr = new PassThrough();
+  readonly started: Promise<{ execId: number; pid: number }>;
+  readonly exit: Promise<ExecExit>;
+  /** Signals it was sent, in order. */
+  readonly signals: ExecSignal[] = [];
+  ended = false;
+  cancelled = false;
+  /** Set by a program that handles signals itself; the default ends the process by the signal (SIGTERM, SIGKILL, SIGINT, SIGHUP). */
+  onSignal: ((sig: ExecSignal) => void) | undefined;
+  private settle!: (e: ExecExit) => void;
+  private fail!: (err: Error) => void;
+
+  constructor(
     /** What the host asked for, for assertions. */
-    options: opts,
+    readonly options: ExecOptions,
+    readonly id: number,
+  ) {
+    this.stdin.resume();
+    this.started = Promise.resolve({ execId: id, pid: 4000 + id });
+    this.exit = new Promise<ExecExit>((resolve, reject) => ((this.settle = resolve), (this.fail = reject)));
+    this.exit.catch(() => {});
+  }
+
+  get argv(): string[] {
+    return Array.isArray(this.options.command) ? this.options.command : ["sh", "-c", this.options.command];
+  }
+
+  /** Ends the process with an exit code or a signal. */
+  end(code: number | null, signal: ExitSignal | null = null): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stdout.end();
+    this.stderr.end();
+    this.stdin.destroy();
+    this.settle({ code, signal });
+  }
+
+  signal(sig: ExecSignal): void {
+    this.signals.push(sig);
+    if (this.ended) return;
+    if (this.onSignal) this.onSignal(sig);
+    else if (sig === "SIGTERM" || sig === "SIGKILL" || sig === "SIGINT" || sig === "SIGHUP") this.end(null, sig);
+  }
+
+  resize(): void {}
+
+  /** As a cancelled Exec stream: the guest kills it, and the host sees the stream fail. */
+  cancel(): void {
+    this.cancelled = true;
+    if (this.ended) return;
+    this.ended = true;
+    this.stdout.end();
+    this.stderr.end();
+    this.stdin.destroy();
+    this.fail(new QvmError("AGENT_UNAVAILABLE", "the Exec stream was cancelled"));
+  }
+}
+
+/** A program of a fake guest: given its process, it writes, ends it, or keeps it running. */
+export type FakeProgram = (proc: FakeProcess, vm: FakeVm) => void;
+
+/** usb-attach (usb/usb-devices.ts) in a fake guest: says the device is attached, on the next port, and runs until signalled. */
+export const fakeUsbAttach: FakeProgram = (proc, vm) => {
+  proc.stdout.write(`qvm-usb: attached to port ${vm.nextUsbPort++}\n`);
+};
+
+/** A device as a fake backend's agent reports it (checked already, as AgentClient returns it). */
+export function fakeUsbDevice(busid: string, more: Partial<GuestUsbDevice> = {}): GuestUsbDevice {
+  return {
+    busid,
+    vendorId: "46f4",
+    productId: "0001",
+    manufacturer: "QEMU",
+    product: "QEMU USB HARDDRIVE",
+    serial: `1-0000:00:04.0-${busid}`,
+    deviceClass: 0,
+    interfaces: [{ class: 8, subclass: 6, protocol: 80 }],
+    driver: "usb-storage",
+    ...more,
   };
-  return proc as unknown as ExecProcess;
 }
 
 /** How a fake guest behaves when asked to power off. */
@@ -44,8 +113,28 @@ export type FakeGuest = "powers-off" | "hangs";
 
 export class FakeVm implements RunningVm {
   readonly exited: Promise<VmExit>;
-  readonly attachments: DomainAttachments;
+  /** Renewed when a later qvmd takes the VM back (renewAttachments), as DomainVm.attach makes a new one. */
+  attachments: DomainAttachments;
+  /** Earlier attachments, whose VMM-held part is released when the VM ends. */
+  private readonly retired: DomainAttachments[] = [];
   readonly execs: ExecOptions[] = [];
+  /** The processes running, by exec id (an ended one is forgotten, as the agent forgets it). */
+  readonly procs = new Map<number, FakeProcess>();
+  /**
+   * Programs by argv[0]; any other prints its argv joined by spaces and exits with `exitCode`.
+   * usb-attach is there from the start (fakeUsbAttach); a test may replace or delete it.
+   */
+  readonly programs = new Map<string, FakeProgram>([[USB_ATTACH, fakeUsbAttach]]);
+  nextUsbPort = 1;
+  private nextExec = 1;
+  /** The USB devices its kernel has (a backend's); change them with setUsbDevices. */
+  usbDevices: GuestUsbDevice[] = [];
+  /** What the next USB lists leave out (a guest's garbage, as the host's checks count it). */
+  usbDropped = { dropped: 0, droppedWhy: "" };
+  private readonly usbWatchers = new Set<() => void>();
+  private readonly usbWatchEnds = new Set<(err?: Error) => void>();
+  /** Set: WatchUsbDevices fails at once with it (an agent without the RPC). */
+  usbWatchError: Error | undefined;
   /** Every network configuration sent to this VM's agent, oldest first. */
   readonly networks: agentV1.SetNetworkRequest[] = [];
   exitCode = 0;
@@ -56,10 +145,25 @@ export class FakeVm implements RunningVm {
   private resolve!: (e: VmExit) => void;
   readonly agent: GuestAgent = {
     exec: (opts) => {
+      if (this.gone) throw new QvmError("AGENT_UNAVAILABLE", `cannot Exec: ${this.name}'s agent connection is closed`);
       this.execs.push(opts);
-      return fakeProcess(opts, this.exitCode);
+      const proc = new FakeProcess(opts, this.nextExec++);
+      this.procs.set(proc.id, proc);
+      const forget = () => void this.procs.delete(proc.id);
+      proc.exit.then(forget, forget);
+      const program = this.programs.get(proc.argv[0]!);
+      if (program) program(proc, this);
+      else {
+        proc.stdout.write(`${proc.argv.join(" ")}\n`);
+        proc.end(this.exitCode);
+      }
+      return proc as unknown as ExecProcess;
     },
-    signal: async () => {},
+    signal: async (execId, sig) => {
+      const proc = this.procs.get(execId);
+      if (!proc) throw new QvmError("NOT_FOUND", `no process ${execId}`);
+      proc.signal(sig);
+    },
     setNetwork: async (config) => {
       this.networks.push(config);
       return { failures: {} };
@@ -98,6 +202,26 @@ export class FakeVm implements RunningVm {
       if (!this.windows.get(id)?.alive) throw new QvmError("NOT_FOUND", `no window ${id}`);
       this.clipboards.set(id, Buffer.from(data));
     },
+    // USB: the device table, watched like the real agent's (the list at once, then each change).
+    listUsbDevices: async () => ({ devices: [...this.usbDevices], ...this.usbDropped }),
+    watchUsbDevices: (onList, onEnd) => {
+      if (this.usbWatchError) {
+        onEnd(this.usbWatchError);
+        return () => {};
+      }
+      let ended = false;
+      const watcher = () => onList({ devices: [...this.usbDevices], ...this.usbDropped });
+      const end = (err?: Error) => {
+        this.usbWatchers.delete(watcher);
+        this.usbWatchEnds.delete(end);
+        if (!ended) onEnd(err);
+        ended = true;
+      };
+      this.usbWatchers.add(watcher);
+      this.usbWatchEnds.add(end);
+      watcher();
+      return () => end();
+    },
   };
   /** The fake guest's window clipboards, by window id. */
   readonly clipboards = new Map<number, Buffer>();
@@ -105,6 +229,27 @@ export class FakeVm implements RunningVm {
   readonly windows = new Map<number, { windowId: number; vsockPort: number; width: number; height: number; alive: boolean; argv: string[]; user: string }>();
   private nextWindow = 1;
   private readonly windowWatchers = new Set<() => void>();
+
+  /** Replaces the USB devices its kernel has; watchers get the new list. */
+  setUsbDevices(devices: GuestUsbDevice[]): void {
+    this.usbDevices = devices;
+    for (const w of [...this.usbWatchers]) w();
+  }
+
+  /** Every WatchUsbDevices stream ends now, with `usbWatchError` (as when the agent restarts). */
+  breakUsbWatches(): void {
+    for (const end of [...this.usbWatchEnds]) end(this.usbWatchError);
+  }
+
+  /** How many WatchUsbDevices streams are open. */
+  get usbWatchCount(): number {
+    return this.usbWatchers.size;
+  }
+
+  /** Processes still running with `argv0`. */
+  running(argv0: string): FakeProcess[] {
+    return [...this.procs.values()].filter((p) => !p.ended && p.argv[0] === argv0);
+  }
 
   /** The program in window `id` ended by itself. */
   endWindow(id: number): void {
@@ -126,13 +271,25 @@ export class FakeVm implements RunningVm {
   ) {
     this.attachments = new DomainAttachments(name, () => {});
     this.exited = new Promise((r) => (this.resolve = r));
-    void this.exited.then(() => this.attachments.releaseAll());
+    void this.exited.then(async () => {
+      for (const a of this.retired) await a.releaseAll();
+      await this.attachments.releaseAll();
+    });
   }
 
-  /** The VMM dies or the guest powers off. */
+  /** A later qvmd takes it back: what that qvmd attaches goes to a new store (the old one's qvmd part was released at detach). */
+  renewAttachments(): void {
+    if (!this.attachments.qvmd.isDisposed) return;
+    this.retired.push(this.attachments);
+    this.attachments = new DomainAttachments(this.name, () => {});
+    this.detached = false;
+  }
+
+  /** The VMM dies or the guest powers off: its processes' Exec streams break. */
   end(reason: string, clean: boolean): void {
     if (this.gone) return;
     this.gone = true;
+    for (const p of this.procs.values()) p.cancel();
     this.resolve({ reason, clean });
   }
 
@@ -198,7 +355,10 @@ export class FakeVmFactory implements VmFactory {
 
   async reattach(name: string): Promise<RunningVm | undefined> {
     const vm = this.leftRunning.get(name);
-    if (vm) this.vms.set(name, vm);
+    if (vm) {
+      vm.renewAttachments();
+      this.vms.set(name, vm);
+    }
     return vm;
   }
 }

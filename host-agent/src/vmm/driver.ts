@@ -42,16 +42,44 @@ export interface NicSpec {
   backend: { kind: "dgram-unix"; local: string; remote: string } | { kind: "stream-unix"; path: string } | { kind: "tap"; ifname: string };
 }
 
-/**
- * A device passed to the guest (a USB or PCI device). PCI devices are passed through with VFIO
- * (vmm/pci: `qvm pci`); USB devices are not made yet (issue 15).
- */
-export interface DeviceSpec {
+/** A host PCI device passed through with VFIO (vmm/pci: `qvm pci`). */
+export interface PciDeviceSpec {
   id: string;
-  kind: "usb" | "pci";
-  /** Driver-neutral address: a bus id ("1-2") for USB, a BDF ("0000:00:14.0") for PCI. */
+  kind: "pci";
+  /** The device's BDF ("0000:00:14.0"). */
   address: string;
 }
+
+/** What an emulated USB device is: a mass-storage stick, a keyboard, a tablet. */
+export type UsbDeviceKind = "disk" | "keyboard" | "tablet";
+
+/**
+ * An emulated USB device on the VM's own USB controller (`qvm usb plug`, issue 15). A VM whose
+ * spec has any at start gets the controller (and only then: see qemu-args.ts); devices can be
+ * added to and removed from such a VM while it runs (VmCapabilities.usb).
+ */
+export interface UsbDeviceSpec {
+  /** Stable id within the domain ("usb1"); also the VMM's device id. */
+  id: string;
+  kind: "usb";
+  /**
+   * Its port on the VM's USB controller ("1" …, one per id), so that the guest finds a device at
+   * the same place at every start and after a hot-plug.
+   */
+  address: string;
+  device: UsbDeviceKind;
+  /**
+   * disk: the image on the host. The driver opens it itself (as qvmd's user: root), refusing a
+   * symbolic link, and hands the VMM the open descriptor; the jailed VMM never opens the path
+   * and needs no permission on it.
+   */
+  image?: string;
+  /** disk: opened read-only and shown to the guest as write-protected. */
+  readonly?: boolean;
+}
+
+/** A device the guest gets from the VMM. */
+export type DeviceSpec = PciDeviceSpec | UsbDeviceSpec;
 
 /**
  * An extra vsock or virtio-serial channel (a GUI stream, a clipboard port). Channels over hybrid
@@ -85,7 +113,7 @@ export interface VmSpec {
   user?: VmmUser;
   /** Network links, in guest order; a driver that cannot make one refuses at prepare. */
   nics?: NicSpec[];
-  /** Passed-through devices present at boot. */
+  /** Devices present at boot: passed-through PCI devices, emulated USB devices. */
   devices?: DeviceSpec[];
   channels?: ChannelSpec[];
 }
@@ -152,6 +180,22 @@ export interface HotplugCapability {
   removeDevice(id: string): Promise<void>;
 }
 
+/**
+ * Emulated USB devices while the VM runs (`qvm usb plug` on a running domain). Only a VM started
+ * with a USB controller can take devices now (`controller`); what it has is kept beside the VMM,
+ * so a handle re-attached after a qvmd restart knows it too.
+ */
+export interface UsbCapability {
+  /** True when the VM was started with a USB controller. */
+  readonly controller: boolean;
+  /** Ids of the emulated USB devices the VM has now (those of its start included). */
+  devices(): string[];
+  /** Adds one; FAILED_PRECONDITION without a controller; nothing is left behind when it fails. */
+  add(device: UsbDeviceSpec): Promise<void>;
+  /** Removes one the VM has (a disk's image is closed); NOT_FOUND for one it does not have. */
+  remove(id: string): Promise<void>;
+}
+
 /** Saves a paused VM to a directory and starts a new one from it. */
 export interface SnapshotCapability {
   snapshot(dir: string): Promise<void>;
@@ -160,6 +204,7 @@ export interface SnapshotCapability {
 export interface VmCapabilities {
   hotplug?: HotplugCapability;
   snapshot?: SnapshotCapability;
+  usb?: UsbCapability;
 }
 
 export interface PreparedVm {

@@ -9,11 +9,36 @@ export interface SpawnedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts a process in its own session, so it survives qvmd's exit, writing output to logPath. */
-export function spawnDetached(file: string, args: string[], logPath: string, opts: { cwd?: string } = {}): Promise<SpawnedProcess> {
+/** An open descriptor of this process that a child gets at `at` (3 or more). */
+export interface InheritedFd {
+  at: number;
+  fd: number;
+}
+
+/**
+ * The stdio array that gives a child `inherit` at their places after stdin, stdout and stderr;
+ * places between them are left closed ("ignore" above 2 opens nothing).
+ */
+export function childStdio(log: number, inherit: readonly InheritedFd[]): ("ignore" | number)[] {
+  const stdio: ("ignore" | number)[] = ["ignore", log, log];
+  for (const { at, fd } of inherit) {
+    if (!Number.isInteger(at) || at < 3 || at > 1023) throw new RangeError(`a child's descriptor ${at} is not in 3..1023`);
+    if (stdio[at] !== undefined && stdio[at] !== "ignore") throw new RangeError(`a child's descriptor ${at} is given twice`);
+    while (stdio.length <= at) stdio.push("ignore");
+    stdio[at] = fd;
+  }
+  return stdio;
+}
+
+/**
+ * Starts a process in its own session, so it survives qvmd's exit, writing output to logPath.
+ * `inherit`: descriptors of this process the child gets at given numbers (a disk image qvmd
+ * opened for a jailed VMM); the caller still owns and closes them.
+ */
+export function spawnDetached(file: string, args: string[], logPath: string, opts: { cwd?: string; inherit?: readonly InheritedFd[] } = {}): Promise<SpawnedProcess> {
   const fd = openSync(logPath, "a", 0o600);
   try {
-    const child = spawn(file, args, { detached: true, stdio: ["ignore", fd, fd], cwd: opts.cwd });
+    const child = spawn(file, args, { detached: true, stdio: childStdio(fd, opts.inherit ?? []), cwd: opts.cwd });
     return new Promise((resolve, reject) => {
       child.once("error", reject);
       child.once("spawn", () => {

@@ -81,3 +81,16 @@ export {
   pasteDeniedMessage,
   windowSizeProblem,
 } from "./windows.js";
+export {
+  MAX_USB_DEVICES,
+  MAX_USB_INTERFACES,
+  MAX_USB_PLUGS,
+  MAX_USB_STRING,
+  USB_BUSID_PATTERN,
+  USB_PLUG_KINDS,
+  USB_SERVICE,
+  isUsbBusId,
+  parseUsbDeviceName,
+  usbDeviceName,
+  type UsbPlugKind,
+} from "./usb.js";

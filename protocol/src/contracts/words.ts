@@ -42,6 +42,12 @@ export const EVENT_TYPES = [
   // The global clipboard changed (copy, paste, set, take, cleared): fields action, source,
   // target, size; never its content.
   "clipboard",
+  // A backend's USB device appeared or went away; one was attached to or detached from the
+  // event's domain (fields: devclass "usb", device "sys-usb:2-1", …).
+  "device-added",
+  "device-removed",
+  "device-attach",
+  "device-detach",
 ] as const;
 export type EventTypeWord = (typeof EVENT_TYPES)[number];
 

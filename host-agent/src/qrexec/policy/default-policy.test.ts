@@ -25,3 +25,24 @@ describe("the default policy for qubes.ClipboardPaste", () => {
     expect(paste("vault", "vault")).toMatchObject({ action: "ask", targets: ["work"] });
   });
 });
+
+describe("the default policy for USB and input devices", () => {
+  const usbSystem: SystemFacts = { domains: new Map(["work", "sys-usb"].map((n) => [n, dom(n)])) };
+  const decide = (service: string, source: string, target: string, argument = "") => evaluate(rules, { service, argument, source, target }, usbSystem);
+
+  it("denies every qubes.USB call: only a one-shot grant qvmd makes for an attach lets one through", () => {
+    for (const [s, t] of [
+      ["work", "sys-usb"],
+      ["sys-usb", "work"],
+      ["work", "@default"],
+    ]) {
+      expect(decide("qubes.USB", s!, t!, "2-1")).toMatchObject({ action: "deny", reason: "the policy denies it" });
+    }
+  });
+
+  it("denies keyboards and tablets from a backend, and asks for a mouse", () => {
+    expect(decide("qubes.InputKeyboard", "sys-usb", "work")).toMatchObject({ action: "deny" });
+    expect(decide("qubes.InputTablet", "sys-usb", "work")).toMatchObject({ action: "deny" });
+    expect(decide("qubes.InputMouse", "sys-usb", "work")).toMatchObject({ action: "ask", targets: ["work"] });
+  });
+});

@@ -42,6 +42,14 @@ qubes.ClipboardPaste *   @anyvm          @anyvm     ask
 qubes.ConnectTCP    *    @anyvm          @anyvm     deny
 qubes.UpdatesProxy  *    @type:TemplateVM @default  allow   target=sys-net
 qubes.UpdatesProxy  *    @anyvm          @anyvm     deny
+
+## USB (docs/usb.md): a device travels in a qubes.USB call qvmd arranges for one attach, allowed
+## by a one-shot grant, never by this file; a domain asking for one by itself is refused. Input
+## devices are attached only where these allow (ask: the attach command is the answer).
+qubes.USB           *    @anyvm          @anyvm     deny
+qubes.InputKeyboard *    @anyvm          @anyvm     deny
+qubes.InputMouse    *    @anyvm          @anyvm     ask
+qubes.InputTablet   *    @anyvm          @anyvm     deny
 `;
 
 const USER_POLICY = `## Your qrexec policy. Read before ${DEFAULT_POLICY_FILE}; the first matching rule wins.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { buildQemuArgs, kernelCommandLine, qemuEscape } from "./qemu-args.js";
-import type { VmSpec } from "../driver.js";
+import { buildQemuArgs, hasUsbController, kernelCommandLine, optionString, qemuEscape, usbBlockdev, usbDeviceProps, usbDiskFds } from "./qemu-args.js";
+import type { DeviceSpec, VmSpec } from "../driver.js";
 
 const spec: VmSpec = {
   name: "work",
@@ -15,7 +15,7 @@ const spec: VmSpec = {
   vcpus: 2,
   guestCid: 3,
 };
-const paths = { qmpSocket: "/r/qmp.sock", consoleSocket: "/r/console.sock", consoleLog: "/l/console.log", vhostUserSocket: "/r/vu.sock" };
+const paths = { qmpSocket: "/r/qmp.sock", qmpFdSocket: "/r/qmp-fd.sock", consoleSocket: "/r/console.sock", consoleLog: "/l/console.log", vhostUserSocket: "/r/vu.sock" };
 const value = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
 describe("QEMU command line", () => {
@@ -84,5 +84,89 @@ describe("QEMU command line", () => {
     // The virtio devices stay on virtio-mmio; guest RAM stays one memfd (VFIO pins it).
     expect(value(args, "-device")).toContain("virtio-blk-device,drive=disk0,serial=root");
     expect(value(args, "-object")).toContain("memory-backend-memfd,id=mem,size=800M,share=on");
+  });
+
+  it("gives every domain a second QMP monitor, for handing QEMU descriptors", () => {
+    expect(value(buildQemuArgs(spec, "kvm", paths), "-qmp")).toEqual(["unix:/r/qmp.sock,server=on,wait=off", "unix:/r/qmp-fd.sock,server=on,wait=off"]);
+  });
+});
+
+describe("emulated USB devices on the QEMU command line", () => {
+  const stick = (id: string, port: string, image: string, readonly = false): DeviceSpec => ({ id, kind: "usb", address: port, device: "disk", image, readonly });
+  const usb: DeviceSpec[] = [
+    stick("usb1", "1", "/home/u/stick,1.img"),
+    { id: "usb2", kind: "usb", address: "2", device: "keyboard" },
+    { id: "usb3", kind: "usb", address: "3", device: "tablet" },
+    stick("usb5", "5", "/srv/ro.img", true),
+  ];
+  const taps: VmSpec["nics"] = [
+    { id: "vif0", mac: "fe:ff:ff:ff:00:00", backend: { kind: "tap", ifname: "qvm-a" } },
+    { id: "eth0", mac: "00:16:3e:5e:6c:00", backend: { kind: "stream-unix", path: "/r/passt.sock" } },
+    { id: "vif1", mac: "fe:ff:ff:ff:00:01", backend: { kind: "tap", ifname: "qvm-b" } },
+  ];
+
+  it("gives no controller, and no PCIe bus, to a domain without USB devices", () => {
+    const args = buildQemuArgs(spec, "kvm", paths);
+    expect(hasUsbController(spec)).toBe(false);
+    expect(value(args, "-machine")[0]).not.toContain("pcie=on");
+    expect(args.some((a) => /xhci|usb|fdset/.test(a))).toBe(false);
+    expect(args).not.toContain("-add-fd");
+  });
+
+  it("gives the xHCI controller on microvm's PCIe bus, one port per possible device, then each device on its port", () => {
+    const args = buildQemuArgs({ ...spec, devices: usb }, "kvm", paths);
+    expect(value(args, "-machine")[0]).toBe("microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on,pcie=on");
+    const devices = value(args, "-device");
+    const at = devices.indexOf("qemu-xhci,id=xhci,p2=8,p3=8");
+    expect(at).toBeGreaterThan(0);
+    expect(devices.slice(at + 1)).toEqual([
+      "usb-storage,id=usb1,bus=xhci.0,port=1,drive=usb1-img,removable=on",
+      "usb-kbd,id=usb2,bus=xhci.0,port=2",
+      "usb-tablet,id=usb3,bus=xhci.0,port=3",
+      "usb-storage,id=usb5,bus=xhci.0,port=5,drive=usb5-img,removable=on",
+    ]);
+    // One controller, whatever the number of devices; keyboards and tablets alone get it too.
+    const kbd = buildQemuArgs({ ...spec, devices: [usb[1]!] }, "kvm", paths);
+    expect(value(kbd, "-device").filter((d) => d.startsWith("qemu-xhci"))).toHaveLength(1);
+    expect(value(kbd, "-machine")[0]).toContain("pcie=on");
+    expect(kbd).not.toContain("-add-fd");
+  });
+
+  it("never names a stick's image: QEMU opens /dev/fdset/N, a set holding the descriptor it inherits after stdio", () => {
+    const args = buildQemuArgs({ ...spec, devices: usb }, "kvm", paths);
+    expect(args.some((a) => a.includes("stick") || a.includes("/srv/ro.img"))).toBe(false);
+    expect(value(args, "-add-fd")).toEqual(["fd=3,set=1", "fd=4,set=2"]);
+    expect(value(args, "-blockdev")).toEqual([
+      "driver=raw,node-name=usb1-img,read-only=off,file.driver=file,file.filename=/dev/fdset/1",
+      "driver=raw,node-name=usb5-img,read-only=on,file.driver=file,file.filename=/dev/fdset/2",
+    ]);
+  });
+
+  it("numbers the sticks' descriptors after the taps' (which qvm-tap-open places from 3)", () => {
+    const withTaps: VmSpec = { ...spec, nics: taps, devices: usb };
+    expect(usbDiskFds(withTaps)).toEqual([
+      { id: "usb1", image: "/home/u/stick,1.img", readonly: false, fd: 5, fdset: 1 },
+      { id: "usb5", image: "/srv/ro.img", readonly: true, fd: 6, fdset: 2 },
+    ]);
+    const args = buildQemuArgs(withTaps, "kvm", paths);
+    expect(value(args, "-netdev").filter((n) => n.startsWith("tap"))).toEqual(["tap,id=vif0,fd=3", "tap,id=vif1,fd=4"]);
+    expect(value(args, "-add-fd")).toEqual(["fd=5,set=1", "fd=6,set=2"]);
+  });
+
+  it("writes a read-only stick's node read-only (QEMU then dups the set's O_RDONLY descriptor)", () => {
+    expect(usbBlockdev("usb5", 2, true)).toEqual({ driver: "raw", "node-name": "usb5-img", "read-only": true, file: { driver: "file", filename: "/dev/fdset/2" } });
+    expect(usbBlockdev("usb1", 7, false)["read-only"]).toBe(false);
+  });
+
+  it("uses the same properties on the command line as in QMP device_add (hot-plug)", () => {
+    expect(usbDeviceProps(usb[0] as never)).toEqual({ driver: "usb-storage", id: "usb1", bus: "xhci.0", port: "1", drive: "usb1-img", removable: true });
+    expect(usbDeviceProps(usb[2] as never)).toEqual({ driver: "usb-tablet", id: "usb3", bus: "xhci.0", port: "3" });
+    expect(optionString({ a: "x,y", b: true, c: { d: false, e: 3 } })).toBe("a=x,,y,b=on,c.d=off,c.e=3");
+  });
+
+  it("puts PCI devices and the USB controller on the same PCIe bus", () => {
+    const args = buildQemuArgs({ ...spec, devices: [{ id: "pci0", kind: "pci", address: "0000:00:1f.6" }, usb[1]!] }, "kvm", paths);
+    expect(value(args, "-machine")[0]!.match(/pcie=on/g)).toHaveLength(1);
+    expect(value(args, "-device").filter((d) => /^(vfio-pci|qemu-xhci|usb-kbd)/.test(d))).toHaveLength(3);
   });
 });

@@ -1,10 +1,16 @@
 // The QEMU command line for a domain. Pure: the same spec gives the same argv, so it is unit
 // tested and printed by benchmarks next to the plain-QEMU baseline.
-import type { Accel, VmSpec } from "../driver.js";
+import { MAX_USB_PLUGS } from "@qvm/protocol/contracts";
+import type { Accel, UsbDeviceSpec, VmSpec } from "../driver.js";
 import { vfioStandIn } from "../pci/vfio.js";
 
 export interface QemuPaths {
   qmpSocket: string;
+  /**
+   * A second QMP monitor, used only to hand QEMU a descriptor (`add-fd` with SCM_RIGHTS, which
+   * Node cannot send): qvm-qmp-add-fd connects, adds one and leaves, while qvmd keeps the first.
+   */
+  qmpFdSocket: string;
   consoleSocket: string;
   consoleLog: string;
   vhostUserSocket: string;
@@ -64,15 +70,102 @@ export function withTapFds(helper: string, taps: readonly { ifname: string; fd: 
   return taps.reduceRight((cmd, t) => [helper, t.ifname, String(t.fd), "--", ...cmd], command);
 }
 
+// ---- emulated USB devices (`qvm usb plug`) ---------------------------------------------------
+//
+// The controller: QEMU's `microvm,usb=on` gives a platform xHCI that Debian's kernel has no driver
+// for (it needs a device-tree/ACPI platform xhci-hcd binding); the PCI one (xhci_pci) is in every
+// kernel, so a VM with USB devices boots microvm's PCIe root bus (pcie=on, as for VFIO) and gets
+// `-device qemu-xhci` on it. It has as many ports as a domain may have devices (MAX_USB_PLUGS),
+// each with a USB 2 and a USB 3 side (p2, p3: QEMU pairs them), so every device finds its port
+// and the guest sees each at the same place: a keyboard or tablet on port N as bus id 1-N (the
+// USB 2 root hub), a stick, which QEMU makes SuperSpeed, as 2-N (the USB 3 one).
+//
+// Who gets it: a VM whose spec has at least one USB device at start, and no other. The emulated
+// xHCI is a large device model a guest can talk to, and pcie=on adds PCI enumeration to the boot:
+// neither is given to domains that do not use USB. The price: a domain started without devices
+// cannot take one until its next start (microvm has no PCI hot-plug to add the controller later).
+//
+// Sticks: the image is never named on the command line. qvmd opens it and the VMM inherits the
+// descriptor (after the taps: usbDiskFds), declared with `-add-fd fd=N,set=M` and opened by QEMU
+// as /dev/fdset/M, which dups the descriptor of the set whose access mode matches (O_RDONLY for a
+// read-only stick, O_RDWR otherwise). A stick added later arrives the same way through the second
+// monitor (qvm-qmp-add-fd), in a set numbered after those of the start.
+
+/** The controller's QEMU id; its USB bus is `${USB_CONTROLLER_ID}.0`. */
+export const USB_CONTROLLER_ID = "xhci";
+export const USB_BUS = `${USB_CONTROLLER_ID}.0`;
+/** The controller, on microvm's PCIe root bus: one port (USB 2 and USB 3 sides) per possible device. */
+export const USB_CONTROLLER_DEVICE = `qemu-xhci,id=${USB_CONTROLLER_ID},p2=${MAX_USB_PLUGS},p3=${MAX_USB_PLUGS}`;
+
+/** The spec's emulated USB devices, in order. */
+export function usbDevices(spec: VmSpec): UsbDeviceSpec[] {
+  return (spec.devices ?? []).filter((d): d is UsbDeviceSpec => d.kind === "usb");
+}
+
+/** Whether the VM gets a USB controller: when it has a USB device at start (see above). */
+export function hasUsbController(spec: VmSpec): boolean {
+  return usbDevices(spec).length > 0;
+}
+
+export interface UsbDiskFd {
+  id: string;
+  image: string;
+  readonly: boolean;
+  /** Where the VMM inherits the open image: after stdio and the taps. */
+  fd: number;
+  /** Its fd set (`-add-fd set=`, `/dev/fdset/N`): 1, 2, … in the order of the spec's sticks. */
+  fdset: number;
+}
+
+/** The spec's USB sticks, each with its descriptor in the VMM and its fd set. */
+export function usbDiskFds(spec: VmSpec): UsbDiskFd[] {
+  const first = TAP_FD_BASE + tapFds(spec).length;
+  return usbDevices(spec)
+    .filter((d) => d.device === "disk")
+    .map((d, i) => ({ id: d.id, image: d.image ?? "", readonly: d.readonly ?? false, fd: first + i, fdset: i + 1 }));
+}
+
+/** A stick's block node (QMP `blockdev-add` arguments): raw, over the fd set's descriptor. */
+export function usbBlockdev(id: string, fdset: number, readonly: boolean): Record<string, unknown> {
+  return { driver: "raw", "node-name": `${id}-img`, "read-only": readonly, file: { driver: "file", filename: `/dev/fdset/${fdset}` } };
+}
+
+/** A USB device (QMP `device_add` arguments) on the controller's bus; a stick uses its block node. */
+export function usbDeviceProps(dev: UsbDeviceSpec): Record<string, unknown> {
+  const at = { id: dev.id, bus: USB_BUS, port: dev.address };
+  if (dev.device === "disk") return { driver: "usb-storage", ...at, drive: `${dev.id}-img`, removable: true };
+  return { driver: dev.device === "keyboard" ? "usb-kbd" : "usb-tablet", ...at };
+}
+
+/**
+ * QMP arguments as a command-line option value: nested objects as dotted keys, booleans as on/off,
+ * commas escaped (`-blockdev driver=raw,file.filename=…`).
+ */
+export function optionString(props: Record<string, unknown>, prefix = ""): string {
+  return Object.entries(props)
+    .map(([k, v]) => {
+      if (v !== null && typeof v === "object") return optionString(v as Record<string, unknown>, `${prefix}${k}.`);
+      return `${prefix}${k}=${typeof v === "boolean" ? (v ? "on" : "off") : qemuEscape(String(v))}`;
+    })
+    .join(",");
+}
+
+/** `-device` value: the driver first, then its properties. */
+function deviceOption(props: Record<string, unknown>): string {
+  const { driver, ...rest } = props;
+  return [String(driver), optionString(rest)].filter(Boolean).join(",");
+}
+
 /** `tbSizeMiB` bounds TCG's translation cache (ignored under KVM). */
 export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, hostTscKhz?: number, tbSizeMiB?: number): string[] {
   const mem = `${spec.memoryMiB}M`;
-  // Passed-through PCI devices need a PCI bus: microvm's PCIe root bus (pcie=on; QEMU 7.2 has
-  // vfio-pci on it). The virtio devices stay on virtio-mmio.
+  // Passed-through PCI devices and the USB controller need a PCI bus: microvm's PCIe root bus
+  // (pcie=on; QEMU 7.2 has vfio-pci and qemu-xhci on it). The virtio devices stay on virtio-mmio.
   const pci = (spec.devices ?? []).filter((d) => d.kind === "pci");
+  const usb = hasUsbController(spec);
   const args = [
     "-name", `qvm-${spec.name},debug-threads=on`,
-    "-machine", `microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on${pci.length ? ",pcie=on" : ""}`,
+    "-machine", `microvm,memory-backend=mem,x-option-roms=off,isa-serial=on,rtc=on${pci.length || usb ? ",pcie=on" : ""}`,
     "-accel", accel === "tcg" && tbSizeMiB ? `tcg,tb-size=${tbSizeMiB}` : accel,
     "-sandbox", QEMU_SANDBOX,
     "-cpu", accel === "kvm" ? "host" : "max",
@@ -90,6 +183,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
     "-chardev", `socket,id=vsock,path=${qemuEscape(paths.vhostUserSocket)}`,
     "-device", "vhost-user-vsock-device,chardev=vsock",
     "-qmp", `unix:${qemuEscape(paths.qmpSocket)},server=on,wait=off`,
+    "-qmp", `unix:${qemuEscape(paths.qmpFdSocket)},server=on,wait=off`,
   ];
   const fds = new Map(tapFds(spec).map((t) => [t.id, t.fd]));
   for (const nic of spec.nics ?? []) {
@@ -111,5 +205,14 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
   // sysfsdev, not host=BDF: QEMU finds the device's IOMMU group in its sysfs directory, which the
   // jail does not show; the stand-in holds only that link (vmm/pci/vfio.ts).
   for (const d of pci) args.push("-device", `vfio-pci,id=${d.id},sysfsdev=${qemuEscape(vfioStandIn(spec.runtimeDir, d.address))}`);
+  if (usb) {
+    args.push("-device", USB_CONTROLLER_DEVICE);
+    const sticks = new Map(usbDiskFds(spec).map((s) => [s.id, s]));
+    for (const dev of usbDevices(spec)) {
+      const stick = sticks.get(dev.id);
+      if (stick) args.push("-add-fd", `fd=${stick.fd},set=${stick.fdset}`, "-blockdev", optionString(usbBlockdev(dev.id, stick.fdset, stick.readonly)));
+      args.push("-device", deviceOption(usbDeviceProps(dev)));
+    }
+  }
   return args;
 }

@@ -14,8 +14,9 @@ import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
-import { buildQemuArgs, tapFds, withTapFds } from "./qemu-args.js";
+import { buildQemuArgs, tapFds, usbDevices, usbDiskFds, withTapFds } from "./qemu-args.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
+import { checkUsbDevices, closeAll, initialUsbState, openUsbImages, QemuUsb, usbStateSchema } from "./usb.js";
 import { startVhostVsock } from "./vhost-vsock.js";
 
 const STATE_FILE = "vmm.json";
@@ -37,11 +38,18 @@ export interface QemuDriverOptions {
   pci?: PciHost;
   /** The qvm-tap-open helper (built by `npm run build`), for tap nics; default $QVM_TAP_OPEN. */
   tapOpenHelper?: string;
+  /**
+   * The qvm-qmp-add-fd helper (built by `npm run build`), for a USB stick plugged into a running
+   * VM; default $QVM_QMP_ADD_FD. Without it such a plug is refused (a halted domain's is not).
+   */
+  qmpAddFdHelper?: string;
 }
 
 export function runtimePaths(runtimeDir: string, logDir: string) {
   return {
     qmpSocket: path.join(runtimeDir, "qmp.sock"),
+    /** The second monitor, only for handing QEMU descriptors (qvm-qmp-add-fd). */
+    qmpFdSocket: path.join(runtimeDir, "qmp-fd.sock"),
     consoleSocket: path.join(runtimeDir, "console.sock"),
     vhostUserSocket: path.join(runtimeDir, "vhost-user-vsock.sock"),
     vsockPath: path.join(runtimeDir, "vsock.sock"),
@@ -67,6 +75,11 @@ const vmmStateSchema = z
     /** When jailed: the VMM's identity, its cgroups and the jail's mount point. */
     user: z.object({ uid: z.number().int().positive(), gid: z.number().int().positive() }).strict().optional(),
     cgroupDirs: z.array(z.string().startsWith("/sys/fs/cgroup/")).max(4).optional(),
+    /**
+     * The emulated USB controller and the devices on it now, when the VM was started with one
+     * (usb.ts): a qvmd restarted while the VM runs knows from this whether it takes devices.
+     */
+    usb: usbStateSchema.optional(),
   })
   .strict();
 type VmmState = z.infer<typeof vmmStateSchema>;
@@ -120,9 +133,10 @@ export class QemuDriver implements VmmDriver {
 
   async prepare(spec: VmSpec): Promise<PreparedVm> {
     const { qemu } = this.binaries();
-    // PCI devices pass through with VFIO; USB devices and extra channels arrive with the issues that make them (USB, GUI).
-    const extra = [...(spec.devices ?? []).filter((d) => d.kind !== "pci"), ...(spec.channels ?? [])];
+    // PCI devices pass through with VFIO, USB devices are emulated; extra channels arrive with the issue that makes them (GUI).
+    const extra = spec.channels ?? [];
     if (extra.length) throw new QvmError("INVALID_ARGUMENT", `the qemu driver cannot attach ${extra.map((e) => e.id).join(", ")} to ${spec.name} yet`);
+    checkUsbDevices(spec.name, usbDevices(spec));
     if (pciAddresses(spec).length) {
       if (!spec.user || !canJail()) {
         throw new QvmError("FAILED_PRECONDITION", `${spec.name} has PCI devices, which only a qvmd running as root can pass through (it binds them to vfio-pci and gives the VMM's uid their VFIO groups)`);
@@ -142,6 +156,9 @@ export class QemuDriver implements VmmDriver {
     }
     const taps = tapFds(spec);
     if (taps.length) await this.checkTaps(spec.name, taps);
+    // The sticks' images, opened as they will be at start, so a missing or unusable one refuses
+    // the start with the reason (start opens them again: the VMM must get a fresh descriptor).
+    closeAll(openUsbImages(spec.name, usbDiskFds(spec)));
     return { spec, accel, command: [qemu, ...buildQemuArgs(spec, accel.accel, paths, hostTscKhz(), TCG_TB_SIZE_MIB)] };
   }
 
@@ -171,7 +188,11 @@ export class QemuDriver implements VmmDriver {
 
     let vhostProc: SpawnedProcess | undefined;
     let qemuProc: SpawnedProcess | undefined;
+    // The USB sticks' images, opened by qvmd (root) and inherited by QEMU only (qemu-args.ts).
+    const sticks = usbDiskFds(spec);
+    let stickFds: { at: number; fd: number }[] = [];
     try {
+      stickFds = openUsbImages(spec.name, sticks);
       makeVfioStandIns(this.pci, spec.runtimeDir, vfio);
       vhostProc = await startVhostVsock(vhost, {
         guestCid: spec.guestCid,
@@ -185,7 +206,9 @@ export class QemuDriver implements VmmDriver {
       const qemuCommand = taps.length ? withTapFds(this.tapHelper(), taps, wrap(prepared.command)) : wrap(prepared.command);
       // VFIO pins all guest RAM: QEMU's locked-memory limit is raised (as root, before the jail).
       const [file, ...args] = vfio.length ? withMemlock(vfioMemlockBytes(spec.memoryMiB), qemuCommand) : qemuCommand;
-      qemuProc = await spawnDetached(file!, args, paths.vmmLog);
+      qemuProc = await spawnDetached(file!, args, paths.vmmLog, { inherit: stickFds });
+      closeAll(stickFds.splice(0));
+      const usb = initialUsbState(usbDevices(spec), sticks);
       const state: VmmState = {
         vmm: "qemu",
         name: spec.name,
@@ -197,11 +220,13 @@ export class QemuDriver implements VmmDriver {
         runtimeDir: spec.runtimeDir,
         logDir: spec.logDir,
         ...(jail ? { user: spec.user, cgroupDirs: jail.cgroupDirs } : {}),
+        ...(usb ? { usb } : {}),
       };
       writeJsonAtomic(path.join(spec.runtimeDir, STATE_FILE), state);
-      const vm = new QemuVm(state, qemuProc, this.log, this.pci);
+      const vm = new QemuVm(state, qemuProc, this.log, this.pci, this.addFdHelper());
       return vm;
     } catch (err) {
+      closeAll(stickFds);
       if (qemuProc) await killAndWait(qemuProc.pid, spec.runtimeDir, 0);
       if (vhostProc) await killAndWait(vhostProc.pid, spec.runtimeDir, 0);
       rmSync(spec.runtimeDir, { recursive: true, force: true });
@@ -230,15 +255,24 @@ export class QemuDriver implements VmmDriver {
       await releaseVfio(this.pci, state.name, vfioRecord, this.log);
       return undefined;
     }
-    return new QemuVm(state, undefined, this.log, this.pci);
+    return new QemuVm(state, undefined, this.log, this.pci, this.addFdHelper());
+  }
+
+  /** Finds qvm-qmp-add-fd when a plug needs it (undefined: missing, and the plug says so). */
+  private addFdHelper(): () => string | undefined {
+    return () => {
+      const helper = this.opts.qmpAddFdHelper ?? process.env.QVM_QMP_ADD_FD;
+      return helper && existsSync(helper) ? helper : undefined;
+    };
   }
 }
 
 class QemuVm implements VmHandle {
   readonly exited: Promise<VmExit>;
-  // The microvm machine has no hot-plug, and QEMU 7.2 refuses to snapshot a VM with
-  // vhost-user-vsock ("non-migratable device"): neither capability is offered.
-  readonly capabilities: VmCapabilities = {};
+  // The microvm machine has no PCI hot-plug, and QEMU 7.2 refuses to snapshot a VM with
+  // vhost-user-vsock ("non-migratable device"): neither capability is offered. USB devices on
+  // the emulated xHCI controller are: on the USB bus, which needs no PCI hot-plug.
+  readonly capabilities: VmCapabilities;
   private resolveExited!: (e: VmExit) => void;
   private qmp: QmpClient | undefined;
   private qmpConnecting: Promise<QmpClient> | undefined;
@@ -254,9 +288,27 @@ class QemuVm implements VmHandle {
     own: SpawnedProcess | undefined,
     private readonly log: (msg: string) => void,
     private readonly pci: PciHost,
+    addFdHelper: () => string | undefined,
   ) {
     this.paths = runtimePaths(state.runtimeDir, state.logDir);
     this.exited = new Promise((r) => (this.resolveExited = r));
+    this.capabilities = {
+      usb: new QemuUsb({
+        name: state.name,
+        qemuPid: state.qemuPid,
+        state: state.usb,
+        qmp: () => {
+          if (!this.isAlive()) return Promise.reject(this.deadError());
+          // A frozen QEMU (pause) answers nothing: say so instead of waiting.
+          if (processStopped(state.qemuPid)) return Promise.reject(new QvmError("FAILED_PRECONDITION", `${state.name} is paused: unpause it first`));
+          return this.connectQmp(2000);
+        },
+        qmpFdSocket: this.paths.qmpFdSocket,
+        addFdHelper,
+        save: () => writeJsonAtomic(path.join(state.runtimeDir, STATE_FILE), state),
+        log,
+      }),
+    };
     if (own) {
       void own.exited.then((st) => this.onGone(st));
     } else {

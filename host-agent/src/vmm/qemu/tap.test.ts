@@ -24,7 +24,7 @@ const spec = (nics: NicSpec[], base = "/k"): VmSpec => ({
   guestCid: 3,
   nics,
 });
-const paths = { qmpSocket: "/r/qmp.sock", consoleSocket: "/r/console.sock", consoleLog: "/l/console.log", vhostUserSocket: "/r/vu.sock" };
+const paths = { qmpSocket: "/r/qmp.sock", qmpFdSocket: "/r/qmp-fd.sock", consoleSocket: "/r/console.sock", consoleLog: "/l/console.log", vhostUserSocket: "/r/vu.sock" };
 const values = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 const nics: NicSpec[] = [
   { id: "eth0", mac: "00:16:3e:5e:6c:00", backend: { kind: "dgram-unix", local: "/r/net/eth0.sock", remote: "/r/net/eth0.peer" } },
