@@ -151,7 +151,7 @@ function usbDomain(name: string) {
   const host = path.join(drivers, "usbip-host");
   const vhci = path.join(root, "sys/devices/platform/vhci_hcd.0");
   for (const d of [devices, path.join(drivers, "usb"), host, vhci, path.join(root, "run"), path.join(root, "usr/lib/qvm")]) mkdirSync(d, { recursive: true });
-  for (const f of [path.join(drivers, "usb/unbind"), path.join(host, "bind"), path.join(host, "unbind"), path.join(host, "match_busid"), path.join(root, "sys/bus/usb/drivers_probe")]) writeFileSync(f, "");
+  for (const f of [path.join(drivers, "usb/unbind"), path.join(host, "bind"), path.join(host, "unbind"), path.join(host, "rebind"), path.join(host, "match_busid"), path.join(root, "sys/bus/usb/drivers_probe")]) writeFileSync(f, "");
   for (const f of ["attach", "detach"]) writeFileSync(path.join(vhci, f), "");
   for (const name of readdirSync(USB_DIR)) {
     copyFileSync(path.join(USB_DIR, name), path.join(root, "usr/lib/qvm", name));
@@ -206,7 +206,7 @@ describe("qubes.USB (backend)", () => {
     writeFileSync(path.join(d.devices, "2-1/usbip_status"), "2\n");
     expect(readFileSync(sockfd, "utf8")).toBe("0\n");
     expect(d.read("sys/bus/usb/drivers/usb/unbind")).toBe("2-1\n");
-    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("add 2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("add 2-1");
     expect(d.read("sys/bus/usb/drivers/usbip-host/bind")).toBe("2-1\n");
     expect(d.read("modprobe.log")).toBe("usbip-host\n");
     await sleep(1500);
@@ -215,7 +215,7 @@ describe("qubes.USB (backend)", () => {
     writeFileSync(path.join(d.devices, "2-1/usbip_status"), "1\n");
     expect(await p.done).toEqual({ code: 0, signal: null });
     expect(p.stderr()).toBe("");
-    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1");
   });
 
   it("gives the device back on SIGTERM", async () => {
@@ -238,9 +238,10 @@ describe("qubes.USB (backend)", () => {
     writeFileSync(path.join(d.devices, "2-1/usbip_status"), "1\n");
     const end = await p.done;
     expect(end.code).toBe(143);
-    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1");
     expect(d.read("sys/bus/usb/drivers/usbip-host/unbind")).toBe("2-1\n");
-    expect(d.read("sys/bus/usb/drivers_probe")).toBe("2-1\n");
+    // "rebind" (no newline) removes the match entry and probes; the fake kernel does neither.
+    expect(d.read("sys/bus/usb/drivers/usbip-host/rebind")).toBe("2-1");
     // The fake kernel does not rebind: usb-release says the device is still usbip-host's.
     expect(p.stderr()).toBe("usb-release: 2-1 is still bound to usbip-host\n");
   });
@@ -289,7 +290,7 @@ describe("qubes.USB (backend)", () => {
     const r = await run(["sh", QUBES_USB, "2-1"], e.env);
     expect(r).toMatchObject({ code: 1, stdout: "", stderr: expect.stringContaining("not available for export (usbip_status 3)") });
     // Given back: out of usbip-host's list again.
-    expect(e.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1\n");
+    expect(e.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1");
   });
 });
 
@@ -300,7 +301,7 @@ describe("usb-release", () => {
     const d = usbDomain("release-nothing");
     addDevice(d.devices, "2-1", { attrs: STICK_ATTRS, driver: "usb" });
     expect(await release(d, "2-1")).toEqual({ code: 0, stdout: "", stderr: "" });
-    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1");
     expect(d.read("sys/bus/usb/drivers/usbip-host/unbind")).toBe("");
     expect(d.read("sys/bus/usb/drivers_probe")).toBe("");
     expect(await release(d, "5-5")).toEqual({ code: 0, stdout: "", stderr: "" });
@@ -322,9 +323,9 @@ describe("usb-release", () => {
     expect(p.child.exitCode).toBeNull();
     writeFileSync(path.join(d.devices, "2-1/usbip_status"), "1\n");
     expect((await p.done).code).toBe(1);
-    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/match_busid")).toBe("del 2-1");
     expect(d.read("sys/bus/usb/drivers/usbip-host/unbind")).toBe("2-1\n");
-    expect(d.read("sys/bus/usb/drivers_probe")).toBe("2-1\n");
+    expect(d.read("sys/bus/usb/drivers/usbip-host/rebind")).toBe("2-1");
     expect(p.stderr()).toBe("usb-release: 2-1 is still bound to usbip-host\n");
   });
 

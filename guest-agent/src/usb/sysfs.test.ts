@@ -44,6 +44,13 @@ describe("listUsbDevices", () => {
     expect(listUsbDevices(root)).toEqual([{ ...STICK, interfaces: [] }]);
   });
 
+  it("leaves out a device attached from another domain (under vhci_hcd): it is not this domain's to offer", () => {
+    const real = path.join(root, "../../../devices/platform/vhci_hcd.0/usb2/2-1");
+    addDevice(path.dirname(real), "2-1", { attrs: STICK_ATTRS, driver: "usb" });
+    symlinkSync(real, path.join(root, "2-1"));
+    expect(listUsbDevices(root)).toEqual([]);
+  });
+
   it("leaves out root hubs, interfaces and names that are no bus id; lists a hub as one (class 9)", () => {
     addDevice(root, "usb1", { attrs: { ...STICK_ATTRS, bDeviceClass: "09" }, driver: "usb" });
     addDevice(root, "1-0:1.0", { attrs: { bInterfaceClass: "09" } });

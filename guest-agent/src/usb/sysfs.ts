@@ -85,6 +85,18 @@ function isDirectory(p: string): boolean {
 }
 
 /**
+ * A device attached to this domain from another one (USB/IP: it hangs off a vhci_hcd
+ * controller) is not this domain's to offer: it is left out of the list.
+ */
+function imported(dir: string): boolean {
+  try {
+    return readlinkSync(dir).includes("/vhci_hcd.");
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The USB devices under `root` (a sysfs devices directory; a fake tree in tests), in bus id
  * order, at most MAX_USB_DEVICES. A missing root is a domain without USB: an empty list.
  */
@@ -115,7 +127,7 @@ export function listUsbDevices(root = USB_SYSFS_DEVICES): UsbDevice[] {
   for (const busid of busids) {
     if (devices.length >= MAX_USB_DEVICES) break;
     const dir = path.join(root, busid);
-    if (!isDirectory(dir)) continue;
+    if (!isDirectory(dir) || imported(dir)) continue;
     const ifaces = (interfaces.get(busid) ?? [])
       .sort(compareNumbers)
       .slice(0, MAX_USB_INTERFACES)
