@@ -20,7 +20,7 @@ check_root_owned() {
   done
 }
 check_root_owned "$root"
-for f in host-agent/dist/qvmd.js host-agent/dist/qvm-peercred; do
+for f in host-agent/dist/qvmd.js host-agent/dist/qvm-peercred host-agent/dist/qvm-tap-open host-agent/dist/qvm-qmp-add-fd; do
   [ -e "$root/$f" ] && [ "$(stat -c %u "$root/$f")" != 0 ] && { echo "install-service: $root/$f is not root's; rebuild it as root" >&2; exit 1; }
 done
 getent group qvm >/dev/null || groupadd --system qvm

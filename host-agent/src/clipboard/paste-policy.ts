@@ -4,6 +4,7 @@
 // the ask would offer, and an ask never offers the source itself; deny, or no rule, refuses.
 import { ADMIN_NAME, evaluate, type SystemFacts } from "../qrexec/policy/evaluate.js";
 import type { PolicyRule } from "../qrexec/policy/parser.js";
+import { offeredWithoutPrompt } from "../qrexec/policy/user-action.js";
 
 export const CLIPBOARD_PASTE_SERVICE = "qubes.ClipboardPaste";
 /** The clipboard's source when the user's own desktop put it there (Qubes' "dom0", @adminvm in policy). */
@@ -27,12 +28,9 @@ export function clipboardPastePolicy(rules: () => readonly PolicyRule[], facts: 
       case "allow":
         return { action: "allow" };
       case "ask":
-        // qvm's ask prompts offer no running disposable by name (a qrexec call picks a new one
-        // instead); Qubes' ask list has them, and a paste into a disposable's window is the
-        // common case. The ask rule matched this very target, so it is offered unless the rule
-        // sends the call elsewhere (target=) or the target is the source.
-        if (system.domains.get(target)?.class === "DispVM" && !d.rule?.params.target && target !== source) return { action: "ask", targets: [...d.targets, target] };
-        return { action: "ask", targets: d.targets };
+        // The keystroke answers it: the targets the ask offers, a running disposable's window
+        // (the common case) among them (qrexec/policy/user-action.ts).
+        return { action: "ask", targets: offeredWithoutPrompt(d, { source, target }, system) };
       case "deny":
         // An explicit allow from a domain to itself: the evaluator refuses a call to oneself
         // (a qrexec call cannot go back to its caller), but a paste back into the source is
