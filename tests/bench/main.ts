@@ -23,6 +23,9 @@
 //   first frame `qvm run --gui` to the window's first frame in the browser vs `qvm run -p VM -- true`
 //   key → pixels a key on a program window until its pixels change vs a key's echo in a web-shell
 //               terminal of the same domain (tests/bench/gui.ts)
+//   usb read    a direct sequential read of a stick attached to work over USB/IP inside qrexec
+//               vs the same read in sys-usb, the stick on its own emulated xHCI
+//   usb 1MiB    one 1 MiB direct read, the same two places (tests/bench/usb.ts)
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +37,7 @@ import { qrexecFigures } from "./qrexec.js";
 import { shellFigures } from "./shell.js";
 import { networkFigures } from "./network.js";
 import { guiFigures } from "./gui.js";
+import { usbFigures } from "./usb.js";
 import { AgentClient, DomainVm, QemuDriver, VsockRelay, dialHybridVsock, type VmSpec } from "@qvm/host-agent";
 import { buildQemuArgs, chooseAccel, hostTscKhz, runtimePaths } from "@qvm/host-agent/testing";
 
@@ -120,7 +124,7 @@ async function drain(stream: NodeJS.ReadableStream): Promise<number> {
 async function main(): Promise<void> {
   const results: Record<string, Figure> = {};
   log(`accelerator: ${chooseAccel().accel} (${chooseAccel().why}); ${ROUNDS} boot rounds`);
-  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec, =shell, =network, =gui: those alone.
+  // QVM_BENCH_ONLY=admin: the daemon figures alone (no VM boots); =qrexec, =shell, =network, =gui, =usb: those alone.
   const only = process.env.QVM_BENCH_ONLY;
   if (!only || only === "admin") {
     Object.assign(results, await adminFigures(log));
@@ -134,6 +138,7 @@ async function main(): Promise<void> {
   if (!only || only === "shell") Object.assign(results, await shellFigures(log));
   if (!only || only === "network") Object.assign(results, await networkFigures(log));
   if (!only || only === "gui") Object.assign(results, await guiFigures(log));
+  if (!only || only === "usb") Object.assign(results, await usbFigures(log));
   report(results);
 }
 

@@ -4,8 +4,9 @@
 // `qvm usb attach work sys-usb:BUSID` carries it to work over USB/IP inside a qrexec call
 // (qubes.USB, allowed by a one-shot grant), where work reads the file with the same SHA-256;
 // detach takes it away; work asking sys-usb for it by itself is refused by policy; bad requests
-// get typed errors and leave nothing half attached; killing sys-usb while attached leaves work
-// running and the device gone.
+// get typed errors and leave nothing half attached; a keyboard hot-plugged into sys-usb is refused
+// by the input policy; a persistent assignment comes back when work starts again; killing sys-usb
+// while attached leaves work running and the device gone.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -113,6 +114,33 @@ describe("USB in sys-usb", () => {
     expect(r.exitCode, r.stderr).toBe(0);
     await poll("the USB disk gone from work", async () => (await sh("work", "ls /sys/block | grep -c '^sd' || true")).stdout.trim(), (s) => s === "0");
     await poll("the stick free", theStick, (x) => x?.attachedTo === "");
+  });
+
+  it("refuses to attach a keyboard under the shipped input policy (qubes.InputKeyboard deny), hot-plugged into sys-usb", async () => {
+    const plug = await d.qvm(["usb", "plug", "sys-usb", "--keyboard"]);
+    expect(plug.exitCode, plug.stderr).toBe(0);
+    expect(plug.stdout).toMatch(/has it now/);
+    const kbd = await poll("the keyboard listed", async () => (await devices()).find((x) => x.backend === "sys-usb" && x.kinds.includes("keyboard")), (x) => Boolean(x));
+    const r = await d.qvm(["usb", "attach", "work", `sys-usb:${kbd!.busid}`]);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toContain("qubes.InputKeyboard");
+    expect((await devices()).find((x) => x.busid === kbd!.busid)?.attachedTo).toBe("");
+    const id = /^(usb\d+) /.exec(plug.stdout)![1]!;
+    expect((await d.qvm(["usb", "unplug", "sys-usb", id])).exitCode).toBe(0);
+    await poll("the keyboard gone", async () => (await devices()).some((x) => x.busid === kbd!.busid), (v) => !v);
+  });
+
+  it("attaches a persistent assignment again when work starts again", async () => {
+    const r = await d.qvm(["usb", "attach", "--persistent", "work", `sys-usb:${busid}`]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await theStick()).toMatchObject({ attachedTo: "work", persistent: true });
+    expect((await d.qvm(["kill", "work"])).exitCode).toBe(0);
+    expect((await d.qvm(["start", "work"])).exitCode).toBe(0);
+    await poll("the stick attached to work again", theStick, (x) => x?.attachedTo === "work" && x.present);
+    await poll("a USB disk in work", async () => (await sh("work", "ls /sys/block | grep -c '^sd' || true")).stdout.trim(), (s) => s === "1");
+    // A detach drops the assignment too.
+    expect((await d.qvm(["usb", "detach", "work", `sys-usb:${busid}`])).exitCode).toBe(0);
+    expect(await theStick()).toMatchObject({ attachedTo: "", persistent: false });
   });
 
   it("killing sys-usb while attached leaves work running, the device gone", async () => {
