@@ -6,11 +6,12 @@
 //                 vs a key typed in a web-shell terminal of the same domain until its echo shows
 import { execa } from "execa";
 import path from "node:path";
-import { chromium, type Frame, type Page } from "playwright-core";
+import type { Frame, Page } from "playwright-core";
 import { ImageStore, buildTemplate, defaultImagesDir, repoRoot, terminalProgress } from "@qvm/images";
 import { domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
+import { launchChromium, startWebShell } from "./web-shell.js";
 
 const ROUNDS = Number(process.env.QVM_BENCH_GUI_ROUNDS ?? 3);
 const KEYS = Number(process.env.QVM_BENCH_KEYS ?? 20);
@@ -41,19 +42,8 @@ export async function guiFigures(log: (m: string) => void): Promise<Record<strin
   const d = await startTestDaemon(dirs);
   const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };
   const qvm = (args: string[]) => execa(process.execPath, [path.join(repoRoot(), "cli/dist/qvm.js"), ...args], { env, reject: false });
-  const shell = execa(process.execPath, [path.join(repoRoot(), "cli/dist/qvm.js"), "shell"], { env, stdin: "ignore", reject: false });
-  const urlPrinted = new Promise<string>((resolve, reject) => {
-    setTimeout(() => reject(new Error("qvm shell printed no URL in 120 s")), 120_000).unref();
-    shell.stdout!.on("data", (c: Buffer) => {
-      const m = /http:\/\/\S+token=\S+/.exec(c.toString());
-      if (m) resolve(m[0]);
-    });
-  });
-  urlPrinted.catch(() => {});
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const { proc: shell, url: urlPrinted } = startWebShell(env);
+  const browser = await launchChromium();
   try {
     await d.client.createDomain({ name: DOMAIN, class: domainClassFromWord("AppVM"), template: "debian-12-gui", label: "blue", properties: { memory: "800" } });
     log("starting a debian-12-gui domain for the window figures");

@@ -5,11 +5,11 @@
 //               vs the same `cat` through a pty Exec on the admin API, drained by Node
 import { execa } from "execa";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
 import { adminV1, type AdminClient, domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
+import { launchChromium, startWebShell } from "./web-shell.js";
 
 const KEYS = Number(process.env.QVM_BENCH_KEYS ?? 20);
 const CAT_MIB = Number(process.env.QVM_BENCH_CAT_MIB ?? 50);
@@ -47,20 +47,8 @@ export async function shellFigures(log: (m: string) => void): Promise<Record<str
   const dirs = testDaemonDirs("bench-shell", defaultImagesDir());
   const d = await startTestDaemon(dirs);
   const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };
-  const shell = execa(process.execPath, [path.join(repoRoot(), "cli/dist/qvm.js"), "shell"], { env, stdin: "ignore", reject: false });
-  // Listened to at once: execa consumes the output for its result, so a later listener misses it.
-    const urlPrinted = new Promise<string>((resolve, reject) => {
-      setTimeout(() => reject(new Error("qvm shell printed no URL in 120 s")), 120_000).unref();
-      shell.stdout!.on("data", (c: Buffer) => {
-        const m = /http:\/\/\S+token=\S+/.exec(c.toString());
-        if (m) resolve(m[0]);
-      });
-    });
-  urlPrinted.catch(() => {});
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const { proc: shell, url: urlPrinted } = startWebShell(env);
+  const browser = await launchChromium();
   try {
     const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
     await d.client.createDomain({ name: "bsh", class: domainClassFromWord("AppVM"), template, label: "green", properties: { memory: "700" } });

@@ -1,25 +1,19 @@
 // The window RPCs of the GuestAgent service (OpenWindow, ResizeWindow, CloseWindow, ListWindows,
 // WatchWindows, GetWindowClipboard, SetWindowClipboard) over a WindowManager.
-import { status, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
+import type { sendUnaryData, ServerWritableStream } from "@grpc/grpc-js";
 import type { agentV1 } from "@qvm/protocol";
-import { isQvmError } from "@qvm/protocol/contracts";
-import type { WindowManager, WindowSummary } from "./windows.js";
+import { streamNewest, toGrpcError } from "../rpc-streams.js";
+import type { WindowManager } from "./windows.js";
 
 type WindowRpcs = Pick<
   agentV1.GuestAgentServer,
   "openWindow" | "resizeWindow" | "closeWindow" | "listWindows" | "watchWindows" | "getWindowClipboard" | "setWindowClipboard"
 >;
 
-function toError(err: unknown): { code: number; details: string; name: string; message: string } {
-  const code = isQvmError(err) ? err.grpcStatus : status.INTERNAL;
-  const details = err instanceof Error ? err.message : String(err);
-  return { code, details, name: "AgentError", message: details };
-}
-
 function reply<T>(cb: sendUnaryData<T>, p: Promise<T>): void {
   p.then(
     (v) => cb(null, v),
-    (err: unknown) => cb(toError(err)),
+    (err: unknown) => cb(toGrpcError(err)),
   );
 }
 
@@ -45,35 +39,7 @@ export function windowRpcs(windows: WindowManager): WindowRpcs {
       cb(null, { windows: windows.list() });
     },
     watchWindows(call: ServerWritableStream<agentV1.WatchWindowsRequest, agentV1.ListWindowsResponse>) {
-      // Writes the newest list; while the host reads slowly, lists in between are skipped.
-      let blocked = false;
-      let pending: WindowSummary[] | undefined;
-      const send = (list: WindowSummary[]) => {
-        if (call.cancelled || call.writableEnded || call.destroyed) return;
-        if (blocked) {
-          pending = list;
-          return;
-        }
-        if (!call.write({ windows: list })) {
-          blocked = true;
-          call.once("drain", () => {
-            blocked = false;
-            const next = pending;
-            pending = undefined;
-            if (next) send(next);
-          });
-        }
-      };
-      let unsubscribe: () => void;
-      try {
-        unsubscribe = windows.watch(send);
-      } catch (err) {
-        call.emit("error", toError(err));
-        return;
-      }
-      call.on("cancelled", unsubscribe);
-      call.on("close", unsubscribe);
-      call.on("error", unsubscribe);
+      streamNewest(call, (onList) => windows.watch(onList), (list) => ({ windows: list }));
     },
   };
 }
