@@ -1,6 +1,7 @@
 // One process started through Exec: spawns it (optionally on a pty through the qvm-pty helper),
 // streams its output with back-pressure, and reports how it ended.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import type { Duplex, Readable } from "node:stream";
 import type { agentV1 } from "@qvm/protocol";
 
@@ -10,6 +11,9 @@ import { lookupUser } from "./users.js";
 import { MAX_ARGV_ITEMS, MAX_ENV_ITEMS, MAX_OUTPUT_CHUNK_BYTES } from "./limits.js";
 
 export const PTY_HELPER = process.env.QVM_PTY_HELPER ?? "/usr/lib/qvm/qvm-pty";
+/** Carries a program's stdio over a connection of its own (guest-agent/native/qvm-exec-data.c). */
+export const DATA_HELPER = process.env.QVM_EXEC_DATA_HELPER ?? "/usr/lib/qvm/qvm-exec-data";
+const dataHelperPresent = existsSync(DATA_HELPER);
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export class ExecRequestError extends Error {}
@@ -25,6 +29,18 @@ interface Command {
   args: string[];
   env: NodeJS.ProcessEnv;
   cwd: string;
+  /** stdio goes over the data channel: the program runs under DATA_HELPER. */
+  dataChannel: boolean;
+}
+
+/**
+ * Where qvm-exec-data connects: the host (vsock CID 2) on the port the request names. Tests
+ * without vsock set QVM_EXEC_DATA_ADDRESS to `unix:PATH`.
+ */
+function dataAddress(start: ExecStart): string | undefined {
+  if (!start.dataPort || start.pty || start.dataCookie.length !== 16 || !dataHelperPresent) return undefined;
+  const transport = process.env.QVM_EXEC_DATA_ADDRESS ?? `vsock:${start.dataPort}`;
+  return `${transport}:${Buffer.from(start.dataCookie).toString("hex")}`;
 }
 
 export function buildCommand(start: ExecStart, lookup = lookupUser): Command {
@@ -38,6 +54,8 @@ export function buildCommand(start: ExecStart, lookup = lookupUser): Command {
   if (!user) throw new ExecRequestError(`no such user in the domain: ${userName}`);
 
   let argv = hasArgv ? [...start.argv] : ["/bin/sh", "-c", start.shellCommand];
+  const data = dataAddress(start);
+  if (data) argv = [DATA_HELPER, ...argv];
   if (user.uid !== 0) {
     // setpriv (util-linux) drops to the user with its supplementary groups; Node's spawn can set
     // uid/gid but not supplementary groups.
@@ -56,8 +74,10 @@ export function buildCommand(start: ExecStart, lookup = lookupUser): Command {
     SHELL: user.shell,
     ...(start.pty ? { TERM: "xterm-256color" } : {}),
     ...start.env,
+    // Read and removed by the helper: the program never sees it.
+    ...(data ? { QVM_EXEC_DATA: data } : {}),
   };
-  return { file: argv[0]!, args: argv.slice(1), env, cwd: start.cwd || user.home };
+  return { file: argv[0]!, args: argv.slice(1), env, cwd: start.cwd || user.home, dataChannel: data !== undefined };
 }
 
 export class ExecSession {
@@ -65,6 +85,7 @@ export class ExecSession {
   /** The pid of the program itself (behind the pty helper when there is one). */
   programPid: number | undefined;
   private readonly control: Duplex | undefined;
+  private readonly dataChannel: boolean;
   private finished = false;
 
   constructor(
@@ -74,16 +95,19 @@ export class ExecSession {
     private readonly onFinished: () => void,
   ) {
     const cmd = buildCommand(start);
+    this.dataChannel = cmd.dataChannel;
+    // Both helpers report the program's pid on fd 3; the pty helper also takes resizes there.
+    const helper = start.pty || cmd.dataChannel;
     this.child = spawn(cmd.file, cmd.args, {
       cwd: cmd.cwd,
       env: cmd.env,
-      stdio: start.pty ? ["pipe", "pipe", "pipe", "pipe"] : ["pipe", "pipe", "pipe"],
+      stdio: cmd.dataChannel ? ["ignore", "ignore", "pipe", "pipe"] : helper ? ["pipe", "pipe", "pipe", "pipe"] : ["pipe", "pipe", "pipe"],
     });
-    this.control = start.pty ? (this.child.stdio[3] as Duplex) : undefined;
-    this.programPid = start.pty ? undefined : this.child.pid;
+    this.control = helper ? (this.child.stdio[3] as Duplex) : undefined;
+    this.programPid = helper ? undefined : this.child.pid;
 
     this.child.stdin?.on("error", () => {}); // EPIPE when the program exits before reading stdin
-    this.pump(this.child.stdout!, "stdout");
+    if (this.child.stdout) this.pump(this.child.stdout, "stdout");
     this.pump(this.child.stderr!, "stderr");
     this.control?.on("data", (d: Buffer) => {
       const m = /^pid (\d+)$/m.exec(d.toString("latin1"));
@@ -100,7 +124,7 @@ export class ExecSession {
   }
 
   started(): void {
-    this.sink.send({ msg: { $case: "started", value: { execId: this.id, pid: this.child.pid ?? 0 } } });
+    this.sink.send({ msg: { $case: "started", value: { execId: this.id, pid: this.child.pid ?? 0, dataChannel: this.dataChannel } } });
   }
 
   /** Returns false when the program's stdin is full: wait for onStdinDrain. */
@@ -119,7 +143,7 @@ export class ExecSession {
   }
 
   resize(rows: number, cols: number): void {
-    if (!this.control || rows < 1 || cols < 1 || rows > 9999 || cols > 9999) return;
+    if (!this.control || this.dataChannel || rows < 1 || cols < 1 || rows > 9999 || cols > 9999) return;
     this.control.write(`${rows} ${cols}\n`);
   }
 

@@ -38,14 +38,14 @@ describe("guest agent service", () => {
   });
 
   it("refuses a request with both argv and a shell command, or neither", () => {
-    const base = { env: {}, cwd: "", user: "", pty: false, window: undefined };
+    const base = { env: {}, cwd: "", user: "", pty: false, window: undefined, dataPort: 0, dataCookie: Buffer.alloc(0) };
     expect(() => buildCommand({ ...base, argv: ["true"], shellCommand: "true" })).toThrow(ExecRequestError);
     expect(() => buildCommand({ ...base, argv: [], shellCommand: "" })).toThrow(ExecRequestError);
     expect(() => buildCommand({ ...base, argv: ["true"], shellCommand: "", user: "nobody-at-all" })).toThrow(/no such user/);
   });
 
   it("drops to a non-root user through setpriv and wraps pty sessions in the helper", () => {
-    const base = { env: {}, cwd: "", shellCommand: "", argv: ["id"] };
+    const base = { env: {}, cwd: "", shellCommand: "", argv: ["id"], dataPort: 0, dataCookie: Buffer.alloc(0) };
     const lookup = () => ({ name: "user", uid: 1000, gid: 1000, home: "/home/user", shell: "/bin/bash" });
     const cmd = buildCommand({ ...base, user: "user", pty: true, window: { rows: 40, cols: 120 } }, lookup);
     expect([cmd.file, ...cmd.args]).toEqual([PTY_HELPER, "40", "120", "setpriv", "--reuid=1000", "--regid=1000", "--init-groups", "--", "id"]);

@@ -9,6 +9,7 @@ import { inputsHash, sha256File } from "./hash.js";
 import { loadOrder, parseModulesDep } from "./modules.js";
 import type { Progress } from "./progress.js";
 import { run } from "./run.js";
+import { extractVmlinux } from "./vmlinux.js";
 import type { ImageStore, KernelBundle, KernelManifest } from "./store.js";
 import { repoPath } from "./repo.js";
 
@@ -41,7 +42,8 @@ async function busyboxVersion(): Promise<string> {
 
 export async function kernelInputs(): Promise<Record<string, unknown>> {
   return {
-    format: 1,
+    // 2: the bundle also holds the uncompressed vmlinux (vmlinux.ts).
+    format: 2,
     kernel: await resolveKernelPackage(),
     busybox: await busyboxVersion(),
     init: await sha256File(initScript()),
@@ -71,6 +73,8 @@ export async function buildKernelBundle(store: ImageStore, progress: Progress, o
       await progress.step("index modules (depmod)", () => run("depmod", ["-b", tree, release]));
 
       copyFileSync(path.join(tree, "boot", `vmlinuz-${release}`), path.join(out, "vmlinuz"));
+      const pvh = await progress.step("extract vmlinux (PVH boot)", () => extractVmlinux(path.join(out, "vmlinuz"), path.join(out, "vmlinux")));
+      if (!pvh) progress.info("the kernel has no PVH entry point: domains boot the compressed vmlinuz");
       await progress.step("build initramfs", () => buildInitramfs(tree, release, path.join(work, "initramfs"), path.join(out, "initrd.img")));
       await progress.step("build modules volume", () => buildModulesVolume(path.join(tree, "lib/modules"), path.join(out, "modules.img")));
       const manifest: KernelManifest = {
@@ -79,7 +83,7 @@ export async function buildKernelBundle(store: ImageStore, progress: Progress, o
         kernelRelease: release,
         packageVersion: pkg.version,
         builtAt: new Date().toISOString(),
-        files: { vmlinuz: "vmlinuz", initrd: "initrd.img", modules: "modules.img" },
+        files: { vmlinuz: "vmlinuz", ...(pvh ? { vmlinux: "vmlinux" } : {}), initrd: "initrd.img", modules: "modules.img" },
       };
       return manifest;
     });

@@ -22,7 +22,7 @@ export const kernelManifestSchema = z.object({
   kernelRelease: z.string(),
   packageVersion: z.string(),
   builtAt: z.string(),
-  files: z.object({ vmlinuz: z.string(), initrd: z.string(), modules: z.string() }),
+  files: z.object({ vmlinuz: z.string(), vmlinux: z.string().optional(), initrd: z.string(), modules: z.string() }),
 });
 export type KernelManifest = z.infer<typeof kernelManifestSchema>;
 
@@ -41,6 +41,10 @@ export interface KernelBundle {
   dir: string;
   manifest: KernelManifest;
   vmlinuz: string;
+  /** The uncompressed kernel with its PVH entry point, when the bundle has one (kernel.ts). */
+  vmlinux?: string;
+  /** What a VMM boots: vmlinux when present (no decompression in the guest), else vmlinuz. */
+  image: string;
   initrd: string;
   modules: string;
 }
@@ -121,6 +125,8 @@ export class ImageStore {
       dir,
       manifest,
       vmlinuz: path.join(dir, manifest.files.vmlinuz),
+      ...(manifest.files.vmlinux ? { vmlinux: path.join(dir, manifest.files.vmlinux) } : {}),
+      image: path.join(dir, manifest.files.vmlinux ?? manifest.files.vmlinuz),
       initrd: path.join(dir, manifest.files.initrd),
       modules: path.join(dir, manifest.files.modules),
     };

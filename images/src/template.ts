@@ -67,6 +67,8 @@ export function guestAgentFiles() {
     agent: repoPath("guest-agent/dist/qvm-agent.cjs"),
     qrexecTools: repoPath("guest-agent/dist/qvm-qrexec.cjs"),
     ptySource: repoPath("guest-agent/native/qvm-pty.c"),
+    /** Exec data channels: a program's stdio over a connection of its own (docs/agent-protocol.md). */
+    execDataSource: repoPath("guest-agent/native/qvm-exec-data.c"),
     /** Every unit here goes to /etc/systemd/system; only the agent's (qvm-agent.service) is enabled. */
     systemdDir: repoPath("guest-agent/systemd"),
     /** qrexec-run (the service lookup) and the standard services, installed in /etc/qubes-rpc. */
@@ -101,6 +103,23 @@ export const MASKED_UNITS = [
   "e2scrub_reap.service", "systemd-timesyncd.service", "getty-static.service",
   ...[1, 2, 3, 4, 5, 6].map((n) => `getty@tty${n}.service`),
   "tinyproxy.service", "nftables.service", "logrotate.timer",
+  // Boot time (docs/performance.md): each of these loads a module or mounts a debug filesystem a
+  // domain never uses, at 0.4-0.8 s of emulated CPU apiece while the agent starts.
+  "modprobe@efi_pstore.service", "modprobe@dm_mod.service", "modprobe@loop.service", "systemd-pstore.service",
+  "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+];
+
+/**
+ * Modules udev would load at boot for the virtual CPU's features and absent hardware: KVM (no
+ * nested virtualization in a domain), CPU crypto drivers whose load-time self-tests cost seconds
+ * under emulation, the PC speaker, EFI pstore, cpufreq. Listed in /etc/modprobe.d as
+ * `install M /bin/true` so neither udev nor a dependency loads them; a domain's root can still
+ * `modprobe --ignore-install`.
+ */
+export const UNUSED_MODULES = [
+  "kvm", "kvm_amd", "kvm_intel", "irqbypass", "ccp", "crct10dif_pclmul", "crc32_pclmul", "ghash_clmulni_intel",
+  "sha1_ssse3", "sha256_ssse3", "sha512_ssse3", "aesni_intel", "crypto_simd", "cryptd", "pcspkr", "efi_pstore",
+  "powernow_k8", "acpi_cpufreq", "qemu_fw_cfg",
 ];
 
 async function hashDir(dir: string): Promise<Record<string, string>> {
@@ -128,6 +147,8 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
     rpc: await hashDir(files.rpcDir),
     tools: QREXEC_TOOLS,
     pty: await sha256File(files.ptySource),
+    execData: await sha256File(files.execDataSource),
+    unusedModules: UNUSED_MODULES,
     units: await hashDir(files.systemdDir),
     netServices: await hashDir(files.netServicesDir),
     usb: await hashDir(files.usbDir),
@@ -137,7 +158,7 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
 }
 
 /** Bump when customize() changes what it writes. */
-export const CUSTOMIZE_VERSION = 5;
+export const CUSTOMIZE_VERSION = 6;
 
 export async function buildTemplate(store: ImageStore, name: string, progress: Progress, opts: { force?: boolean; mirror?: string } = {}): Promise<TemplateImage> {
   const inputs = await templateInputs(name);
@@ -157,7 +178,7 @@ export async function buildTemplate(store: ImageStore, name: string, progress: P
       const args = ["--variant=minbase", `--include=${recipe.packages.join(",")}`, "--quiet", recipe.suite, rootfs];
       if (opts.mirror ?? process.env.QVM_DEBIAN_MIRROR) args.push(opts.mirror ?? process.env.QVM_DEBIAN_MIRROR!);
       await progress.step(`mmdebstrap ${recipe.suite} (${recipe.packages.length} packages)`, () => run("mmdebstrap", args, { timeout: 30 * 60_000 }));
-      await progress.step("install guest agent", () => customize(rootfs, path.join(work, "qvm-pty")));
+      await progress.step("install guest agent", () => customize(rootfs, work));
       const rootImg = path.join(out, "root.img");
       await progress.step(`write ext4 image (${recipe.rootSizeMiB} MiB, sparse)`, () =>
         run("mke2fs", ["-q", "-t", "ext4", "-L", "qvm-root", "-d", rootfs, rootImg, `${recipe.rootSizeMiB}M`]),
@@ -179,13 +200,17 @@ export async function buildTemplate(store: ImageStore, name: string, progress: P
   return store.template(name);
 }
 
-async function customize(rootfs: string, ptyBinary: string): Promise<void> {
+async function customize(rootfs: string, work: string): Promise<void> {
   const files = guestAgentFiles();
-  await run("gcc", ["-O2", "-static", "-s", "-o", ptyBinary, files.ptySource, "-lutil"]);
   installGuestFiles(rootfs, files);
   const lib = path.join(rootfs, "usr/lib/qvm");
-  copyFileSync(ptyBinary, path.join(lib, "qvm-pty"));
-  chmodSync(path.join(lib, "qvm-pty"), 0o755);
+  // The native helpers: static, so they need nothing from the domain's libc.
+  for (const [name, source, libs] of [["qvm-pty", files.ptySource, ["-lutil"]], ["qvm-exec-data", files.execDataSource, []]] as const) {
+    const binary = path.join(work, name);
+    await run("gcc", ["-O2", "-static", "-s", "-o", binary, source, ...libs]);
+    copyFileSync(binary, path.join(lib, name));
+    chmodSync(path.join(lib, name), 0o755);
+  }
 
   writeFileSync(path.join(rootfs, "etc/hostname"), "qvm\n");
   writeFileSync(path.join(rootfs, "etc/hosts"), "127.0.0.1 localhost\n127.0.1.1 qvm\n");
@@ -237,6 +262,13 @@ export function installGuestFiles(rootfs: string, files: GuestAgentFiles = guest
     copyFileSync(path.join(files.netServicesDir, name), to);
     chmodSync(to, mode);
   }
+
+  const modprobe = path.join(rootfs, "etc/modprobe.d");
+  mkdirSync(modprobe, { recursive: true });
+  writeFileSync(
+    path.join(modprobe, "qvm-domain.conf"),
+    `# Written by qvm (images/src/template.ts, UNUSED_MODULES): modules a domain never needs.\n${UNUSED_MODULES.map((m) => `blacklist ${m}\ninstall ${m} /bin/true\n`).join("")}`,
+  );
 
   const systemd = path.join(rootfs, "etc/systemd/system");
   mkdirSync(systemd, { recursive: true });

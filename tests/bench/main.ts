@@ -75,7 +75,7 @@ async function bootPlain(i: number): Promise<number> {
   const overlay = path.join(runtimeDir, "root.qcow2");
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", template.root, overlay]);
   const spec: VmSpec = {
-    name, runtimeDir, logDir, kernel: { vmlinuz: kernel.vmlinuz, initrd: kernel.initrd }, memoryMiB: 1024, vcpus: 2, guestCid: 3,
+    name, runtimeDir, logDir, kernel: { image: kernel.image, initrd: kernel.initrd }, memoryMiB: 1024, vcpus: 2, guestCid: 3,
     disks: [
       { serial: "root", path: overlay, format: "qcow2", readonly: false },
       { serial: "modules", path: kernel.modules, format: "raw", readonly: true },

@@ -26,7 +26,7 @@ const hostile: agentV1.GuestAgentServer = {
     call.once("data", () => {
       const send = (msg: agentV1.ExecResponse["msg"]) => call.write({ msg });
       if (mode === "early-stdout") send({ $case: "stdout", value: Buffer.from("x") });
-      send({ $case: "started", value: { execId: 1, pid: 10 } });
+      send({ $case: "started", value: { execId: 1, pid: 10, dataChannel: false } });
       if (mode === "flood") {
         // Writes until the transport pushes back; counts how often it did.
         const chunk = Buffer.alloc(64 * 1024, 0x61);

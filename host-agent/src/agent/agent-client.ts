@@ -5,6 +5,8 @@ import { QvmError, agentV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
 import { agentCallError } from "./grpc-errors.js";
 import { ExecProcess } from "./exec-process.js";
+import type { ExecDataListener } from "./data-channel.js";
+import { EXEC_DATA_VSOCK_PORT } from "@qvm/protocol/contracts";
 import {
   parseGuestInfo,
   parseGuestPing,
@@ -35,6 +37,8 @@ export interface ExecOptions {
 export class AgentClient {
   private readonly client: agentV1.GuestAgentClient;
   private closed = false;
+  /** Where non-pty processes' stdio arrives (data-channel.ts); without it, on the Exec stream. */
+  private dataChannels: ExecDataListener | undefined;
 
   constructor(
     readonly socketPath: string,
@@ -116,6 +120,11 @@ export class AgentClient {
     return new QvmError("AGENT_UNAVAILABLE", `cannot ${what}: the domain's agent connection is closed (is the domain running?)`);
   }
 
+  /** Carries non-pty processes' stdio over `listener`'s connections from now on. */
+  useDataChannels(listener: ExecDataListener): void {
+    this.dataChannels = listener;
+  }
+
   exec(opts: ExecOptions): ExecProcess {
     if (this.closed) throw this.closedError("Exec");
     const start: agentV1.ExecStart = {
@@ -126,9 +135,17 @@ export class AgentClient {
       user: opts.user ?? "",
       pty: opts.pty !== undefined,
       window: opts.pty,
+      dataPort: 0,
+      dataCookie: Buffer.alloc(0),
     };
     if (start.argv.length === 0 && !start.shellCommand) throw new QvmError("INVALID_ARGUMENT", "exec needs a command");
-    return new ExecProcess(this.client.exec(), start, this.socketPath);
+    // Interactive (pty) sessions stay on the Exec stream: they are about latency, not volume.
+    const data = !start.pty && this.dataChannels ? this.dataChannels.expect() : undefined;
+    if (data) {
+      start.dataPort = EXEC_DATA_VSOCK_PORT;
+      start.dataCookie = data.cookie;
+    }
+    return new ExecProcess(this.client.exec(), start, this.socketPath, data);
   }
 
   // ---- windows (docs/gui.md) ------------------------------------------------------------------

@@ -23,7 +23,7 @@ describe("validation of guest agent replies", () => {
   });
 
   it("accepts each Exec message kind", () => {
-    expect(parseGuestExecResponse({ msg: { $case: "started", value: { execId: 1, pid: 42 } } })).toEqual({ kind: "started", execId: 1, pid: 42 });
+    expect(parseGuestExecResponse({ msg: { $case: "started", value: { execId: 1, pid: 42, dataChannel: false } } })).toEqual({ kind: "started", execId: 1, pid: 42, dataChannel: false });
     expect(parseGuestExecResponse({ msg: { $case: "stdout", value: Buffer.from("hi") } })).toEqual({ kind: "stdout", data: Buffer.from("hi") });
     expect(parseGuestExecResponse({ msg: { $case: "exit", value: { code: 3, signal: "" } } })).toEqual({ kind: "exit", code: 3, signal: null });
     expect(parseGuestExecResponse({ msg: { $case: "exit", value: { code: -1, signal: "SIGKILL" } } })).toEqual({ kind: "exit", code: null, signal: "SIGKILL" });

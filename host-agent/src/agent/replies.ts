@@ -97,7 +97,7 @@ export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping 
 export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);
 
 export type ExecEvent =
-  | { kind: "started"; execId: number; pid: number }
+  | { kind: "started"; execId: number; pid: number; dataChannel: boolean }
   | { kind: "stdout" | "stderr"; data: Buffer }
   | { kind: "exit"; code: number | null; signal: ExitSignal | null };
 
@@ -106,12 +106,12 @@ export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
   const msg = res.msg;
   switch (msg?.$case) {
     case "started": {
-      const { execId, pid } = msg.value;
+      const { execId, pid, dataChannel } = msg.value;
       // pid 0: the program could not be started; its exit (126/127) follows.
       if (!Number.isInteger(execId) || execId < 1 || !Number.isInteger(pid) || pid < 0 || pid > 0x3fffffff) {
         throw new QvmError("AGENT_PROTOCOL", "invalid Exec started message from the guest agent");
       }
-      return { kind: "started", execId, pid };
+      return { kind: "started", execId, pid, dataChannel: dataChannel === true };
     }
     case "stdout":
     case "stderr":

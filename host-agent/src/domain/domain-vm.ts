@@ -7,6 +7,8 @@ import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import type { KernelBundle } from "@qvm/images";
 import { AgentClient } from "../agent/agent-client.js";
+import { ExecDataListener } from "../agent/data-channel.js";
+import { EXEC_DATA_VSOCK_PORT } from "@qvm/protocol/contracts";
 import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
@@ -68,10 +70,15 @@ export class DomainVm {
     private readonly relay: VsockRelay,
     readonly consoleLog: string,
     log: (msg: string) => void,
+    dataChannels?: ExecDataListener,
   ) {
     this.attachments = new DomainAttachments(name, log);
     this.attachments.add("qvmd", "vsock relay", toDisposable(() => relay.close()));
     this.attachments.add("qvmd", "agent client", toDisposable(() => agent.close()));
+    if (dataChannels) {
+      agent.useDataChannels(dataChannels);
+      this.attachments.add("qvmd", "exec data channels", toDisposable(() => dataChannels.close()));
+    }
     void vm.exited.then(() => this.attachments.releaseAll());
   }
 
@@ -99,7 +106,7 @@ export class DomainVm {
       name: opts.name,
       runtimeDir: opts.runtimeDir,
       logDir: opts.logDir,
-      kernel: { vmlinuz: opts.kernel.vmlinuz, initrd: opts.kernel.initrd },
+      kernel: { image: opts.kernel.image, initrd: opts.kernel.initrd },
       // The guest's hostname is the domain's name, as in Qubes (names are validated: safe here).
       kernelArgs: [`systemd.hostname=${opts.name}`, ...(opts.kernelArgs ?? [])],
       disks: [
@@ -133,11 +140,13 @@ export class DomainVm {
       throw err;
     }
     // Socket and log locations come from the driver, so this works for any backend.
-    const { vsockPath, consoleLogPath } = await vm.info();
+    const { vsockPath, consoleLogPath, user } = await vm.info();
     let relay: VsockRelay | undefined;
+    let dataChannels: ExecDataListener | undefined;
     try {
       await vm.waitReady(VMM_READY_TIMEOUT_MS);
       relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
+      dataChannels = await ExecDataListener.listen(`${vsockPath}_${EXEC_DATA_VSOCK_PORT}`, user);
       const timeout = opts.agentTimeoutMs ?? DEFAULT_AGENT_READY_TIMEOUT_MS;
       const deadline = Date.now() + timeout;
       let agent: AgentClient | undefined;
@@ -161,8 +170,9 @@ export class DomainVm {
           { cause: err },
         );
       }
-      return new DomainVm(opts.name, vm, agent, relay, consoleLogPath, opts.log ?? (() => {}));
+      return new DomainVm(opts.name, vm, agent, relay, consoleLogPath, opts.log ?? (() => {}), dataChannels);
     } catch (err) {
+      dataChannels?.close();
       await relay?.close();
       await vm.stop({ force: true }).catch(() => {});
       throw err;
@@ -182,10 +192,11 @@ export class DomainVm {
     }
     const vm = await drivers.get(record.vmm).attach(runtimeDir, logDir);
     if (!vm) return undefined;
-    const { vsockPath, consoleLogPath, state } = await vm.info();
+    const { vsockPath, consoleLogPath, state, user } = await vm.info();
     const relay = await VsockRelay.listen(path.join(runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
     if (state === "paused") relay.hold();
-    return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath, log);
+    const dataChannels = await ExecDataListener.listen(`${vsockPath}_${EXEC_DATA_VSOCK_PORT}`, user);
+    return new DomainVm(name, vm, new AgentClient(relay.listenPath), relay, consoleLogPath, log, dataChannels);
   }
 
   /**

@@ -413,7 +413,7 @@ export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, ove
 export function fakeImages(): ImageStore {
   const fake = {
     root: "/nonexistent/images",
-    kernel: () => ({ vmlinuz: "/fake/vmlinuz", initrd: "/fake/initrd", modules: "/fake/modules.img" }),
+    kernel: () => ({ vmlinuz: "/fake/vmlinuz", image: "/fake/vmlinuz", initrd: "/fake/initrd", modules: "/fake/modules.img" }),
     listTemplates: () => [],
     template: (name: string) => {
       throw new QvmError("NOT_FOUND", `no template image ${name}`);

@@ -98,7 +98,8 @@ export interface VmSpec {
   runtimeDir: string;
   /** Kept after stop for diagnosis: console.log (serial console), vmm.log, vsock.log. */
   logDir: string;
-  kernel: { vmlinuz: string; initrd: string };
+  /** The kernel to boot (an uncompressed ELF vmlinux with a PVH entry, or a bzImage) and its initramfs. */
+  kernel: { image: string; initrd: string };
   /** Extra kernel command line arguments after qvm's own. */
   kernelArgs?: string[];
   disks: DiskSpec[];

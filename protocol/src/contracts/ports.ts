@@ -6,3 +6,5 @@
 export const AGENT_VSOCK_PORT = 1024;
 /** The qrexec call channel (protocol/src/qrexec-wire.ts, docs/qrexec-protocol.md). */
 export const QREXEC_VSOCK_PORT = 50;
+/** Exec data channels: a domain's qvm-exec-data connects here with the cookie of its Exec. */
+export const EXEC_DATA_VSOCK_PORT = 51;

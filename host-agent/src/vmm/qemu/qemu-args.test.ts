@@ -6,7 +6,7 @@ const spec: VmSpec = {
   name: "work",
   runtimeDir: "/run/qvm/domains/work",
   logDir: "/var/lib/qvm/logs/work",
-  kernel: { vmlinuz: "/k/vmlinuz", initrd: "/k/initrd.img" },
+  kernel: { image: "/k/vmlinuz", initrd: "/k/initrd.img" },
   disks: [
     { serial: "root", path: "/run/qvm/domains/work/root.qcow2", format: "qcow2", readonly: false },
     { serial: "modules", path: "/k/modules,1.img", format: "raw", readonly: true },

@@ -175,7 +175,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
     "-object", `memory-backend-memfd,id=mem,size=${mem},share=on`,
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-global", "virtio-mmio.force-legacy=false",
-    "-kernel", qemuEscape(spec.kernel.vmlinuz),
+    "-kernel", qemuEscape(spec.kernel.image),
     "-initrd", qemuEscape(spec.kernel.initrd),
     "-append", kernelCommandLine(spec, accel === "tcg" ? hostTscKhz : undefined),
     "-chardev", `socket,id=console,path=${qemuEscape(paths.consoleSocket)},server=on,wait=off,logfile=${qemuEscape(paths.consoleLog)},logappend=on`,

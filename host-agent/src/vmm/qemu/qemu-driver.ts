@@ -143,7 +143,7 @@ export class QemuDriver implements VmmDriver {
       }
       checkMemlock(spec.name, vfioMemlockBytes(spec.memoryMiB), readFileSync("/proc/self/limits", "utf8"), readFileSync("/proc/self/status", "utf8"));
     }
-    for (const f of [spec.kernel.vmlinuz, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
+    for (const f of [spec.kernel.image, spec.kernel.initrd, ...spec.disks.map((d) => d.path)]) {
       if (!existsSync(f)) throw new QvmError("NOT_FOUND", `${f} does not exist: build images with \`./qvm-images build\``);
     }
     const paths = runtimePaths(spec.runtimeDir, spec.logDir);

@@ -17,7 +17,7 @@ const spec = (nics: NicSpec[], base = "/k"): VmSpec => ({
   name: "sys-net",
   runtimeDir: `${base}/run`,
   logDir: `${base}/log`,
-  kernel: { vmlinuz: `${base}/vmlinuz`, initrd: `${base}/initrd` },
+  kernel: { image: `${base}/vmlinuz`, initrd: `${base}/initrd` },
   disks: [],
   memoryMiB: 400,
   vcpus: 1,

@@ -69,10 +69,10 @@ export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | un
   const binds: JailBind[] = [
     { path: spec.runtimeDir, mode: "rw" },
     { path: spec.logDir, mode: "rw" },
-    { path: spec.kernel.vmlinuz, mode: "ro" },
+    { path: spec.kernel.image, mode: "ro" },
     { path: spec.kernel.initrd, mode: "ro" },
   ];
-  checkReadable(spec.kernel.vmlinuz, uid, gid, "the kernel");
+  checkReadable(spec.kernel.image, uid, gid, "the kernel");
   checkReadable(spec.kernel.initrd, uid, gid, "the initramfs");
   const seen = new Set(binds.map((b) => b.path));
   for (const d of spec.disks) {
