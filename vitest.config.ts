@@ -8,7 +8,8 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{protocol,host-agent,guest-agent,images,cli,gui-proxy}/src/**/*.test.ts"],
+          // Also the benchmark report's pure parts: tests/bench/*.test.ts and scripts/bench-table.mjs's test.
+          include: ["{protocol,host-agent,guest-agent,images,cli,gui-proxy}/src/**/*.test.ts", "tests/bench/*.test.ts", "scripts/*.test.mjs"],
           testTimeout: 20_000,
         },
       },

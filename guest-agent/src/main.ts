@@ -17,6 +17,10 @@ const log = (m: string) => process.stderr.write(`qvm-agent: ${m}\n`);
 async function main(): Promise<void> {
   mkdirSync(path.dirname(SOCKET), { recursive: true, mode: 0o700 });
   rmSync(SOCKET, { force: true });
+  // socat first: starting it (a fork and exec, slow under emulation) overlaps the server's set-up,
+  // and it connects to the socket only per connection (one arriving earlier is closed; the host
+  // dials again).
+  const bridge = process.env.QVM_AGENT_NO_VSOCK ? undefined : startVsockBridge(AGENT_VSOCK_PORT, SOCKET, log);
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -30,7 +34,6 @@ async function main(): Promise<void> {
     server.bindAsync(`unix:${SOCKET}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   chmodSync(SOCKET, 0o600);
-  const bridge = process.env.QVM_AGENT_NO_VSOCK ? undefined : startVsockBridge(AGENT_VSOCK_PORT, SOCKET, log);
   log(`version ${AGENT_VERSION} listening on vsock port ${AGENT_VSOCK_PORT}`);
   const stop = () => {
     windows.killAll();

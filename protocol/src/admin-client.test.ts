@@ -21,7 +21,7 @@ beforeAll(async () => {
   const impl: Partial<QvmAdminServer> = {
     getDomain: (call, cb) =>
       call.request.name === "work"
-        ? cb(null, { domain: { name: "work", class: 1, state: 3, label: "blue", template: "", netvm: "", tags: ["a"], createdAt: "", lastStopReason: "", vmmPid: 7, accel: "" } })
+        ? cb(null, { domain: { name: "work", class: 1, state: 3, label: "blue", template: "", netvm: "", tags: ["a"], createdAt: "", lastStopReason: "", vmmPid: 7, accel: "", isPreload: false } })
         : cb(toGrpcError(new QvmError("NOT_FOUND", `domain "${call.request.name}" does not exist`))),
     shutdownDomain: (call, cb) => cb(null, { reason: `${call.request.name} wait=${call.request.wait} force=${call.request.force}` }),
     watchEvents: (call) => {

@@ -113,7 +113,8 @@ export async function guiFigures(log: (m: string) => void): Promise<Record<strin
       keyEcho.push(performance.now() - t0);
     }
     return {
-      "first frame": { qvm: median(firstFrame), baseline: median(runTrue), unit: "ms", qvmLabel: "qvm run --gui → first frame in the browser", baselineLabel: "qvm run -p VM -- true" },
+      "first frame": { qvm: median(firstFrame), baseline: median(runTrue), unit: "ms", qvmLabel: "qvm run --gui → first frame in the browser", baselineLabel: "qvm run -p VM -- true",
+        note: "The first frame is the one that shows foot's background, after sway, wayvnc, socat and foot start in the domain and noVNC connects through a ticket." },
       "key → pixels": { qvm: median(keyPixels), baseline: median(keyEcho), unit: "ms", qvmLabel: "key → changed pixels in the window", baselineLabel: "key → echo in a web-shell terminal" },
     };
   } finally {

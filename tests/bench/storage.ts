@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { defaultImagesDir, repoRoot } from "@qvm/images";
-import { adminV1, domainClassFromWord } from "@qvm/protocol";
+import { adminV1, domainClassFromWord, domainInWords, type DomainInWords } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs } from "@qvm/host-agent/testing";
 import type { Figure } from "./admin.js";
 
@@ -49,7 +49,9 @@ export async function storageFigures(log: (m: string) => void, n = 10): Promise<
 
 /**
  * Disposable time-to-output: `qvm run --dispvm -- echo hi` (create, boot, run, destroy) next to
- * starting an existing AppVM and running the same command in it (`qvm start` + `qvm run`).
+ * starting an existing AppVM and running the same command in it (`qvm start` + `qvm run`); then
+ * the same command handed a preloaded disposable (`preload-dispvm-max 1`, waited for until it is
+ * paused) next to that cold disposable of this run.
  */
 export async function disposableFigure(log: (m: string) => void): Promise<Record<string, Figure>> {
   const dirs = testDaemonDirs("bench-dispvm", defaultImagesDir());
@@ -57,6 +59,14 @@ export async function disposableFigure(log: (m: string) => void): Promise<Record
   const cli = path.join(repoRoot(), "cli/dist/qvm.js");
   const env = { ...process.env, QVM_RUNTIME_DIR: dirs.runtimeDir, NO_COLOR: "1" };
   const qvm = (...args: string[]) => execFileSync(process.execPath, [cli, ...args], { env, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  const disposables = async () => (await d.client.listDomains({})).domains.map(domainInWords).filter((x) => x.class === "DispVM");
+  /** Polls until `test` holds of the disposables; throws after `ms`. */
+  const until = async (what: string, test: (ds: DomainInWords[]) => boolean, ms: number) => {
+    for (const end = Date.now() + ms; !test(await disposables()); await new Promise((r) => setTimeout(r, 250))) {
+      if (Date.now() > end) throw new Error(`no ${what} within ${ms / 1000} s`);
+    }
+  };
+  let preloading = false;
   try {
     const template = (await d.client.listDomains({})).domains.find((x) => x.class === adminV1.DomainClass.DOMAIN_CLASS_TEMPLATE_VM)!.name;
     qvm("create", "--template", template, "--label", "red", "--prop", "template_for_dispvms=true", "dvm");
@@ -71,8 +81,34 @@ export async function disposableFigure(log: (m: string) => void): Promise<Record
     qvm("run", "--pass-io", "app", "--", "echo", "hi");
     const app = performance.now() - t0;
     qvm("kill", "app");
-    return { dispvm: { qvm: disp, baseline: app, unit: "ms", qvmLabel: "`qvm run --dispvm` echo hi", baselineLabel: "`qvm start` + `qvm run` of an AppVM" } };
+
+    log("preloading a disposable of dvm and timing `qvm run --dispvm` handed it");
+    qvm("features", "dvm", "preload-dispvm-max", "1");
+    preloading = true;
+    await until("paused preloaded disposable", (ds) => ds.some((x) => x.isPreload && x.state === "Paused"), 300_000);
+    const [ready] = (await disposables()).filter((x) => x.isPreload);
+    t0 = performance.now();
+    const warm = qvm("run", "--dispvm=dvm", "--pass-io", "--", "sh", "-c", "echo hi; hostname");
+    const preloaded = performance.now() - t0;
+    if (warm !== `hi\n${ready!.name}\n`) throw new Error(`the preloaded disposable ${ready!.name} printed ${JSON.stringify(warm)}`);
+    return {
+      dispvm: { qvm: disp, baseline: app, unit: "ms", qvmLabel: "`qvm run --dispvm` echo hi", baselineLabel: "`qvm start` + `qvm run` of an AppVM" },
+      "dispvm preloaded": {
+        qvm: preloaded,
+        baseline: disp,
+        unit: "ms",
+        qvmLabel: "`qvm run --dispvm` echo hi, a preloaded disposable ready",
+        baselineLabel: "the same with none preloaded (a cold disposable)",
+        target: 0.25,
+        note: "preload-dispvm-max 1: the disposable was booted and paused beforehand; the figure is its unpause, the Exec, and its destruction",
+      },
+    };
   } finally {
+    // The refill after the hand-out boots in the background: gone before qvmd stops, or its VM would outlive it.
+    if (preloading) {
+      qvm("features", "dvm", "preload-dispvm-max", "0");
+      await until("end of the preloaded disposables", (ds) => ds.length === 0, 300_000).catch((err: Error) => log(err.message));
+    }
     await d.stop();
     removeTestDaemonDirs(dirs);
   }

@@ -1,5 +1,6 @@
 // The guest agent's Exec path, end to end, on one booted domain.
 import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, readlinkSync, statSync } from "node:fs";
 import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DomainVm } from "@qvm/host-agent";
@@ -144,5 +145,29 @@ describe("a hostile guest on the vsock path", () => {
     }
     // The real agent still answers.
     expect((await dom.agent.ping()).agentVersion).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
+
+/** Guest RAM the host holds for a QEMU: the blocks its memfd memory backend has allocated. */
+function guestRamMiB(qemuPid: number): number {
+  const fd = readdirSync(`/proc/${qemuPid}/fd`).find((n) => readlinkSync(`/proc/${qemuPid}/fd/${n}`).startsWith("/memfd:memory-backend"));
+  return (statSync(`/proc/${qemuPid}/fd/${fd}`).blocks * 512) / (1024 * 1024);
+}
+
+describe("memory the guest frees", () => {
+  // Free page reporting (host-agent/src/vmm/qemu/balloon.ts): the guest reports free 2 MiB blocks
+  // about 2 s after they are freed and QEMU punches them out of the guest RAM memfd.
+  it("goes back to the host: most of a 200 MiB tmpfs file, once removed", async () => {
+    const { pid } = await dom.info();
+    const write = await run("mkdir -p /run/qvm-free && mount -t tmpfs -o size=220m qvm-free /run/qvm-free && head -c 200M /dev/zero > /run/qvm-free/f");
+    expect(write.exit, write.stderr).toEqual({ code: 0, signal: null });
+    const peak = guestRamMiB(pid);
+    expect((await run("rm /run/qvm-free/f && umount /run/qvm-free")).exit).toEqual({ code: 0, signal: null });
+    let now = peak;
+    for (let i = 0; i < 40 && peak - now < 100; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      now = guestRamMiB(pid);
+    }
+    expect(peak - now, `guest RAM held: ${peak.toFixed(0)} MiB with the file, ${now.toFixed(0)} MiB after`).toBeGreaterThanOrEqual(100);
   });
 });

@@ -12,12 +12,15 @@ export default class Features extends QvmCommand {
   qvm features VM FEATURE VALUE    set it
   qvm features -D VM FEATURE       unset it
 
---json prints the listing as a JSON object, or one feature's value as a JSON string.`;
+--json prints the listing as a JSON object, or one feature's value as a JSON string.
+
+preload-dispvm-max N on a template for disposables keeps N of its disposables booted and paused, so that \`qvm run --dispvm=TEMPLATE\` and qrexec @dispvm calls get one at once (Qubes 4.3's preloaded disposables; the global default for default_dispvm: \`qvm prefs --global preload_dispvm_max N\`). qvmd keeps preload-dispvm (the list of them) and each one's preload-dispvm-in-progress and preload-dispvm-completed; those cannot be set.`;
   static override usage = ["VM [FEATURE [VALUE]] [--json]", "-D VM FEATURE"];
   static override examples = [
     example("work"),
     example("work gui 1", "Set the gui feature."),
     example("-D work gui", "Unset it."),
+    example("dvm preload-dispvm-max 1", "Keep one disposable of dvm booted and paused, ready for `qvm run --dispvm=dvm`."),
   ];
   static override args = {
     vm: Args.string({ description: "The domain.", required: true }),

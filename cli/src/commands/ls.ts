@@ -10,7 +10,7 @@ export default class Ls extends QvmCommand {
 
 States are Qubes' power states: Halted, Transient (starting), Running, Paused, Halting. A state marked "*" (Running*) is a domain running under TCG software emulation, which gives no hardware isolation (qvmd starts such domains only with --allow-tcg); a legend on stderr says so. The state filters, like --tags, match any of those given; different kinds of filter must all match.
 
-With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, class, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid, accel: "kvm", "tcg" or "" when halted; class and state in the words above), never colored.`;
+With --json the matching domains are printed as a JSON array of the admin API's Domain objects (name, class, state, label, template, netvm, tags, createdAt, lastStopReason, vmmPid, accel: "kvm", "tcg" or "" when halted, isPreload: true for a preloaded disposable not yet handed out; class and state in the words above), never colored.`;
   static override examples = [
     example("", "List every domain."),
     example("--running", "Only running domains."),

@@ -65,7 +65,7 @@ If the command's own arguments include --help or -h, qvm puts the -- in for you:
     cwd: Flags.string({ description: "Working directory of the process (default: the user's home).", helpValue: "DIR" }),
     service: Flags.boolean({ description: "The command is a qrexec service name (SERVICE or SERVICE+ARG) to call in VM as dom0; implies --pass-io." }),
     dispvm: Flags.string({
-      description: "Run in a new disposable made from this template for disposables (`--dispvm` alone: the global default_dispvm) instead of in VM; it is destroyed afterwards, whatever happens.",
+      description: "Run in a disposable of this template for disposables (`--dispvm` alone: the global default_dispvm) instead of in VM: one of those it keeps preloaded (its preload-dispvm-max feature) when one is ready, else a new one; it is destroyed afterwards, whatever happens.",
       helpValue: "[=NAME]",
     }),
     gui: Flags.boolean({ description: "Run a Wayland program in a window of its own, shown in the web shell (`qvm shell`) in a frame with the domain's label; returns once the program runs." }),

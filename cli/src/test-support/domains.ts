@@ -15,6 +15,7 @@ export function fakeDomain(name: string, extra: Partial<DomainInWords> = {}): Do
     lastStopReason: "",
     vmmPid: 0,
     accel: "",
+    isPreload: false,
     ...extra,
   };
 }

@@ -27,7 +27,8 @@ qvmd re-attaches to them.
                      it as a security boundary, so by default such starts are refused
 Limits (a start beyond one fails with RESOURCE_EXHAUSTED naming it):
   --max-running N           domains running at once (${DEFAULTS.maxRunning})
-  --max-guest-memory MIB    the running domains' memory together (${DEFAULTS.maxGuestMemoryMiB}: half of this host's RAM)
+  --max-guest-memory MIB    the running domains' memory together (${DEFAULTS.maxGuestMemoryMiB}: this host's RAM less a
+                            reserve and each running domain's VMM overhead)
   --disk-reserve MIB        free space kept on the data directory's disk beyond what running
                             domains' overlays may still grow to (${DEFAULTS.diskReserveMiB})
   --max-dispvms N           disposables made for calls (qvm run --dispvm, qrexec @dispvm) at once;

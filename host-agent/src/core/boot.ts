@@ -1,8 +1,8 @@
 // What qvmd does once at start, before it serves: the shipped policy, volumes without a domain
 // kept aside (a crash's half-made ones removed), built templates registered, running VMs
 // re-attached, volatile overlays of domains that no longer run removed, disposables an earlier
-// qvmd left destroyed, volumes of domains stored by an older qvmd made, and roots of templates
-// that stopped meanwhile committed.
+// qvmd left destroyed (preloaded ones it left paused and untouched taken back), volumes of
+// domains stored by an older qvmd made, and roots of templates that stopped meanwhile committed.
 import type { DomainRecord } from "../model/domain.js";
 import { installDefaultPolicy } from "../qrexec/policy/default-policy.js";
 import type { QvmdParts } from "./parts.js";
@@ -23,7 +23,9 @@ export async function bootCore(p: QvmdParts, importTemplates: () => Promise<stri
       log(`${name}: cannot remove volatile overlays left by its last run: ${(err as Error).message}`);
     }
   }
-  for (const rec of registry.list().filter((r) => r.autoCleanup)) {
+  // Preloads an earlier qvmd left paused and untouched are taken back; any other disposable goes.
+  const preloaded = p.preloads.adopt();
+  for (const rec of registry.list().filter((r) => r.autoCleanup && !preloaded.has(r.name))) {
     log(`${rec.name}: disposable left by an earlier qvmd; destroying it`);
     await dispvms.destroy(rec.name).catch((err: Error) => log(`${rec.name}: cannot destroy: ${err.message}`));
   }

@@ -12,6 +12,7 @@ import { DriverTable } from "../vmm/drivers.js";
 import { defaultLimits, type ResourceLimits } from "../domain/admission.js";
 import { BootPlanner } from "../domain/boot-plan.js";
 import { DispVms } from "../domain/dispvms.js";
+import { DispVmPreloads } from "../domain/dispvm-preload.js";
 import { ProcessLauncher } from "../domain/launcher.js";
 import { DomainPaths } from "../domain/paths.js";
 import { DomainRegistry } from "../domain/registry.js";
@@ -124,6 +125,10 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   });
   const network = new NetworkService({ registry, runner, paths, files: linkFiles, events, log });
   network.listen();
+  // Preloaded disposables (Qubes' preload-dispvm-max): handed out by dispvms.create; a hand-out
+  // returns once the netvm enforces the disposable's firewall.
+  const preloads = new DispVmPreloads({ registry, runner, dispvms, events, clock, log, settled: () => network.settled() });
+  dispvms.usePool(preloads);
   const windows = new DomainWindows({ registry, runner, paths, events, dispvms, log });
   // The global clipboard (docs/gui.md): in memory only, so a qvmd restart empties it. A paste
   // asks the same policy as qrexec calls (qubes.ClipboardPaste), read afresh at each paste.
@@ -174,6 +179,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
     runner,
     planner,
     dispvms,
+    preloads,
     launcher,
     asks,
     router,

@@ -7,6 +7,7 @@ import type { VolumeStore } from "../storage/volumes.js";
 import type { ResourceLimits } from "../domain/admission.js";
 import type { BootPlanner } from "../domain/boot-plan.js";
 import type { DispVms } from "../domain/dispvms.js";
+import type { DispVmPreloads } from "../domain/dispvm-preload.js";
 import type { ProcessLauncher } from "../domain/launcher.js";
 import type { DomainPaths } from "../domain/paths.js";
 import type { DomainRegistry } from "../domain/registry.js";
@@ -34,6 +35,8 @@ export interface QvmdParts {
   runner: DomainRunner;
   planner: BootPlanner;
   dispvms: DispVms;
+  /** Preloaded disposables of each template for disposables (started by boot). */
+  preloads: DispVmPreloads;
   launcher: ProcessLauncher;
   asks: AskBroker;
   router: QrexecRouter;

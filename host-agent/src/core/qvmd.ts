@@ -13,6 +13,7 @@ import type { DomainRecord } from "../model/domain.js";
 import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
 import { validateDomainName } from "../model/names.js";
 import type { LaunchTarget } from "../domain/launcher.js";
+import { checkPreloadFeature } from "../domain/preload-marks.js";
 import type { ResourceLimits } from "../domain/admission.js";
 import type { CreateDomainInput, PropertyView } from "../domain/registry.js";
 import type { Prompt } from "../qrexec/prompts.js";
@@ -39,6 +40,8 @@ export interface DomainView {
   vmmPid: number;
   /** While running: "kvm", or "tcg" (software emulation: no hardware isolation); "" when halted. */
   accel: string;
+  /** A preloaded disposable not yet handed out (Qubes' is_preload): nothing runs in it by name. */
+  isPreload: boolean;
 }
 
 export interface DaemonInfo {
@@ -108,10 +111,11 @@ export class Qvmd {
     return this.p.log;
   }
 
-  /** Migrations, template registration, re-attach and orphan cleanup (see boot.ts); then the firewall expiry timers. */
+  /** Migrations, template registration, re-attach and orphan cleanup (see boot.ts); then the firewall expiry timers and the preloading of disposables. */
   async boot(): Promise<void> {
     await bootCore(this.p, () => this.importTemplates());
     this.p.firewallExpiry.start();
+    this.p.preloads.start();
   }
 
   /** Starts the autostart domains; failures are logged. */
@@ -121,6 +125,8 @@ export class Qvmd {
 
   /** qvmd is exiting: VMs keep running and the next qvmd takes them back. */
   async close(): Promise<void> {
+    // Paused preloads stay for the next qvmd, which takes them back.
+    this.p.preloads.close();
     this.p.firewallExpiry.close();
     this.p.network.close();
     // USB attachments end with qvmd (their Exec streams do); the backends take the devices back
@@ -182,10 +188,16 @@ export class Qvmd {
     });
   }
 
-  /** Removes the domain, its volumes and its logs. */
+  /** Removes the domain, its volumes and its logs; a template for disposables takes its preloaded disposables with it. */
   remove(name: string): Promise<void> {
-    return this.p.locks.run(name, () => {
-      this.p.registry.remove(name);
+    return this.p.locks.run(name, async () => {
+      this.p.registry.get(name);
+      const resume = await this.p.preloads.drain(name);
+      try {
+        this.p.registry.remove(name);
+      } finally {
+        resume();
+      }
       this.p.volumes.remove(name);
       rmSync(this.p.paths.logDirOf(name), { recursive: true, force: true });
     });
@@ -254,11 +266,13 @@ export class Qvmd {
     return this.p.registry.features(domain);
   }
 
-  setFeature(domain: string, name: string, value: string): Promise<void> {
+  async setFeature(domain: string, name: string, value: string): Promise<void> {
+    checkPreloadFeature(name, value);
     return this.p.locks.run(domain, () => this.p.registry.setFeature(domain, name, value));
   }
 
-  removeFeature(domain: string, name: string): Promise<void> {
+  async removeFeature(domain: string, name: string): Promise<void> {
+    checkPreloadFeature(name);
     return this.p.locks.run(domain, () => this.p.registry.removeFeature(domain, name));
   }
 
@@ -369,7 +383,8 @@ export class Qvmd {
   }
 
   /** Attaches a backend's device to a running domain; `persistent` also assigns it (attached again at its starts). */
-  attachUsb(domain: string, backend: string, busid: string, persistent: boolean): Promise<UsbDeviceView> {
+  async attachUsb(domain: string, backend: string, busid: string, persistent: boolean): Promise<UsbDeviceView> {
+    this.p.dispvms.checkUsable(domain);
     return this.p.usb.attach(domain, backend, busid, persistent);
   }
 
@@ -410,7 +425,9 @@ export class Qvmd {
     return this.p.runner.pause(name);
   }
 
-  unpause(name: string): Promise<void> {
+  /** Refused for a preloaded disposable: unpausing it would let it run before anyone is handed it. */
+  async unpause(name: string): Promise<void> {
+    this.p.dispvms.checkUsable(name);
     return this.p.runner.unpause(name);
   }
 
@@ -556,6 +573,7 @@ export class Qvmd {
 
   /** The serial console of a running domain. */
   async console(domain: string): Promise<ConsoleSession> {
+    this.p.dispvms.checkUsable(domain);
     return ConsoleSession.open(this.p.runner.running(domain));
   }
 
@@ -565,7 +583,8 @@ export class Qvmd {
    * A program in a new window of a domain, as its default_user (the domain is started first
    * unless noAutostart), or of a new disposable destroyed with its last window.
    */
-  openWindow(target: WindowTarget, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+  async openWindow(target: WindowTarget, argv: string[], size: { width: number; height: number }, noAutostart: boolean): Promise<WindowView> {
+    if ("domain" in target) this.p.dispvms.checkUsable(target.domain);
     return this.p.windows.open(target, argv, size, noAutostart);
   }
 
@@ -639,6 +658,7 @@ export class Qvmd {
       lastStopReason: runner.lastStopReason(rec.name),
       vmmPid: runner.vmmPid(rec.name),
       accel: runner.accel(rec.name),
+      isPreload: this.p.preloads.isPreload(rec.name),
     };
   }
 }

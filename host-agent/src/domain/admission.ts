@@ -6,6 +6,10 @@
 // PERMISSION_DENIED) naming the numbers and the qvmd flag that changes the limit.
 import os from "node:os";
 import { QvmError } from "@qvm/protocol";
+import { PROPERTIES } from "../model/properties.js";
+
+/** The memory a domain gets when nothing sets it (the `memory` property's default). */
+const DEFAULT_MEMORY_MIB = Number(PROPERTIES.memory!.default);
 
 export interface ResourceLimits {
   /** Domains running (or starting) at once. `qvmd --max-running N`. */
@@ -25,17 +29,34 @@ export interface ResourceLimits {
 const MIB = 1024 * 1024;
 
 /**
- * Conservative defaults. Guest memory: half the host's RAM, because each VMM costs more than
- * its guest's memory (QEMU itself, and under TCG a translation cache) and the host needs the
- * rest. Running domains: 16, about what a desktop runs in Qubes, each one a VMM process, a
- * vsock daemon and their sockets. Disk reserve: 2 GiB, so the store, logs and a template's
- * commit still have room when every overlay is full. Disposables: 8 at once, 4 per caller
- * (the default policy lets any domain call `@dispvm`).
+ * What one domain costs the host beyond its guest RAM, in MiB. Measured under TCG (the bench's
+ * memory and scale sections, docs/memory.md): an idle 400 MiB domain's QEMU holds 177-187 MiB of
+ * anonymous memory and page tables (128 of them the translation cache, tb-size 128), its
+ * vhost-device-vsock 0.5 MiB, and qvmd's own memory did not measurably grow with 8 domains. KVM
+ * has no translation cache, so this bounds it from above.
+ */
+export const VMM_OVERHEAD_MIB = 192;
+/** Host memory kept for everything but domains (qvmd, the desktop, page cache): the bench's margin. */
+export const HOST_RESERVE_MIB = 2048;
+
+/**
+ * Defaults set from what the host holds. Running domains: as many domains of the default size as
+ * fit in the host's RAM less the reserve, each counted at its full guest RAM plus the VMM's
+ * overhead (a guest may touch all its RAM; free page reporting only returns what it frees): 37
+ * on a 24 GiB host, where 8 idle ones were measured at 392 MiB each and 577 MiB at worst. Guest
+ * memory: what is left for guests when that many VMMs take their overhead, so a host full of
+ * domains of any size still keeps the reserve. Disk reserve: 2 GiB, so the store, logs and a
+ * template's commit still have room when every overlay is full. Disposables: 8 at once, 4 per
+ * caller (the default policy lets any domain call `@dispvm`).
  */
 export function defaultLimits(hostMemoryBytes: number = os.totalmem()): ResourceLimits {
+  const hostMiB = Math.floor(hostMemoryBytes / MIB);
+  // A small host keeps a quarter for itself rather than all of it.
+  const usable = hostMiB - Math.min(HOST_RESERVE_MIB, Math.floor(hostMiB / 4));
+  const maxRunning = Math.max(1, Math.floor(usable / (DEFAULT_MEMORY_MIB + VMM_OVERHEAD_MIB)));
   return {
-    maxRunning: 16,
-    maxGuestMemoryMiB: Math.max(1024, Math.floor(hostMemoryBytes / MIB / 2)),
+    maxRunning,
+    maxGuestMemoryMiB: Math.max(128, usable - maxRunning * VMM_OVERHEAD_MIB),
     diskReserveMiB: 2048,
     maxDispvms: 8,
     maxDispvmsPerSource: 4,
@@ -90,14 +111,28 @@ export function checkAdmission(limits: ResourceLimits, req: AdmissionRequest, lo
 
 /** Refuses a new disposable for `source` (a domain, or dom0) when a cap is reached or a disposable asks. */
 export function checkDispvmAdmission(limits: ResourceLimits, source: string, sourceIsDispvm: boolean, alive: ReadonlyMap<string, string>): void {
+  checkDispvmCaller(limits, source, sourceIsDispvm, alive);
+  checkDispvmTotal(limits, alive);
+}
+
+/**
+ * The caller's part of the admission: no disposable makes one (unless allowed), and each caller
+ * stays within its own cap. A preloaded disposable handed out passes only this part: it was
+ * counted in the total when it was preloaded.
+ */
+export function checkDispvmCaller(limits: ResourceLimits, source: string, sourceIsDispvm: boolean, alive: ReadonlyMap<string, string>): void {
   if (sourceIsDispvm && !limits.nestedDispvms) {
     throw new QvmError("PERMISSION_DENIED", `${source} is a disposable, and disposables may not make disposables (qvmd --allow-nested-dispvms allows it)`);
-  }
-  if (alive.size >= limits.maxDispvms) {
-    throw new QvmError("RESOURCE_EXHAUSTED", `${alive.size} disposables already run, the limit is ${limits.maxDispvms} (qvmd --max-dispvms N)`);
   }
   const mine = [...alive.values()].filter((s) => s === source).length;
   if (mine >= limits.maxDispvmsPerSource) {
     throw new QvmError("RESOURCE_EXHAUSTED", `${source} already has ${mine} disposables, the limit per caller is ${limits.maxDispvmsPerSource} (qvmd --max-dispvms-per-source N)`);
+  }
+}
+
+/** All disposables alive, preloaded ones included, stay within the total cap. */
+export function checkDispvmTotal(limits: ResourceLimits, alive: ReadonlyMap<string, string>): void {
+  if (alive.size >= limits.maxDispvms) {
+    throw new QvmError("RESOURCE_EXHAUSTED", `${alive.size} disposables already run, the limit is ${limits.maxDispvms} (qvmd --max-dispvms N)`);
   }
 }

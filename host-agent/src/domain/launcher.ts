@@ -2,7 +2,7 @@
 // process is started in a domain, for admin Exec (`qvm run`) and for qrexec services alike. The
 // domain is started first unless the caller forbids it; the user defaults to the domain's
 // default_user; a disposable made for the call is destroyed by `release`, once, however the
-// call ends.
+// call ends. A preloaded disposable not yet handed out is refused as a target by name.
 import type { ExecOptions } from "../agent/agent-client.js";
 import type { ExecProcess } from "../agent/exec-process.js";
 import type { ExecSignal } from "@qvm/protocol/contracts";
@@ -47,6 +47,8 @@ export class ProcessLauncher {
 
   async launch(req: LaunchRequest): Promise<Launched> {
     const { registry, runner, dispvms, log } = this.deps;
+    // A preloaded disposable waits untouched for the next caller of its template: never by name.
+    if ("domain" in req.target) dispvms.checkUsable(req.target.domain);
     let disposable = "dispvm" in req.target ? await dispvms.create(req.target.dispvm, req.caller || ADMIN_CALLER) : "";
     const release = async (): Promise<void> => {
       const name = disposable;

@@ -15,6 +15,7 @@ import { checkAdmission, defaultLimits, type ResourceLimits } from "./admission.
 import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
 import type { DomainPaths } from "./paths.js";
+import { PRELOAD_MAX, markedAsPreload } from "./preload-marks.js";
 import type { DomainRegistry } from "./registry.js";
 import type { RunningVm, VmFactory } from "./vm-factory.js";
 import type { VmInfo } from "../vmm/driver.js";
@@ -173,7 +174,10 @@ export class DomainRunner {
     if (rec.props.template_for_dispvms === true) {
       const disposables = registry.list().filter((r) => r.class === "DispVM" && r.props.template === name && this.isRunning(r.name));
       if (disposables.length) {
-        throw new QvmError("FAILED_PRECONDITION", `${name} is the template of running disposables (${disposables.map((r) => r.name).join(", ")}): start it once they are gone`);
+        // Preloaded ones would come back at once: name the setting that keeps them away.
+        const preloaded = disposables.some((r) => markedAsPreload(r, rec));
+        const hint = preloaded ? `; preloaded ones go with \`qvm features ${name} ${PRELOAD_MAX} 0\`` : "";
+        throw new QvmError("FAILED_PRECONDITION", `${name} is the template of running disposables (${disposables.map((r) => r.name).join(", ")}): start it once they are gone${hint}`);
       }
     }
     const plan = this.deps.planner.plan(rec);

@@ -33,6 +33,8 @@ interface PropertyDef {
 }
 
 const GIB = 1024;
+/** The most preloaded disposables one template may ask for (Qubes' settings window allows 50); each is a running VM. */
+export const MAX_PRELOAD_DISPVMS = 64;
 
 export const PROPERTIES: Record<string, PropertyDef> = {
   label: { type: "label", doc: `color of the domain's trusted frame: ${LABEL_NAMES.join(", ")}`, fromTemplate: false },
@@ -114,6 +116,14 @@ export const GLOBAL_PROPERTIES: Record<string, { type: PropertyDef["type"]; defa
   default_template: { type: "str", default: "", doc: "template of new AppVMs" },
   default_netvm: { type: "str", default: "", doc: "netvm of domains that set none" },
   default_dispvm: { type: "str", default: "", doc: "template for disposables (`qvm run --dispvm`)" },
+  // Qubes keeps this as dom0's preload-dispvm-max feature; qvm has no dom0 domain to hold it.
+  preload_dispvm_max: {
+    type: "int",
+    default: 0,
+    doc: "disposables of default_dispvm kept booted and paused, ready to hand out, when it has no preload-dispvm-max feature of its own",
+    min: 0,
+    max: MAX_PRELOAD_DISPVMS,
+  },
   default_kernel: { type: "str", default: "current", doc: "kernel bundle domains boot" },
   default_vmm: { type: "vmm", default: "qemu", doc: "hypervisor backend" },
   default_qrexec_timeout: { type: "int", default: 60, doc: "seconds to wait for the agent at start", min: 1, max: 3600 },

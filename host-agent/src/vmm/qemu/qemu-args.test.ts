@@ -86,6 +86,14 @@ describe("QEMU command line", () => {
     expect(value(args, "-object")).toContain("memory-backend-memfd,id=mem,size=800M,share=on");
   });
 
+  it("gives every domain a balloon that reports free pages, after its other virtio devices (they keep their slots)", () => {
+    const args = buildQemuArgs({ ...spec, nics: [{ id: "eth0", mac: "fe:ff:ff:ff:00:01", backend: { kind: "stream-unix", path: "/r/n.sock" } }] }, "tcg", paths);
+    const devices = value(args, "-device");
+    const virtio = devices.filter((d) => /^(virtio|vhost-user)-/.test(d));
+    expect(virtio.at(-1)).toBe("virtio-balloon-device,id=balloon,free-page-reporting=on,deflate-on-oom=on");
+    expect(virtio.filter((d) => d.startsWith("virtio-balloon"))).toHaveLength(1);
+  });
+
   it("gives every domain a second QMP monitor, for handing QEMU descriptors", () => {
     expect(value(buildQemuArgs(spec, "kvm", paths), "-qmp")).toEqual(["unix:/r/qmp.sock,server=on,wait=off", "unix:/r/qmp-fd.sock,server=on,wait=off"]);
   });

@@ -3,6 +3,7 @@
 import { MAX_USB_PLUGS } from "@qvm/protocol/contracts";
 import type { Accel, UsbDeviceSpec, VmSpec } from "../driver.js";
 import { vfioStandIn } from "../pci/vfio.js";
+import { balloonArgs } from "./balloon.js";
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -34,10 +35,13 @@ export const BASE_KERNEL_ARGS = [
  * Under TCG a microvm guest has no HPET or PM timer, and calibrating the TSC against the PIT fails
  * often enough that about one boot in three hung right after "tsc: Marking TSC unstable"
  * (measured: 3 of 8 boots hung; 0 of 16 with tsc_early_khz). TCG's guest TSC runs at the host's
- * rate, so the host's frequency is passed in and calibration is skipped.
+ * rate, so the host's frequency is passed in and calibration is skipped. `tsc=reliable` keeps it
+ * the clocksource: otherwise the clocksource watchdog, seeing emulation's uneven pace, marks it
+ * unstable and the guest falls back to refined-jiffies, which loses ticks under load (its clock
+ * then ran seconds slow during a boot, and timestamps had 4 ms steps).
  */
 export function kernelCommandLine(spec: VmSpec, tcgTscKhz?: number): string {
-  const timing = tcgTscKhz ? [`tsc_early_khz=${tcgTscKhz}`] : [];
+  const timing = tcgTscKhz ? [`tsc_early_khz=${tcgTscKhz}`, "tsc=reliable"] : [];
   return [...BASE_KERNEL_ARGS, ...timing, ...(spec.kernelArgs ?? [])].join(" ");
 }
 
@@ -202,6 +206,8 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
       "-device", `virtio-blk-device,drive=disk${i},serial=${d.serial}`,
     );
   });
+  // Free memory goes back to the host (balloon.ts); after the other virtio devices, so they keep their slots.
+  args.push(...balloonArgs());
   // sysfsdev, not host=BDF: QEMU finds the device's IOMMU group in its sysfs directory, which the
   // jail does not show; the stand-in holds only that link (vmm/pci/vfio.ts).
   for (const d of pci) args.push("-device", `vfio-pci,id=${d.id},sysfsdev=${qemuEscape(vfioStandIn(spec.runtimeDir, d.address))}`);

@@ -9,14 +9,23 @@ import type { Accel, VmSpec } from "../driver.js";
 import { makeDomainCgroups, removeDomainCgroups, type CgroupHost, type CgroupLimits } from "./cgroups.js";
 import { jailArgv, type JailBind } from "./jail.js";
 
-/** Under TCG the translation cache is bounded (QEMU 7.2 lets it grow to about 1 GiB by default). */
+/**
+ * Under TCG the translation cache is bounded: QEMU 7.2 lets it grow to 1 GiB by default, and one
+ * boot fills whatever it is given (it is never shrunk). Measured (bench scale section, one boot
+ * and a fixed workload each, docs/memory.md): QEMU's anonymous memory 65 / 105 / 180 / 312 / 526
+ * MiB at tb-size 32 / 64 / 128 / 256 / 512, with 76 / 16 / 4 / 1 / 0 full cache flushes. 32
+ * doubles the boot's CPU time; 64 saves 75 MiB a domain but cost 4% and 12% more CPU over boot
+ * and workload in two runs; 128 is within noise of 256 and 512. Under TCG the CPU, not memory, is what
+ * runs out first (an idle domain takes ~6% of a core), so the cache stays at 128.
+ */
 export const TCG_TB_SIZE_MIB = 128;
 /**
- * What the VMM processes take beyond guest RAM. Measured under TCG with tb-size 128, a 400 MiB
- * guest after a busy minute: QEMU's anonymous memory 174 MiB (the translation cache and QEMU
- * itself; guest RAM is the shared memfd, counted separately), vhost-device-vsock 4.4 MiB. The
- * disks' page cache is charged too and is reclaimed at the limit. KVM has no translation cache;
- * its figure is an estimate until the performance issue measures it.
+ * What the VMM processes take beyond guest RAM. Measured under TCG with tb-size 128, an idle 400
+ * MiB domain (bench memory section): QEMU's anonymous memory and page tables 177-187 MiB (the
+ * translation cache and QEMU itself; guest RAM is the shared memfd, counted separately),
+ * vhost-device-vsock 0.5 MiB; after a busy minute QEMU held 174 MiB. The disks' page cache is
+ * charged too and is reclaimed at the limit. KVM has no translation cache; its figure is an
+ * estimate until it is measured where KVM runs.
  */
 const VMM_OVERHEAD_MIB: Record<Accel, number> = { tcg: TCG_TB_SIZE_MIB + 128, kvm: 128 };
 /** Head room over the measured overhead, so a busy VMM is not killed for a spike. */
