@@ -118,6 +118,9 @@ export const MASKED_UNITS = [
  * `install M /bin/true` so neither udev nor a dependency loads them; a domain's root can still
  * `modprobe --ignore-install`.
  */
+/** What the agent's rulesets use (guest-agent/src/net/rules.ts), loaded at boot; their dependencies follow. */
+export const NFT_MODULES = ["nf_tables", "nft_ct", "nft_reject_ipv4", "nft_masq", "nft_chain_nat"];
+
 export const UNUSED_MODULES = [
   "kvm", "kvm_amd", "kvm_intel", "irqbypass", "ccp", "crct10dif_pclmul", "crc32_pclmul", "ghash_clmulni_intel",
   "sha1_ssse3", "sha256_ssse3", "sha512_ssse3", "aesni_intel", "crypto_simd", "cryptd", "pcspkr", "efi_pstore",
@@ -152,6 +155,7 @@ export async function templateInputs(name: string): Promise<Record<string, unkno
     pty: await sha256File(files.ptySource),
     execData: await sha256File(files.execDataSource),
     unusedModules: UNUSED_MODULES,
+    nftModules: NFT_MODULES,
     units: await hashDir(files.systemdDir),
     netServices: await hashDir(files.netServicesDir),
     usb: await hashDir(files.usbDir),
@@ -290,6 +294,13 @@ export function installGuestFiles(rootfs: string, files: GuestAgentFiles = guest
     path.join(modprobe, "qvm-domain.conf"),
     `# Written by qvm (images/src/template.ts, UNUSED_MODULES): modules a domain never needs.\n${UNUSED_MODULES.map((m) => `blacklist ${m}\ninstall ${m} /bin/true\n`).join("")}`,
   );
+
+  // The agent loads nft rules into every domain right after boot (docs/network.md); loading their
+  // modules then took about a second of emulated CPU. systemd-modules-load loads them early
+  // instead, on the CPU the agent's start leaves idle.
+  const modulesLoad = path.join(rootfs, "etc/modules-load.d");
+  mkdirSync(modulesLoad, { recursive: true });
+  writeFileSync(path.join(modulesLoad, "qvm-nftables.conf"), `# Written by qvm (images/src/template.ts): the modules of the agent's nft rules.\n${NFT_MODULES.join("\n")}\n`);
 
   const systemd = path.join(rootfs, "etc/systemd/system");
   mkdirSync(systemd, { recursive: true });
