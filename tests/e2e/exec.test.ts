@@ -146,6 +146,39 @@ describe("a hostile guest on the vsock path", () => {
     // The real agent still answers.
     expect((await dom.agent.ping()).agentVersion).toMatch(/^\d+\.\d+\.\d+/);
   });
+
+  it("data-channel connections that name no Exec, or flood the port, are dropped and Exec keeps working", async () => {
+    // Every non-pty Exec's stdio comes over the data channel: the program's parent is the helper.
+    expect((await run(["sh", "-c", 'tr "\\0" " " < /proc/$PPID/cmdline'])).stdout).toMatch(/^\/usr\/lib\/qvm\/qvm-exec-data sh -c/);
+    // From inside the domain: a wrong cookie, garbage, and 64 connections that never say anything.
+    const flood = await run(
+      "for i in $(seq 64); do (sleep 8 | socat -u - VSOCK-CONNECT:2:51) >/dev/null 2>&1 & done; " +
+        "head -c 16 /dev/urandom | socat -t 2 - VSOCK-CONNECT:2:51; head -c 100000 /dev/urandom | socat -t 2 - VSOCK-CONNECT:2:51; echo done",
+    );
+    expect(flood.stdout).toContain("done");
+    // While the domain holds 32 unnamed connections its own Execs may fail (the flood costs only
+    // its sender); each is dropped 5 s after it connected, and Exec works again.
+    let r = await run(["echo", "still"]);
+    for (let i = 0; i < 30 && r.stdout !== "still\n"; i++) {
+      await new Promise((res) => setTimeout(res, 1000));
+      r = await run(["echo", "still"]);
+    }
+    expect(r).toMatchObject({ stdout: "still\n", exit: { code: 0 } });
+    await run("pkill -f 'VSOCK-CONNECT:2:51' || true");
+  });
+});
+
+describe("the template's boot (docs/performance.md)", () => {
+  it("loads none of the modules a domain never uses, and starts the agent from its code cache", async () => {
+    const r = await run("cat /proc/modules | cut -d' ' -f1; echo ---; journalctl -b -u qvm-agent --no-pager -o cat; ls /usr/lib/qvm");
+    const [modules, rest] = r.stdout.split("---\n");
+    expect(modules!.split("\n")).not.toContain("kvm");
+    expect(modules!.split("\n")).not.toContain("aesni_intel");
+    expect(modules!.split("\n")).toContain("nf_tables");
+    expect(rest).toContain("qvm-agent.cjs.v8cache");
+    expect(rest).not.toContain("does not fit this Node");
+    expect(rest).toMatch(/listening on vsock port 1024/);
+  });
 });
 
 /** Guest RAM the host holds for a QEMU: the blocks its memfd memory backend has allocated. */
