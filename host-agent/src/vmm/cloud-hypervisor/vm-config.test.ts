@@ -1,36 +1,11 @@
 // Contract test: the VmConfig the cloud-hypervisor driver sends is valid for CH's own OpenAPI
-// description (../shared/vendor/cloud-hypervisor/cloud-hypervisor.yaml, reference data kept beside
-// the clone; the test says what it skipped when it is absent). The schemas allow any extra
-// property, so they are made strict here: a field CH does not know fails instead of being ignored.
-import { existsSync, readFileSync } from "node:fs";
-import path from "node:path";
-import { Ajv } from "ajv";
+// description, made strict (test-support.ts).
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import type { VmSpec } from "../driver.js";
+import { CH_API_DESCRIPTION, chApiDescriptionPresent, chSchema } from "./test-support.js";
 import { buildVmConfig } from "./vm-config.js";
 
-const API = path.resolve(__dirname, "../../../../../shared/vendor/cloud-hypervisor/cloud-hypervisor.yaml");
-const present = existsSync(API);
-if (!present) console.warn(`vm-config.test.ts: ${API} is missing, so the contract tests against cloud-hypervisor's API are skipped`);
-
-/** Every object schema with properties gets additionalProperties: false (unless it says otherwise). */
-function strict(node: unknown): unknown {
-  if (Array.isArray(node)) return node.map(strict);
-  if (!node || typeof node !== "object") return node;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(node)) out[k] = strict(v);
-  if (out.properties && out.additionalProperties === undefined) out.additionalProperties = false;
-  return out;
-}
-
-function validator(schema: string) {
-  const doc = parse(readFileSync(API, "utf8")) as { components: { schemas: Record<string, unknown> } };
-  // OpenAPI 3.0 keywords (nullable, example…) and formats (int64…) are not JSON Schema's.
-  const ajv = new Ajv({ strict: false, validateFormats: false, allErrors: true });
-  ajv.addSchema({ $id: "ch", components: strict(doc.components) }, "ch");
-  return ajv.compile({ $ref: `ch#/components/schemas/${schema}` });
-}
+if (!chApiDescriptionPresent) console.warn(`vm-config.test.ts: ${CH_API_DESCRIPTION} is missing, so the contract tests against cloud-hypervisor's API are skipped`);
 
 const spec: VmSpec = {
   name: "work",
@@ -49,15 +24,15 @@ const spec: VmSpec = {
 };
 const paths = { vsockSocket: "/run/qvm/domains/work/vsock.sock", consoleSocket: "/run/qvm/domains/work/console.sock" };
 
-describe.skipIf(!present)("cloud-hypervisor VmConfig against CH's OpenAPI description", () => {
+describe.skipIf(!chApiDescriptionPresent)("cloud-hypervisor VmConfig against CH's OpenAPI description", () => {
   it("is valid, every field one CH knows", () => {
-    const validate = validator("VmConfig");
+    const validate = chSchema("VmConfig");
     const body = buildVmConfig(spec, paths);
     expect(validate(body), JSON.stringify(validate.errors)).toBe(true);
   });
 
   it("the strict check catches a field CH does not know and a wrong enum", () => {
-    const validate = validator("VmConfig");
+    const validate = chSchema("VmConfig");
     const body = buildVmConfig(spec, paths) as unknown as Record<string, unknown>;
     expect(validate({ ...body, cpus: { boot_vcpus: 2, max_vcpus: 2, turbo: true } })).toBe(false);
     expect(validate({ ...body, serial: { mode: "Telnet" } })).toBe(false);
