@@ -1,14 +1,13 @@
 // Validators for cloud-hypervisor's OpenAPI schemas, for the contract tests. The description is
-// reference data kept beside the clone (../shared/vendor/cloud-hypervisor/); without it the tests
-// that need it say what they skipped. Its schemas allow any extra property, so they are made
-// strict here: a field CH does not know fails instead of being ignored.
+// reference data kept beside the clone (../shared/vendor/cloud-hypervisor/, present in CI): without
+// it the contract tests fail and say where it should be. Its schemas allow any extra property, so
+// they are made strict here: a field CH does not know fails instead of being ignored.
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { Ajv, type ValidateFunction } from "ajv";
 import { parse } from "yaml";
 
 export const CH_API_DESCRIPTION = path.resolve(__dirname, "../../../../../shared/vendor/cloud-hypervisor/cloud-hypervisor.yaml");
-export const chApiDescriptionPresent = existsSync(CH_API_DESCRIPTION);
 
 /** Every object schema with properties gets additionalProperties: false (unless it says otherwise). */
 function strict(node: unknown): unknown {
@@ -25,6 +24,7 @@ let ajv: Ajv | undefined;
 /** A validator for components/schemas/NAME of CH's API description. */
 export function chSchema(name: string): ValidateFunction {
   if (!ajv) {
+    if (!existsSync(CH_API_DESCRIPTION)) throw new Error(`cloud-hypervisor's API description is missing at ${CH_API_DESCRIPTION}: the contract tests need ../shared beside the clone`);
     const doc = parse(readFileSync(CH_API_DESCRIPTION, "utf8")) as { components: unknown };
     // OpenAPI 3.0 keywords (nullable, example…) and formats (int64…) are not JSON Schema's.
     ajv = new Ajv({ strict: false, validateFormats: false, allErrors: true });
