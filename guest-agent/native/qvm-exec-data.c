@@ -19,7 +19,10 @@
  * Anything else from the host, or an oversize frame, ends the relay and kills the program.
  * Stdin is written to the program without blocking, and the host's next frame is only read
  * once the last one is written, so a program that does not read its stdin never stops its
- * output (no deadlock), and back-pressure reaches the host through the socket.
+ * output (no deadlock). Each STDIN frame, once written (or dropped: the program closed its
+ * stdin), is acknowledged with STDIN_ACK (0x14, u32 payload bytes); the host keeps at most the
+ * agent's stdin window in flight, so this socket's receive buffer never fills. A full one made
+ * vhost-device-vsock stop forwarding our output for good (docs/agent-protocol.md).
  *
  * The helper's own errors go to its stderr (the agent's pipe). It exits with the program's
  * status, or kills itself with the program's signal, so the agent reports the program's own end.
@@ -47,7 +50,7 @@
 #define COOKIE_BYTES 16
 #define HOST_CID 2
 
-enum { F_STDIN = 0x10, F_STDOUT = 0x11, F_STDERR = 0x12, F_EXIT = 0x13 };
+enum { F_STDIN = 0x10, F_STDOUT = 0x11, F_STDERR = 0x12, F_EXIT = 0x13, F_STDIN_ACK = 0x14 };
 
 static pid_t child = -1;
 
@@ -73,6 +76,11 @@ static int send_frame(int sock, int type, const char *payload, size_t len) {
   unsigned char head[HEADER] = {(unsigned char)type, (unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
   if (write_all(sock, head, HEADER) < 0) return -1;
   return len ? write_all(sock, payload, len) : 0;
+}
+
+static int send_u32_frame(int sock, int type, uint32_t value) {
+  unsigned char p[4] = {(unsigned char)(value >> 24), (unsigned char)(value >> 16), (unsigned char)(value >> 8), (unsigned char)value};
+  return send_frame(sock, type, (const char *)p, 4);
 }
 
 static int hex_value(char c) {
@@ -253,10 +261,10 @@ int main(int argc, char **argv) {
         n = read(sock, in_buf + in_len, want - in_len);
         if (n > 0) {
           in_len += (size_t)n;
+          if (to_child < 0) in_off = in_len; /* stdin already closed: nothing to write */
           if (in_len == want) {
             reading_payload = 0;
             head_len = 0;
-            if (to_child < 0) in_off = in_len; /* stdin already closed: nothing to write */
           }
         }
       }
@@ -269,6 +277,11 @@ int main(int argc, char **argv) {
         broken = 1;
       }
     }
+    /* A whole STDIN frame is written (or dropped): the host may send that much more. */
+    if (!reading_payload && in_len > 0 && in_off == in_len && !broken) {
+      if (sock_open && send_u32_frame(sock, F_STDIN_ACK, (uint32_t)in_len) < 0) broken = 1;
+      in_len = in_off = 0;
+    }
   }
   if (broken) kill(child, SIGKILL);
   if (to_child >= 0) close(to_child);
@@ -278,8 +291,7 @@ int main(int argc, char **argv) {
   }
   int code = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WIFEXITED(status) ? WEXITSTATUS(status) : 1;
   if (!broken) {
-    unsigned char exit_payload[4] = {(unsigned char)(code >> 24), (unsigned char)(code >> 16), (unsigned char)(code >> 8), (unsigned char)code};
-    send_frame(sock, F_EXIT, (const char *)exit_payload, 4);
+    send_u32_frame(sock, F_EXIT, (uint32_t)code);
   }
   shutdown(sock, SHUT_WR);
   close(sock);

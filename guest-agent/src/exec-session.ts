@@ -14,6 +14,13 @@ export const PTY_HELPER = process.env.QVM_PTY_HELPER ?? "/usr/lib/qvm/qvm-pty";
 /** Carries a program's stdio over a connection of its own (guest-agent/native/qvm-exec-data.c). */
 export const DATA_HELPER = process.env.QVM_EXEC_DATA_HELPER ?? "/usr/lib/qvm/qvm-exec-data";
 const dataHelperPresent = existsSync(DATA_HELPER);
+/**
+ * Stdin payload bytes the host may have in flight to DATA_HELPER before an ack (STDIN_ACK). Half
+ * the guest's default vsock receive buffer (256 KiB), so that buffer never fills: when it did,
+ * vhost-device-vsock stopped forwarding the other direction and the connection stalled for good
+ * (docs/agent-protocol.md, "Data channel"). The helper acknowledges every frame it writes.
+ */
+export const DATA_STDIN_WINDOW = 128 * 1024;
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export class ExecRequestError extends Error {}
@@ -124,7 +131,7 @@ export class ExecSession {
   }
 
   started(): void {
-    this.sink.send({ msg: { $case: "started", value: { execId: this.id, pid: this.child.pid ?? 0, dataChannel: this.dataChannel } } });
+    this.sink.send({ msg: { $case: "started", value: { execId: this.id, pid: this.child.pid ?? 0, dataChannel: this.dataChannel, stdinWindow: this.dataChannel ? DATA_STDIN_WINDOW : 0 } } });
   }
 
   /** Returns false when the program's stdin is full: wait for onStdinDrain. */

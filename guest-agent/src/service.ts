@@ -8,6 +8,7 @@ import { EXEC_SIGNALS, isExecSignal } from "@qvm/protocol/contracts";
 import { ExecSession, ExecRequestError } from "./exec-session.js";
 import { MAX_CONCURRENT_EXECS } from "./limits.js";
 import { setNetwork } from "./network-rpc.js";
+import { reidentifyRpcs, systemIdentity, type IdentitySystem } from "./reidentify.js";
 import { windowRpcs } from "./gui/rpc.js";
 import { systemGui } from "./gui/system.js";
 import { WindowManager } from "./gui/windows.js";
@@ -41,6 +42,7 @@ export function createGuestAgentService(
   power: PowerControl = systemPower,
   windows = new WindowManager(systemGui()),
   usb = new UsbMonitor(),
+  identity: IdentitySystem = systemIdentity(),
 ): agentV1.GuestAgentServer {
   const sessions = new Map<number, ExecSession>();
   let nextId = 1;
@@ -48,6 +50,7 @@ export function createGuestAgentService(
   return {
     ...windowRpcs(windows),
     ...usbRpcs(usb),
+    ...reidentifyRpcs(identity),
 
     ping(_call: ServerUnaryCall<agentV1.PingRequest, agentV1.PingResponse>, cb: sendUnaryData<agentV1.PingResponse>) {
       cb(null, { agentVersion: AGENT_VERSION });

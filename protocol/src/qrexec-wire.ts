@@ -29,6 +29,12 @@ export const FrameType = {
   STDERR: 0x12,
   /** host → caller: 4 bytes, the service's exit code (big-endian i32); the last frame. */
   EXIT: 0x13,
+  /**
+   * Exec data channel only, helper → host: 4 bytes, a big-endian u32 count of stdin payload bytes
+   * the helper has written to the program (or dropped, its stdin being closed) since its last ack.
+   * The host keeps at most the window ExecStarted.stdin_window names unacknowledged.
+   */
+  STDIN_ACK: 0x14,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 const KNOWN = new Set<number>(Object.values(FrameType));

@@ -26,7 +26,7 @@ const hostile: agentV1.GuestAgentServer = {
     call.once("data", () => {
       const send = (msg: agentV1.ExecResponse["msg"]) => call.write({ msg });
       if (mode === "early-stdout") send({ $case: "stdout", value: Buffer.from("x") });
-      send({ $case: "started", value: { execId: 1, pid: 10, dataChannel: false } });
+      send({ $case: "started", value: { execId: 1, pid: 10, dataChannel: false, stdinWindow: 0 } });
       if (mode === "flood") {
         // Writes until the transport pushes back; counts how often it did.
         const chunk = Buffer.alloc(64 * 1024, 0x61);
@@ -57,6 +57,9 @@ const hostile: agentV1.GuestAgentServer = {
     cb({ code: status.NOT_FOUND, details: "no such exec" });
   },
   shutdown(_call, cb) {
+    cb(null, {});
+  },
+  reidentify(_call, cb) {
     cb(null, {});
   },
   setNetwork(_call, cb) {

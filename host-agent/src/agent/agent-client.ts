@@ -1,5 +1,6 @@
 // The host's client of one domain's guest agent. Every reply is untrusted and validated before it
 // is returned; every call has a deadline.
+import { randomBytes } from "node:crypto";
 import { credentials, Metadata, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
 import { QvmError, agentV1 } from "@qvm/protocol";
 import type { ExecSignal } from "@qvm/protocol/contracts";
@@ -24,6 +25,9 @@ import {
   type WindowClipboardReply,
 } from "./replies.js";
 import { DEFAULT_CALL_TIMEOUT_MS, MAX_AGENT_MESSAGE_BYTES } from "./limits.js";
+
+/** Random bytes Reidentify sends for the guest's kernel pool (the guest accepts 32..512). */
+export const REIDENTIFY_ENTROPY_BYTES = 64;
 
 export interface ExecOptions {
   /** argv, run directly; or a string, run by /bin/sh -c. */
@@ -90,6 +94,29 @@ export class AgentClient {
   /** Replaces the guest's network configuration; says which clients' rules failed (dropped). */
   async setNetwork(config: agentV1.SetNetworkRequest, timeoutMs = 60_000): Promise<SetNetworkReply> {
     return parseSetNetworkReply(await this.unary("SetNetwork", this.client.setNetwork, config, timeoutMs));
+  }
+
+  /**
+   * Gives a domain started from another domain's memory snapshot its own identity: `hostname`,
+   * REIDENTIFY_ENTROPY_BYTES fresh random bytes for its kernel's pool, and the host's clock (the
+   * guest steps its clock when it is more than 1 s off). Resolves once the guest has done all
+   * three. The time is taken once the channel is connected, not while it waits to reconnect.
+   */
+  async reidentify(hostname: string, timeoutMs = this.callTimeoutMs): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await this.connected("Reidentify", deadline);
+    const req: agentV1.ReidentifyRequest = { hostname, entropy: randomBytes(REIDENTIFY_ENTROPY_BYTES), unixTimeMs: Date.now() };
+    await this.unary("Reidentify", this.client.reidentify, req, Math.max(1, deadline - Date.now()));
+  }
+
+  /** Resolves once the channel is connected (it may be reconnecting), by `deadline` at the latest. */
+  private connected(what: string, deadline: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(this.closedError(what));
+      this.client.waitForReady(deadline, (err) =>
+        err ? reject(new QvmError("AGENT_TIMEOUT", `guest agent did not answer ${what} in time: no connection through ${this.socketPath}`, { cause: err })) : resolve(),
+      );
+    });
   }
 
   async shutdown(reboot = false): Promise<void> {

@@ -12,6 +12,7 @@ import { QvmError, type agentV1 } from "@qvm/protocol";
 import type { ExitSignal } from "@qvm/protocol/contracts";
 import { FrameDecoder, FrameError, FrameType, encodeData, encodeFrame } from "@qvm/protocol/qrexec";
 import type { DataChannelWait } from "./data-channel.js";
+import { StdinWindow, StdinWindowError } from "./stdin-window.js";
 import { parseGuestExecResponse } from "./replies.js";
 import { agentCallError } from "./grpc-errors.js";
 
@@ -51,7 +52,7 @@ export class ExecProcess {
   readonly exit: Promise<ExecExit>;
   private execId: number | undefined;
   /** Where stdin goes: the Exec stream, or the data channel once it is connected. */
-  private readonly transport: Promise<"grpc" | Socket>;
+  private readonly transport: Promise<"grpc" | StdinWindow>;
   private socket: Socket | undefined;
 
   constructor(
@@ -66,14 +67,14 @@ export class ExecProcess {
     };
     this.stdout = new GuestOutput(resume);
     this.stderr = new GuestOutput(resume);
-    let chooseTransport!: (t: "grpc" | Socket) => void;
+    let chooseTransport!: (t: "grpc" | StdinWindow) => void;
     this.transport = new Promise((res) => (chooseTransport = res));
     this.stdin = new Writable({
       highWaterMark: 256 * 1024,
-      write: (chunk: Buffer, _enc, cb) => void this.transport.then((t) => (t === "grpc" ? this.sendStdin(chunk, cb) : writeFrames(t, encodeData(FrameType.STDIN, chunk), cb))),
+      write: (chunk: Buffer, _enc, cb) => void this.transport.then((t) => (t === "grpc" ? this.sendStdin(chunk, cb) : t.write(encodeData(FrameType.STDIN, chunk), () => cb()))),
       final: (cb) =>
         void this.transport.then((t) => {
-          if (t !== "grpc") return writeFrames(t, [encodeFrame(FrameType.STDIN)], cb);
+          if (t !== "grpc") return t.write([encodeFrame(FrameType.STDIN)], () => cb());
           if (!call.writableEnded) call.write({ msg: { $case: "closeStdin", value: true } });
           cb();
         }),
@@ -93,6 +94,8 @@ export class ExecProcess {
       let dataOpen = false;
       /** The Exec stream has ended (after the exit: anything later from the guest is a fault). */
       let callDone = false;
+      /** The helper's stdin window (ExecStarted.stdin_window; 0: it does not acknowledge). */
+      let stdinWindow = 0;
       const endOutputs = () => {
         if (outputsEnded) return;
         outputsEnded = true;
@@ -122,7 +125,8 @@ export class ExecProcess {
       };
       const useDataChannel = (s: Socket) => {
         this.socket = s;
-        chooseTransport(s);
+        const sender = new StdinWindow(s, stdinWindow);
+        chooseTransport(sender);
         const decoder = new FrameDecoder();
         const open = { stdout: true, stderr: true };
         let dataExit = false;
@@ -137,6 +141,14 @@ export class ExecProcess {
             if (dataExit) return fail(new QvmError("AGENT_PROTOCOL", "the domain's data channel sent data after its exit"));
             if (f.type === FrameType.EXIT && f.payload.length === 4) {
               dataExit = true;
+              continue;
+            }
+            if (f.type === FrameType.STDIN_ACK && f.payload.length === 4) {
+              try {
+                sender.ack(f.payload.readUInt32BE(0));
+              } catch (err) {
+                return fail(new QvmError("AGENT_PROTOCOL", `the domain's data channel ${(err as StdinWindowError).message}`));
+              }
               continue;
             }
             const which = f.type === FrameType.STDOUT ? "stdout" : f.type === FrameType.STDERR ? "stderr" : undefined;
@@ -174,6 +186,7 @@ export class ExecProcess {
           resolveStarted({ execId: ev.execId, pid: ev.pid });
           if (ev.dataChannel && data) {
             dataOpen = true;
+            stdinWindow = ev.stdinWindow;
             data.socket.then(useDataChannel, () => {
               // Never connected (the helper failed: its error and exit come on the Exec stream).
               chooseTransport("grpc");
@@ -241,19 +254,4 @@ export class ExecProcess {
     this.socket?.destroy();
     this.call.cancel();
   }
-}
-
-/** Writes frames to the data channel; a closed channel swallows them (the program has ended). */
-function writeFrames(s: Socket, frames: Buffer[], cb: (err?: Error | null) => void): void {
-  if (s.destroyed || s.writableEnded) return cb();
-  let ok = true;
-  for (const f of frames) ok = s.write(f);
-  if (ok) return cb();
-  const done = () => {
-    s.off("drain", done);
-    s.off("close", done);
-    cb();
-  };
-  s.on("drain", done);
-  s.on("close", done);
 }

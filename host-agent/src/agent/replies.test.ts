@@ -23,7 +23,8 @@ describe("validation of guest agent replies", () => {
   });
 
   it("accepts each Exec message kind", () => {
-    expect(parseGuestExecResponse({ msg: { $case: "started", value: { execId: 1, pid: 42, dataChannel: false } } })).toEqual({ kind: "started", execId: 1, pid: 42, dataChannel: false });
+    expect(parseGuestExecResponse({ msg: { $case: "started", value: { execId: 1, pid: 42, dataChannel: false, stdinWindow: 0 } } })).toEqual({ kind: "started", execId: 1, pid: 42, dataChannel: false, stdinWindow: 0 });
+    expect(parseGuestExecResponse({ msg: { $case: "started", value: { execId: 2, pid: 43, dataChannel: true, stdinWindow: 131072 } } })).toMatchObject({ dataChannel: true, stdinWindow: 131072 });
     expect(parseGuestExecResponse({ msg: { $case: "stdout", value: Buffer.from("hi") } })).toEqual({ kind: "stdout", data: Buffer.from("hi") });
     expect(parseGuestExecResponse({ msg: { $case: "exit", value: { code: 3, signal: "" } } })).toEqual({ kind: "exit", code: 3, signal: null });
     expect(parseGuestExecResponse({ msg: { $case: "exit", value: { code: -1, signal: "SIGKILL" } } })).toEqual({ kind: "exit", code: null, signal: "SIGKILL" });
@@ -32,6 +33,8 @@ describe("validation of guest agent replies", () => {
   it.each([
     ["an empty message", { msg: undefined }],
     ["exec id 0", { msg: { $case: "started" as const, value: { execId: 0, pid: 1 } } }],
+    ["a stdin window smaller than one frame", { msg: { $case: "started" as const, value: { execId: 1, pid: 1, dataChannel: true, stdinWindow: 100 } } }],
+    ["a stdin window over 16 MiB", { msg: { $case: "started" as const, value: { execId: 1, pid: 1, dataChannel: true, stdinWindow: 2 ** 31 } } }],
     ["an oversized output chunk", { msg: { $case: "stderr" as const, value: Buffer.alloc(1024 * 1024) } }],
     ["an exit code above 255", { msg: { $case: "exit" as const, value: { code: 300, signal: "" } } }],
     ["a negative exit code", { msg: { $case: "exit" as const, value: { code: -5, signal: "" } } }],

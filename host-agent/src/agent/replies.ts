@@ -96,8 +96,12 @@ export function parseWindowClipboardReply(v: unknown, maxBytes: number): WindowC
 export const parseGuestPing = (v: unknown): PingReply => parse(pingReply, "Ping reply", v);
 export const parseGuestInfo = (v: unknown): GuestInfo => parse(infoReply, "GetInfo reply", v);
 
+/** Bounds of ExecStarted.stdin_window (0 also: no window). One full frame must fit. */
+export const MIN_STDIN_WINDOW = 64 * 1024;
+export const MAX_STDIN_WINDOW = 16 * 1024 * 1024;
+
 export type ExecEvent =
-  | { kind: "started"; execId: number; pid: number; dataChannel: boolean }
+  | { kind: "started"; execId: number; pid: number; dataChannel: boolean; stdinWindow: number }
   | { kind: "stdout" | "stderr"; data: Buffer }
   | { kind: "exit"; code: number | null; signal: ExitSignal | null };
 
@@ -106,12 +110,17 @@ export function parseGuestExecResponse(res: agentV1.ExecResponse): ExecEvent {
   const msg = res.msg;
   switch (msg?.$case) {
     case "started": {
-      const { execId, pid, dataChannel } = msg.value;
+      const { execId, pid, dataChannel, stdinWindow } = msg.value;
       // pid 0: the program could not be started; its exit (126/127) follows.
       if (!Number.isInteger(execId) || execId < 1 || !Number.isInteger(pid) || pid < 0 || pid > 0x3fffffff) {
         throw new QvmError("AGENT_PROTOCOL", "invalid Exec started message from the guest agent");
       }
-      return { kind: "started", execId, pid, dataChannel: dataChannel === true };
+      // A window under one frame would never let a full frame through; a huge one only turns the window off.
+      const window = stdinWindow ?? 0;
+      if (!Number.isInteger(window) || (window !== 0 && (window < MIN_STDIN_WINDOW || window > MAX_STDIN_WINDOW))) {
+        throw new QvmError("AGENT_PROTOCOL", `invalid Exec stdin window from the guest agent (${window} bytes)`);
+      }
+      return { kind: "started", execId, pid, dataChannel: dataChannel === true, stdinWindow: window };
     }
     case "stdout":
     case "stderr":
