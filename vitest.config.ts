@@ -13,17 +13,8 @@ export default defineConfig({
           testTimeout: 20_000,
         },
       },
-      {
-        test: {
-          name: "e2e",
-          include: ["tests/e2e/**/*.test.ts"],
-          globalSetup: ["tests/e2e/global-setup.ts"],
-          pool: "forks",
-          poolOptions: { forks: { singleFork: true } },
-          testTimeout: 300_000,
-          hookTimeout: 600_000,
-        },
-      },
+      // End-to-end: tests/e2e/vitest.config.ts (which files a QVM_VMM run leaves out, and why).
+      "tests/e2e/vitest.config.ts",
     ],
   },
 });

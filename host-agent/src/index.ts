@@ -12,6 +12,7 @@ export { AgentClient, type ExecOptions } from "./agent/agent-client.js";
 export { ExecProcess, type ExecExit } from "./agent/exec-process.js";
 export type { GuestInfo } from "./agent/replies.js";
 export { QemuDriver } from "./vmm/qemu/qemu-driver.js";
+export { CloudHypervisorDriver, CH_KIND } from "./vmm/cloud-hypervisor/ch-driver.js";
 export { DriverTable } from "./vmm/drivers.js";
 export type { VmmDriver, VmHandle, VmSpec, VmExit, VmInfo, VmCapabilities, NicSpec, DeviceSpec, ChannelSpec } from "./vmm/driver.js";
 export { dialHybridVsock } from "./vsock/hybrid-dial.js";

@@ -2,11 +2,12 @@
 // temporary directories, and the process and file checks behind every leak check. The layered
 // fixtures around a real qvmd (withDaemon -> withDomain -> withService) are in qvmd-fixtures.ts.
 // Everything is real: QEMU, vhost-device-vsock, the guest agent.
-import { mkdtempSync, rmSync, readdirSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, readdirSync, readFileSync, readlinkSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ImageStore, repoRoot } from "@qvm/images";
-import { DomainVm, QemuDriver, type DomainVmOptions } from "@qvm/host-agent";
+import { CloudHypervisorDriver, DomainVm, QemuDriver, type DomainVmOptions } from "@qvm/host-agent";
+import { e2eVmm } from "./e2e-vmm.js";
 
 /** Where the e2e global setup built the kernel bundle and the templates. */
 export function imagesDir(): string {
@@ -49,7 +50,7 @@ export async function bootDomain(name: string, dirs: TestDirs, extra: Partial<Do
   const store = imageStore();
   const dom = await DomainVm.start({
     name,
-    driver: new QemuDriver(),
+    driver: e2eVmm() === "cloud-hypervisor" ? new CloudHypervisorDriver() : new QemuDriver(),
     kernel: store.kernel(),
     rootImage: store.template("debian-12").root,
     runtimeDir: dirs.runtimeDir,
@@ -71,13 +72,24 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Pids of every live process whose command line mentions `marker` (a test's private directory). */
+/**
+ * Pids of every live process whose command line mentions `marker` (a test's private directory),
+ * or whose root is below it: a jailed cloud-hypervisor sees its files at fixed paths (/vm/run…),
+ * so only its jail's root (RUNTIME/jails/NAME) names the test.
+ */
 export function processesMentioning(marker: string): number[] {
   const pids: number[] = [];
+  const rootOf = (pid: string) => {
+    try {
+      return readlinkSync(`/proc/${pid}/root`);
+    } catch {
+      return "";
+    }
+  };
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
-      if (alive(Number(entry)) && readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) pids.push(Number(entry));
+      if (alive(Number(entry)) && (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker) || rootOf(entry).startsWith(marker))) pids.push(Number(entry));
     } catch {
       // exited meanwhile
     }

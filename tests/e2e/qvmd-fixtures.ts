@@ -15,6 +15,7 @@ import { repoRoot } from "@qvm/images";
 import { QvmError, adminV1 } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon, type TestDaemonDirs } from "@qvm/host-agent/testing";
 import { alive, describeProcess, descendantsOf, imagesDir, killProcesses, pollUntil, processesMentioning, socketsUnder } from "./fixtures.js";
+import { e2eVmm } from "./e2e-vmm.js";
 
 /** How long qvmd may take to answer at start and to exit at SIGTERM. */
 const QVMD_START_MS = 15_000;
@@ -120,7 +121,10 @@ export class E2eDaemon implements Layer {
     const dirs = testDaemonDirs(label, imagesDir());
     const args = opts.args ?? [];
     try {
-      return new E2eDaemon(dirs, args, opts.netns, await startTestDaemon(dirs, QVMD_START_MS, args, { netns: opts.netns }));
+      const daemon = new E2eDaemon(dirs, args, opts.netns, await startTestDaemon(dirs, QVMD_START_MS, args, { netns: opts.netns }));
+      // QVM_VMM=cloud-hypervisor runs the suite's domains on that backend (e2e-vmm.ts).
+      if (e2eVmm() !== "qemu") await daemon.client.setProperty({ domain: "", name: "default_vmm", value: e2eVmm() });
+      return daemon;
     } catch (err) {
       await killProcesses(processesMentioning(dirs.base));
       removeTestDaemonDirs(dirs);

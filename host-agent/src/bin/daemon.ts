@@ -7,6 +7,7 @@ import path from "node:path";
 import { QvmError, adminSocketPath } from "@qvm/protocol";
 import { ImageStore } from "@qvm/images";
 import { QemuDriver } from "../vmm/qemu/qemu-driver.js";
+import { CloudHypervisorDriver } from "../vmm/cloud-hypervisor/ch-driver.js";
 import { chooseAccel } from "../vmm/accel.js";
 import { processAlive } from "../vmm/process.js";
 import { AdminServer } from "../admin/server.js";
@@ -73,7 +74,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       dataDir: opts.dataDir,
       runtimeDir: opts.runtimeDir,
       images: new ImageStore(opts.imagesDir),
-      drivers: [new QemuDriver({ log: opts.log, allowTcg: opts.allowTcg ?? false, tapOpenHelper: opts.tapOpenHelper, qmpAddFdHelper: opts.qmpAddFdHelper })],
+      // Every driver qvm has (VMM_KINDS); `vmm` picks one per domain, and a driver whose VMM this
+      // host lacks fails that domain's start with the install step.
+      drivers: [
+        new QemuDriver({ log: opts.log, allowTcg: opts.allowTcg ?? false, tapOpenHelper: opts.tapOpenHelper, qmpAddFdHelper: opts.qmpAddFdHelper }),
+        new CloudHypervisorDriver({ log: opts.log }),
+      ],
       // Only root can give each VMM a uid of its own; a non-root qvmd runs them as itself.
       vmmUids: process.getuid?.() === 0 ? DEFAULT_VMM_UID_RANGE : undefined,
       accel: () => chooseAccel().accel,

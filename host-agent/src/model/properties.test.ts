@@ -52,6 +52,7 @@ describe("property validation", () => {
     expect(checkPropertySet(work, "netvm", "sys-net", w)).toBe("sys-net");
     expect(checkPropertySet(work, "netvm", "", w)).toBe("");
     expect(checkPropertySet(work, "vmm", "qemu", w)).toBe("qemu");
+    expect(checkPropertySet(work, "vmm", "cloud-hypervisor", w)).toBe("cloud-hypervisor");
   });
 
   it("refuses an unknown property and names the known ones", () => bad("colour", "red", "unknown property"));

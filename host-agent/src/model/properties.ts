@@ -2,6 +2,7 @@
 // checked, and where its value comes from when the domain does not set it (Qubes: the domain,
 // then its template, then a global default).
 import { QvmError, isLabel, LABEL_NAMES } from "@qvm/protocol";
+import { VMM_KINDS } from "@qvm/protocol/contracts";
 import type { DomainClass, DomainRecord } from "./domain.js";
 import { DEFAULT_MAC, checkMac, domainIp } from "./net-identity.js";
 
@@ -109,7 +110,7 @@ export const PROPERTIES: Record<string, PropertyDef> = {
   default_user: { type: "str", doc: "user that `qvm run` runs programs as", fromTemplate: true, default: "user" },
   qrexec_timeout: { type: "int", doc: "seconds to wait for the agent at start", fromTemplate: true, global: "default_qrexec_timeout", min: 1, max: 3600 },
   shutdown_timeout: { type: "int", doc: "seconds to wait for a clean shutdown", fromTemplate: true, global: "default_shutdown_timeout", min: 1, max: 3600 },
-  vmm: { type: "vmm", doc: "hypervisor backend: qemu", fromTemplate: true, global: "default_vmm" },
+  vmm: { type: "vmm", doc: `hypervisor backend: ${VMM_KINDS.join(" or ")}`, fromTemplate: true, global: "default_vmm" },
 };
 
 export const GLOBAL_PROPERTIES: Record<string, { type: PropertyDef["type"]; default: PropValue; doc: string; min?: number; max?: number }> = {
@@ -167,7 +168,7 @@ export function parsePropertyValue(name: string, raw: string | PropValue, def: {
       }
       return text;
     case "vmm":
-      if (text !== "qemu") throw new QvmError("INVALID_ARGUMENT", `${name} must be "qemu" (cloud-hypervisor is not available yet)`);
+      if (!(VMM_KINDS as readonly string[]).includes(text)) throw new QvmError("INVALID_ARGUMENT", `${name} must be one of ${VMM_KINDS.join(", ")}, not ${JSON.stringify(text)}`);
       return text;
     case "domain":
     case "str":

@@ -117,6 +117,11 @@ export interface VmSpec {
   /** Devices present at boot: passed-through PCI devices, emulated USB devices. */
   devices?: DeviceSpec[];
   channels?: ChannelSpec[];
+  /**
+   * A directory on disk the VM's snapshot is written to (SnapshotCapability.snapshot), which a
+   * jailed VMM can only reach when it is named at start. Only drivers with snapshots use it.
+   */
+  snapshotDir?: string;
 }
 
 export interface VmmUser {
@@ -197,9 +202,10 @@ export interface UsbCapability {
   remove(id: string): Promise<void>;
 }
 
-/** Saves a paused VM to a directory and starts a new one from it. */
+/** Saves a paused VM to its spec's snapshotDir; the driver's restore starts new VMs from it. */
 export interface SnapshotCapability {
-  snapshot(dir: string): Promise<void>;
+  /** Writes the paused VM's state into VmSpec.snapshotDir (FAILED_PRECONDITION without one). */
+  snapshot(): Promise<void>;
 }
 
 export interface VmCapabilities {

@@ -35,10 +35,10 @@ export function childStdio(log: number, inherit: readonly InheritedFd[]): ("igno
  * `inherit`: descriptors of this process the child gets at given numbers (a disk image qvmd
  * opened for a jailed VMM); the caller still owns and closes them.
  */
-export function spawnDetached(file: string, args: string[], logPath: string, opts: { cwd?: string; inherit?: readonly InheritedFd[] } = {}): Promise<SpawnedProcess> {
+export function spawnDetached(file: string, args: string[], logPath: string, opts: { cwd?: string; inherit?: readonly InheritedFd[]; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedProcess> {
   const fd = openSync(logPath, "a", 0o600);
   try {
-    const child = spawn(file, args, { detached: true, stdio: childStdio(fd, opts.inherit ?? []), cwd: opts.cwd });
+    const child = spawn(file, args, { detached: true, stdio: childStdio(fd, opts.inherit ?? []), cwd: opts.cwd, env: opts.env });
     return new Promise((resolve, reject) => {
       child.once("error", reject);
       child.once("spawn", () => {

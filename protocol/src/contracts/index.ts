@@ -25,10 +25,12 @@ export {
   POLICY_ACTIONS,
   POWER_STATES,
   UNKNOWN_WORD,
+  VMM_KINDS,
   type DomainClassWord,
   type EventTypeWord,
   type PolicyActionWord,
   type PowerStateWord,
+  type VmmKindWord,
 } from "./words.js";
 export {
   DISPLAY_TICKET_PATTERN,

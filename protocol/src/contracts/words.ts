@@ -53,3 +53,11 @@ export type EventTypeWord = (typeof EVENT_TYPES)[number];
 
 /** Shown for an enum value this client does not know (a newer or older qvmd): never guessed. */
 export const UNKNOWN_WORD = "unknown";
+
+/**
+ * The VMM drivers qvm has, as the `vmm` property spells them (host-agent/src/vmm/drivers.ts).
+ * Every one is accepted by `qvm prefs`; a domain whose VMM is missing on its host fails to start
+ * with the install step.
+ */
+export const VMM_KINDS = ["qemu", "cloud-hypervisor"] as const;
+export type VmmKindWord = (typeof VMM_KINDS)[number];

@@ -47,6 +47,7 @@ describe("ChApi", () => {
     await a.powerButton();
     await a.shutdown();
     await a.resizeDisk("disk1", 2 * 1024 ** 3);
+    await a.addNet({ id: "net0", tap: "qvm-tap0", mac: "00:16:3e:00:00:01" });
     await a.removeDevice("net0");
     await a.snapshot("/run/qvm/snap");
     await a.restore("/run/qvm/snap", { resume: false });
@@ -58,13 +59,14 @@ describe("ChApi", () => {
       "PUT /api/v1/vm.power-button ",
       "PUT /api/v1/vm.shutdown ",
       'PUT /api/v1/vm.resize-disk {"id":"disk1","desired_size":2147483648}',
+      'PUT /api/v1/vm.add-net {"id":"net0","tap":"qvm-tap0","mac":"00:16:3e:00:00:01"}',
       'PUT /api/v1/vm.remove-device {"id":"net0"}',
       'PUT /api/v1/vm.snapshot {"destination_url":"file:///run/qvm/snap"}',
       'PUT /api/v1/vm.restore {"source_url":"file:///run/qvm/snap","resume":false}',
       "PUT /api/v1/vmm.shutdown ",
     ]);
     // Each body is what CH's API description asks for.
-    const bodies: Record<string, string> = { "vm.resize-disk": "VmResizeDisk", "vm.remove-device": "VmRemoveDevice", "vm.snapshot": "VmSnapshotConfig", "vm.restore": "RestoreConfig" };
+    const bodies: Record<string, string> = { "vm.add-net": "NetConfig", "vm.resize-disk": "VmResizeDisk", "vm.remove-device": "VmRemoveDevice", "vm.snapshot": "VmSnapshotConfig", "vm.restore": "RestoreConfig" };
     for (const s of seen.filter((x) => x.body)) {
       const validate = chSchema(bodies[s.url.replace("/api/v1/", "")]!);
       expect(validate(JSON.parse(s.body)), `${s.url}: ${JSON.stringify(validate.errors)}`).toBe(true);
@@ -84,6 +86,10 @@ describe("ChApi", () => {
   it("maps the documented errors: 405 is the wrong state, others a failed VMM, text clipped and cleaned", async () => {
     handler = (_r, _b, res) => res.writeHead(405).end("VM is not booted");
     await expect(api().pause()).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("VM is not booted") });
+    handler = (_r, _b, res) => res.writeHead(500).end('["Error from API","The VM could not be paused","VM is not running"]');
+    await expect(api().pause()).rejects.toMatchObject({ code: "VMM_FAILED", message: expect.stringContaining("The VM could not be paused: VM is not running") });
+    handler = (_r, _b, res) => res.writeHead(404).end('["Error from API","No such device"]');
+    await expect(api().removeDevice("net9")).rejects.toMatchObject({ code: "NOT_FOUND" });
     handler = (_r, _b, res) => res.writeHead(500).end(`bad\x1b[31m${"x".repeat(5000)}`);
     const err = (await api().resizeDisk("disk9", 1).catch((e: Error) => e)) as Error & { code: string };
     expect(err.code).toBe("VMM_FAILED");

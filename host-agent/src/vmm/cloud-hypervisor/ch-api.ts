@@ -9,7 +9,7 @@
 // an error message. Every call has a deadline; a VMM that dies mid-call fails the call at once.
 import http from "node:http";
 import { QvmError } from "@qvm/protocol";
-import type { ChVmConfig } from "./vm-config.js";
+import type { ChNetConfig, ChVmConfig } from "./vm-config.js";
 
 const MAX_REPLY_BYTES = 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -60,6 +60,12 @@ export class ChApi {
   resizeDisk(id: string, desiredSize: number): Promise<void> {
     return this.put("vm.resize-disk", { id, desired_size: desiredSize });
   }
+  /** Hot-plugs a network link (a tap device by name: vm.create and add-net take no descriptors from us). */
+  async addNet(net: ChNetConfig): Promise<void> {
+    const r = await this.call("PUT", "/vm.add-net", net);
+    // 200 with PciDeviceInfo when the VM runs, 204 when it is not booted yet (a cold add).
+    if (r.status !== 200 && r.status !== 204) throw this.refused("vm.add-net", r);
+  }
   removeDevice(id: string): Promise<void> {
     return this.put("vm.remove-device", { id });
   }
@@ -98,9 +104,11 @@ export class ChApi {
   }
 
   private refused(what: string, r: Reply): QvmError {
-    const why = clip(r.body.toString("utf8")) || `HTTP ${r.status}`;
-    // 405: the VM is in the wrong state for it (not booted, already paused…), as the API documents.
-    const code = r.status === 405 || r.status === 409 ? "FAILED_PRECONDITION" : "VMM_FAILED";
+    const why = clip(errorText(r.body.toString("utf8"))) || `HTTP ${r.status}`;
+    // 405: the VM is in the wrong state for it, as the API description documents; CH's code answers
+    // 500 for that instead (with the reason in the text), 404 for no VM or no such device, 409 for
+    // a duplicate id.
+    const code = r.status === 405 || r.status === 409 ? "FAILED_PRECONDITION" : r.status === 404 ? "NOT_FOUND" : "VMM_FAILED";
     return new QvmError(code, `cloud-hypervisor refused ${what} (HTTP ${r.status}): ${why}`);
   }
 
@@ -145,9 +153,24 @@ export class ChApi {
   }
 }
 
+/**
+ * CH (v53) answers errors as a JSON array of strings, outermost first ("Error from API", "The VM
+ * could not be paused", "VM is not running"); older releases sent plain text. Either way, text.
+ */
+function errorText(body: string): string {
+  if (body.startsWith("[")) {
+    try {
+      const parts = JSON.parse(body) as unknown;
+      if (Array.isArray(parts) && parts.every((p) => typeof p === "string")) return parts.filter((p) => p !== "Error from API").join(": ");
+    } catch {
+      // not JSON: plain text
+    }
+  }
+  return body;
+}
+
 /** Error text from the VMM: one line, no control characters, at most 300 characters. */
 function clip(s: string): string {
-  // eslint-disable-next-line no-control-regex
   const flat = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]+/g, " ").trim();
   return flat.length > 300 ? `${flat.slice(0, 300)}…` : flat;
 }

@@ -12,47 +12,83 @@
 // - vsock: CH's own hybrid vsock on the path QEMU domains give vhost-device-vsock, so the agent
 //   relay, the qrexec listener (`_50`) and the Exec data channel (`_51`) are the same;
 // - serial console to a Unix socket (like QEMU's chardev), virtio console off;
-// - a balloon that reports free pages, as QEMU domains have (balloon.ts).
-// Network links and devices (QEMU's datagram sockets, VFIO, emulated USB) have no CH form here
-// yet: a spec with any is refused with an error that says so.
+// - a balloon that reports free pages, as QEMU domains have (balloon.ts);
+// - landlock on, with the runtime directory writable (CH dials `<vsock>_<port>` there) on top of
+//   the rules CH derives from the config itself.
+// Every path is the one CH sees (view.ts): fixed ones when jailed, so snapshots restore anywhere.
+// Network links: tap devices by name (CH opens a persistent tap its uid owns; it takes no
+// descriptors in vm.create). QEMU's datagram-socket links, passt's stream links, VFIO and
+// emulated USB have no CH form here: a spec with any is refused with an error that says so.
 import { QvmError } from "@qvm/protocol";
-import type { VmSpec } from "../driver.js";
+import type { NicSpec, VmSpec } from "../driver.js";
 import { kernelCommandLine } from "../qemu/qemu-args.js";
+import { chFiles, type ChView } from "./view.js";
 
 const MIB = 1024 * 1024;
 
-/** Where the VMM's sockets live for a domain (made by the driver, under its runtime directory). */
-export interface ChPaths {
-  /** The hybrid vsock socket: "CONNECT <port>" for guest ports, "<path>_<port>" for the host's. */
-  vsockSocket: string;
-  /** The serial console. */
-  consoleSocket: string;
+export interface ChNetConfig {
+  id: string;
+  tap: string;
+  mac: string;
 }
 
 export interface ChVmConfig {
   payload: { kernel: string; initramfs: string; cmdline: string };
   cpus: { boot_vcpus: number; max_vcpus: number };
   memory: { size: number; shared: boolean };
-  disks: Array<{ id: string; path: string; readonly: boolean; serial: string; image_type: "Raw" | "Qcow2" }>;
+  disks: Array<{ id: string; path: string; readonly: boolean; serial: string; image_type: "Raw" | "Qcow2"; backing_files?: boolean }>;
   vsock: { cid: number; socket: string };
   serial: { mode: "Socket"; socket: string };
   console: { mode: "Off" };
   rng: { src: string };
   balloon: { size: number; deflate_on_oom: boolean; free_page_reporting: boolean };
+  net?: ChNetConfig[];
+  landlock_enable: boolean;
+  landlock_rules: Array<{ path: string; access: "r" | "rw" }>;
 }
 
-export function buildVmConfig(spec: VmSpec, paths: ChPaths): ChVmConfig {
-  if (spec.nics?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: network links are not supported by the cloud-hypervisor driver yet; set \`qvm prefs ${spec.name} netvm ""\` or use the QEMU backend`);
-  if (spec.devices?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: PCI and USB devices are not supported by the cloud-hypervisor driver yet; use the QEMU backend`);
+/** A link as CH's NetConfig (vm.create's `net`, or vm.add-net's body); refuses what CH cannot carry. */
+export function netConfig(domain: string, nic: NicSpec): ChNetConfig {
+  if (nic.backend.kind !== "tap") {
+    throw new QvmError(
+      "FAILED_PRECONDITION",
+      `${domain}: its link ${nic.id} is a ${nic.backend.kind} socket, which the cloud-hypervisor driver cannot carry (CH takes tap devices); use \`qvm prefs ${domain} vmm qemu\`, or give it a tap uplink`,
+    );
+  }
+  return { id: nic.id, tap: nic.backend.ifname, mac: nic.mac };
+}
+
+export function buildVmConfig(spec: VmSpec, view: ChView): ChVmConfig {
+  if (spec.devices?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: PCI and USB devices are not supported by the cloud-hypervisor driver yet; use \`qvm prefs ${spec.name} vmm qemu\``);
+  if (spec.channels?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: extra channels are not supported by the cloud-hypervisor driver yet`);
+  const files = chFiles(view);
+  const nics = (spec.nics ?? []).map((n) => netConfig(spec.name, n));
   return {
-    payload: { kernel: spec.kernel.image, initramfs: spec.kernel.initrd, cmdline: kernelCommandLine(spec) },
+    payload: { kernel: view.kernel, initramfs: view.initrd, cmdline: kernelCommandLine(spec) },
     cpus: { boot_vcpus: spec.vcpus, max_vcpus: spec.vcpus },
     memory: { size: spec.memoryMiB * MIB, shared: true },
-    disks: spec.disks.map((d, i) => ({ id: `disk${i}`, path: d.path, readonly: d.readonly, serial: d.serial, image_type: d.format === "qcow2" ? "Qcow2" : "Raw" })),
-    vsock: { cid: spec.guestCid, socket: paths.vsockSocket },
-    serial: { mode: "Socket", socket: paths.consoleSocket },
+    // CH opens a qcow2 overlay's backing file only when told to (it is off by default: a guest-
+    // written header could otherwise name any host file); qvm's overlays have trusted ones.
+    disks: spec.disks.map((d, i) => ({
+      id: `disk${i}`,
+      path: view.disks[i]!,
+      readonly: d.readonly,
+      serial: d.serial,
+      image_type: d.format === "qcow2" ? "Qcow2" : "Raw",
+      ...(d.backingFiles?.length ? { backing_files: true } : {}),
+    })),
+    vsock: { cid: spec.guestCid, socket: files.vsockSocket },
+    serial: { mode: "Socket", socket: files.consoleSocket },
     console: { mode: "Off" },
     rng: { src: "/dev/urandom" },
     balloon: { size: 0, deflate_on_oom: true, free_page_reporting: true },
+    ...(nics.length ? { net: nics } : {}),
+    landlock_enable: true,
+    landlock_rules: [{ path: view.runtimeDir, access: "rw" }, ...backingFiles(spec).map((b) => ({ path: b, access: "r" as const }))],
   };
+}
+
+/** Every backing file of the spec's overlays, once (they keep their host paths in every view). */
+function backingFiles(spec: VmSpec): string[] {
+  return [...new Set(spec.disks.flatMap((d) => d.backingFiles ?? []))];
 }

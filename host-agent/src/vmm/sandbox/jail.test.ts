@@ -1,7 +1,7 @@
 // The jail with real processes (root only, as qvmd itself): the command runs as the given uid with
 // no new privileges and no capabilities, joins its cgroups, and sees exactly what was bound.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -55,6 +55,19 @@ describe("VMM jail (real processes, root)", () => {
     const r = jailed([{ path: weird, mode: "ro" }], `cat '${weird}/f'`);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe("weird");
+  });
+
+  it("shows a host path at another path when asked (a restored VM's snapshot paths)", () => {
+    const r = jailed(
+      [
+        { path: "/vm/run", from: path.join(base, "mine"), mode: "rw" },
+        { path: "/vm/disk0", from: path.join(base, "ro/f"), mode: "ro" },
+      ],
+      `cat /vm/run/f; echo; echo moved > /vm/run/h && echo wrote; cat /vm/disk0; echo; cat ${base}/mine/f 2>/dev/null || echo host-path-hidden`,
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.split("\n").slice(0, 4)).toEqual(["mine", "wrote", "ro", "host-path-hidden"]);
+    expect(readFileSync(path.join(base, "mine/h"), "utf8")).toBe("moved\n");
   });
 
   it("keeps one pid from unshare to the command, so qvmd can watch it", () => {

@@ -8,9 +8,14 @@
 // the process keeps one pid from unshare to the VMM (each step execs the next): qvmd records and
 // watches that pid, and a restarted qvmd re-attaches to it, as without the jail.
 
-/** One path the VMM may see, at the same path as on the host. */
+/** One path the VMM may see: the host's `from` (default: the same path) shown at `path`. */
 export interface JailBind {
   path: string;
+  /**
+   * The host file or directory shown at `path`, when it differs: a restored cloud-hypervisor VM
+   * opens its snapshot's paths, which each restore maps to its own domain's files.
+   */
+  from?: string;
   /** ro: read-only; rw: read-write; dev: a device node (read-write, nothing else). */
   mode: "ro" | "rw" | "dev";
 }
@@ -37,7 +42,7 @@ export const SYSTEM_BINDS: JailBind[] = [
 ];
 
 // Arguments: ROOT UID GID GROUPS(comma list or "-") CGROUP_PROCS(colon list or "-") NBINDS
-// then NBINDS pairs MODE PATH, then the command. Every path is an argument, never part of the
+// then NBINDS triples MODE FROM PATH (FROM: the host's path, PATH: where the view shows it), then the command. Every path is an argument, never part of the
 // script's text, so no path can inject shell syntax.
 const SCRIPT = String.raw`set -eu
 root=$1 uid=$2 gid=$3 groups=$4 cgroups=$5 n=$6
@@ -52,11 +57,11 @@ mkdir -p "$root/proc" "$root/tmp" "$root/dev"
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 i=0
 while [ "$i" -lt "$n" ]; do
-  mode=$1 path=$2
-  shift 2
+  mode=$1 from=$2 path=$3
+  shift 3
   i=$((i + 1))
-  if [ -d "$path" ]; then mkdir -p "$root$path"; else mkdir -p "$root$(dirname "$path")"; : > "$root$path"; fi
-  mount --bind "$path" "$root$path"
+  if [ -d "$from" ]; then mkdir -p "$root$path"; else mkdir -p "$root$(dirname "$path")"; : > "$root$path"; fi
+  mount --bind "$from" "$root$path"
   case $mode in
     ro) mount -o remount,bind,ro,nosuid,nodev "$root$path" ;;
     rw) mount -o remount,bind,nosuid,nodev,noexec "$root$path" ;;
@@ -84,7 +89,7 @@ export function jailArgv(spec: JailSpec, command: string[]): string[] {
     spec.groups.length ? spec.groups.join(",") : "-",
     spec.cgroupProcs.length ? spec.cgroupProcs.join(":") : "-",
     String(binds.length),
-    ...binds.flatMap((b) => [b.mode, b.path]),
+    ...binds.flatMap((b) => [b.mode, b.from ?? b.path, b.path]),
     ...command,
   ];
 }

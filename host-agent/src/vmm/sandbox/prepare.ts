@@ -67,8 +67,10 @@ function checkReadable(file: string, uid: number, gid: number, what: string): vo
 /**
  * `devices`: the device nodes of what is passed through (VFIO's container and group nodes,
  * already given to the VMM's uid), shown in the view as /dev/kvm is.
+ * `view`: host path → the path the VMM sees it at, for the domain's own files (runtime and log
+ * directories, kernel, disks); unlisted paths are seen where they are (cloud-hypervisor/view.ts).
  */
-export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | undefined, devices: readonly JailBind[] = []): PreparedJail {
+export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | undefined, devices: readonly JailBind[] = [], view?: ReadonlyMap<string, string>): PreparedJail {
   const user = spec.user!;
   const { uid, gid } = user;
   mkdirSync(spec.runtimeDir, { recursive: true, mode: 0o700 });
@@ -104,8 +106,9 @@ export function prepareJail(spec: VmSpec, accel: Accel, cgroups: CgroupHost | un
   const rootDir = jailRootOf(spec.runtimeDir, spec.name);
   mkdirSync(rootDir, { recursive: true, mode: 0o700 });
   const cg = cgroups ? makeDomainCgroups(cgroups, spec.name, vmmLimits(spec, accel)) : { dirs: [], procs: [] };
+  const shown = view ? binds.map((b) => (view.has(b.path) ? { ...b, from: b.path, path: view.get(b.path)! } : b)) : binds;
   return {
-    wrap: (command) => jailArgv({ uid, gid, groups, rootDir, cgroupProcs: cg.procs, binds }, command),
+    wrap: (command) => jailArgv({ uid, gid, groups, rootDir, cgroupProcs: cg.procs, binds: shown }, command),
     cgroupDirs: cg.dirs,
     rootDir,
   };
