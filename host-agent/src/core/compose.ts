@@ -1,6 +1,7 @@
 // The composition root: builds qvmd's core from its parts. Everything with an outside effect
 // (the domain store, volumes, VMM drivers, clock, randomness) comes in through ComposeOptions,
 // so tests can give fakes and a second VMM driver is one more entry in `drivers`.
+import path from "node:path";
 import type { ImageStore } from "@qvm/images";
 import { systemClock, type Clock } from "../base/clock.js";
 import { EventBus } from "../base/events.js";
@@ -23,6 +24,7 @@ import { FirewallExpiry } from "../domain/firewall-expiry.js";
 import { DomainWindows } from "../domain/windows.js";
 import { UsbPlugs } from "../domain/usb-plugs.js";
 import { domainVmFactory, type VmFactory } from "../domain/vm-factory.js";
+import { DispvmSnapshots } from "../domain/dispvm-snapshots.js";
 import type { Attacher } from "../domain/attachments.js";
 import { logRotationAttacher } from "../domain/log-rotation.js";
 import type { VmmUidRange } from "../domain/vmm-users.js";
@@ -93,7 +95,7 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   runner = new DomainRunner({
     registry,
     planner,
-    vms: opts.vms ?? domainVmFactory(drivers, paths, log),
+    vms: opts.vms ?? domainVmFactory(drivers, paths, log, new DispvmSnapshots(path.join(opts.dataDir, "dispvm-snapshots"), log)),
     storage: volumeRunStorage(volumes, registry, log),
     attachers,
     events,

@@ -3,7 +3,8 @@
 // and channels, the disks to prepare, and the domains that must run first (its netvm). Each
 // later capability adds its part here (a NIC from the network layer, a device from USB), so
 // the runner itself never changes for them.
-import { existsSync, lstatSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, statSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { ImageStore, KernelBundle } from "@qvm/images";
 import { usbPlugNumber, type DomainRecord, type UsbPlug } from "../model/domain.js";
@@ -39,6 +40,12 @@ export interface BootPlan {
   prepareDisks(): Promise<DiskSpec[]>;
   /** How far the overlays prepareDisks makes may grow on the data disk, in bytes (for admission). */
   overlayBytes(): Promise<number>;
+  /**
+   * A disposable whose driver restores snapshots (cloud-hypervisor): it starts from a snapshot of
+   * a booted domain of its template (dispvm-snapshots.ts), kept while `key` holds: the key changes
+   * with the template's volumes, the kernel and the VM's shape.
+   */
+  fromSnapshot?: { template: string; key: string };
 }
 
 /**
@@ -99,7 +106,32 @@ export class BootPlanner {
       user,
       prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
+      ...this.snapshotSourceOf(rec, vmm, kernel, sources, { user, nics: links.nics, devices, memoryMiB: int("memory"), vcpus: int("vcpus"), kernelopts: String(registry.resolve(rec, "kernelopts")) }),
     };
+  }
+
+  /**
+   * Disposables start from a snapshot when their driver restores them and they have nothing a
+   * snapshot cannot carry: links and devices are made per domain, and a restore needs the jail.
+   */
+  private snapshotSourceOf(
+    rec: DomainRecord,
+    vmm: string,
+    kernel: KernelBundle,
+    sources: { templateRoot?: string; templatePrivate?: string },
+    shape: { user?: VmmUser; nics: NicSpec[]; devices: DeviceSpec[]; memoryMiB: number; vcpus: number; kernelopts: string },
+  ): Pick<BootPlan, "fromSnapshot"> {
+    if (rec.class !== "DispVM" || !this.deps.drivers.get(vmm).restore || !shape.user || shape.nics.length || shape.devices.length) return {};
+    const files = [kernel.image, kernel.initrd, kernel.modules, sources.templateRoot, sources.templatePrivate].map((f) => {
+      if (!f || !existsSync(f)) return "-";
+      const st = statSync(f);
+      return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+    });
+    const key = createHash("sha256")
+      .update(JSON.stringify([vmm, shape.memoryMiB, shape.vcpus, shape.kernelopts, files]))
+      .digest("hex")
+      .slice(0, 24);
+    return { fromSnapshot: { template: String(rec.props.template), key } };
   }
 
   /**

@@ -48,6 +48,14 @@ export interface DomainVmOptions {
   beforeVmm?: () => Promise<() => void>;
   /** Told about attachments that cannot be released. */
   log?: (msg: string) => void;
+  /** Where snapshot() writes the VM's state (a driver with snapshots: cloud-hypervisor). */
+  snapshotDir?: string;
+  /**
+   * Start from this snapshot directory instead of booting (the driver's restore), then tell the
+   * agent its name (Reidentify): the snapshot was of another domain. `disks` must hold what the
+   * snapshot's disks held.
+   */
+  restoreFrom?: string;
 }
 
 export const DEFAULT_MEMORY_MIB = 1024;
@@ -119,7 +127,9 @@ export class DomainVm {
       user: opts.user,
       nics: opts.nics ?? [],
       devices: opts.devices ?? [],
+      ...(opts.snapshotDir ? { snapshotDir: opts.snapshotDir } : {}),
     };
+    if (opts.restoreFrom && !opts.driver.restore) throw new QvmError("FAILED_PRECONDITION", `the ${opts.driver.kind} driver cannot restore snapshots`);
     if (await opts.driver.attach(opts.runtimeDir, opts.logDir)) {
       throw new QvmError("FAILED_PRECONDITION", `${opts.name} is already running`);
     }
@@ -133,7 +143,7 @@ export class DomainVm {
         await createOverlay(opts.rootImage, overlay);
       }
       writeRuntimeRecord(opts.runtimeDir, { vmm: opts.driver.kind, domain: opts.name, startedAt: new Date().toISOString() });
-      vm = await opts.driver.start(await opts.driver.prepare(spec));
+      vm = opts.restoreFrom ? await opts.driver.restore!(spec, opts.restoreFrom) : await opts.driver.start(await opts.driver.prepare(spec));
     } catch (err) {
       undoBeforeVmm?.();
       rmSync(opts.runtimeDir, { recursive: true, force: true });
@@ -158,6 +168,8 @@ export class DomainVm {
         } finally {
           probe.destroy();
         }
+        // A restored guest still has the snapshot's hostname, random pool and clock.
+        if (opts.restoreFrom) await agent.reidentify(opts.name);
       } catch (err) {
         agent?.close();
         if (err instanceof QvmError && err.code === "VMM_FAILED") {
@@ -235,6 +247,19 @@ export class DomainVm {
   async resume(): Promise<void> {
     await this.vm.resume();
     this.relay.release();
+  }
+
+  /**
+   * Pauses the domain and writes its snapshot to DomainVmOptions.snapshotDir. qvmd's connections
+   * to the guest (agent, relay, data channels) are closed first, so that none is frozen half open
+   * in the snapshot; the domain is then only good for stopping.
+   */
+  async snapshot(): Promise<void> {
+    const cap = this.vm.capabilities.snapshot;
+    if (!cap) throw new QvmError("FAILED_PRECONDITION", `the VMM of ${this.name} cannot take snapshots`);
+    await this.attachments.releaseQvmdHeld();
+    await this.vm.pause();
+    await cap.snapshot();
   }
 
   /** Lets go of the domain without stopping it (qvmd exiting); DomainVm.attach takes it back. */

@@ -6,7 +6,8 @@ import type { DiskSpec, VmCapabilities, VmExit, VmInfo } from "../vmm/driver.js"
 import type { DriverTable } from "../vmm/drivers.js";
 import type { DomainAttachments } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
-import { DomainVm } from "./domain-vm.js";
+import { DomainVm, type DomainVmOptions } from "./domain-vm.js";
+import type { DispvmSnapshots } from "./dispvm-snapshots.js";
 import type { DomainPaths } from "./paths.js";
 
 /** What the core uses of a guest agent. */
@@ -41,10 +42,10 @@ export interface VmFactory {
 }
 
 /** Real domains: DomainVm over the driver the plan chose; re-attach picks it from the runtime record. */
-export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (msg: string) => void): VmFactory {
+export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (msg: string) => void, snapshots?: DispvmSnapshots): VmFactory {
   return {
-    start: (plan, disks) =>
-      DomainVm.start({
+    start: (plan, disks) => {
+      const opts: DomainVmOptions = {
         name: plan.name,
         driver: plan.driver,
         kernel: plan.kernel,
@@ -60,7 +61,11 @@ export function domainVmFactory(drivers: DriverTable, paths: DomainPaths, log: (
         devices: plan.devices,
         beforeVmm: plan.beforeVmm,
         log,
-      }),
+      };
+      // A disposable on a VMM that restores: from its template's snapshot (dispvm-snapshots.ts).
+      if (plan.fromSnapshot && snapshots) return snapshots.start({ ...plan, fromSnapshot: plan.fromSnapshot }, disks, opts);
+      return DomainVm.start(opts);
+    },
     reattach: (name, runtimeDir) => DomainVm.attach(name, drivers, runtimeDir, paths.logDirOf(name), log),
   };
 }

@@ -47,6 +47,11 @@ export class ChEventParser {
     }
     return out;
   }
+
+  /** Forgets a partial event, as when the file starts over. */
+  reset(): void {
+    this.pending = "";
+  }
 }
 
 function parseEvent(chunk: string): ChEvent | undefined {
@@ -68,7 +73,7 @@ function parseEvent(chunk: string): ChEvent | undefined {
 export class ChEventFile {
   private offset = 0;
   private readonly parser = new ChEventParser();
-  private readonly decoder = new TextDecoder("utf-8", { fatal: false });
+  private decoder = new TextDecoder("utf-8", { fatal: false });
 
   constructor(readonly file: string) {}
 
@@ -85,7 +90,12 @@ export class ChEventFile {
     }
     try {
       const size = fstatSync(fd).size;
-      if (size < this.offset) this.offset = 0; // truncated: a new VMM started writing it
+      if (size < this.offset) {
+        // Truncated: a new VMM started writing it; the old one's half-written event is not its start.
+        this.offset = 0;
+        this.parser.reset();
+        this.decoder = new TextDecoder("utf-8", { fatal: false });
+      }
       const want = Math.min(size - this.offset, MAX_READ_BYTES);
       if (want <= 0) return [];
       const buf = Buffer.alloc(want);

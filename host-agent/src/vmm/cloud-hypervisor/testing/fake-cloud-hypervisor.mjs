@@ -35,6 +35,7 @@
 //
 // Test knobs (environment):
 //   FAKE_CH_GUEST_PORTS=1024,…      guest vsock ports that listen (default 1024)
+//   FAKE_CH_FORWARD=<port>=<sock>   that guest port is a service on the host's Unix socket <sock>
 //   FAKE_CH_DIAL_HOST_PORT=<p>[,…]  after the guest starts, connect once to "<vsock socket>_<p>"
 //                                   and write "hello from guest\n"
 //   FAKE_CH_POWEROFF_AFTER_MS=<n>   the guest powers off n ms after it starts running
@@ -216,6 +217,18 @@ const guestPorts = new Set(
     .map(Number),
 );
 
+/** FAKE_CH_FORWARD=<port>=<unix socket>[,…]: that guest port is a real service on the host. */
+const forwards = new Map(
+  (env.FAKE_CH_FORWARD ?? "")
+    .split(",")
+    .filter(Boolean)
+    .map((f) => {
+      const at = f.indexOf("=");
+      return [Number(f.slice(0, at)), f.slice(at + 1)];
+    }),
+);
+for (const port of forwards.keys()) guestPorts.add(port);
+
 function listenUnix(server, socketPath) {
   return new Promise((resolve, reject) => {
     const onError = (err) => reject(err);
@@ -310,6 +323,18 @@ function onHostVsockConnection(sock) {
         return;
       }
       sock.write(`OK ${nextLocalPort++}\n`);
+      const forward = forwards.get(port);
+      if (forward) {
+        // A real service on the host stands in for the guest's (a test's in-process agent).
+        const peer = net.connect(forward);
+        peer.on("error", () => sock.destroy());
+        sock.on("error", () => peer.destroy());
+        if (early.length) peer.write(early);
+        sock.pipe(peer);
+        peer.pipe(sock);
+        sock.resume();
+        return;
+      }
       if (early.length) sock.write(early);
       sock.on("data", (d) => sock.write(d));
       sock.on("end", () => sock.end());
