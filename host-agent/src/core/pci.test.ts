@@ -11,7 +11,7 @@ import type { BootPlan } from "../domain/boot-plan.js";
 import type { RunningVm } from "../domain/vm-factory.js";
 import { DomainStore } from "../store/domain-store.js";
 import { FakeSysfs, LAPTOP_PCI, SAMPLE_PCI_IDS } from "../testing/fake-sysfs.js";
-import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import { composeQvmd } from "./compose.js";
 import type { Qvmd } from "./qvmd.js";
 
@@ -38,7 +38,7 @@ async function compose(host: FakeSysfs): Promise<void> {
     dataDir: path.join(dir, "data"),
     runtimeDir: path.join(dir, "run"),
     images: fakeImages(),
-    drivers: [{ kind: "qemu" } as never],
+    drivers: [fakeDriver("qemu")],
     accel: () => "kvm",
     store,
     volumes: fakeVolumes(path.join(dir, "volumes")),

@@ -12,7 +12,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FrameType, encodeFrame, qrexecV1 } from "@qvm/protocol";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import { composeQvmd } from "./compose.js";
 import type { Qvmd } from "./qvmd.js";
 
@@ -28,7 +28,7 @@ function compose(): Qvmd {
     dataDir: path.join(dir, "data"),
     runtimeDir: path.join(dir, "run"),
     images: fakeImages(),
-    drivers: [{ kind: "qemu" } as never],
+    drivers: [fakeDriver("qemu")],
     accel: () => "tcg",
     store,
     volumes: fakeVolumes(path.join(dir, "volumes")),

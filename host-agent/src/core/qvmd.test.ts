@@ -9,7 +9,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FrameType, encodeFrame, qrexecV1 } from "@qvm/protocol";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVmFactory, fakeImages, fakeVolumes, type FakeDisk } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, type FakeDisk, fakeDriver } from "../testing/fake-vms.js";
 import { composeQvmd } from "./compose.js";
 import type { Qvmd } from "./qvmd.js";
 
@@ -38,7 +38,7 @@ beforeEach(async () => {
     dataDir: path.join(dir, "data"),
     runtimeDir: path.join(dir, "run"),
     images: fakeImages(),
-    drivers: [{ kind: "qemu" } as never],
+    drivers: [fakeDriver("qemu")],
     accel: () => "tcg",
     store: DomainStore.open(path.join(dir, "data")),
     volumes: fakeVolumes(path.join(dir, "volumes"), disk),

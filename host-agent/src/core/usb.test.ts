@@ -13,7 +13,7 @@ import type { QvmEvent } from "../base/events.js";
 import { DomainStore } from "../store/domain-store.js";
 import { policyDirOf } from "../qrexec/policy/loader.js";
 import { QREXEC_RUN } from "../qrexec/service-command.js";
-import { FakeVmFactory, fakeImages, fakeUsbDevice, fakeVolumes, type FakeProgram, type FakeVm } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeUsbDevice, fakeVolumes, type FakeProgram, type FakeVm, fakeDriver } from "../testing/fake-vms.js";
 import { USB_ATTACH, USB_RELEASE } from "../usb/usb-devices.js";
 import { composeQvmd } from "./compose.js";
 import type { Qvmd } from "./qvmd.js";
@@ -36,7 +36,7 @@ function compose(timeouts = TIMEOUTS): Qvmd {
     dataDir: path.join(dir, "data"),
     runtimeDir: path.join(dir, "run"),
     images: fakeImages(),
-    drivers: [{ kind: "qemu" } as never],
+    drivers: [fakeDriver("qemu")],
     accel: () => "tcg",
     store: DomainStore.open(path.join(dir, "data")),
     volumes: fakeVolumes(path.join(dir, "volumes"), { freeBytes: 1e15, overlayBytes: 0 }),

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MAX_WINDOWS_PER_DOMAIN } from "@qvm/protocol/contracts";
 import type { QvmEvent } from "../base/events.js";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import { composeQvmd } from "./compose.js";
 import type { Qvmd } from "./qvmd.js";
 
@@ -27,7 +27,7 @@ beforeEach(async () => {
     dataDir: path.join(dir, "data"),
     runtimeDir: path.join(dir, "run"),
     images: fakeImages(),
-    drivers: [{ kind: "qemu" } as never],
+    drivers: [fakeDriver("qemu")],
     accel: () => "tcg",
     store: DomainStore.open(path.join(dir, "data")),
     volumes: fakeVolumes(path.join(dir, "volumes"), { freeBytes: 1e15, overlayBytes: 0 }),

@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EventBus } from "../base/events.js";
 import { DomainStore } from "../store/domain-store.js";
-import { fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import { DriverTable } from "../vmm/drivers.js";
 import { BootPlanner } from "./boot-plan.js";
@@ -20,7 +20,7 @@ let registry: DomainRegistry;
 let volumes: VolumeStore;
 
 function planner(jailed = true) {
-  const drivers = new DriverTable([{ kind: "qemu" } as never, { kind: "cloud-hypervisor", restore: async () => {} } as never]);
+  const drivers = new DriverTable([fakeDriver("qemu"), fakeDriver("cloud-hypervisor", { restore: true })]);
   return new BootPlanner({ registry, volumes, images: fakeImages(), drivers, paths: new DomainPaths(path.join(dir, "data"), path.join(dir, "run")), isRunning: () => false, vmmUids: jailed ? DEFAULT_VMM_UID_RANGE : undefined });
 }
 

@@ -12,7 +12,7 @@ import { EventBus, type QvmEvent } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
 import { DomainStore } from "../store/domain-store.js";
 import type { VolumeStore } from "../storage/volumes.js";
-import { FakeVmFactory, fakeImages, fakeVolumes, type FakeVm } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, type FakeVm, fakeDriver } from "../testing/fake-vms.js";
 import { DriverTable } from "../vmm/drivers.js";
 import { defaultLimits, type ResourceLimits } from "./admission.js";
 import { BootPlanner } from "./boot-plan.js";
@@ -75,7 +75,7 @@ function setup(limits: Partial<ResourceLimits> = {}, reuse = false): void {
     if (failing) throw new Error(failing);
     return start(...args);
   };
-  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([{ kind: "qemu" } as never]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
+  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([fakeDriver("qemu")]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
   runner = new DomainRunner({
     registry,
     planner,

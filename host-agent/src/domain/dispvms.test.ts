@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EventBus } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import { defaultLimits, type ResourceLimits } from "./admission.js";
 import { BootPlanner } from "./boot-plan.js";
@@ -37,7 +37,7 @@ function setup(limits: Partial<ResourceLimits> = {}): void {
   volumes = fakeVolumes(path.join(base, "volumes"));
   paths = new DomainPaths(path.join(base, "data"), path.join(base, "run"));
   factory = new FakeVmFactory();
-  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([{ kind: "qemu" } as never]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
+  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([fakeDriver("qemu")]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
   runner = new DomainRunner({
     registry,
     planner,

@@ -5,13 +5,14 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { QvmError } from "@qvm/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EventBus, type QvmEvent } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
 import { toDisposable } from "../base/disposables.js";
 import type { Clock } from "../base/clock.js";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVm, FakeVmFactory } from "../testing/fake-vms.js";
+import { FakeVm, FakeVmFactory, fakeDriver } from "../testing/fake-vms.js";
 import { defaultLimits, type ResourceLimits } from "./admission.js";
 import type { Attacher } from "./attachments.js";
 import type { BootPlan } from "./boot-plan.js";
@@ -55,6 +56,8 @@ let disk: { freeBytes: number; growth: number };
 let limits: ResourceLimits;
 
 const GIB = 1024 ** 3;
+/** What the plan's driver says of this host (a missing VMM throws its install step). */
+let hostCheck: () => Promise<void> = async () => {};
 
 function makeRunner(): DomainRunner {
   const bus = new EventBus(clock);
@@ -63,7 +66,7 @@ function makeRunner(): DomainRunner {
   const plan = (rec: { name: string }): BootPlan => ({
     name: rec.name,
     vmm: "fake",
-    driver: undefined as never,
+    driver: { ...fakeDriver("fake"), checkHost: () => hostCheck() },
     dependencies: String(registry.resolve(registry.get(rec.name), "netvm")) ? [String(registry.resolve(registry.get(rec.name), "netvm"))] : [],
     kernel: undefined as never,
     runtimeDir: path.join(dir, "run", rec.name),
@@ -206,6 +209,20 @@ describe("DomainRunner power states", () => {
   it("ensureRunning with autostart off refuses a halted domain", async () => {
     await expect(runner.ensureRunning("work", true)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringContaining("--no-autostart") });
     expect(factory.started).toEqual([]);
+  });
+
+  it("a VMM missing on this host refuses the start with its install step, before anything is made", async () => {
+    hostCheck = async () => {
+      throw new QvmError("MISSING_DEPENDENCY", "cloud-hypervisor not found: install the static binary");
+    };
+    try {
+      await expect(runner.start("work")).rejects.toMatchObject({ code: "MISSING_DEPENDENCY", message: expect.stringContaining("install the static binary") });
+    } finally {
+      hostCheck = async () => {};
+    }
+    expect(runner.state("work")).toBe("Halted");
+    expect(factory.started).toEqual([]);
+    expect(types()).toEqual([]);
   });
 
   it("a failed start leaves the domain Halted with the reason", async () => {

@@ -181,6 +181,9 @@ export class DomainRunner {
       }
     }
     const plan = this.deps.planner.plan(rec);
+    // A VMM this host lacks (cloud-hypervisor without its binary or KVM) fails the start here,
+    // naming its install step, before anything is made.
+    await plan.driver.checkHost();
     // Admitted before its dependencies start, which then count it as running.
     const unreserve = await this.admit(plan);
     let vm: RunningVm;

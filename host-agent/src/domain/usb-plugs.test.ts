@@ -13,7 +13,7 @@ import { MAX_USB_PLUGS } from "@qvm/protocol/contracts";
 import { EventBus } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
 import { DomainStore } from "../store/domain-store.js";
-import { FakeVmFactory, fakeImages, fakeVolumes } from "../testing/fake-vms.js";
+import { FakeVmFactory, fakeImages, fakeVolumes, fakeDriver } from "../testing/fake-vms.js";
 import type { UsbCapability, UsbDeviceSpec } from "../vmm/driver.js";
 import { DriverTable } from "../vmm/drivers.js";
 import { BootPlanner, type BootPlan } from "./boot-plan.js";
@@ -81,7 +81,7 @@ function compose(): void {
   const paths = new DomainPaths(path.join(dir, "data"), path.join(dir, "run"));
   const volumes = fakeVolumes(path.join(dir, "volumes"));
   registry = new DomainRegistry(DomainStore.open(path.join(dir, "data")), events, (n) => runner?.isRunning(n) ?? false);
-  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([{ kind: "qemu" } as never]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
+  const planner = new BootPlanner({ registry, volumes, images: fakeImages(), drivers: new DriverTable([fakeDriver("qemu")]), paths, isRunning: (n) => runner?.isRunning(n) ?? false });
   runner = new DomainRunner({ registry, planner, vms, storage: volumeRunStorage(volumes, registry, () => {}), attachers: [], events, locks, paths, log: () => {} });
   plugs = new UsbPlugs({ registry, runner, locks, log: (m) => logs.push(m) });
 }

@@ -16,7 +16,7 @@ import type { BootPlan } from "../domain/boot-plan.js";
 import type { GuestAgent, RunningVm, VmFactory } from "../domain/vm-factory.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import { systemClock, type Clock } from "../base/clock.js";
-import type { VmExit, VmInfo } from "../vmm/driver.js";
+import type { VmExit, VmInfo, VmmDriver } from "../vmm/driver.js";
 
 /**
  * A process in a fake guest, shaped like ExecProcess: a program (FakeVm.programs) writes to its
@@ -408,6 +408,14 @@ export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, ove
     growFlag: (name: string) => `/nonexistent/${name}.grow`,
   };
   return fake as unknown as VolumeStore;
+}
+
+/**
+ * A driver-table entry for a fake VM factory (which starts the VMs itself): it has the host it
+ * needs, and nothing else is called on it. `restore` marks a driver that restores snapshots.
+ */
+export function fakeDriver(kind: string, opts: { restore?: boolean } = {}): VmmDriver {
+  return { kind, checkHost: async () => {}, ...(opts.restore ? { restore: async () => undefined as never } : {}) } as unknown as VmmDriver;
 }
 
 export function fakeImages(): ImageStore {
