@@ -18,9 +18,11 @@ set -euo pipefail
 # browser tests of the web shell's windows (tests/e2e/gui-windows.test.ts, no VM); with
 # wl-clipboard (wl-copy, wl-paste) they run the agent's windows and their clipboard on the host
 # (guest-agent/src/gui/real-sway.test.ts).
+# nix-bin gives scripts/nix-check.sh its nix-instantiate (to parse and evaluate nix/ offline); with
+# --no-install-recommends it brings no nix-daemon and no /nix setup.
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs protobuf-compiler bsdutils
   socat kmod cpio xz-utils zstd gcc libc6-dev ca-certificates chromium passt dnsmasq-base nftables
-  conntrack tinyproxy-bin shellcheck sway wayvnc foot fonts-dejavu-core wl-clipboard)
+  conntrack tinyproxy-bin shellcheck sway wayvnc foot fonts-dejavu-core wl-clipboard nix-bin)
 QVM_APT_DIR=${QVM_APT_DIR:-/var/cache/qvm/apt-sid}
 
 log() { printf '[setup] %s\n' "$*" >&2; }

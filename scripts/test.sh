@@ -13,6 +13,8 @@ echo "[test] type check" >&2
 npm run -s typecheck
 echo "[test] lint: package surfaces, host-agent layering, import cycles" >&2
 npm run -s lint
+echo "[test] Nix: parse nix/, evaluate the module and its domains file offline" >&2
+bash scripts/nix-check.sh
 mkdir -p .qvm/reports
 echo "[test] unit and integration tests" >&2
 npx vitest run --project unit --reporter=default --reporter=json --outputFile.json=.qvm/reports/unit.json "$@"

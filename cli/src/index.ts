@@ -1,6 +1,7 @@
 // Every qvm command, by name: oclif's "explicit" command discovery reads this object from the
 // bundle (cli/package.json: oclif.commands), so the whole CLI is one file. One command per file
 // in commands/; names are Qubes' tool names without the "qvm-" prefix.
+import Apply from "./commands/apply.js";
 import Check from "./commands/check.js";
 import Clipboard from "./commands/clipboard.js";
 import Clone from "./commands/clone.js";
@@ -28,6 +29,7 @@ import Usb from "./commands/usb.js";
 import Volume from "./commands/volume.js";
 
 export const COMMANDS = {
+  apply: Apply,
   check: Check,
   clipboard: Clipboard,
   clone: Clone,

@@ -1,6 +1,7 @@
 // The contracts every qvm component shares, in one place: the error type and its code table, the
 // domain-name and service-name rules, the signal lists, the vsock ports, the default
-// directories, the words of the admin API's closed sets and the web shell's message schema.
+// directories, the words of the admin API's closed sets, the web shell's message schema and the
+// declared-domains file of `qvm apply`.
 // Free of grpc-js and Node's modules (zod only), so the CLI at start-up, the web page and the
 // in-domain tools import it as "@qvm/protocol/contracts" without loading gRPC.
 export { QVM_ERROR_CODES, QvmError, isQvmError, isQvmErrorCode, type QvmErrorCode } from "./errors.js";
@@ -67,6 +68,10 @@ export {
   type FirewallProto,
   type FirewallRule,
 } from "./firewall.js";
+// The declared-domains file of `qvm apply` (declared.ts): its types here; its schema and helpers
+// from "@qvm/protocol/declared". Re-exported here, its zod would load with every CLI command (the
+// CLI imports this surface at start-up, and a bundled module that is re-exported is evaluated).
+export type { DeclaredDependency, DeclaredDomain, DeclaredFile, DeclaredPropertyDef, DeclaredPropertyName, DeclaredPropertyType } from "./declared.js";
 export { MAX_PCI_DEVICES, PCI_ADDRESS_PATTERN, isPciAddress, parsePciAddress, qubesPciName } from "./pci.js";
 export {
   MAX_CLIPBOARD_BYTES,
