@@ -196,6 +196,7 @@ in
       };
     }
     // lib.genAttrs [
+      "bash"
       "chromium"
       "cloud-hypervisor"
       "cpio"

@@ -20,6 +20,7 @@ import { PCI_ADDRESS_PATTERN, isPciAddress } from "@qvm/protocol/contracts";
 import { readJson, writeJsonAtomic } from "@qvm/images";
 import type { VmmUser } from "../driver.js";
 import type { JailBind } from "../sandbox/jail.js";
+import { findExecutable } from "../host-tools.js";
 import { VFIO_DRIVER, type PciHost } from "./sysfs.js";
 
 export interface VfioBinding {
@@ -58,7 +59,8 @@ export function vfioMemlockBytes(memoryMiB: number): number {
 
 /** `command` with its locked-memory limit raised (prlimit runs as root before the jail drops privileges, then execs). */
 export function withMemlock(bytes: number, command: string[]): string[] {
-  return ["/usr/bin/prlimit", `--memlock=${bytes}:${bytes}`, "--", ...command];
+  // Found through PATH (on NixOS it is not in /usr/bin).
+  return [findExecutable("prlimit") ?? "/usr/bin/prlimit", `--memlock=${bytes}:${bytes}`, "--", ...command];
 }
 
 /** CAP_SYS_RESOURCE: lets a process raise a hard resource limit. */

@@ -5,7 +5,7 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jailArgv } from "./jail.js";
+import { jailArgv, jailTools, systemBinds, NIX_STORE } from "./jail.js";
 
 // The test command runs as root, as qvmd does: these tests need it and always run.
 const UID = 900_001_234;
@@ -74,5 +74,24 @@ describe("VMM jail (real processes, root)", () => {
     const argv = jailArgv({ uid: UID, gid: UID, groups: [], rootDir: path.join(base, "root"), cgroupProcs: [], binds: [] }, ["/bin/sh", "-c", "echo $$"]);
     const out = execFileSync("/bin/sh", ["-c", `"$@" & echo $!; wait`, "sh", ...argv], { encoding: "utf8" }).trim().split("\n");
     expect(out[1]).toBe(out[0]);
+  });
+});
+
+describe("VMM jail on a NixOS host (no /usr/bin tools, programs in /nix/store)", () => {
+  it("finds its tools through PATH and shows /nix/store read-only", () => {
+    const nix = { unshare: "/run/current-system/sw/bin/unshare", sh: "/run/current-system/sw/bin/sh", setpriv: "/nix/store/abc-util-linux/bin/setpriv" };
+    const tools = jailTools((name) => nix[name as keyof typeof nix]);
+    expect(tools).toEqual(nix); // setpriv by its real path (not a symlink the view lacks): here, as given
+    const argv = jailArgv({ uid: UID, gid: UID, groups: [], rootDir: "/run/qvm/jails/work", cgroupProcs: [], binds: [] }, ["/nix/store/q-qemu/bin/qemu-system-x86_64"], tools, systemBinds(true));
+    expect(argv[0]).toBe(nix.unshare);
+    expect(argv[5]).toBe(nix.sh);
+    expect(argv).toContain(nix.setpriv);
+    expect(argv.join(" ")).toContain(`ro ${NIX_STORE} ${NIX_STORE}`);
+    expect(systemBinds(false).some((b) => b.path === NIX_STORE)).toBe(false);
+  });
+
+  it("without its tools, says which and how to install them", () => {
+    expect(jailTools(() => undefined)).toBeUndefined();
+    expect(() => jailArgv({ uid: UID, gid: UID, groups: [], rootDir: "/x", cgroupProcs: [], binds: [] }, ["true"], null)).toThrow(/unshare, setpriv/);
   });
 });

@@ -8,6 +8,10 @@
 // the process keeps one pid from unshare to the VMM (each step execs the next): qvmd records and
 // watches that pid, and a restarted qvmd re-attaches to it, as without the jail.
 
+import { existsSync, realpathSync } from "node:fs";
+import { QvmError } from "@qvm/protocol";
+import { findExecutable, INSTALL_HINT } from "../host-tools.js";
+
 /** One path the VMM may see: the host's `from` (default: the same path) shown at `path`. */
 export interface JailBind {
   path: string;
@@ -41,12 +45,48 @@ export const SYSTEM_BINDS: JailBind[] = [
   { path: "/dev/urandom", mode: "dev" },
 ];
 
-// Arguments: ROOT UID GID GROUPS(comma list or "-") CGROUP_PROCS(colon list or "-") NBINDS
+/**
+ * On NixOS every program and library lives in /nix/store (there is no /usr/bin/unshare, and
+ * /usr holds nothing): the store is shown read-only too, and the jail's own tools are found
+ * through PATH and named by their real paths, which the view keeps.
+ */
+export const NIX_STORE = "/nix/store";
+
+export interface JailTools {
+  unshare: string;
+  sh: string;
+  /** Run inside the view: a path the view shows (under /usr or /nix/store). */
+  setpriv: string;
+}
+
+/** The jail's tools on this host, or undefined when one is missing (no jail possible). */
+export function jailTools(find: (name: string) => string | undefined = findExecutable): JailTools | undefined {
+  const unshare = find("unshare");
+  const sh = find("sh") ?? (existsSync("/bin/sh") ? "/bin/sh" : undefined);
+  const setpriv = find("setpriv");
+  if (!unshare || !sh || !setpriv) return undefined;
+  return { unshare, sh, setpriv: realpathOr(setpriv) };
+}
+
+function realpathOr(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
+/** The system binds of this host: /nix/store as well where it exists. */
+export function systemBinds(hasNixStore = existsSync(NIX_STORE)): JailBind[] {
+  return hasNixStore ? [...SYSTEM_BINDS, { path: NIX_STORE, mode: "ro" }] : SYSTEM_BINDS;
+}
+
+// Arguments: ROOT UID GID GROUPS(comma list or "-") CGROUP_PROCS(colon list or "-") SETPRIV NBINDS
 // then NBINDS triples MODE FROM PATH (FROM: the host's path, PATH: where the view shows it), then the command. Every path is an argument, never part of the
 // script's text, so no path can inject shell syntax.
 const SCRIPT = String.raw`set -eu
-root=$1 uid=$2 gid=$3 groups=$4 cgroups=$5 n=$6
-shift 6
+root=$1 uid=$2 gid=$3 groups=$4 cgroups=$5 setpriv=$6 n=$7
+shift 7
 if [ "$cgroups" != - ]; then
   old_ifs=$IFS; IFS=:
   for f in $cgroups; do echo $$ > "$f"; done
@@ -71,23 +111,25 @@ done
 for d in bin sbin lib lib64; do [ -e "$root/$d" ] || ln -s "usr/$d" "$root/$d"; done
 mount -o remount,ro "$root"
 if [ "$groups" = - ]; then g=--clear-groups; else g=--groups=$groups; fi
-exec chroot "$root" /usr/bin/setpriv --reuid="$uid" --regid="$gid" "$g" --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
+exec chroot "$root" "$setpriv" --reuid="$uid" --regid="$gid" "$g" --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
 `;
 
 /**
  * The argv that runs `command` jailed. It must be started by root (it mounts and changes uid);
  * the command's own argv names paths as the host sees them: the view keeps them.
  */
-export function jailArgv(spec: JailSpec, command: string[]): string[] {
-  const binds = [...SYSTEM_BINDS, ...spec.binds];
+export function jailArgv(spec: JailSpec, command: string[], tools: JailTools | null = jailTools() ?? null, system: JailBind[] = systemBinds()): string[] {
+  if (!tools) throw new QvmError("MISSING_DEPENDENCY", `the VMM jail needs unshare, setpriv (util-linux) and sh on PATH: ${INSTALL_HINT}`);
+  const binds = [...system, ...spec.binds];
   return [
-    "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
-    "/bin/sh", "-c", SCRIPT, "qvm-jail",
+    tools.unshare, "--mount", "--propagation", "private", "--",
+    tools.sh, "-c", SCRIPT, "qvm-jail",
     spec.rootDir,
     String(spec.uid),
     String(spec.gid),
     spec.groups.length ? spec.groups.join(",") : "-",
     spec.cgroupProcs.length ? spec.cgroupProcs.join(":") : "-",
+    tools.setpriv,
     String(binds.length),
     ...binds.flatMap((b) => [b.mode, b.from ?? b.path, b.path]),
     ...command,

@@ -2,12 +2,12 @@
 // writes (runtime and log directories, writable disks), checks it can read the rest (read-only
 // disks, backing files, the kernel), makes the cgroups, and returns how to wrap each VMM command.
 // Everything the VMM needs exists with the right owner before it starts.
-import { chownSync, accessSync, constants, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import { chownSync, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import type { Accel, VmSpec } from "../driver.js";
 import { makeDomainCgroups, removeDomainCgroups, type CgroupHost, type CgroupLimits } from "./cgroups.js";
-import { jailArgv, type JailBind } from "./jail.js";
+import { jailArgv, jailTools, type JailBind } from "./jail.js";
 
 /**
  * Under TCG the translation cache is bounded: QEMU 7.2 lets it grow to 1 GiB by default, and one
@@ -126,11 +126,5 @@ export function releaseJail(rootDir: string, cgroupDirs: readonly string[]): voi
 
 /** True when this process may set up jails (it mounts and changes uid). */
 export function canJail(): boolean {
-  try {
-    accessSync("/usr/bin/unshare", constants.X_OK);
-    accessSync("/usr/bin/setpriv", constants.X_OK);
-  } catch {
-    return false;
-  }
-  return process.getuid?.() === 0;
+  return process.getuid?.() === 0 && jailTools() !== undefined;
 }
