@@ -54,3 +54,16 @@ describe("image store", () => {
     expect(() => new ImageStore(dir).kernel()).toThrow(expect.objectContaining({ code: "CORRUPT_STATE" }));
   });
 });
+
+describe("template manifest: init", () => {
+  const base = { kind: "template", name: "nixos", hash: "h", suite: "nixos", builtAt: "", sizeBytes: 1, files: { root: "root.img" } };
+  it("takes an absolute path for the initramfs to hand over to", async () => {
+    const { templateManifestSchema } = await import("./store.js");
+    expect(templateManifestSchema.parse({ ...base, init: "/nix/var/nix/profiles/system/init" }).init).toBe("/nix/var/nix/profiles/system/init");
+    expect(templateManifestSchema.parse(base).init).toBeUndefined();
+  });
+  it.each(["init", "/sbin/init quiet", "/x;reboot", "/a/../b", `/${"a".repeat(300)}`, "/a//b"])("refuses %j, which would not stay one kernel argument or leave the root", async (init) => {
+    const { templateManifestSchema } = await import("./store.js");
+    expect(templateManifestSchema.safeParse({ ...base, init }).success).toBe(false);
+  });
+});

@@ -34,6 +34,17 @@ export const templateManifestSchema = z.object({
   builtAt: z.string(),
   sizeBytes: z.number(),
   files: z.object({ root: z.string() }),
+  /**
+   * The program qvm's initramfs hands the root over to (its `qvm.init=`), when not /sbin/init: a
+   * NixOS root's `/nix/var/nix/profiles/system/init`. Registered templates get it as kernelopts,
+   * which their AppVMs inherit. A plain absolute path: it goes on the kernel command line.
+   */
+  init: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/, "init must be an absolute path of letters, digits and . _ + - (it goes on the kernel command line)")
+    .max(255)
+    .refine((p) => !p.split("/").includes(".."), "init must not contain ..")
+    .optional(),
 });
 export type TemplateManifest = z.infer<typeof templateManifestSchema>;
 

@@ -209,7 +209,7 @@ export class Qvmd {
     const registered: string[] = [];
     for (const t of images.listTemplates()) {
       await locks.run(t.manifest.name, async () => {
-        const record = registry.templateImageRecord(t.manifest.name);
+        const record = registry.templateImageRecord(t.manifest.name, t.manifest.init);
         if (!record) return;
         try {
           await volumes.create(record.name, "TemplateVM", { rootFrom: t.root });

@@ -113,13 +113,17 @@ export class DomainRegistry {
     return done;
   }
 
-  /** The TemplateVM record for a built template image, if no domain has its name yet. */
-  templateImageRecord(imageName: string): DomainRecord | undefined {
+  /**
+   * The TemplateVM record for a built template image, if no domain has its name yet. An image
+   * whose root hands over to another init (its manifest's `init`: a NixOS root) gets it as
+   * kernelopts `qvm.init=PATH`, which the template's AppVMs inherit.
+   */
+  templateImageRecord(imageName: string, init?: string): DomainRecord | undefined {
     if (this.store.get(imageName)) return undefined;
     return {
       name: validateDomainName(imageName),
       class: "TemplateVM",
-      props: { label: "black" },
+      props: { label: "black", ...(init ? { kernelopts: `qvm.init=${init}` } : {}) },
       features: {},
       tags: [],
       createdAt: isoNow(this.clock),
