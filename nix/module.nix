@@ -210,11 +210,6 @@ in
 
     assertions =
       [
-        {
-          # qvmd looks its admin group up by a fixed name (protocol/src/contracts/dirs.ts ADMIN_GROUP).
-          assertion = cfg.group == data.adminGroup;
-          message = "services.qvmd.group: qvmd only knows the group \"${data.adminGroup}\"; another name needs qvmd to take it as an argument first.";
-        }
       ]
       ++ lib.concatLists (
         lib.mapAttrsToList (
@@ -284,6 +279,8 @@ in
               cfg.dataDir
               "--runtime-dir"
               cfg.runtimeDir
+              "--admin-group"
+              cfg.group
             ]
             ++ optional cfg.allowTcg "--allow-tcg"
             ++ cfg.extraArgs

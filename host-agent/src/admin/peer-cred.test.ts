@@ -19,6 +19,8 @@ describe("admin peer credentials", () => {
     const f = path.join(mkdtempSync(path.join(os.tmpdir(), "qvm-group-")), "group");
     writeFileSync(f, "root:x:0:\nqvmx:x:5:\nqvm:x:990:alice\n");
     expect(adminGroupId(f)).toBe(990);
+    expect(adminGroupId(f, "qvmx")).toBe(5); // qvmd --admin-group qvmx
+    expect(adminGroupId(f, "wheel")).toBeUndefined();
     writeFileSync(f, "root:x:0:\n");
     expect(adminGroupId(f)).toBeUndefined();
   });

@@ -48,12 +48,12 @@ function supplementaryGroups(pid: number): number[] {
   }
 }
 
-/** The gid of the admin group, if it exists on this host. */
-export function adminGroupId(groupFile = "/etc/group"): number | undefined {
+/** The gid of the admin group (`qvmd --admin-group`, default qvm), if it exists on this host. */
+export function adminGroupId(groupFile = "/etc/group", group: string = ADMIN_GROUP): number | undefined {
   try {
     for (const line of readFileSync(groupFile, "utf8").split("\n")) {
       const [name, , gid] = line.split(":");
-      if (name === ADMIN_GROUP && gid) return Number(gid);
+      if (name === group && gid) return Number(gid);
     }
   } catch {
     // no group database: only root and qvmd's user get in

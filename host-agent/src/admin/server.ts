@@ -13,6 +13,8 @@ export interface AdminServerOptions {
   /** The qvm-peercred helper (built by `npm run build`). */
   peerCredHelper: string;
   log: (msg: string) => void;
+  /** Members of this group may use the socket (default ADMIN_GROUP, "qvm"). */
+  adminGroup?: string;
 }
 
 /** Admin messages are small; ListDomains of many domains and exec chunks stay well under this. */
@@ -31,7 +33,7 @@ export class AdminServer {
     grpc.addService(adminV1.QvmAdminService, adminService(qvmd));
     const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
     const ownUid = process.getuid?.() ?? 0;
-    const groupId = adminGroupId();
+    const groupId = adminGroupId(undefined, opts.adminGroup);
     const sockets = new Set<net.Socket>();
     const listener = net.createServer({ pauseOnConnect: true }, (socket) => {
       sockets.add(socket);

@@ -22,6 +22,8 @@ export interface DaemonOptions {
   runtimeDir: string;
   imagesDir: string;
   peerCredHelper: string;
+  /** Members of this group may use the admin socket (`--admin-group`; default qvm). */
+  adminGroup?: string;
   /** The qvm-tap-open helper, for sys-net's `uplink tap:NAME` (built next to qvm-peercred). */
   tapOpenHelper?: string;
   /** The qvm-qmp-add-fd helper, for plugging a USB stick into a running domain (built next to qvm-peercred). */
@@ -94,7 +96,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
         `${l.maxDispvms} disposables (${l.maxDispvmsPerSource} per caller), nested disposables ${l.nestedDispvms ? "allowed" : "refused"}`,
     );
     await qvmd.boot();
-    const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, log: opts.log });
+    const admin = await AdminServer.listen(qvmd, { socketPath: adminSocketPath(opts.runtimeDir), peerCredHelper: opts.peerCredHelper, adminGroup: opts.adminGroup, log: opts.log });
     opts.log(`qvmd ${process.pid} serving ${admin.socketPath} (data ${opts.dataDir})`);
     void qvmd.autostart();
     let stopping: Promise<void> | undefined;

@@ -38,6 +38,13 @@ describe("qvmd's limit flags", () => {
     expect(r.stdout).toMatch(new RegExp(`--max-running N\\s+domains running at once \\(${DEFAULT_MAX_RUNNING}\\)`));
   });
 
+  it("--admin-group takes a group name, and refuses anything else", () => {
+    expect(qvmdRun(["--help"]).stdout).toContain("--admin-group GROUP");
+    const r = qvmdRun(["--foreground", "--admin-group", "../etc"]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("--admin-group must be a group name");
+  });
+
   it.each([
     ["--max-running", "0", "from 1 to 100000"],
     ["--max-guest-memory", "64", "from 128 to"],

@@ -11,7 +11,7 @@ import { startDaemon } from "./daemon.js";
 const DEFAULTS = defaultLimits();
 
 const USAGE = `usage: qvmd --foreground [--data-dir DIR] [--runtime-dir DIR] [--images-dir DIR]
-            [--ask-timeout SECONDS] [--max-qrexec-calls N] [--allow-tcg]
+            [--ask-timeout SECONDS] [--max-qrexec-calls N] [--allow-tcg] [--admin-group GROUP]
             [--max-running N] [--max-guest-memory MIB] [--disk-reserve MIB]
             [--max-dispvms N] [--max-dispvms-per-source N] [--allow-nested-dispvms]
 
@@ -22,6 +22,7 @@ qvmd re-attaches to them.
   --images-dir DIR   built kernels and templates (default $QVM_IMAGES_DIR or DATA/images)
   --ask-timeout SECONDS     how long a qrexec "ask" waits for an answer before denying (60)
   --max-qrexec-calls N      qrexec calls one domain may hold at once; more are dropped (16)
+  --admin-group GROUP  members of GROUP may use the admin socket, that is \`qvm\` (default qvm)
   --allow-tcg        start domains under QEMU's TCG software emulation when there is no KVM
                      (also QVM_ALLOW_TCG=1). TCG gives no hardware isolation: QEMU does not treat
                      it as a security boundary, so by default such starts are refused
@@ -62,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
       "ask-timeout": { type: "string" },
       "max-qrexec-calls": { type: "string" },
       "allow-tcg": { type: "boolean", default: false },
+      "admin-group": { type: "string" },
       "max-running": { type: "string" },
       "max-guest-memory": { type: "string" },
       "disk-reserve": { type: "string" },
@@ -88,6 +90,11 @@ async function main(argv: string[]): Promise<number> {
   const askTimeout = positiveInt("--ask-timeout", values["ask-timeout"]);
   const qrexec = { askTimeoutMs: askTimeout && askTimeout * 1000, maxCallsPerDomain: positiveInt("--max-qrexec-calls", values["max-qrexec-calls"]) };
   const allowTcg = values["allow-tcg"] || process.env.QVM_ALLOW_TCG === "1";
+  const adminGroup = values["admin-group"];
+  if (adminGroup !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(adminGroup)) {
+    process.stderr.write(`qvmd: --admin-group must be a group name (letters, digits, _ and -, up to 32), not ${JSON.stringify(adminGroup)}\n`);
+    return 2;
+  }
   if (allowTcg) log("TCG allowed (--allow-tcg or QVM_ALLOW_TCG=1): domains without KVM run with no hardware isolation");
   const limits = {
     maxRunning: positiveInt("--max-running", values["max-running"]),
@@ -97,7 +104,7 @@ async function main(argv: string[]): Promise<number> {
     maxDispvmsPerSource: wholeNumber("--max-dispvms-per-source", values["max-dispvms-per-source"], 0, 100_000),
     nestedDispvms: values["allow-nested-dispvms"] || undefined,
   };
-  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), tapOpenHelper: path.join(here, "qvm-tap-open"), qmpAddFdHelper: path.join(here, "qvm-qmp-add-fd"), log, qrexec, allowTcg, limits });
+  const daemon = await startDaemon({ dataDir, runtimeDir, imagesDir, peerCredHelper: path.join(here, "qvm-peercred"), adminGroup, tapOpenHelper: path.join(here, "qvm-tap-open"), qmpAddFdHelper: path.join(here, "qvm-qmp-add-fd"), log, qrexec, allowTcg, limits });
   process.title = "qvmd";
   return new Promise((resolve) => {
     const stop = (sig: string) => {
