@@ -1,23 +1,25 @@
 # SKELETON, not a working template: a NixOS root filesystem for a qvm domain, with the guest
 # agent's unit. It evaluates into an ext4 image (`nix build .#guest-template`), but nobody has
-# booted it under qvm, and qvm has no way yet to register an image it did not build itself.
+# booted it under qvm.
 #
-# The contract with qvm's side, and where this skeleton stops short of it:
+# The contract with qvm's side (docs/design.md, "Image store": templates built elsewhere), and
+# where this skeleton stops short of it:
 #   - qvm boots every domain with its own kernel bundle (a Debian kernel and the initramfs of
 #     images/initramfs/init), not with a NixOS kernel: the initramfs mounts the root volume (a
 #     virtio disk with serial "root"; ext4), mounts the bundle's modules volume at /lib/modules
 #     and the private volume at /rw (binding /rw/home onto /home), then hands over to qvm.init
-#     (default /sbin/init). NixOS has no /sbin/init: a domain booting this image needs
-#     `properties.kernelopts = "qvm.init=/nix/var/nix/profiles/system/init"`. UNTESTED: NixOS'
-#     stage 2 normally follows NixOS' own stage 1.
+#     (default /sbin/init). NixOS has no /sbin/init: the template's archive manifest names
+#     `init = "/nix/var/nix/profiles/system/init"`, which qvm turns into the TemplateVM's
+#     kernelopts `qvm.init=…`. UNTESTED: NixOS' stage 2 normally follows NixOS' own stage 1.
 #   - NixOS' kmod looks for modules of the NixOS kernel, not in the bundle's /lib/modules: the
 #     modules the agent needs (vsock, nft) may not load. UNRESOLVED.
 #   - The Debian template (images/src/template.ts, installGuestFiles) also installs the qrexec
 #     services (/etc/qubes-rpc), qrexec-run, the qrexec tools in /usr/bin, the static helpers
 #     qvm-pty and qvm-exec-data and the net services under /usr/lib/qvm, the USB scripts, masked
 #     units and modprobe settings. None of that is here yet: `qvm run` needs qvm-pty.
-#   - Registration: `qvm template build` only builds Debian templates (images/); importing this
-#     image as a TemplateVM needs a command qvm does not have.
+#   - Registration: `qvm template import FILE` takes a "qvm-template/1" archive (docs/cli.md:
+#     a tar of qvm-template.json and root.img.zst, checked strictly). This skeleton builds the
+#     raw image only; packing it into that archive is left to do.
 {
   config,
   lib,
