@@ -28,7 +28,9 @@
         qvm = pkgs.callPackage ./nix/package.nix { };
         default = self.packages.${system}.qvm;
         live-iso = self.nixosConfigurations.live-iso.config.system.build.isoImage;
-        guest-template = self.nixosConfigurations.guest-template.config.system.build.qvmRootImage;
+        # The template archive (nixos-guest.qvm-template) for `qvm template import`; its
+        # rootImage is the raw ext4 image.
+        guest-template = self.nixosConfigurations.guest-template.config.system.build.qvmTemplate;
       };
 
       # An attribute set that imports the file, rather than the file's function: a configuration

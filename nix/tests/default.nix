@@ -247,6 +247,21 @@ let
   kiosk = live.users.users.qvm-kiosk;
   guest = evalNixos [ ../guest-template.nix ];
   agent = guest.systemd.services.qvm-agent;
+  # The template archive (system.build.qvmTemplate) and qvm's side of its format: the checks read
+  # the rules from qvm's sources, so a change there fails here rather than at import.
+  archive = guest.system.build.qvmTemplate;
+  archiveManifest = archive.manifest;
+  storeTs = builtins.readFile ../../images/src/store.ts;
+  archiveTs = builtins.readFile ../../images/src/template-archive.ts;
+  # templateManifestSchema.init's pattern (images/src/store.ts) as it is written there, and in POSIX
+  # ERE for builtins.match (which matches the whole string).
+  initPatternTs = ''.regex(/^\/[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/'';
+  initPattern = "/[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*";
+  suitePatternTs = ''suite: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/'';
+  suitePattern = "[A-Za-z0-9][A-Za-z0-9._+-]{0,63}";
+  # The builder's lines, continuation lines joined.
+  scriptLines = map lib.trim (lib.splitString "\n" (lib.replaceStrings [ "\\\n" ] [ " " ] archive.text));
+  tarCreate = lib.filter (lib.hasPrefix "tar --create") scriptLines;
   imageChecks = [
     (check "the live ISO: qvmd on, the web shell in cage as a member of the admin group"
       (
@@ -277,6 +292,73 @@ let
     (check "the guest template: a bare ext4 root image" (
       guest.system.build.qvmRootImage.args.partitionTableType == "none"
     ) (show guest.system.build.qvmRootImage.args))
+    (check "the guest template's archive: nixos-guest.qvm-template, of the raw image make-disk-image leaves"
+      (
+        archive.name == "qvm-template-nixos-guest"
+        && archive.args.archive == "nixos-guest.qvm-template"
+        && archive.rootImage == guest.system.build.qvmRootImage
+        && archive.args.rawImage == "${archive.rootImage}/nixos.img"
+        && guest.system.build.qvmRootImage.args.format == "raw"
+        && lib.all (p: builtins.elem p archive.args.nativeBuildInputs) [ stubs.pkgs.zstd stubs.pkgs.jq stubs.pkgs.gnutar ]
+      )
+      (show { inherit (archive) name args; })
+    )
+    (check "the guest template's archive: one tar, ustar, of qvm-template.json then root.img.zst (qvm's names and order)"
+      (
+        lib.hasInfix ''MANIFEST_MEMBER = "qvm-template.json"'' archiveTs
+        && lib.hasInfix ''ROOT_MEMBER = "root.img.zst"'' archiveTs
+        && lib.hasInfix "const MEMBERS = [MANIFEST_MEMBER, ROOT_MEMBER]" archiveTs
+        && builtins.length tarCreate == 1
+        && lib.hasSuffix " qvm-template.json root.img.zst" (builtins.head tarCreate)
+        && lib.all (o: lib.hasInfix " ${o} " (builtins.head tarCreate)) [
+          "--format=ustar"
+          "--owner=0"
+          "--group=0"
+          "--numeric-owner"
+          "--sort=none"
+          "--no-recursion"
+        ]
+        && lib.hasInfix ''--mtime="@$epoch"'' (builtins.head tarCreate)
+      )
+      (show tarCreate)
+    )
+    (check "the guest template's archive: the manifest's fields, and the builder adds builtAt and root's"
+      (
+        lib.hasInfix ''TEMPLATE_ARCHIVE_FORMAT = "qvm-template/1"'' archiveTs
+        && archiveManifest.format == "qvm-template/1"
+        && builtins.attrNames archiveManifest == [ "format" "init" "name" "suite" ]
+        && builtins.fromJSON archive.args.manifestFields == archiveManifest
+        && lib.all (f: lib.hasInfix f archive.text) [
+          "builtAt: $builtAt"
+          ''file: "root.img.zst"''
+          "compressedBytes: $compressedBytes"
+          "sha256: $sha256"
+          "sizeBytes: $sizeBytes"
+          "SOURCE_DATE_EPOCH"
+        ]
+      )
+      (show archiveManifest)
+    )
+    (check "the guest template's archive: its init passes qvm's rule (images/src/store.ts) and is NixOS' system profile"
+      (
+        lib.hasInfix initPatternTs storeTs
+        && builtins.match initPattern archiveManifest.init != null
+        && !(builtins.elem ".." (lib.splitString "/" archiveManifest.init))
+        && builtins.stringLength archiveManifest.init <= 255
+        && archiveManifest.init == "/nix/var/nix/profiles/system/init"
+      )
+      "init ${show archiveManifest.init}, or store.ts's rule is no longer ${initPatternTs}"
+    )
+    (check "the guest template's archive: its name is a domain name qvm accepts, its suite a suite"
+      (
+        builtins.match data.domainName.pattern archiveManifest.name != null
+        && builtins.stringLength archiveManifest.name <= data.domainName.maxLength
+        && !(builtins.elem (lib.toLower archiveManifest.name) data.domainName.reserved)
+        && lib.hasInfix suitePatternTs archiveTs
+        && builtins.match suitePattern archiveManifest.suite != null
+      )
+      "name ${show archiveManifest.name}, suite ${show archiveManifest.suite}"
+    )
   ];
 
   # --- the flake, with a stand-in nixpkgs ------------------------------------------------------
@@ -305,7 +387,8 @@ let
           [ "devShells" "x86_64-linux" "default" ]
         ]
         && outputs.packages.x86_64-linux.live-iso.name == "stub-iso-image"
-        && outputs.packages.x86_64-linux.guest-template.name == "stub-disk-image"
+        && outputs.packages.x86_64-linux.guest-template.name == "qvm-template-nixos-guest"
+        && outputs.packages.x86_64-linux.guest-template.rootImage.name == "stub-disk-image"
       )
       (show (builtins.attrNames outputs))
     )

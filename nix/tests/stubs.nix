@@ -187,6 +187,11 @@ in
         f (builtins.intersectAttrs (builtins.functionArgs f) self // args);
 
       writeText = name: text: package name // { inherit text; };
+      # As nixpkgs' runCommand: passthru's attributes on the result; the rest of the environment
+      # kept as args, the script as text.
+      runCommand =
+        name: env: text:
+        package name // (env.passthru or { }) // { args = removeAttrs env [ "passthru" ]; inherit text; };
       writeShellScript = name: text: package name // { inherit text; };
       buildNpmPackage = args: built "${args.pname}-${args.version}" args;
       mkShell = built "stub-shell";
@@ -202,7 +207,9 @@ in
       "cpio"
       "e2fsprogs"
       "gcc"
+      "gnutar"
       "iproute2"
+      "jq"
       "makeWrapper"
       "nix"
       "nodejs"
