@@ -4,7 +4,7 @@
 // with one boot, later ones are restored from it with fresh overlays on its frozen disks, each is
 // told its own name, and a new key replaces the old snapshot.
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
@@ -113,6 +113,10 @@ describe("disposables from a snapshot (cloud-hypervisor, faked)", () => {
     const snap = store.dirOf("dvm", "k1");
     expect(readdirSync(snap).sort()).toEqual(["private.qcow2", "ready", "root.qcow2", "vm"]);
     expect(existsSync(path.join(snap, "vm", "config.json"))).toBe(true);
+    // Landlock of every restored VM is the snapshot's: it may read the frozen disks' directory.
+    const config = JSON.parse(readFileSync(path.join(snap, "vm", "config.json"), "utf8")) as { landlock_rules: unknown[] };
+    expect(config.landlock_rules).toContainEqual({ path: snap, access: "r" });
+    expect(config.landlock_rules).toContainEqual({ path: "/vm/snapshot", access: "rw" });
     // Made by the VMM's uid, handed to root and readable by every later disposable's VMM.
     const st = statSync(path.join(snap, "vm", "config.json"));
     expect([st.uid, st.mode & 0o777]).toEqual([0, 0o644]);

@@ -11,9 +11,9 @@
 // Each restored disposable gets fresh overlays on the frozen disks, in its own volatile directory,
 // so the guest's page cache matches its disks and nothing is shared writable. A KEY (BootPlan.
 // fromSnapshot) changes with the template's volumes, the kernel and the VM's shape; older keys of
-// the template are removed when a new one is made. A crash mid-make leaves only a .tmp directory,
-// which the next make removes.
-import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// the template are removed when a new one is made. A crash mid-make leaves a KEY directory
+// without `ready`, which the next make starts again.
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createOverlay } from "../storage/qemu-img.js";
 import type { DiskSpec } from "../vmm/driver.js";
@@ -68,36 +68,37 @@ export class DispvmSnapshots {
   }
 
   private async make(dir: string, disks: DiskSpec[], base: DomainVmOptions): Promise<void> {
-    const tmp = `${dir}.tmp`;
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(path.join(tmp, "vm"), { recursive: true, mode: 0o700 });
+    // Made in place (not renamed from elsewhere): the source's VMM is told now that it may read
+    // this directory (readPaths: landlock), a rule every VM restored from it keeps, and the
+    // restored VMs' overlays name the frozen disks here. Until `ready` exists it is not used, and
+    // the next make starts it again.
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(path.join(dir, "vm"), { recursive: true, mode: 0o700 });
     this.log(`${base.name}: making the snapshot disposables of ${path.basename(path.dirname(dir))} start from (one boot)`);
     // The source boots on copies of the disposable's fresh overlays (they name the template's
     // volumes as their backing files); after the snapshot they are the frozen disks.
     const sourceDisks = disks.map((d) => {
       if (!d.backingFiles?.length) return d;
-      const copy = path.join(tmp, `${d.serial}.qcow2`);
+      const copy = path.join(dir, `${d.serial}.qcow2`);
       copyFileSync(d.path, copy);
       return { ...d, path: copy };
     });
     try {
-      const source = await DomainVm.start({ ...base, disks: sourceDisks, snapshotDir: path.join(tmp, "vm") });
+      const source = await DomainVm.start({ ...base, disks: sourceDisks, snapshotDir: path.join(dir, "vm"), readPaths: [dir] });
       try {
         await source.snapshot();
       } finally {
         await source.kill().catch(() => {});
       }
-      // Overlays made later name the frozen disks by their final path: rename first, then mark.
-      for (const old of existsSync(path.dirname(dir)) ? readdirSync(path.dirname(dir)) : []) {
-        if (old !== path.basename(tmp)) rmSync(path.join(path.dirname(dir), old), { recursive: true, force: true });
+      for (const old of readdirSync(path.dirname(dir))) {
+        if (old !== path.basename(dir)) rmSync(path.join(path.dirname(dir), old), { recursive: true, force: true });
       }
       // The source's VMM (the first disposable's uid) wrote the snapshot and the disks; every later
       // disposable's VMM (another uid) reads them, read-only, through its jail.
-      handToRoot(tmp);
-      renameSync(tmp, dir);
+      handToRoot(dir);
       writeFileSync(path.join(dir, "ready"), `${new Date().toISOString()}\n`);
     } catch (err) {
-      rmSync(tmp, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
       throw err;
     }
   }

@@ -50,6 +50,8 @@ export interface DomainVmOptions {
   log?: (msg: string) => void;
   /** Where snapshot() writes the VM's state (a driver with snapshots: cloud-hypervisor). */
   snapshotDir?: string;
+  /** Host paths the VMM may also read (VmSpec.readPaths). */
+  readPaths?: string[];
   /**
    * Start from this snapshot directory instead of booting (the driver's restore), then tell the
    * agent its name (Reidentify): the snapshot was of another domain. `disks` must hold what the
@@ -128,6 +130,7 @@ export class DomainVm {
       nics: opts.nics ?? [],
       devices: opts.devices ?? [],
       ...(opts.snapshotDir ? { snapshotDir: opts.snapshotDir } : {}),
+      ...(opts.readPaths?.length ? { readPaths: opts.readPaths } : {}),
     };
     if (opts.restoreFrom && !opts.driver.restore) throw new QvmError("FAILED_PRECONDITION", `the ${opts.driver.kind} driver cannot restore snapshots`);
     if (await opts.driver.attach(opts.runtimeDir, opts.logDir)) {

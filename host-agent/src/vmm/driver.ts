@@ -122,6 +122,12 @@ export interface VmSpec {
    * jailed VMM can only reach when it is named at start. Only drivers with snapshots use it.
    */
   snapshotDir?: string;
+  /**
+   * Host paths the VMM may also read (landlock), beyond its disks and their backing files: a
+   * snapshot's directory, whose frozen disks become the backing files of the VMs restored from
+   * it (their landlock rules are the snapshot's).
+   */
+  readPaths?: string[];
 }
 
 export interface VmmUser {

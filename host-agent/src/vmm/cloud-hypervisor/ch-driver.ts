@@ -23,7 +23,7 @@ import type { JailBind } from "../sandbox/jail.js";
 import { ChApi, type ChVmState } from "./ch-api.js";
 import { ChEventFile, type ChEvent } from "./events.js";
 import { buildVmConfig, netConfig } from "./vm-config.js";
-import { chFiles, fixedView, hostView, viewMap, type ChView } from "./view.js";
+import { chFiles, fixedView, hostView, SNAPSHOT_VIEW, viewMap, type ChView } from "./view.js";
 
 export const CH_KIND = "cloud-hypervisor";
 const STATE_FILE = "ch.json";
@@ -205,8 +205,6 @@ export class CloudHypervisorDriver implements VmmDriver {
   }
 }
 
-/** Where a restoring VMM's jail shows the snapshot directory. */
-const SNAPSHOT_VIEW = "/vm/snapshot";
 
 /** CH's command line: the API socket and the event monitor only; the VM comes through vm.create. */
 export function chArgs(view: Pick<ChView, "runtimeDir" | "logDir">): string[] {

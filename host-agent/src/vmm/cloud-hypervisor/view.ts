@@ -15,6 +15,8 @@ export interface ChView {
   initrd: string;
   /** One per VmSpec.disks entry, in order. */
   disks: string[];
+  /** Where the VMM writes or reads a snapshot (VmSpec.snapshotDir), when it has one. */
+  snapshot?: string;
 }
 
 export const FIXED_VIEW_ROOT = "/vm";
@@ -26,11 +28,22 @@ export function fixedView(spec: VmSpec): ChView {
     kernel: `${FIXED_VIEW_ROOT}/kernel`,
     initrd: `${FIXED_VIEW_ROOT}/initrd`,
     disks: spec.disks.map((_, i) => `${FIXED_VIEW_ROOT}/disk${i}`),
+    ...(spec.snapshotDir ? { snapshot: SNAPSHOT_VIEW } : {}),
   };
 }
 
+/** Where a jailed VMM sees its snapshot directory (written by snapshot(), read by restore). */
+export const SNAPSHOT_VIEW = `${FIXED_VIEW_ROOT}/snapshot`;
+
 export function hostView(spec: VmSpec): ChView {
-  return { runtimeDir: spec.runtimeDir, logDir: spec.logDir, kernel: spec.kernel.image, initrd: spec.kernel.initrd, disks: spec.disks.map((d) => d.path) };
+  return {
+    runtimeDir: spec.runtimeDir,
+    logDir: spec.logDir,
+    kernel: spec.kernel.image,
+    initrd: spec.kernel.initrd,
+    disks: spec.disks.map((d) => d.path),
+    ...(spec.snapshotDir ? { snapshot: spec.snapshotDir } : {}),
+  };
 }
 
 /** The files CH makes or writes, under a view's runtime and log directories. */

@@ -88,6 +88,17 @@ describe("cloud-hypervisor VmConfig", () => {
     ]);
   });
 
+  it("a snapshot source may write its snapshot and read the directory its restored copies read from", () => {
+    const source = { ...spec, snapshotDir: "/var/lib/qvm/dispvm-snapshots/dvm/k/vm", readPaths: ["/var/lib/qvm/dispvm-snapshots/dvm/k"] };
+    expect(buildVmConfig(source, fixedView(source)).landlock_rules).toEqual([
+      { path: "/vm/run", access: "rw" },
+      { path: "/vm/snapshot", access: "rw" },
+      { path: "/var/lib/qvm/images/templates/t/root.img", access: "r" },
+      { path: "/var/lib/qvm/dispvm-snapshots/dvm/k", access: "r" },
+    ]);
+    expect(buildVmConfig(source, hostView(source)).landlock_rules[1]).toEqual({ path: source.snapshotDir, access: "rw" });
+  });
+
   it("starts CH with its API socket, event monitor and seccomp, where the view puts them", () => {
     expect(chArgs(fixedView(spec))).toEqual(["--api-socket", "path=/vm/run/api.sock", "--event-monitor", "path=/vm/log/vmm-events.log", "--seccomp", "true"]);
     expect(chFiles(spec).apiSocket).toBe("/run/qvm/domains/work/api.sock");

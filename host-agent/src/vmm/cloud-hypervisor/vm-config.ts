@@ -84,7 +84,11 @@ export function buildVmConfig(spec: VmSpec, view: ChView): ChVmConfig {
     balloon: { size: 0, deflate_on_oom: true, free_page_reporting: true },
     ...(nics.length ? { net: nics } : {}),
     landlock_enable: true,
-    landlock_rules: [{ path: view.runtimeDir, access: "rw" }, ...backingFiles(spec).map((b) => ({ path: b, access: "r" as const }))],
+    landlock_rules: [
+      { path: view.runtimeDir, access: "rw" },
+      ...(view.snapshot ? [{ path: view.snapshot, access: "rw" as const }] : []),
+      ...[...new Set([...backingFiles(spec), ...(spec.readPaths ?? [])])].map((b) => ({ path: b, access: "r" as const })),
+    ],
   };
 }
 
