@@ -35,9 +35,11 @@ export const templateManifestSchema = z.object({
   sizeBytes: z.number(),
   files: z.object({ root: z.string() }),
   /**
-   * The program qvm's initramfs hands the root over to (its `qvm.init=`), when not /sbin/init: a
-   * NixOS root's `/nix/var/nix/profiles/system/init`. Registered templates get it as kernelopts,
-   * which their AppVMs inherit. A plain absolute path: it goes on the kernel command line.
+   * The program qvm's initramfs hands the root over to (its `qvm.init=`), when not /sbin/init.
+   * The initramfs checks it from outside the root, so no directory on the way may be a link to an
+   * absolute path (NixOS' /nix/var/nix/profiles/system is one: the Nix template links /sbin/init
+   * instead). Registered templates get it as kernelopts, which their AppVMs inherit. A plain
+   * absolute path: it goes on the kernel command line.
    */
   init: z
     .string()

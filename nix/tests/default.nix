@@ -283,7 +283,8 @@ let
     (check "the guest template: the agent's shipped unit, started from the store"
       (
         removeAttrs agent.serviceConfig [ "ExecStart" ] == removeAttrs data.guestAgentUnit.Service [ "ExecStart" ]
-        && lib.hasSuffix "/loader/qvm-agent-loader.cjs" agent.serviceConfig.ExecStart
+        && agent.serviceConfig.ExecStart == "${stubs.pkgs.nodejs}/bin/node ${guestFiles}/lib/qvm/qvm-agent-loader.cjs"
+        && guestFiles.libFiles."qvm-agent-loader.cjs".from == "loader/qvm-agent-loader.cjs"
         && agent.wantedBy == [ "sysinit.target" ]
         && agent.unitConfig.DefaultDependencies == "no"
       )
@@ -339,15 +340,35 @@ let
       )
       (show archiveManifest)
     )
-    (check "the guest template's archive: its init passes qvm's rule (images/src/store.ts) and is NixOS' system profile"
+    (check "the guest template's archive: its init passes qvm's rule (images/src/store.ts) and is /sbin/init"
       (
         lib.hasInfix initPatternTs storeTs
         && builtins.match initPattern archiveManifest.init != null
         && !(builtins.elem ".." (lib.splitString "/" archiveManifest.init))
         && builtins.stringLength archiveManifest.init <= 255
-        && archiveManifest.init == "/nix/var/nix/profiles/system/init"
+        && archiveManifest.init == "/sbin/init"
       )
       "init ${show archiveManifest.init}, or store.ts's rule is no longer ${initPatternTs}"
+    )
+    (check "the guest template: /sbin/init is a link in the image to NixOS' system profile, which the initramfs' check accepts; /home is there to bind"
+      (
+        let
+          contents = guest.system.build.qvmRootImage.args.contents;
+          at = target: lib.filter (c: c.target == target) contents;
+          init = at "/sbin/init";
+          home = at "/home";
+        in
+        builtins.length init == 1
+        && lib.hasInfix "ln -s /nix/var/nix/profiles/system/init \"$out\"" (builtins.head init).source.text
+        && builtins.length home == 1
+        && (builtins.head home).mode == "755"
+        # The initramfs: /sbin/init by default, and a link passes its check (an absolute link's
+        # target cannot be resolved from there: NixOS' profile links are absolute).
+        && lib.hasInfix "\ninit=/sbin/init\n" initramfs
+        && lib.hasInfix ''[ -x "/newroot$init" ] || [ -L "/newroot$init" ]'' initramfs
+        && lib.hasInfix "mount --bind /newroot/rw/home /newroot/home" initramfs
+      )
+      (show guest.system.build.qvmRootImage.args.contents)
     )
     (check "the guest template's archive: its name is a domain name qvm accepts, its suite a suite"
       (
@@ -358,6 +379,264 @@ let
         && builtins.match suitePattern archiveManifest.suite != null
       )
       "name ${show archiveManifest.name}, suite ${show archiveManifest.suite}"
+    )
+  ];
+
+  # --- the guest template against the Debian template (images/src/template.ts) ----------------
+  guestFiles = guest.system.build.qvmGuestFiles;
+  pty = guestFiles.helpers.qvm-pty;
+  execData = guestFiles.helpers.qvm-exec-data;
+  templateTs = builtins.readFile ../../images/src/template.ts;
+  initramfs = builtins.readFile ../../images/initramfs/init;
+  execSessionTs = builtins.readFile ../../guest-agent/src/exec-session.ts;
+  loaderJs = builtins.readFile ../../guest-agent/loader/qvm-agent-loader.cjs;
+  activation = guest.system.activationScripts.qvm-guest;
+  etc = guest.environment.etc;
+  names = dir: builtins.attrNames (builtins.readDir dir);
+  # The quoted strings of `const NAME = [ … ];` in template.ts; a marker that fails every
+  # comparison when the declaration is no longer there.
+  tsList =
+    name:
+    let
+      parts = lib.splitString "const ${name} = [" templateTs;
+    in
+    if builtins.length parts != 2 then
+      [ "(no const ${name} in images/src/template.ts)" ]
+    else
+      lib.concatLists (
+        lib.filter builtins.isList (
+          builtins.split "\"([^\"]*)\"" (builtins.head (lib.splitString "];" (builtins.elemAt parts 1)))
+        )
+      );
+  gettyMap = "...[1, 2, 3, 4, 5, 6].map((n) => `getty@tty\${n}.service`)";
+  maskedTs =
+    tsList "MASKED_UNITS"
+    ++ (
+      if lib.hasInfix gettyMap templateTs then
+        map (n: "getty@tty${toString n}.service") (lib.range 1 6)
+      else
+        [ "(MASKED_UNITS's gettys are no longer ${gettyMap})" ]
+    );
+  # NET_SERVICES_FILES: each file of guest-agent/net-services, its place and mode.
+  netFiles = {
+    "qvm-net-services" = {
+      dest = "/usr/lib/qvm/qvm-net-services";
+      mode = "755";
+    };
+    "tinyproxy-updates.conf" = {
+      dest = "/etc/tinyproxy/qvm-updates-proxy.conf";
+      mode = "644";
+    };
+    "tinyproxy-updates.filter" = {
+      dest = "/etc/tinyproxy/qvm-updates-proxy.filter";
+      mode = "644";
+    };
+  };
+  netFileInstalled =
+    name: f:
+    let
+      entry =
+        if lib.hasPrefix "/usr/lib/qvm/" f.dest then
+          guestFiles.libFiles.${lib.removePrefix "/usr/lib/qvm/" f.dest} or null
+        else
+          guestFiles.etcFiles.${lib.removePrefix "/etc/" f.dest} or null;
+    in
+    entry != null && entry.from == "net-services/${name}" && entry.mode == "0${f.mode}";
+  # Paths in /usr/lib/qvm that qvm's other parts run: where they say it.
+  usrLibQvm = {
+    "host-agent/src/qrexec/service-command.ts" = ''export const QREXEC_RUN = "/usr/lib/qvm/qrexec-run";'';
+    "host-agent/src/usb/guest-tools.ts" = ''export const USB_ATTACH = "/usr/lib/qvm/usb-attach";'';
+    "guest-agent/src/network-rpc.ts" = ''export const NET_SERVICES = "/usr/lib/qvm/qvm-net-services";'';
+    "guest-agent/usb/usb-attach" = "lib=$root/usr/lib/qvm";
+  };
+  usrLibQvmNames = [
+    "qrexec-run"
+    "usb-attach"
+    "usb-release"
+    "qvm-net-services"
+    "usb-import"
+    "qvm-qrexec.cjs"
+    "qvm-pty"
+    "qvm-exec-data"
+  ];
+  inLib = n: guestFiles.libFiles ? ${n} || lib.hasInfix ''"$out/lib/qvm/${n}"'' guestFiles.text;
+  installLine = dir: n: f: ''install -D -m ${f.mode} "$guestAgent/${f.from}" "$out/${dir}/${n}"'';
+  # The shipped units' programs in /usr (Exec*= lines, less their prefixes).
+  unitUsrPrograms =
+    unit:
+    let
+      lines = lib.splitString "\n" (builtins.readFile (../../guest-agent/systemd + "/${unit}"));
+      execs = lib.filter (l: builtins.match "Exec[A-Za-z]*=.*" l != null) lines;
+      program = l: builtins.head (lib.splitString " " (lib.elemAt (builtins.match "Exec[A-Za-z]*=[-@:+!]*(.*)" l) 0));
+    in
+    lib.filter (lib.hasPrefix "/usr/") (map program execs);
+  shebang = f: builtins.head (lib.splitString "\n" (builtins.readFile f));
+  scripts =
+    map (n: ../../guest-agent/rpc + "/${n}") (names ../../guest-agent/rpc)
+    ++ map (n: ../../guest-agent/usb + "/${n}") (names ../../guest-agent/usb)
+    ++ [ ../../guest-agent/net-services/qvm-net-services ];
+  modprobeText = etc."modprobe.d/qvm-domain.conf".text;
+  modulesLoadLines = lib.filter (l: l != "" && !(lib.hasPrefix "#" l)) (
+    lib.splitString "\n" etc."modules-load.d/qvm-nftables.conf".text
+  );
+  inSystem = p: builtins.elem p guest.environment.systemPackages;
+
+  guestChecks = [
+    (check "the guest template: qvm-pty and qvm-exec-data built static from guest-agent/native with template.ts's command line"
+      (
+        lib.hasInfix ''await run("gcc", ["-O2", "-static", "-s", "-o", binary, source, ...libs]);'' templateTs
+        && lib.hasInfix ''[["qvm-pty", files.ptySource, ["-lutil"]], ["qvm-exec-data", files.execDataSource, []]]'' templateTs
+        && lib.hasInfix ''ptySource: repoPath("guest-agent/native/qvm-pty.c")'' templateTs
+        && lib.hasInfix ''execDataSource: repoPath("guest-agent/native/qvm-exec-data.c")'' templateTs
+        && lib.hasInfix "\n$CC -O2 -static -s -o qvm-pty qvm-pty.c -lutil\n" pty.args.buildPhase
+        && lib.hasInfix "\n$CC -O2 -static -s -o qvm-exec-data qvm-exec-data.c\n" execData.args.buildPhase
+        && lib.all (h: h.static or false && toString h.args.src == toString ../../guest-agent/native && h.args.hardeningDisable == [ "all" ]) [ pty execData ]
+        && builtins.pathExists ../../guest-agent/native/qvm-pty.c
+        && builtins.pathExists ../../guest-agent/native/qvm-exec-data.c
+        && lib.hasInfix ''install -D -m 0755 qvm-pty "$out/bin/qvm-pty"'' pty.args.installPhase
+      )
+      "buildPhase ${show pty.args.buildPhase} / ${show execData.args.buildPhase}, or template.ts compiles them otherwise now"
+    )
+    (check "the guest template: the agent's unit names the helpers and the bundle through the variables the agent and its loader read"
+      (
+        agent.environment.QVM_PTY_HELPER or null == "${pty}/bin/qvm-pty"
+        && agent.environment.QVM_EXEC_DATA_HELPER or null == "${execData}/bin/qvm-exec-data"
+        && agent.environment.QVM_AGENT_BUNDLE or null == "${guestFiles}/lib/qvm/qvm-agent.cjs"
+        && lib.hasInfix ''process.env.QVM_PTY_HELPER ?? "/usr/lib/qvm/qvm-pty"'' execSessionTs
+        && lib.hasInfix ''process.env.QVM_EXEC_DATA_HELPER ?? "/usr/lib/qvm/qvm-exec-data"'' execSessionTs
+        && lib.hasInfix "process.env.QVM_AGENT_BUNDLE" loaderJs
+        && guestFiles.libFiles."qvm-agent.cjs".from == "dist/qvm-agent.cjs"
+      )
+      (show agent.environment)
+    )
+    (check "the guest template: the agent finds ip, nft, conntrack and socat (and qvm-net-services cmp)"
+      (lib.all (p: builtins.elem p agent.path) (with stubs.pkgs; [ iproute2 nftables conntrack-tools socat diffutils ]))
+      (show agent.path)
+    )
+    (check "the guest template: /usr/lib/qvm is linked before systemd starts, and has what qvm runs there"
+      (
+        lib.hasInfix "\nqvmGuestLink ${guestFiles}/lib/qvm /usr/lib/qvm\n" activation.text
+        && activation.deps == [ "specialfs" ]
+        && lib.all (f: lib.hasInfix usrLibQvm.${f} (builtins.readFile (../.. + "/${f}"))) (builtins.attrNames usrLibQvm)
+        && lib.hasInfix ''export const USB_RELEASE = "/usr/lib/qvm/usb-release";'' (builtins.readFile ../../host-agent/src/usb/guest-tools.ts)
+        && lib.all inLib usrLibQvmNames
+        && lib.all (n: guestFiles.libFiles ? ${n}) (names ../../guest-agent/usb)
+        && lib.all (n: lib.hasInfix (installLine "lib/qvm" n guestFiles.libFiles.${n}) guestFiles.text) (builtins.attrNames guestFiles.libFiles)
+        && lib.all (f: lib.hasPrefix "dist/" f.from || builtins.pathExists (../../guest-agent + "/${f.from}")) (builtins.attrValues guestFiles.libFiles ++ builtins.attrValues guestFiles.etcFiles)
+        && lib.hasInfix ''agent: repoPath("guest-agent/dist/qvm-agent.cjs")'' templateTs
+        && lib.hasInfix ''qrexecTools: repoPath("guest-agent/dist/qvm-qrexec.cjs")'' templateTs
+        && lib.hasInfix ''ln -s ${pty}/bin/qvm-pty "$out/lib/qvm/qvm-pty"'' guestFiles.text
+        && lib.hasInfix ''ln -s ${execData}/bin/qvm-exec-data "$out/lib/qvm/qvm-exec-data"'' guestFiles.text
+      )
+      "${activation.text} ${show (builtins.attrNames guestFiles.libFiles)}"
+    )
+    (check "the guest template: programs the agent starts (its fixed PATH) find NixOS' setuid wrappers and system programs"
+      (
+        lib.hasInfix ''DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:'' execSessionTs
+        && lib.hasInfix "\nqvmGuestLink /run/wrappers/bin /usr/local/sbin\nqvmGuestLink /run/current-system/sw/bin /usr/local/bin\n" activation.text
+        && inSystem guestFiles
+        && inSystem stubs.pkgs.nodejs
+        && inSystem stubs.pkgs.socat
+      )
+      activation.text
+    )
+    (check "the guest template: the scripts' interpreters: /bin/sh, or /bin/bash replaced by the store's"
+      (
+        lib.all (f: builtins.elem (shebang f) [ "#!/bin/sh" "#!/bin/bash" ]) scripts
+        && lib.hasInfix "sed -i '1s|^#!/bin/bash$|#!${stubs.pkgs.bash}/bin/bash|'" guestFiles.text
+      )
+      (show (map shebang scripts))
+    )
+    (check "the guest template: the qrexec services and their configuration in /etc, qrexec-run in /usr/lib/qvm, as installGuestFiles"
+      (
+        lib.hasInfix ''name === "qrexec-run" ? path.join(lib, name) : path.join(rpcDir, name)'' templateTs
+        && lib.all (n: etc."qubes-rpc/${n}".source == "${guestFiles}/etc/qubes-rpc/${n}") (lib.remove "qrexec-run" (names ../../guest-agent/rpc))
+        && !(etc ? "qubes-rpc/qrexec-run")
+        && lib.all (n: etc."qubes/rpc-config/${n}".source == "${guestFiles}/etc/qubes/rpc-config/${n}") (names ../../guest-agent/rpc-config)
+        && lib.all (n: lib.hasInfix (installLine "etc" n guestFiles.etcFiles.${n}) guestFiles.text) (builtins.attrNames guestFiles.etcFiles)
+        && lib.hasInfix "mkdir -p /usr/lib /usr/local/etc/qubes-rpc\n" activation.text
+      )
+      (show (builtins.attrNames etc))
+    )
+    (check "the guest template: the network services' files where NET_SERVICES_FILES puts them"
+      (
+        names ../../guest-agent/net-services == builtins.attrNames netFiles
+        && lib.all (n: lib.hasInfix ''"${n}": { dest: "${netFiles.${n}.dest}", mode: 0o${netFiles.${n}.mode} }'' templateTs) (builtins.attrNames netFiles)
+        && lib.all (n: netFileInstalled n netFiles.${n}) (builtins.attrNames netFiles)
+        && lib.all (n: etc ? ${n}) (lib.filter (lib.hasPrefix "tinyproxy/") (builtins.attrNames guestFiles.etcFiles))
+      )
+      (show { inherit (guestFiles) libFiles etcFiles; })
+    )
+    (check "the guest template: the qrexec tools (QREXEC_TOOLS) run the qvm-qrexec bundle with the guest's Node, on the system's PATH"
+      (
+        guestFiles.qrexecTools == tsList "QREXEC_TOOLS"
+        && lib.hasInfix ''exec node /usr/lib/qvm/qvm-qrexec.cjs ''${tool} "$@"'' templateTs
+        && lib.hasInfix ''exec %s %s %s "$@"\n' /bin/sh ${stubs.pkgs.nodejs}/bin/node "$out/lib/qvm/qvm-qrexec.cjs" "$tool"'' guestFiles.text
+        && lib.hasInfix "for tool in ${lib.escapeShellArgs (tsList "QREXEC_TOOLS")}; do" guestFiles.text
+        && inSystem guestFiles
+      )
+      (show guestFiles.qrexecTools)
+    )
+    (check "the guest template: the other shipped units through systemd.packages, each program in /usr they run replaced"
+      (
+        guestFiles.extraUnits == lib.remove "qvm-agent.service" (names ../../guest-agent/systemd)
+        && builtins.elem guestFiles guest.systemd.packages
+        && lib.all (p: guestFiles.unitPrograms ? ${p}) (lib.concatMap unitUsrPrograms guestFiles.extraUnits)
+        && lib.all (p: lib.hasInfix ''-e "s|${p}|${guestFiles.unitPrograms.${p}}|g"'' guestFiles.text) (builtins.attrNames guestFiles.unitPrograms)
+        && lib.hasInfix "\nUser=tinyproxy\n" (builtins.readFile ../../guest-agent/systemd/qvm-updates-proxy.service)
+        && guest.users.users ? tinyproxy
+        && guest.users.groups ? tinyproxy
+        && inSystem stubs.pkgs.tinyproxy
+      )
+      (show (lib.concatMap unitUsrPrograms guestFiles.extraUnits))
+    )
+    (check "the guest template: MASKED_UNITS are masked"
+      (lib.all (u: (guest.systemd.units.${u}.enable or true) == false) maskedTs && builtins.length maskedTs >= 20)
+      "not masked: ${show (lib.filter (u: (guest.systemd.units.${u}.enable or true) != false) maskedTs)}"
+    )
+    (check "the guest template: modprobe.d (UNUSED_MODULES) and modules-load.d (NFT_MODULES) as installGuestFiles writes them"
+      (
+        lib.hasInfix ''`blacklist ''${m}\ninstall ''${m} /bin/true\n`'' templateTs
+        && lib.hasInfix "\${NFT_MODULES.join(\"\\n\")}\\n`" templateTs
+        && lib.all (m: lib.hasInfix "\nblacklist ${m}\ninstall ${m} ${stubs.pkgs.coreutils}/bin/true\n" modprobeText) (tsList "UNUSED_MODULES")
+        && builtins.length (lib.filter (lib.hasPrefix "blacklist ") (lib.splitString "\n" modprobeText)) == builtins.length (tsList "UNUSED_MODULES")
+        && modulesLoadLines == tsList "NFT_MODULES"
+      )
+      "${modprobeText}${etc."modules-load.d/qvm-nftables.conf".text}"
+    )
+    (check "the guest template: kernel modules from /lib/modules (no NixOS kernel), the kernel's modprobe is kmod's"
+      (
+        guest.boot.kernel.enable == false
+        && lib.hasInfix "mount -t ext4 -o ro \"$modules_dev\" /newroot/lib/modules" initramfs
+        && lib.hasInfix "echo ${stubs.pkgs.kmod}/bin/modprobe >/proc/sys/kernel/modprobe" activation.text
+      )
+      activation.text
+    )
+    (check "the guest template: each of DEBIAN_12_PACKAGES has its counterpart, in the system's packages; the net domain's are there"
+      (
+        lib.sort lib.lessThan (builtins.attrNames guestFiles.debianPackages) == lib.sort lib.lessThan (tsList "DEBIAN_12_PACKAGES")
+        && lib.all inSystem (lib.concatLists (builtins.attrValues guestFiles.debianPackages))
+        && lib.all (d: guestFiles.debianPackages.${d} != [ ]) [ "nftables" "conntrack" "tinyproxy" "curl" "iputils-ping" "iproute2" "socat" "nodejs" ]
+      )
+      "DEBIAN_12_PACKAGES ${show (tsList "DEBIAN_12_PACKAGES")}, mapped ${show (builtins.attrNames guestFiles.debianPackages)}"
+    )
+    (check "the guest template: the agent's code cache made at build by the guest's Node, as makeAgentCodeCache"
+      (
+        lib.hasInfix ''"QVM_AGENT_WRITE_CACHE=1", "QVM_AGENT_NO_VSOCK=1", "QVM_AGENT_SOCKET='' templateTs
+        && lib.hasInfix "QVM_AGENT_WRITE_CACHE=1 QVM_AGENT_NO_VSOCK=1 QVM_AGENT_SOCKET=" guestFiles.text
+        && lib.hasInfix ''${stubs.pkgs.nodejs}/bin/node "$out/lib/qvm/qvm-agent-loader.cjs"'' guestFiles.text
+        && lib.hasInfix "const cacheFile = `\${bundle}.v8cache`;" loaderJs
+      )
+      "the builder or template.ts changed"
+    )
+    (check "the guest template: the network is the agent's (no DHCP client, firewall or resolvconf of NixOS')"
+      (
+        guest.networking.useDHCP == false
+        && guest.networking.dhcpcd.enable == false
+        && guest.networking.firewall.enable == false
+        && guest.networking.resolvconf.enable == false
+      )
+      (show guest.networking)
     )
   ];
 
@@ -415,4 +694,4 @@ let
     ))
   ];
 in
-declaredChecks ++ unitChecks ++ packageChecks ++ imageChecks ++ flakeChecks ++ schemaChecks ++ dataChecks
+declaredChecks ++ unitChecks ++ packageChecks ++ imageChecks ++ guestChecks ++ flakeChecks ++ schemaChecks ++ dataChecks

@@ -116,6 +116,34 @@ in
         default = { };
       };
       systemd.tmpfiles.rules = strings;
+      systemd.packages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      # nixos/lib/systemd-unit-options.nix: a unit as text, or (enable = false) masked.
+      systemd.units = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            freeformType = types.attrsOf types.anything;
+            options.enable = mkOption {
+              type = types.bool;
+              default = true;
+            };
+          }
+        );
+        default = { };
+      };
+      system.activationScripts = mkOption {
+        type = types.attrsOf (
+          types.either types.str (
+            types.submodule {
+              options.text = mkOption { type = types.lines; };
+              options.deps = strings;
+            }
+          )
+        );
+        default = { };
+      };
 
       users.groups = mkOption {
         type = types.attrsOf (
@@ -142,6 +170,23 @@ in
       environment.systemPackages = mkOption {
         type = types.listOf types.package;
         default = [ ];
+      };
+      # nixos/modules/system/etc/etc.nix: a file's text or its source, linked into /etc.
+      environment.etc = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            freeformType = types.attrsOf types.anything;
+            options.text = mkOption {
+              type = types.nullOr types.lines;
+              default = null;
+            };
+            options.source = mkOption {
+              type = types.nullOr types.path;
+              default = null;
+            };
+          }
+        );
+        default = { };
       };
       environment.variables = mkOption {
         type = types.attrsOf (types.either types.str (types.listOf types.str));
@@ -195,6 +240,8 @@ in
       writeShellScript = name: text: package name // { inherit text; };
       buildNpmPackage = args: built "${args.pname}-${args.version}" args;
       mkShell = built "stub-shell";
+      # Only the static stdenv's builder, keeping its arguments.
+      pkgsStatic.stdenv.mkDerivation = args: built args.name args // { static = true; };
       importNpmLock = {
         __functor = _: built "stub-npm-deps";
         npmConfigHook = package "npm-config-hook";
@@ -204,21 +251,31 @@ in
       "bash"
       "chromium"
       "cloud-hypervisor"
+      "conntrack-tools"
+      "coreutils"
       "cpio"
+      "curl"
+      "diffutils"
       "e2fsprogs"
       "gcc"
       "gnutar"
       "iproute2"
+      "iputils"
       "jq"
+      "kmod"
+      "less"
       "makeWrapper"
+      "nftables"
       "nix"
       "nodejs"
       "passt"
+      "procps"
       "protobuf"
       "qemu-utils"
       "qemu_kvm"
       "shellcheck"
       "socat"
+      "tinyproxy"
       "util-linux"
       "vhost-device-vsock"
       "xz"
