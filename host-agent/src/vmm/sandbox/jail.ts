@@ -76,9 +76,16 @@ function realpathOr(p: string): string {
   }
 }
 
-/** The system binds of this host: /nix/store as well where it exists. */
-export function systemBinds(hasNixStore = existsSync(NIX_STORE)): JailBind[] {
-  return hasNixStore ? [...SYSTEM_BINDS, { path: NIX_STORE, mode: "ro" }] : SYSTEM_BINDS;
+/**
+ * The system binds of a host: /nix/store as well where the jail's own tools come from it (NixOS).
+ * A Debian host that merely has a Nix store keeps it out of its VMMs' view.
+ */
+export function systemBinds(nixHost: boolean): JailBind[] {
+  return nixHost ? [...SYSTEM_BINDS, { path: NIX_STORE, mode: "ro" }] : SYSTEM_BINDS;
+}
+
+function isNixHost(tools: JailTools): boolean {
+  return tools.setpriv.startsWith(`${NIX_STORE}/`) && existsSync(NIX_STORE);
 }
 
 // Arguments: ROOT UID GID GROUPS(comma list or "-") CGROUP_PROCS(colon list or "-") SETPRIV NBINDS
@@ -118,9 +125,9 @@ exec chroot "$root" "$setpriv" --reuid="$uid" --regid="$gid" "$g" --no-new-privs
  * The argv that runs `command` jailed. It must be started by root (it mounts and changes uid);
  * the command's own argv names paths as the host sees them: the view keeps them.
  */
-export function jailArgv(spec: JailSpec, command: string[], tools: JailTools | null = jailTools() ?? null, system: JailBind[] = systemBinds()): string[] {
+export function jailArgv(spec: JailSpec, command: string[], tools: JailTools | null = jailTools() ?? null, system?: JailBind[]): string[] {
   if (!tools) throw new QvmError("MISSING_DEPENDENCY", `the VMM jail needs unshare, setpriv (util-linux) and sh on PATH: ${INSTALL_HINT}`);
-  const binds = [...system, ...spec.binds];
+  const binds = [...(system ?? systemBinds(isNixHost(tools))), ...spec.binds];
   return [
     tools.unshare, "--mount", "--propagation", "private", "--",
     tools.sh, "-c", SCRIPT, "qvm-jail",
