@@ -117,6 +117,8 @@ describe("qvm CLI and qvmd with real VMs", () => {
     await new Promise((r) => setTimeout(r, 100));
     for (const name of ["keep", "auto"]) {
       const { vmmPid } = await state(name);
+      // 0 would be kill(0): this test's whole process group (a domain that did not start).
+      expect(vmmPid, `${name} has no VMM`).toBeGreaterThan(0);
       const t0 = Date.now();
       process.kill(vmmPid, "SIGKILL");
       await expect.poll(() => events.find((e) => eventTypeWord(e.type) === "domain-shutdown" && e.domain === name), { timeout: 2000, interval: 50 }).toBeTruthy();
