@@ -119,3 +119,13 @@ export async function killAndWait(pid: number, marker: string | undefined, grace
   }
   await waitGone(pid, marker, 5000, startTime);
 }
+
+/** The end of a VMM's log for an error message (at most `max` characters), or why there is none. */
+export function logTail(file: string, max = 300): string {
+  try {
+    const text = readFileSync(file, "utf8").trim();
+    return text.length > max ? `…${text.slice(-max)}` : text || "(no output)";
+  } catch {
+    return "(no log)";
+  }
+}

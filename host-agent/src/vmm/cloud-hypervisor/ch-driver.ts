@@ -8,7 +8,7 @@
 // Not yet run against a real cloud-hypervisor binary: these machines have none and their KVM runs
 // only PVM guests. It is tested against a fake that answers as CH's API documents
 // (testing/fake-cloud-hypervisor.mjs) and its request bodies against CH's OpenAPI description.
-import { chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, openSync, closeSync, rmSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
@@ -16,7 +16,7 @@ import { readJson, writeJsonAtomic } from "@qvm/images";
 import type { NicSpec, DeviceSpec, PreparedVm, StopOptions, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmSpec, VmState } from "../driver.js";
 import { chooseAccel, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
-import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, type SpawnedProcess } from "../process.js";
+import { killAndWait, logTail, processAlive, processStartTime, sleep, spawnDetached, type SpawnedProcess } from "../process.js";
 import { hostCgroups, type CgroupHost } from "../sandbox/cgroups.js";
 import { canJail, jailRootOf, prepareJail, releaseJail, type PreparedJail } from "../sandbox/prepare.js";
 import type { JailBind } from "../sandbox/jail.js";
@@ -405,7 +405,7 @@ class ChVm implements VmHandle {
     if (seen("vm", "shutdown")) return { reason: "the guest powered off", clean: true };
     if (seen("vm", "rebooting") || seen("vm", "rebooted")) return { reason: "the guest rebooted", clean: false };
     if (st?.signal) return { reason: `the VMM was killed by ${st.signal}`, clean: false };
-    if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${tail(vmmLog)}`, clean: false };
+    if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${logTail(vmmLog)}`, clean: false };
     return { reason: `the VMM process exited unexpectedly; see ${vmmLog}`, clean: false };
   }
 }
@@ -414,13 +414,4 @@ function vmState(s: ChVmState): VmState {
   if (s === "Running") return "running";
   if (s === "Paused" || s === "BreakPoint") return "paused";
   return "stopped";
-}
-
-function tail(file: string, max = 300): string {
-  try {
-    const text = readFileSync(file, "utf8").trim();
-    return text.length > max ? `…${text.slice(-max)}` : text || "(no output)";
-  } catch {
-    return "(no log)";
-  }
 }

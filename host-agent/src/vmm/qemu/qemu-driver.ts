@@ -12,7 +12,7 @@ import { PciHost } from "../pci/sysfs.js";
 import { bindToVfio, checkMemlock, makeVfioStandIns, releaseVfio, vfioJailBinds, vfioMemlockBytes, vfioRecordOf, withMemlock } from "../pci/vfio.js";
 import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
-import { killAndWait, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
+import { killAndWait, logTail, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
 import { buildQemuArgs, tapFds, usbDevices, usbDiskFds, withTapFds } from "./qemu-args.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
@@ -472,7 +472,7 @@ class QemuVm implements VmHandle {
     if (reason === "host-qmp-quit" || reason === "host-signal") return { reason: "stopped by the host", clean: true };
     if (this.stopRequested) return { reason: "killed on request", clean: true };
     if (st?.signal) return { reason: `the VMM was killed by ${st.signal}`, clean: false };
-    if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${tail(this.paths.vmmLog)}`, clean: false };
+    if (st && st.code !== 0) return { reason: `the VMM exited with code ${st.code}: ${logTail(this.paths.vmmLog)}`, clean: false };
     return { reason: `the VMM process exited unexpectedly; see ${this.paths.vmmLog}`, clean: false };
   }
 }
@@ -488,14 +488,5 @@ function processStopped(pid: number): boolean {
     return /\) T /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
-  }
-}
-
-function tail(file: string, max = 300): string {
-  try {
-    const text = readFileSync(file, "utf8").trim();
-    return text.length > max ? `…${text.slice(-max)}` : text || "(no output)";
-  } catch {
-    return "(no log)";
   }
 }
