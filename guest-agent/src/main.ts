@@ -4,11 +4,12 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { agentV1 } from "@qvm/protocol";
-import { AGENT_VSOCK_PORT } from "@qvm/protocol/contracts";
+import { AGENT_READY_VSOCK_PORT, AGENT_VSOCK_PORT } from "@qvm/protocol/contracts";
 import { createGuestAgentService, systemPower, AGENT_VERSION } from "./service.js";
 import { systemGui } from "./gui/system.js";
 import { WindowManager } from "./gui/windows.js";
 import { startVsockBridge } from "./vsock-bridge.js";
+import { announceReady } from "./ready-signal.js";
 import { MAX_MESSAGE_BYTES } from "./limits.js";
 
 const SOCKET = process.env.QVM_AGENT_SOCKET ?? "/run/qvm-agent/agent.sock";
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
   );
   chmodSync(SOCKET, 0o600);
   log(`version ${AGENT_VERSION} listening on vsock port ${AGENT_VSOCK_PORT}`);
+  if (bridge) announceReady(AGENT_READY_VSOCK_PORT, log);
   const stop = () => {
     windows.killAll();
     bridge?.stop();

@@ -186,3 +186,13 @@ export async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   for await (const c of stream) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
+
+/** The last lines of a test domain's serial log, for an assertion's message when a guest misbehaves. */
+export function consoleTail(dirs: TestDirs, lines = 40): string {
+  try {
+    const text = readFileSync(path.join(dirs.logDir, "console.log"), "latin1");
+    return `last ${lines} lines of the serial log:\n${text.split(/\r?\n/).slice(-lines).join("\n")}`;
+  } catch (err) {
+    return `no serial log (${String(err)})`;
+  }
+}

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { QemuDriver } from "@qvm/host-agent";
-import { bootDomain, killLeftoverDomains, leftovers, testDirs, type TestDirs } from "./fixtures.js";
+import { bootDomain, consoleTail, killLeftoverDomains, leftovers, testDirs, type TestDirs } from "./fixtures.js";
 
 let dirs: TestDirs | undefined;
 afterEach(async () => {
@@ -21,7 +21,7 @@ describe("domain lifecycle with real VMs", () => {
     expect(info.state).toBe("running");
     expect(leftovers(dirs).processes.length).toBe(2); // QEMU and vhost-device-vsock
     const exit = await dom.shutdown();
-    expect(exit).toEqual({ reason: "the guest powered off", clean: true });
+    expect(exit, consoleTail(dirs)).toEqual({ reason: "the guest powered off", clean: true });
     expect(leftovers(dirs)).toEqual({ processes: [], runtimeDirExists: false });
     // The serial log outlives the domain, for diagnosis.
     expect(readFileSync(path.join(dirs.logDir, "console.log"), "utf8")).toContain("reboot: Power down");

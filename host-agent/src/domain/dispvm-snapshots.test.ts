@@ -79,7 +79,8 @@ function options(name: string, disks: DiskSpec[]): DomainVmOptions {
       binary: FAKE,
       accel: { accel: "kvm", why: "test" },
       cgroups: false,
-      env: { ...process.env, FAKE_CH_FORWARD: "1024=/vm/log/agent.sock", FAKE_CH_MAX_LIFETIME_MS: "60000" },
+      // The stand-in guest sends the agent's ready signal (AGENT_READY_VSOCK_PORT), as a real one does.
+      env: { ...process.env, FAKE_CH_FORWARD: "1024=/vm/log/agent.sock", FAKE_CH_DIAL_HOST_PORT: "52", FAKE_CH_MAX_LIFETIME_MS: "60000" },
     }),
     kernel: { image: path.join(dir, "vmlinux"), initrd: path.join(dir, "initrd.img"), modules: path.join(dir, "modules.img") } as KernelBundle,
     disks,
@@ -121,6 +122,8 @@ describe("disposables from a snapshot (cloud-hypervisor, faked)", () => {
     const st = statSync(path.join(snap, "vm", "config.json"));
     expect([st.uid, st.mode & 0o777]).toEqual([0, 0o644]);
     expect(logs.filter((l) => l.includes("making the snapshot"))).toHaveLength(1);
+    // The source booted through the ready signal, not the fallback dial.
+    expect(logs.filter((l) => l.includes("did not announce"))).toEqual([]);
     expect(reidentified.at(-1)).toEqual({ hostname: "disp1", entropy: 64 });
     expect((await vm.info()).state).toBe("running");
     // Its disks are fresh overlays on the snapshot's frozen ones.

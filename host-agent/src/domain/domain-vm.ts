@@ -8,11 +8,12 @@ import { QvmError } from "@qvm/protocol";
 import type { KernelBundle } from "@qvm/images";
 import { AgentClient } from "../agent/agent-client.js";
 import { ExecDataListener } from "../agent/data-channel.js";
-import { EXEC_DATA_VSOCK_PORT } from "@qvm/protocol/contracts";
+import { AGENT_READY_VSOCK_PORT, EXEC_DATA_VSOCK_PORT } from "@qvm/protocol/contracts";
 import { quoteGuestText } from "../agent/replies.js";
 import { AGENT_VSOCK_PORT, DEFAULT_AGENT_READY_TIMEOUT_MS } from "../agent/limits.js";
 import { VsockRelay } from "../vsock/agent-relay.js";
 import { waitForGuestPort } from "../vsock/hybrid-dial.js";
+import { GuestReadySignal } from "../vsock/guest-ready.js";
 import type { DeviceSpec, DiskSpec, NicSpec, VmCapabilities, VmExit, VmHandle, VmInfo, VmmDriver, VmmUser, VmSpec } from "../vmm/driver.js";
 import { readRuntimeRecord, writeRuntimeRecord, type DriverTable } from "../vmm/drivers.js";
 import { createOverlay } from "../storage/qemu-img.js";
@@ -68,6 +69,11 @@ const GUEST_CID = 3;
 const VMM_READY_TIMEOUT_MS = 30_000;
 /** The ACPI power button's grace when the agent cannot be asked to power off. */
 const POWER_BUTTON_TIMEOUT_MS = 10_000;
+/**
+ * The share of the agent timeout spent waiting for the agent's ready signal before dialing it
+ * anyway (a template built before the signal existed never sends it).
+ */
+const READY_SIGNAL_SHARE = 0.5;
 
 export class DomainVm {
   /** Everything attached to this domain; the relay and agent client are the first. */
@@ -79,7 +85,7 @@ export class DomainVm {
     readonly agent: AgentClient,
     private readonly relay: VsockRelay,
     readonly consoleLog: string,
-    log: (msg: string) => void,
+    private readonly log: (msg: string) => void,
     dataChannels?: ExecDataListener,
   ) {
     this.attachments = new DomainAttachments(name, log);
@@ -156,7 +162,10 @@ export class DomainVm {
     const { vsockPath, consoleLogPath, user } = await vm.info();
     let relay: VsockRelay | undefined;
     let dataChannels: ExecDataListener | undefined;
+    let ready: GuestReadySignal | undefined;
     try {
+      // A restored guest's agent announced itself before the snapshot; it will not again.
+      if (!opts.restoreFrom) ready = await GuestReadySignal.listen(`${vsockPath}_${AGENT_READY_VSOCK_PORT}`, user);
       await vm.waitReady(VMM_READY_TIMEOUT_MS);
       relay = await VsockRelay.listen(path.join(opts.runtimeDir, "agent.sock"), vsockPath, AGENT_VSOCK_PORT);
       dataChannels = await ExecDataListener.listen(`${vsockPath}_${EXEC_DATA_VSOCK_PORT}`, user);
@@ -164,7 +173,12 @@ export class DomainVm {
       const deadline = Date.now() + timeout;
       let agent: AgentClient | undefined;
       try {
-        const probe = await waitForGuestPort(vsockPath, AGENT_VSOCK_PORT, timeout, () => vm.isAlive());
+        if (ready && !(await ready.wait(timeout * READY_SIGNAL_SHARE, () => vm.isAlive())) && vm.isAlive()) {
+          // An agent from before the signal existed: dial it anyway, at the old risk.
+          opts.log?.(`${opts.name}: its agent did not announce itself on vsock port ${AGENT_READY_VSOCK_PORT}; dialing it anyway (rebuild the template to remove this delay)`);
+        }
+        ready?.close();
+        const probe = await waitForGuestPort(vsockPath, AGENT_VSOCK_PORT, Math.max(1000, deadline - Date.now()), () => vm.isAlive());
         agent = new AgentClient(relay.listenPath);
         try {
           await agent.waitReady(Math.max(5000, deadline - Date.now()), () => vm.isAlive());
@@ -187,6 +201,7 @@ export class DomainVm {
       }
       return new DomainVm(opts.name, vm, agent, relay, consoleLogPath, opts.log ?? (() => {}), dataChannels);
     } catch (err) {
+      ready?.close();
       dataChannels?.close();
       await relay?.close();
       await vm.stop({ force: true }).catch(() => {});
@@ -227,6 +242,7 @@ export class DomainVm {
     }
     const exit = await Promise.race([this.vm.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeoutMs).unref())]);
     if (exit) return exit;
+    this.log(`${this.name} did not power off within ${Math.round(timeoutMs / 1000)} s of its agent's shutdown (last console line: ${lastConsoleLine(this.consoleLog)})${kill ? "; killing it" : ""}`);
     if (!kill) {
       throw new QvmError(
         "FAILED_PRECONDITION",

@@ -17,7 +17,7 @@ export {
   splitServiceName,
 } from "./services.js";
 export { EXEC_SIGNALS, EXIT_SIGNALS, isExecSignal, isExitSignal, type ExecSignal, type ExitSignal } from "./signals.js";
-export { AGENT_VSOCK_PORT, EXEC_DATA_VSOCK_PORT, QREXEC_VSOCK_PORT } from "./ports.js";
+export { AGENT_READY_VSOCK_PORT, AGENT_VSOCK_PORT, EXEC_DATA_VSOCK_PORT, QREXEC_VSOCK_PORT } from "./ports.js";
 export { escapeGuestText, quoteGuestText } from "./guest-text.js";
 export { ADMIN_GROUP, ADMIN_SOCKET_NAME, DATA_DIR_ENV, DEFAULT_DATA_DIR, DEFAULT_RUNTIME_DIR, RUNTIME_DIR_ENV } from "./dirs.js";
 export {

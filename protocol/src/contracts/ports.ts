@@ -8,3 +8,9 @@ export const AGENT_VSOCK_PORT = 1024;
 export const QREXEC_VSOCK_PORT = 50;
 /** Exec data channels: a domain's qvm-exec-data connects here with the cookie of its Exec. */
 export const EXEC_DATA_VSOCK_PORT = 51;
+/**
+ * The guest agent connects here once when it has started: qvmd dials the agent only after that, as
+ * vhost-device-vsock 0.3 loses the domain's vsock for good when the host connects while the guest
+ * driver is still setting up (host-agent/src/vsock/guest-ready.ts).
+ */
+export const AGENT_READY_VSOCK_PORT = 52;

@@ -37,7 +37,8 @@
 //   FAKE_CH_GUEST_PORTS=1024,…      guest vsock ports that listen (default 1024)
 //   FAKE_CH_FORWARD=<port>=<sock>   that guest port is a service on the host's Unix socket <sock>
 //   FAKE_CH_DIAL_HOST_PORT=<p>[,…]  after the guest starts, connect once to "<vsock socket>_<p>"
-//                                   and write "hello from guest\n"
+//                                   (tried for 3 s until something listens) and write
+//                                   "hello from guest\n"
 //   FAKE_CH_POWEROFF_AFTER_MS=<n>   the guest powers off n ms after it starts running
 //   FAKE_CH_DIE_ON=<endpoint>[,…]   on that request (e.g. vm.boot), exit(1) without answering
 //   FAKE_CH_SLOW_MS=<n>             delay every answer by n ms
@@ -350,16 +351,22 @@ function dialHost() {
     .map((s) => s.trim())
     .filter(Boolean);
   if (!config.vsock?.socket) return;
-  for (const p of ports) {
-    const target = `${config.vsock.socket}_${p}`;
-    const sock = net.connect(target);
-    guestConns.add(sock);
-    sock.on("close", () => guestConns.delete(sock));
-    sock.on("error", (err) => log("WARN", `vsock: the guest's connection to host port ${p} (${target}) failed: ${err.message}`));
-    sock.on("connect", () => sock.write("hello from guest\n"));
-    sock.on("data", () => {});
-    sock.on("end", () => sock.end());
-  }
+  for (const p of ports) dialHostPort(p, `${config.vsock.socket}_${p}`, DIAL_HOST_ATTEMPTS);
+}
+
+/** As a guest that starts before the host listens (the agent's ready signal): a few tries. */
+const DIAL_HOST_ATTEMPTS = 30;
+function dialHostPort(p, target, attempts) {
+  const sock = net.connect(target);
+  guestConns.add(sock);
+  sock.on("close", () => guestConns.delete(sock));
+  sock.on("error", (err) => {
+    if (attempts > 1) setTimeout(() => dialHostPort(p, target, attempts - 1), 100);
+    else log("WARN", `vsock: the guest's connection to host port ${p} (${target}) failed: ${err.message}`);
+  });
+  sock.on("connect", () => sock.write("hello from guest\n"));
+  sock.on("data", () => {});
+  sock.on("end", () => sock.end());
 }
 
 /** The guest starts running (after boot, or the first resume of a restored VM). */
