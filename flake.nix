@@ -1,5 +1,5 @@
-# qvm for Nix users: the package, the NixOS module (services.qvmd), a live ISO, a guest template
-# skeleton and a development shell. The files are in nix/; what each one is, and what could not be
+# qvm for Nix users: the package, the NixOS module (services.qvmd), a live ISO, a guest template,
+# a kernel bundle and a development shell. The files are in nix/; what each one is, and what could not be
 # checked where it was written, is said at the top of each.
 #
 # No flake.lock is committed yet: the machines this was written on cannot reach nixpkgs. The
@@ -31,6 +31,10 @@
         # The template archive (nixos-guest.qvm-template) for `qvm template import`; its
         # rootImage is the raw ext4 image.
         guest-template = self.nixosConfigurations.guest-template.config.system.build.qvmTemplate;
+        # qvm's kernel bundle (vmlinuz, initrd.img, modules.img, manifest.json) from nixpkgs'
+        # default kernel, in the image store's layout (nix/kernel-bundle.nix). The live ISO
+        # builds its own from the ISO's kernel.
+        kernel-bundle = pkgs.callPackage ./nix/kernel-bundle.nix { };
       };
 
       # An attribute set that imports the file, rather than the file's function: a configuration
@@ -41,7 +45,11 @@
       nixosModules.default = self.nixosModules.qvmd;
 
       nixosConfigurations = {
-        live-iso = nixos [ ./nix/live-iso.nix ];
+        # The ISO carries the guest template built here, and imports it at boot.
+        live-iso = nixos [
+          ./nix/live-iso.nix
+          { qvm.live.templateArchive = self.packages.${system}.guest-template; }
+        ];
         guest-template = nixos [ ./nix/guest-template.nix ];
       };
 

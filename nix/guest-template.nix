@@ -8,8 +8,9 @@
 # evaluation against stand-ins (nix/tests, scripts/nix-check.sh).
 #
 # The contract with qvm's side (docs/design.md, "Image store": templates built elsewhere):
-#   - Boot. qvm boots every domain with its own kernel bundle (a Debian kernel and the initramfs of
-#     images/initramfs/init), not with a NixOS kernel: the initramfs mounts the root volume (a
+#   - Boot. qvm boots every domain with its own kernel bundle (a Debian kernel from qvm-images, or
+#     a nixpkgs one from nix/kernel-bundle.nix, with the initramfs of images/initramfs/init), not
+#     with this system's NixOS kernel: the initramfs mounts the root volume (a
 #     virtio disk with serial "root"; ext4), mounts the bundle's modules volume at /lib/modules
 #     and the private volume at /rw (binding /rw/home onto /home), then hands over to qvm.init
 #     (default /sbin/init), which it first checks with `[ -x /newroot$init ] || [ -L /newroot$init ]`.
@@ -63,7 +64,12 @@
 #     the Debian template has none). usbip's tools are left out: the USB scripts drive usbip-host
 #     and vhci-hcd through sysfs, and nixpkgs' usbip is built per NixOS kernel.
 #   - Networking is the agent's, as in Debian: no DHCP client, no NixOS firewall (the agent owns
-#     the nft ruleset), no resolvconf (the agent writes /etc/resolv.conf).
+#     the nft ruleset), no resolvconf (the agent writes /etc/resolv.conf). For a network card
+#     passed through to sys-net: linux-firmware (hardware.enableRedistributableFirmware) and
+#     NetworkManager with nmtui, kept off every link the agent owns (see networking.networkmanager
+#     below). The firmware is found through firmware_class.path, which NixOS' activation sets;
+#     the kernel of the bundle must read the firmware's compression (nixpkgs picks zstd for
+#     kernels from 5.19 on).
 #   - Unverified, all of it for want of nixpkgs here: the build (the helpers under pkgsStatic: the
 #     same sources and flags compile and run with Debian's musl-gcc 1.2.3; the code cache in the
 #     build sandbox; make-disk-image copying `contents` whose source is a dangling link, with
@@ -560,12 +566,48 @@ in
   networking.firewall.enable = false;
   networking.resolvconf.enable = false;
 
+  # A network card passed through to sys-net (`qvm pci attach`, nix/live-iso.nix): its firmware,
+  # and NetworkManager to bring it up, with nmtui as the way to pick a Wi-Fi network from sys-net's
+  # terminal (the web shell opens one). The template is the same for every domain: in one without
+  # such a card NetworkManager finds nothing to manage and stays idle (a few MiB of memory).
+  #
+  # NetworkManager must not fight the agent, which owns every link qvm makes (docs/network.md,
+  # guest-agent/src/net): the client link eth0, a net domain's uplink ("uplink", through passt or
+  # a tap) and its client slots vif0…vif11. All of them are virtio-net devices the agent finds by
+  # MAC and renames, so they are left unmanaged by driver (which holds through the renames, under
+  # whatever temporary name), and by their final names as well. With dns = "none" and resolvconf
+  # off (above; NixOS then writes rc-manager=unmanaged) NetworkManager never writes
+  # /etc/resolv.conf, which stays the agent's. It does not touch nftables, forwarding or the
+  # hostname NixOS sets. What it manages (a passed-through card) gets the default route; the
+  # agent's ruleset masquerades whatever leaves by a link that is not vif*, so clients reach
+  # out through it. Not done for it by qvm (docs/network.md): the DNAT of clients' DNS
+  # (10.139.1.1/.2) to the card's resolvers, which qvm makes for a passt or tap uplink only.
+  # UNVERIFIED: no machine here has an IOMMU, and nothing here was built.
+  hardware.enableRedistributableFirmware = true;
+  networking.networkmanager = {
+    enable = true;
+    unmanaged = [
+      "driver:virtio_net"
+      "interface-name:eth0"
+      "interface-name:uplink"
+      "interface-name:vif*"
+    ];
+    dns = "none";
+  };
+  # Nothing in a domain waits for the network to be online, and in most domains NetworkManager has
+  # no device to wait for.
+  systemd.services.NetworkManager-wait-online.enable = lib.mkForce false;
+
   # As in the Debian template: the domain's user, with passwordless sudo; isolation is between
   # domains, not inside one. Root logs in without a password on the serial console, which only
   # the host can reach.
   users.users.user = {
     isNormalUser = true;
-    extraGroups = [ "wheel" ];
+    # networkmanager: nmtui as the user, through NixOS' polkit rule for that group.
+    extraGroups = [
+      "wheel"
+      "networkmanager"
+    ];
   };
   users.users.root.initialHashedPassword = "";
   security.sudo.wheelNeedsPassword = false;

@@ -4,8 +4,16 @@
 #   2. nix/tests/default.nix, evaluated with nixpkgs' lib alone (the vendored copy in
 #      ../shared/vendor/nixpkgs-lib): the module's options and assertions, its qvmd unit against
 #      the shipped one, the domains file it writes against nix/tests/domains-expected.json, the
-#      package's lock and source, the live ISO, the guest template and the flake's outputs, with
-#      NixOS and pkgs stubbed (nix/tests/stubs.nix).
+#      package's lock and source, the live ISO (its declared domains, the units that put the
+#      kernel bundle and the template in place, the NIC set-up), the kernel bundle
+#      (nix/kernel-bundle.nix), the guest template and the flake's outputs, with NixOS and pkgs
+#      stubbed (nix/tests/stubs.nix);
+#   3. what Nix makes there, checked with qvm's own parsers (nix/tests/check-exports.mjs): the
+#      kernel bundle's manifest.json (images/src/store.ts), its module list (images/src/kernel.ts)
+#      and the live ISO's domains file (the schema `qvm apply` parses with);
+#   4. the live ISO's boot scripts (kernel bundle and template into the image store, sys-net's
+#      NICs), run against a temporary data directory, a fake sysfs and a fake qvm
+#      (nix/tests/live-scripts.sh).
 # Building qvm, the ISO or the template, and NixOS' own evaluation of the module, need nixpkgs:
 # `nix flake check` does those where it can be downloaded.
 #
@@ -76,6 +84,29 @@ node -e '
   }
   process.exit(bad ? 1 : 0);
 ' "$results" || failed=1
+
+# 3. What Nix makes for qvm's own parsers (nix/tests/exports.nix): the kernel bundle's
+#    manifest.json against images/src/store.ts's schema and its modules against kernel.ts's list,
+#    the live ISO's domains file against the parser of `qvm apply`, through the same bundling of
+#    qvm's TypeScript as scripts/gen-nix-data.mjs (needs node_modules and the generated protocol
+#    code: `npm ci && npm run build`).
+if ! exported=$(nix_eval --eval --strict --json --arg lib "import $lib" nix/tests/exports.nix 2>"$tmp/err"); then
+  log "FAIL evaluating nix/tests/exports.nix:"
+  cat "$tmp/err" >&2
+  failed=1
+else
+  rc=0
+  node nix/tests/check-exports.mjs "$exported" || rc=$?
+  if ((rc == 2)); then
+    skip "qvm's parsers could not be loaded (npm ci, npm run build): the kernel manifest and the live ISO's domains were not checked against them"
+  elif ((rc != 0)); then
+    failed=1
+  fi
+  # 4. The live ISO's boot scripts, run against a temporary data directory, a fake sysfs and a
+  #    fake qvm (nix/tests/live-scripts.sh).
+  printf '%s\n' "$exported" >"$tmp/exports.json"
+  bash nix/tests/live-scripts.sh "$tmp/exports.json" || failed=1
+fi
 
 if ((failed)); then log "FAILED"; else log "all passed"; fi
 exit "$failed"

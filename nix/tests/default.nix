@@ -2,7 +2,12 @@
 # with the vendored lib (../shared/vendor/nixpkgs-lib), the flake's checks with nixpkgs' own.
 # Each check is { name; ok; detail; }: detail says what differed. NixOS and pkgs are stand-ins
 # (stubs.nix), so these check this repository's Nix, not how nixpkgs builds or boots it.
-{ lib }:
+{
+  lib,
+  # true: not the checks, but what nix/tests/check-exports.mjs checks with qvm's own parsers
+  # (nix/tests/exports.nix).
+  exports ? false,
+}:
 let
   stubs = import ./stubs.nix { inherit lib; };
   data = lib.importJSON ../generated/qvm-data.json;
@@ -243,7 +248,153 @@ let
   ];
 
   # --- the live ISO and the guest template -----------------------------------------------------
-  live = evalNixos [ ../live-iso.nix ];
+  # The template archive as flake.nix passes it; the kernel bundle from the ISO's own kernel (the
+  # option's default), here nixpkgs' default kernel's stand-in.
+  live = evalNixos [
+    ../live-iso.nix
+    {
+      boot.kernelPackages = stubs.pkgs.linuxPackages;
+      qvm.live.templateArchive = guest.system.build.qvmTemplate;
+    }
+  ];
+  liveUnits = live.systemd.services;
+  liveDomains = live.services.qvmd.declaredFile.domains;
+  bundle = live.qvm.live.kernelBundle;
+  kernelTs = builtins.readFile ../../images/src/kernel.ts;
+  # INITRAMFS_MODULES' names, as kernel.ts lists them.
+  kernelTsModules =
+    let
+      after = builtins.elemAt (builtins.split "INITRAMFS_MODULES = \\[" kernelTs) 2;
+      block = builtins.head (builtins.split "]" after);
+    in
+    map builtins.head (lib.filter builtins.isList (builtins.split "\"([a-z0-9_]+)\"" block));
+  initTs = builtins.readFile ../../images/initramfs/init;
+  liveChecks = [
+    (check "the live ISO declares sys-net (passt), sys-firewall and work on the Nix template; only the net domains autostart"
+      (
+        builtins.attrNames liveDomains == [
+          "sys-firewall"
+          "sys-net"
+          "work"
+        ]
+        && lib.all (d: d.template == "nixos-guest") (builtins.attrValues liveDomains)
+        && liveDomains.sys-net.netvm == ""
+        && liveDomains.sys-net.properties == {
+          provides_network = true;
+          uplink = "passt";
+          autostart = true;
+        }
+        && liveDomains.sys-firewall.netvm == "sys-net"
+        && liveDomains.sys-firewall.properties.provides_network
+        && liveDomains.sys-firewall.properties.autostart
+        && liveDomains.work.netvm == "sys-firewall"
+        && !(liveDomains.work ? properties)
+        && failedAssertions live == [ ]
+      )
+      (show liveDomains)
+    )
+    (check "the live ISO: the kernel bundle is linked into the image store before qvmd, as kernels/<hash> and current"
+      (
+        let
+          u = liveUnits.qvm-live-kernel;
+          text = u.serviceConfig.ExecStart.text;
+        in
+        u.before == [ "qvmd.service" ]
+        && u.wantedBy == [ "qvmd.service" ]
+        && builtins.elem "var-lib-qvm.mount" u.after
+        && lib.hasInfix "kernels=/var/lib/qvm/images/kernels" text
+        && lib.hasInfix "hash=${bundle.hash}" text
+        && lib.hasInfix "ln -s ${bundle} \"$kernels/$hash\"" text
+        && lib.hasInfix "mv -T \"$kernels/current.tmp\" \"$kernels/current\"" text
+        && bundle.kernel == stubs.pkgs.linuxPackages.kernel
+      )
+      (show liveUnits.qvm-live-kernel)
+    )
+    (check "the live ISO: the template is imported with `qvm template import` once qvmd answers, before qvm apply"
+      (
+        let
+          u = liveUnits.qvm-live-template;
+          text = u.serviceConfig.ExecStart.text;
+          archive = guest.system.build.qvmTemplate;
+        in
+        u.after == [ "qvmd.service" ]
+        && u.requires == [ "qvmd.service" ]
+        && builtins.elem "qvm-live-template.service" liveUnits.qvm-apply.after
+        && lib.hasInfix "template import ${archive}/nixos-guest.qvm-template" text
+        && lib.hasInfix "template import --replace ${archive}/nixos-guest.qvm-template" text
+        && lib.hasInfix "/var/lib/qvm/images/templates/nixos-guest" text
+      )
+      (show liveUnits.qvm-live-template)
+    )
+    (check "the live ISO: after qvm apply, NICs go to sys-net with `qvm pci attach --persistent` only with an IOMMU; sys-net and sys-firewall start, work does not"
+      (
+        let
+          u = liveUnits.qvm-live-setup;
+          text = u.serviceConfig.ExecStart.text;
+        in
+        u.after == [ "qvm-apply.service" ]
+        && lib.hasInfix "kernel/iommu_groups" text
+        && lib.hasInfix "0x02*" text
+        && lib.hasInfix "pci attach --persistent sys-net $nics" text
+        && lib.hasInfix "prefs -D sys-net uplink" text
+        && lib.hasInfix "start --skip-if-running sys-net" text
+        && lib.hasInfix "start --skip-if-running sys-firewall" text
+        && !(lib.hasInfix "sys-work" text || lib.hasInfix " work" text)
+        && builtins.elem "vfio-pci" live.boot.kernelModules
+      )
+      (show liveUnits.qvm-live-setup)
+    )
+    (check "the guest template: Wi-Fi firmware, NetworkManager (nmtui) off the agent's virtio links and /etc/resolv.conf"
+      (
+        guest.hardware.enableRedistributableFirmware
+        && guest.networking.networkmanager.enable
+        && builtins.elem "driver:virtio_net" guest.networking.networkmanager.unmanaged
+        && lib.all (n: builtins.elem "interface-name:${n}" guest.networking.networkmanager.unmanaged) [
+          "eth0"
+          "uplink"
+          "vif*"
+        ]
+        && guest.networking.networkmanager.dns == "none"
+        && guest.networking.resolvconf.enable == false
+        && builtins.elem "networkmanager" guest.users.users.user.extraGroups
+        && !guest.systemd.services.NetworkManager-wait-online.enable
+      )
+      (show guest.networking.networkmanager)
+    )
+    (check "the kernel bundle: INITRAMFS_MODULES as images/src/kernel.ts has them, busybox static, images/initramfs/init as /init"
+      (
+        bundle.initramfsModules == kernelTsModules
+        && bundle.busybox == stubs.pkgs.pkgsStatic.busybox
+        && bundle.args.initScript == ../../images/initramfs/init
+        && bundle.args.modules == kernelTsModules
+      )
+      "${show bundle.initramfsModules} vs kernel.ts ${show kernelTsModules}"
+    )
+    (check "the kernel bundle: the layout images/src/store.ts and the initramfs read (load-order under /lib/modules, the four files)"
+      (
+        lib.hasInfix "done < /lib/modules/load-order" initTs
+        && lib.hasInfix ''insmod "/lib/modules/$module"'' initTs
+        && lib.hasInfix ''"$stage/lib/modules/load-order"'' bundle.text
+        && lib.all (f: lib.hasInfix ''"$out/${f}"'' bundle.text) [
+          "vmlinuz"
+          "vmlinux"
+          "initrd.img"
+          "modules.img"
+          "manifest.json"
+        ]
+        && lib.hasInfix "<images>/kernels/<hash>/{vmlinuz,initrd.img,modules.img,manifest.json}" storeTs
+        && bundle.manifest.files == {
+          vmlinuz = "vmlinuz";
+          initrd = "initrd.img";
+          modules = "modules.img";
+        }
+        && bundle.manifestWithVmlinux.files.vmlinux == "vmlinux"
+        && bundle.manifest.kernelRelease == "6.12.1"
+        && builtins.stringLength bundle.hash == 24
+      )
+      (show bundle.manifest)
+    )
+  ];
   kiosk = live.users.users.qvm-kiosk;
   guest = evalNixos [ ../guest-template.nix ];
   agent = guest.systemd.services.qvm-agent;
@@ -662,12 +813,16 @@ let
           [ "packages" "x86_64-linux" "qvm" ]
           [ "packages" "x86_64-linux" "live-iso" ]
           [ "packages" "x86_64-linux" "guest-template" ]
+          [ "packages" "x86_64-linux" "kernel-bundle" ]
           [ "nixosModules" "qvmd" ]
           [ "devShells" "x86_64-linux" "default" ]
         ]
         && outputs.packages.x86_64-linux.live-iso.name == "stub-iso-image"
         && outputs.packages.x86_64-linux.guest-template.name == "qvm-template-nixos-guest"
         && outputs.packages.x86_64-linux.guest-template.rootImage.name == "stub-disk-image"
+        && outputs.packages.x86_64-linux.kernel-bundle.name == "qvm-kernel-bundle-6.12.1"
+        && outputs.nixosConfigurations.live-iso.config.qvm.live.templateArchive
+          == outputs.packages.x86_64-linux.guest-template
       )
       (show (builtins.attrNames outputs))
     )
@@ -694,4 +849,25 @@ let
     ))
   ];
 in
-declaredChecks ++ unitChecks ++ packageChecks ++ imageChecks ++ guestChecks ++ flakeChecks ++ schemaChecks ++ dataChecks
+if exports then
+  {
+    kernelManifests = {
+      plain = bundle.manifest;
+      withVmlinux = bundle.manifestWithVmlinux;
+    };
+    inherit (bundle) initramfsModules;
+    liveDeclared = live.services.qvmd.declaredFile;
+    # The live ISO's boot scripts and the store paths in them, for nix/tests/live-scripts.sh.
+    liveScripts = {
+      kernel = liveUnits.qvm-live-kernel.serviceConfig.ExecStart.text;
+      template = liveUnits.qvm-live-template.serviceConfig.ExecStart.text;
+      setup = liveUnits.qvm-live-setup.serviceConfig.ExecStart.text;
+      qvm = "${live.services.qvmd.package}/bin/qvm";
+      bundle = "${bundle}";
+      archive = "${guest.system.build.qvmTemplate}/nixos-guest.qvm-template";
+      inherit (bundle) hash;
+      inherit (live.services.qvmd) dataDir;
+    };
+  }
+else
+declaredChecks ++ liveChecks ++ unitChecks ++ packageChecks ++ imageChecks ++ guestChecks ++ flakeChecks ++ schemaChecks ++ dataChecks

@@ -212,6 +212,7 @@ in
       # Namespaces only the live ISO and the guest template touch, none of whose types the
       # checks rely on.
       boot = free;
+      hardware = free;
       isoImage = free;
       networking = free;
       security = free;
@@ -242,6 +243,14 @@ in
       mkShell = built "stub-shell";
       # Only the static stdenv's builder, keeping its arguments.
       pkgsStatic.stdenv.mkDerivation = args: built args.name args // { static = true; };
+      pkgsStatic.busybox = package "busybox-static";
+      # A nixpkgs kernel as nix/kernel-bundle.nix reads it: its version, module directory and dev
+      # output (vmlinux and the build's .config).
+      linuxPackages.kernel = package "linux-6.12.1" // {
+        version = "6.12.1";
+        modDirVersion = "6.12.1";
+        dev = package "linux-6.12.1-dev";
+      };
       importNpmLock = {
         __functor = _: built "stub-npm-deps";
         npmConfigHook = package "npm-config-hook";
@@ -249,6 +258,7 @@ in
     }
     // lib.genAttrs [
       "bash"
+      "binutils-unwrapped"
       "chromium"
       "cloud-hypervisor"
       "conntrack-tools"
@@ -259,6 +269,7 @@ in
       "e2fsprogs"
       "gcc"
       "gnutar"
+      "gzip"
       "iproute2"
       "iputils"
       "jq"
