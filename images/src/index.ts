@@ -1,6 +1,7 @@
 // Public surface of the image builder.
 export { ImageStore, defaultImagesDir, BUILD_COMMAND, type KernelBundle, type TemplateImage } from "./store.js";
 export { buildKernelBundle, INITRAMFS_MODULES } from "./kernel.js";
+export { ImageIntegrity, VERIFIED_CACHE_FILE, type EntryReport, type FileCheck } from "./integrity.js";
 export { buildTemplate, TEMPLATES, DEFAULT_USER } from "./template.js";
 export {
   exportTemplateArchive,

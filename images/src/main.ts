@@ -5,6 +5,7 @@ import { ImageStore, defaultImagesDir } from "./store.js";
 import { buildKernelBundle } from "./kernel.js";
 import { buildTemplate, DEFAULT_TEMPLATES, TEMPLATES } from "./template.js";
 import { terminalProgress } from "./progress.js";
+import { ImageIntegrity } from "./integrity.js";
 
 const HELP = `Usage: qvm-images <command> [options]
 
@@ -16,11 +17,14 @@ Commands:
   build kernel             build the kernel bundle (Debian linux-image-amd64 + qvm initramfs)
   build template NAME      build one template (${Object.keys(TEMPLATES).join(", ")})
   list                     show what is built
+  verify                   hash every file of every kernel bundle and template image and compare it
+                           with its manifest (qvmd also checks what a domain boots, before it boots);
+                           exits 1 when a file differs or is missing
 
 Options:
   --images-dir DIR   image store (default: $QVM_IMAGES_DIR or $QVM_DATA_DIR/images or /var/lib/qvm/images)
   --force            rebuild even when nothing changed
-  --json             machine-readable output (list)
+  --json             machine-readable output (list, verify)
   -h, --help         this help
 
 Examples:
@@ -28,6 +32,7 @@ Examples:
   qvm-images build template debian-12 --force
   qvm-images build template debian-12-gui    (built only when named)
   qvm-images list --json
+  qvm-images verify
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -73,6 +78,24 @@ async function main(argv: string[]): Promise<number> {
     else if (!items.length) process.stdout.write(`nothing built in ${store.root}: run \`qvm-images build\`\n`);
     else for (const i of items) process.stdout.write(`${String(i.kind).padEnd(9)} ${String(i.name).padEnd(20)} ${i.hash}  ${i.builtAt}\n`);
     return 0;
+  }
+  if (cmd === "verify") {
+    const reports = await new ImageIntegrity(store).verifyAll((file) => {
+      if (!values.json) process.stderr.write(`qvm-images: hashing ${file}\n`);
+    });
+    const bad = reports.flatMap((r) => r.files.filter((f) => f.result === "mismatch" || f.result === "missing"));
+    if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+    else if (!reports.length) process.stdout.write(`nothing built in ${store.root}: run \`qvm-images build\`\n`);
+    else {
+      for (const r of reports) {
+        for (const f of r.files) {
+          const what = { ok: "ok", mismatch: "CHANGED (does not match its manifest)", missing: "MISSING", unrecorded: "not checked (no digest recorded: rebuild with --force)" }[f.result];
+          process.stdout.write(`${r.kind.padEnd(9)} ${r.name.padEnd(20)} ${f.key.padEnd(8)} ${what}  ${f.path}\n`);
+        }
+      }
+      if (bad.length) process.stdout.write(`${bad.length} file(s) changed or missing: rebuild them (\`qvm-images build ... --force\`) or restore them; domains refuse to boot from them\n`);
+    }
+    return bad.length ? 1 : 0;
   }
   throw usage(`unknown command "${cmd}"`);
 }

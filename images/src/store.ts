@@ -13,8 +13,16 @@ import path from "node:path";
 import { z } from "zod";
 import { QvmError } from "@qvm/protocol";
 import { readJson, writeJsonAtomic } from "./json-file.js";
+import { rememberVerified, withFileDigests } from "./digests.js";
 
 export const BUILD_COMMAND = "./qvm-images build";
+
+/**
+ * SHA-256 of each file the manifest names, by its key in `files`: written by publish() when the
+ * entry is made, checked by integrity.ts (`qvm-images verify`, and before a domain boots from
+ * the entry). Absent in entries made before it existed (and in ones made by other tools).
+ */
+const fileDigestsSchema = z.record(z.string(), z.string().regex(/^[0-9a-f]{64}$/)).optional();
 
 export const kernelManifestSchema = z.object({
   kind: z.literal("kernel"),
@@ -23,6 +31,7 @@ export const kernelManifestSchema = z.object({
   packageVersion: z.string(),
   builtAt: z.string(),
   files: z.object({ vmlinuz: z.string(), vmlinux: z.string().optional(), initrd: z.string(), modules: z.string() }),
+  sha256: fileDigestsSchema,
 });
 export type KernelManifest = z.infer<typeof kernelManifestSchema>;
 
@@ -34,6 +43,7 @@ export const templateManifestSchema = z.object({
   builtAt: z.string(),
   sizeBytes: z.number(),
   files: z.object({ root: z.string() }),
+  sha256: fileDigestsSchema,
   /**
    * The program qvm's initramfs hands the root over to (its `qvm.init=`), when not /sbin/init.
    * The initramfs checks it from outside the root, so no directory on the way may be a link to an
@@ -94,10 +104,17 @@ export class ImageStore {
     const partial = `${final}.partial-${process.pid}`;
     mkdirSync(partial, { recursive: true });
     try {
-      const manifest = await build(partial);
+      const manifest = await withFileDigests(partial, await build(partial));
       writeJsonAtomic(path.join(partial, "manifest.json"), manifest);
       rmSync(final, { recursive: true, force: true });
       renameSync(partial, final);
+      // Just hashed: the first boot from the entry need not hash it again (integrity.ts).
+      const { files, sha256 } = manifest as { files: Record<string, string | undefined>; sha256: Record<string, string> };
+      try {
+        rememberVerified(this.root, Object.fromEntries(Object.entries(files).flatMap(([k, f]) => (f && sha256[k] ? [[path.join(final, f), sha256[k]]] : []))));
+      } catch {
+        // only an optimisation
+      }
     } catch (err) {
       rmSync(partial, { recursive: true, force: true });
       throw err;
@@ -143,6 +160,19 @@ export class ImageStore {
       initrd: path.join(dir, manifest.files.initrd),
       modules: path.join(dir, manifest.files.modules),
     };
+  }
+
+  /** The hashes of the kernel bundles in the store (current or not). */
+  kernelHashes(): string[] {
+    const dir = this.kindDir("kernels");
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir).filter((e) => e !== "current" && !e.includes(".partial-") && !e.includes(".tmp-"));
+  }
+
+  /** One kernel bundle's directory and manifest, by hash. */
+  kernelEntry(hash: string): { dir: string; manifest: KernelManifest } {
+    const dir = this.entryDir("kernels", hash);
+    return { dir, manifest: readJson(path.join(dir, "manifest.json"), kernelManifestSchema) };
   }
 
   /** The current build of template `name`, or NOT_FOUND naming the build command. */

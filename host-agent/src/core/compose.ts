@@ -2,7 +2,7 @@
 // (the domain store, volumes, VMM drivers, clock, randomness) comes in through ComposeOptions,
 // so tests can give fakes and a second VMM driver is one more entry in `drivers`.
 import path from "node:path";
-import type { ImageStore } from "@qvm/images";
+import { ImageIntegrity, type ImageStore } from "@qvm/images";
 import { systemClock, type Clock } from "../base/clock.js";
 import { EventBus } from "../base/events.js";
 import { KeyedMutex } from "../base/keyed-mutex.js";
@@ -91,7 +91,8 @@ export function composeQvmd(opts: ComposeOptions): Qvmd {
   const pci = opts.pci ?? new PciHost();
   const linkFiles = new LinkFiles();
   const links = new NetLinkPlanner({ registry, paths, files: linkFiles });
-  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids, links, pci });
+  const integrity = new ImageIntegrity(opts.images, log);
+  const planner = new BootPlanner({ registry, volumes, images: opts.images, drivers, paths, isRunning: (n) => runner?.isRunning(n) ?? false, vmmUids: opts.vmmUids, links, pci, integrity });
   runner = new DomainRunner({
     registry,
     planner,

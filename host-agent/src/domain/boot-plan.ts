@@ -36,6 +36,11 @@ export interface BootPlan {
   channels: ChannelSpec[];
   /** The unprivileged identity the VMM runs as; absent when qvmd cannot jail (not root). */
   user?: VmmUser;
+  /**
+   * Checks what the domain boots from against the image store's manifests (the kernel bundle, and
+   * a template root still the store's own image); throws CORRUPT_STATE naming the file and fix.
+   */
+  checkIntegrity(): Promise<void>;
   /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. */
   prepareDisks(): Promise<DiskSpec[]>;
   /** How far the overlays prepareDisks makes may grow on the data disk, in bytes (for admission). */
@@ -69,6 +74,13 @@ export interface BootPlannerDeps {
   links?: LinkPlanner;
   /** The host's PCI devices; absent: a domain with PCI devices cannot start (tests of the runner alone). */
   pci?: PciHost;
+  /** Checks image files before a boot (images' ImageIntegrity); absent: nothing is checked. */
+  integrity?: BootIntegrity;
+}
+
+export interface BootIntegrity {
+  checkKernel(bundle: KernelBundle): Promise<void>;
+  checkTemplateRoot(root: string): Promise<void>;
 }
 
 export class BootPlanner {
@@ -104,6 +116,13 @@ export class BootPlanner {
       devices,
       channels: [],
       user,
+      checkIntegrity: async () => {
+        if (!this.deps.integrity) return;
+        await this.deps.integrity.checkKernel(kernel);
+        const ownRoot = rec.class === "TemplateVM" || rec.class === "StandaloneVM" ? volumes.files(name).root : undefined;
+        const root = sources.templateRoot ?? ownRoot;
+        if (root) await this.deps.integrity.checkTemplateRoot(root);
+      },
       prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
       ...this.snapshotSourceOf(rec, vmm, kernel, sources, { user, nics: links.nics, devices, memoryMiB: int("memory"), vcpus: int("vcpus"), kernelopts: String(registry.resolve(rec, "kernelopts")) }),

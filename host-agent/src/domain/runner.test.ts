@@ -58,6 +58,7 @@ let limits: ResourceLimits;
 const GIB = 1024 ** 3;
 /** What the plan's driver says of this host (a missing VMM throws its install step). */
 let hostCheck: () => Promise<void> = async () => {};
+let integrityCheck: () => Promise<void> = async () => {};
 
 function makeRunner(): DomainRunner {
   const bus = new EventBus(clock);
@@ -78,6 +79,7 @@ function makeRunner(): DomainRunner {
     nics: [],
     devices: [],
     channels: [],
+    checkIntegrity: () => integrityCheck(),
     prepareDisks: async () => [],
     overlayBytes: async () => disk.growth,
   });
@@ -219,6 +221,20 @@ describe("DomainRunner power states", () => {
       await expect(runner.start("work")).rejects.toMatchObject({ code: "MISSING_DEPENDENCY", message: expect.stringContaining("install the static binary") });
     } finally {
       hostCheck = async () => {};
+    }
+    expect(runner.state("work")).toBe("Halted");
+    expect(factory.started).toEqual([]);
+    expect(types()).toEqual([]);
+  });
+
+  it("an image that changed behind qvm's back refuses the start, before anything is made", async () => {
+    integrityCheck = async () => {
+      throw new QvmError("CORRUPT_STATE", "kernel bundle abc: /x/modules.img does not match its manifest");
+    };
+    try {
+      await expect(runner.start("work")).rejects.toMatchObject({ code: "CORRUPT_STATE", message: expect.stringContaining("does not match its manifest") });
+    } finally {
+      integrityCheck = async () => {};
     }
     expect(runner.state("work")).toBe("Halted");
     expect(factory.started).toEqual([]);

@@ -184,6 +184,8 @@ export class DomainRunner {
     // A VMM this host lacks (cloud-hypervisor without its binary or KVM) fails the start here,
     // naming its install step, before anything is made.
     await plan.driver.checkHost();
+    // Nothing boots from a kernel bundle or template image that changed behind qvm's back.
+    await plan.checkIntegrity();
     // Admitted before its dependencies start, which then count it as running.
     const unreserve = await this.admit(plan);
     let vm: RunningVm;
