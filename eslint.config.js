@@ -5,7 +5,7 @@
 //   (b) no import cycles, type-only imports included: checked by dependency-cruiser
 //       (.dependency-cruiser.cjs), which `npm run lint` runs after ESLint;
 //   (c) host-agent's layering, lowest first:
-//         base ← model ← store|storage|vmm|vsock|agent|backup ← domain ← network|qrexec|clipboard|usb ← core ← admin ← bin
+//         base ← model ← store|storage|vmm|vsock|agent|backup ← domain ← network|qrexec|clipboard|usb|vault ← core ← admin ← bin
 //       plus testing/, which may import anything; a folder imports its own layer or lower ones;
 //   (d) the CLI and the web shell speak only the admin API (no @qvm/host-agent; their tests may
 //       start a real qvmd through @qvm/host-agent/testing), and nothing imports the guest agent,
@@ -49,7 +49,7 @@ const surfaceOnly = {
 // (c) host-agent/src folders, lowest layer first; folders on one line are one layer. testing/ sits
 // above bin: it may import everything, and only tests may import it. Folders not listed here
 // (daemon/ while it is being split) have no layering rule of their own.
-const layers = [["base"], ["model"], ["store", "storage", "vmm", "vsock", "agent", "backup"], ["domain"], ["network", "qrexec", "clipboard", "usb"], ["core"], ["admin"], ["bin"]];
+const layers = [["base"], ["model"], ["store", "storage", "vmm", "vsock", "agent", "backup"], ["domain"], ["network", "qrexec", "clipboard", "usb", "vault"], ["core"], ["admin"], ["bin"]];
 const hostSrc = "host-agent/src";
 const layerZones = layers.flatMap((layer, i) => {
   const higher = layers.slice(i + 1).flat();

@@ -2,6 +2,7 @@
 // bundle (cli/package.json: oclif.commands), so the whole CLI is one file. One command per file
 // in commands/; names are Qubes' tool names without the "qvm-" prefix.
 import Apply from "./commands/apply.js";
+import Backup from "./commands/backup.js";
 import Check from "./commands/check.js";
 import Clipboard from "./commands/clipboard.js";
 import Clone from "./commands/clone.js";
@@ -30,6 +31,7 @@ import Volume from "./commands/volume.js";
 
 export const COMMANDS = {
   apply: Apply,
+  backup: Backup,
   check: Check,
   clipboard: Clipboard,
   clone: Clone,

@@ -18,7 +18,8 @@ import {
 import { validateDomainName } from "../model/names.js";
 import { usbPlugNumber } from "../model/domain.js";
 import { DEFAULT_WINDOW_SIZE } from "../domain/windows.js";
-import type { ExecCommand, RestoreOrphanInput } from "../core/qvmd.js";
+import path from "node:path";
+import type { CreateBackupInput, ExecCommand, RestoreBackupInput, RestoreOrphanInput } from "../core/qvmd.js";
 import type { CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
 import { isValidServiceName, splitServiceName } from "../qrexec/service-command.js";
 
@@ -181,4 +182,48 @@ export function parseUsbRequest(r: { domain: string; backend: string; busid: str
 export function usbPlugId(id: string): string {
   if (usbPlugNumber(id) === undefined) throw new QvmError("INVALID_ARGUMENT", `${quoteGuestText(id, 20)} is not a USB plug id: name it as \`qvm usb plugs DOMAIN\` lists it (usb1)`);
   return id;
+}
+
+// ---- backups: qvmd (root) opens the files named, so only absolute paths in normal form ----------
+
+/** The longest path accepted (Linux's PATH_MAX, with its NUL). */
+const MAX_BACKUP_PATH = 4095;
+/** The most files of an incremental chain one request may name (the format's MAX_CHAIN_DEPTH). */
+const MAX_CHAIN_FILES = 1000;
+
+function backupPath(p: string, what: string): string {
+  if (p.length === 0) throw new QvmError("INVALID_ARGUMENT", `the ${what} is missing`);
+  if (p.length > MAX_BACKUP_PATH || !path.isAbsolute(p) || /\p{Cc}/u.test(p)) {
+    throw new QvmError("INVALID_ARGUMENT", `the ${what} must be an absolute path (qvmd opens it, not the caller): ${JSON.stringify(p.slice(0, 200))}`);
+  }
+  return path.normalize(p);
+}
+
+function chainPaths(chain: readonly string[]): string[] {
+  if (chain.length > MAX_CHAIN_FILES) throw new QvmError("INVALID_ARGUMENT", `at most ${MAX_CHAIN_FILES} chain files`);
+  return chain.map((c) => backupPath(c, "chain file"));
+}
+
+function passphrase(p: string): string {
+  if (p.length === 0) throw new QvmError("INVALID_ARGUMENT", "a backup needs a non-empty passphrase");
+  return p;
+}
+
+export function parseCreateBackup(r: adminV1.CreateBackupRequest): CreateBackupInput {
+  return {
+    file: backupPath(r.file, "backup file"),
+    domains: r.domains.map(domainName),
+    passphrase: passphrase(r.passphrase),
+    includeRoot: r.includeRoot,
+    incrementalFrom: r.incrementalFrom ? backupPath(r.incrementalFrom, "earlier backup (--incremental-from)") : "",
+    chain: chainPaths(r.chain),
+  };
+}
+
+export function parseVerifyBackup(r: adminV1.VerifyBackupRequest): { file: string; chain: string[]; passphrase: string } {
+  return { file: backupPath(r.file, "backup file"), chain: chainPaths(r.chain), passphrase: passphrase(r.passphrase) };
+}
+
+export function parseRestoreBackup(r: adminV1.RestoreBackupRequest): RestoreBackupInput {
+  return { ...parseVerifyBackup(r), domains: r.domains.map(domainName), renameConflicts: r.renameConflicts };
 }

@@ -8,9 +8,25 @@ import type { PropertyView } from "../domain/registry.js";
 import type { Decision } from "../qrexec/policy/evaluate.js";
 import type { OrphanVolumes } from "../storage/volumes.js";
 import type { UsbDeviceView } from "../usb/usb-devices.js";
-import type { UsbPlugKind } from "@qvm/protocol/contracts";
-import { domainName, domainOrGlobal, firewallLines, orphanId, parseClipboardCopy, parseClipboardPaste, parseCreateDomain, parseRestoreOrphan, parseUsbRequest, pciDevices, usbPlugId, windowSize } from "./requests.js";
-import { pumpAskPrompt, pumpConsole, pumpEvents, pumpExec, pumpWindow } from "./streams.js";
+import type { DomainClassWord, UsbPlugKind } from "@qvm/protocol/contracts";
+import {
+  domainName,
+  domainOrGlobal,
+  firewallLines,
+  orphanId,
+  parseClipboardCopy,
+  parseClipboardPaste,
+  parseCreateBackup,
+  parseCreateDomain,
+  parseRestoreBackup,
+  parseRestoreOrphan,
+  parseUsbRequest,
+  parseVerifyBackup,
+  pciDevices,
+  usbPlugId,
+  windowSize,
+} from "./requests.js";
+import { pumpAskPrompt, pumpBackup, pumpConsole, pumpEvents, pumpExec, pumpWindow } from "./streams.js";
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
@@ -60,6 +76,27 @@ const decisionMsg = (d: Decision): adminV1.CheckPolicyResponse => ({
   reason: d.action === "deny" ? d.reason : "",
   ruleFile: d.rule?.file ?? "",
   ruleLine: d.rule?.line ?? 0,
+});
+
+const backupDomainMsg = (d: { name: string; class: string; volumes: string[]; revision?: string; from?: string }): adminV1.BackupDomain => ({
+  name: d.name,
+  class: domainClassFromWord(d.class as DomainClassWord),
+  volumes: d.volumes,
+  revision: d.revision ?? "",
+  restoredFrom: d.from !== undefined && d.from !== d.name ? d.from : "",
+});
+const backupResult = (r: Partial<adminV1.BackupResult>): adminV1.BackupResult => ({
+  file: "",
+  backupId: "",
+  parentId: "",
+  createdAt: "",
+  domains: [],
+  policyFiles: [],
+  policyKept: [],
+  bytesIn: 0,
+  bytesWritten: 0,
+  notes: [],
+  ...r,
 });
 
 export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
@@ -128,6 +165,31 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     listOrphanVolumes: unary(() => ({ orphans: qvmd.orphanVolumes().map(orphanMsg) })),
     restoreOrphanVolumes: unary(async (r: adminV1.RestoreOrphanVolumesRequest) => ({ domain: domainMsg(await qvmd.restoreOrphan(parseRestoreOrphan(r))) })),
     purgeOrphanVolumes: unary(async (r: adminV1.PurgeOrphanVolumesRequest) => ({ purged: orphanMsg(await qvmd.purgeOrphan(orphanId(r.id))) })),
+
+    // Backups (vault/): the request's passphrase is used and dropped, never logged.
+    createBackup: (call) =>
+      pumpBackup(call, async (listener) => {
+        const r = await qvmd.createBackup(parseCreateBackup(call.request), listener);
+        return backupResult({ ...r, parentId: r.parentId ?? "", domains: r.domains.map(backupDomainMsg) });
+      }),
+    verifyBackup: (call) =>
+      pumpBackup(call, async (listener) => {
+        const r = await qvmd.verifyBackup(parseVerifyBackup(call.request), listener);
+        return backupResult({ ...r, parentId: r.parentId ?? "", domains: r.domains.map(backupDomainMsg), bytesIn: r.bytesChecked });
+      }),
+    restoreBackup: (call) =>
+      pumpBackup(call, async (listener) => {
+        const r = await qvmd.restoreBackup(parseRestoreBackup(call.request), listener);
+        return backupResult({
+          file: call.request.file,
+          backupId: r.backupId,
+          createdAt: r.createdAt,
+          domains: r.domains.map((d) => backupDomainMsg({ ...d, volumes: [] })),
+          policyFiles: r.policyFiles.restored,
+          policyKept: r.policyFiles.kept,
+          notes: r.notes,
+        });
+      }),
 
     checkPolicy: unary((r: adminV1.CheckPolicyRequest) => decisionMsg(qvmd.checkPolicy({ service: r.service, argument: r.argument, source: r.source, target: r.target }))),
     askPrompt: (call) => pumpAskPrompt(qvmd, call),

@@ -5,10 +5,45 @@ import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
 import type { Duplex, Readable } from "node:stream";
 import { QvmError, toGrpcError, type adminV1 } from "@qvm/protocol";
 import type { QvmEvent } from "../base/events.js";
-import type { Qvmd } from "../core/qvmd.js";
+import type { BackupListener, Qvmd } from "../core/qvmd.js";
 import type { ExecSession } from "../core/sessions.js";
 import type { Prompt } from "../qrexec/prompts.js";
 import { parseExecStart, parseSignal, domainName } from "./requests.js";
+
+/** Progress messages of a backup command at most this often (notes and the result always go). */
+const BACKUP_PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * A backup command (create, verify, restore): progress and notes out while it runs, then one
+ * message with the result; a failure ends the call with its QvmError. The passphrase is in the
+ * request only: nothing here logs a request.
+ */
+export function pumpBackup<Req>(call: ServerWritableStream<Req, adminV1.BackupProgress>, run: (listener: BackupListener) => Promise<adminV1.BackupResult>): void {
+  let last = 0;
+  let lastItem = "";
+  const cancel = new AbortController();
+  call.on("cancelled", () => cancel.abort(new QvmError("FAILED_PRECONDITION", "the backup call was cancelled by its client")));
+  const listener: BackupListener = {
+    signal: cancel.signal,
+    onProgress: (p) => {
+      const now = Date.now();
+      if (now - last < BACKUP_PROGRESS_INTERVAL_MS && p.item === lastItem && p.bytesDone < p.bytesTotal) return;
+      last = now;
+      lastItem = p.item;
+      call.write({ phase: p.phase, item: p.item, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, note: "", result: undefined });
+    },
+    onNote: (note) => call.write({ phase: "", item: "", bytesDone: 0, bytesTotal: 0, note, result: undefined }),
+  };
+  Promise.resolve()
+    .then(() => run(listener))
+    .then(
+      (result) => {
+        call.write({ phase: "", item: "", bytesDone: 0, bytesTotal: 0, note: "", result });
+        call.end();
+      },
+      (err: unknown) => fail(call, err),
+    );
+}
 
 /** Events a subscriber may fall behind by before its stream is closed (it can resubscribe). */
 export const MAX_EVENT_BACKLOG = 10_000;

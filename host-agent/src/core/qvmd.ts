@@ -26,6 +26,7 @@ import type { QvmdParts } from "./parts.js";
 import type { ClipboardState, CopyFrom, PasteInto } from "../clipboard/global-clipboard.js";
 import type { UsbDeviceView } from "../usb/usb-devices.js";
 import type { UsbPlugRequest, UsbPlugView } from "../domain/usb-plugs.js";
+import { backupDomains, restoreBackup, verifyBackup, type BackupContents, type BackupDomainsResult, type RestoreBackupResult, type VaultProgress } from "../vault/index.js";
 
 export interface DomainView {
   name: string;
@@ -83,6 +84,33 @@ export interface ExecCommand {
   cwd: string;
   env: Record<string, string>;
   pty?: { rows: number; cols: number };
+}
+
+export interface CreateBackupInput {
+  file: string;
+  domains: string[];
+  passphrase: string;
+  includeRoot: boolean;
+  /** "" for a full backup. */
+  incrementalFrom: string;
+  chain: string[];
+}
+
+export interface RestoreBackupInput {
+  file: string;
+  chain: string[];
+  passphrase: string;
+  /** Empty: all the backup holds. */
+  domains: string[];
+  renameConflicts: boolean;
+}
+
+/** What a backup command reports while it runs. */
+export interface BackupListener {
+  onProgress(p: VaultProgress): void;
+  onNote(message: string): void;
+  /** Aborted when the caller goes away: the command stops between blocks, leaving nothing half-made. */
+  signal?: AbortSignal;
 }
 
 /** Lock key of the global properties. */
@@ -467,6 +495,62 @@ export class Qvmd {
       if (runner.isRunning(domain)) await runner.growPrivateLive(domain, sizeBytes);
       else await volumes.resizePrivate(domain, sizeBytes);
       events.publish("volume-resize", domain, { volume, sizeBytes: String(sizeBytes) });
+    });
+  }
+
+  // ---- backups (vault/; docs/cli.md "qvm backup") ----------------------------------------------
+
+  /** Backs domains up into a new file; each domain's lock is held only while its volumes are copied out. */
+  createBackup(input: CreateBackupInput, listener: BackupListener): Promise<BackupDomainsResult> {
+    const { dataDir, volumes, registry, runner, policyDir, locks } = this.p;
+    return backupDomains({
+      dataDir,
+      store: registry.store,
+      volumes,
+      policyDir,
+      names: input.domains,
+      includeRoot: input.includeRoot,
+      output: input.file,
+      passphrase: input.passphrase,
+      incrementalFrom: input.incrementalFrom ? { file: input.incrementalFrom, chain: input.chain } : undefined,
+      isRunning: (name) => runner.isRunning(name),
+      withLock: (name, fn) => locks.run(name, fn),
+      onProgress: (p) => listener.onProgress(p),
+      onNote: (m) => listener.onNote(m),
+      signal: listener.signal,
+    });
+  }
+
+  verifyBackup(input: { file: string; chain: string[]; passphrase: string }, listener: BackupListener): Promise<BackupContents> {
+    return verifyBackup({ ...input, onProgress: (p) => listener.onProgress(p), signal: listener.signal });
+  }
+
+  /** Verifies all of a backup, then restores its domains (stored in one write, announced as domain-add) and policy files. */
+  restoreBackup(input: RestoreBackupInput, listener: BackupListener): Promise<RestoreBackupResult> {
+    const { dataDir, volumes, registry, policyDir, locks, events, log } = this.p;
+    const store = registry.store;
+    return restoreBackup({
+      dataDir,
+      volumes,
+      policyDir,
+      file: input.file,
+      chain: input.chain,
+      passphrase: input.passphrase,
+      names: input.domains,
+      renameConflicts: input.renameConflicts,
+      store: {
+        get: (name) => store.get(name),
+        list: () => store.list(),
+        createAll: (records) => {
+          store.createAll(records);
+          for (const r of records) events.publish("domain-add", r.name, { class: r.class, restoredFrom: input.file });
+          log(`restored ${records.map((r) => r.name).join(", ") || "no domains"} from ${input.file}`);
+        },
+      },
+      withLocks: (names, fn) => locks.run(names, fn),
+      onProgress: (p) => listener.onProgress(p),
+      onNote: (m) => listener.onNote(m),
+      signal: listener.signal,
     });
   }
 

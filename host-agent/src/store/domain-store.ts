@@ -137,6 +137,15 @@ export class DomainStore implements DomainLookup {
     });
   }
 
+  /** Stores several new domains in one write: all of them, or (on a failure) none. */
+  createAll(records: readonly DomainRecord[]): void {
+    for (const r of records) if (this.get(r.name)) throw new QvmError("ALREADY_EXISTS", `domain "${r.name}" already exists`);
+    if (new Set(records.map((r) => r.name)).size !== records.length) throw new QvmError("INVALID_ARGUMENT", "a domain is stored twice");
+    this.commit((d) => {
+      for (const r of records) d.domains[r.name] = r;
+    });
+  }
+
   update(name: string, change: (record: DomainRecord) => void): DomainRecord {
     if (!this.get(name)) throw new QvmError("NOT_FOUND", `no domain named "${name}"`);
     this.commit((d) => change(d.domains[name]!));
