@@ -32,6 +32,8 @@
 //   usb read    a direct sequential read of a stick attached to work over USB/IP inside qrexec
 //               vs the same read in sys-usb, the stick on its own emulated xHCI
 //   usb 1MiB    one 1 MiB direct read, the same two places (tests/bench/usb.ts)
+//   backup      qvm backup create / restore of 256 MiB of data vs qemu-img reading it out raw /
+//               writing it back; an incremental after 1 MiB changed vs the full (tests/bench/backup.ts)
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -40,6 +42,7 @@ import { ImageStore, defaultImagesDir } from "@qvm/images";
 import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
+import { backupFigures } from "./backup.js";
 import { shellFigures } from "./shell.js";
 import { networkFigures } from "./network.js";
 import { guiFigures } from "./gui.js";
@@ -178,6 +181,7 @@ async function main(): Promise<void> {
     await vmFigures(out);
     Object.assign(out, await disposableFigure(log));
   });
+  await section("backup", () => backupFigures(log));
   await section("memory", (out) => memoryFigures(log, out));
   await section("qrexec", () => qrexecFigures(log));
   await section("shell", () => shellFigures(log));
