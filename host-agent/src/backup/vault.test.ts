@@ -215,3 +215,21 @@ describe("vault writer refuses misuse", () => {
     await expect(attempt).rejects.toSatisfy((e) => isQvmError(e, "STORAGE_FAILED") && /ENOENT/.test(e.message));
   });
 });
+
+describe("compression", () => {
+  it("stores a block whose start does not compress as is, deflates one that does, and gives both back", async () => {
+    const big = 1024 * 1024;
+    const random = noise("r", big);
+    const words = text("w", big);
+    const { bytes } = await writeVault([{ kind: "volume", name: "v", data: Buffer.concat([random, words]) }], { blockSize: big });
+    // The random block costs its size (stored as is), the text block a fraction of it.
+    expect(bytes.length).toBeGreaterThan(big);
+    expect(bytes.length).toBeLessThan(big + big / 4);
+    const vault = await openVault(bytes, PASSPHRASE, weak);
+    try {
+      expect((await readAll(vault, "v")).equals(Buffer.concat([random, words]))).toBe(true);
+    } finally {
+      await vault.close();
+    }
+  });
+});
