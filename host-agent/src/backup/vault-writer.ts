@@ -75,6 +75,17 @@ const deflateRawAsync = promisify(deflateRaw);
  * wrongly.
  */
 const SAMPLES = 4;
+/** Blocks prepared ahead of the one being written (each holds a block-sized copy). */
+const IN_FLIGHT_BLOCKS = 4;
+
+interface PreparedBlock {
+  zero: boolean;
+  plain: Buffer;
+  /** The keyed block id (hex); "" for a zero block. */
+  id: string;
+  /** The deflated plaintext, when deflate was tried. */
+  deflated: Buffer | undefined;
+}
 const SAMPLE_BYTES = 16 * 1024;
 const SAMPLE_MAX_RATIO = 0.97;
 
@@ -329,22 +340,50 @@ export class VaultWriter {
     await this.run(async () => {
       const entry: VaultEntry = { name, kind, size, blocks: [] };
       const frameKind = frameKindOf(kind);
-      const block = Buffer.allocUnsafe(this.blockSize);
+      let block = Buffer.allocUnsafe(this.blockSize);
       let fill = 0;
       let seen = 0;
       let entryBytesDone = 0;
-      const flush = async (length: number): Promise<void> => {
-        entry.blocks.push(await this.storeBlock(frameKind, block.subarray(0, length)));
-        this.bytesDone += length;
-        entryBytesDone += length;
-        this.options.onProgress?.({
-          entry: name,
-          entryBytesDone,
-          entryBytesTotal: size,
-          bytesDone: this.bytesDone,
-          bytesTotal: this.options.totalBytes,
-          bytesWritten: this.out.offset,
+      // Blocks are prepared (zero check, id, deflate on the thread pool) up to IN_FLIGHT_BLOCKS
+      // ahead and committed (dedup, seal, write) strictly in order, so deflate of the next
+      // blocks overlaps the write of this one and uses more than one core.
+      const inFlight: Promise<void>[] = [];
+      let committed: Promise<void> = Promise.resolve();
+      const commitInOrder = (prepared: Promise<PreparedBlock>, length: number): Promise<void> => {
+        committed = committed.then(async () => {
+          entry.blocks.push(await this.commitBlock(frameKind, await prepared));
+          this.bytesDone += length;
+          entryBytesDone += length;
+          this.options.onProgress?.({
+            entry: name,
+            entryBytesDone,
+            entryBytesTotal: size,
+            bytesDone: this.bytesDone,
+            bytesTotal: this.options.totalBytes,
+            bytesWritten: this.out.offset,
+          });
         });
+        return committed;
+      };
+      const flush = async (length: number): Promise<void> => {
+        const plain = block.subarray(0, length);
+        block = Buffer.allocUnsafe(this.blockSize);
+        const prepared = this.prepareBlock(frameKind, plain);
+        // A failed preparation is reported by its commit, in order.
+        prepared.catch(() => {});
+        const done = commitInOrder(prepared, length);
+        // Awaited below or by drain; after a failure the rest are only waited for.
+        done.catch(() => {});
+        inFlight.push(done);
+        if (inFlight.length >= IN_FLIGHT_BLOCKS) await inFlight.shift();
+      };
+      const drain = async (): Promise<void> => {
+        try {
+          await committed;
+        } finally {
+          await Promise.allSettled(inFlight);
+          inFlight.length = 0;
+        }
       };
       for await (const piece of data) {
         if (typeof piece === "string") throw new QvmError("INVALID_ARGUMENT", `entry "${name}": the stream yields strings; give a byte stream (no setEncoding)`);
@@ -362,21 +401,37 @@ export class VaultWriter {
           }
         }
       }
-      if (seen !== size) throw new QvmError("INVALID_ARGUMENT", `entry "${name}": the stream ended after ${seen} of the ${size} bytes announced`);
+      if (seen !== size) {
+        await drain();
+        throw new QvmError("INVALID_ARGUMENT", `entry "${name}": the stream ended after ${seen} of the ${size} bytes announced`);
+      }
       if (fill > 0) await flush(fill);
+      await drain();
       this.names.add(name);
       this.entries.push(entry);
     });
   }
 
-  /** One block: zero, reused, or sealed and appended. */
-  private async storeBlock(kind: FrameKind, plain: Buffer): Promise<VaultBlock> {
+  /** A block's order-free work: the zero check, its id, and its deflate started on the thread pool. */
+  private async prepareBlock(kind: FrameKind, plain: Buffer): Promise<PreparedBlock> {
     const length = plain.length;
-    if (plain.equals(this.zero.subarray(0, length))) {
+    if (plain.equals(this.zero.subarray(0, length))) return { zero: true, plain, id: "", deflated: undefined };
+    const id = hex(blockId(this.chain.chunkId, plain));
+    // Already stored (in the chain or earlier in this backup): nothing to deflate.
+    if (this.stored.has(`${kind}:${id}`)) return { zero: false, plain, id, deflated: undefined };
+    const level = this.options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
+    const deflated = looksIncompressible(plain, level) ? undefined : await deflateRawAsync(plain, { level });
+    return { zero: false, plain, id, deflated };
+  }
+
+  /** One block, in order: zero, reused, or sealed and appended. */
+  private async commitBlock(kind: FrameKind, prepared: PreparedBlock): Promise<VaultBlock> {
+    const { plain, id } = prepared;
+    const length = plain.length;
+    if (prepared.zero) {
       this.counts.zeroBlocks++;
       return { type: "zero", length };
     }
-    const id = hex(blockId(this.chain.chunkId, plain));
     const key = `${kind}:${id}`;
     const at = this.stored.get(key);
     if (at !== undefined) {
@@ -385,15 +440,10 @@ export class VaultWriter {
       this.counts.blocksReferenced++;
       return { type: "ref", backup: at.backup, chunk: at.chunk, length, id };
     }
-    const level = this.options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
     // Stored as is when deflate does not help (encrypted or compressed data inside the volume),
-    // so a frame never exceeds a block and its tag; a block whose sample does not shrink is not
+    // so a frame never exceeds a block and its tag; a block whose samples do not shrink was not
     // deflated at all.
-    let [body, flags] = [plain, 0];
-    if (!looksIncompressible(plain, level)) {
-      const deflated = await deflateRawAsync(plain, { level });
-      if (deflated.length < length) [body, flags] = [deflated, FLAG_DEFLATE];
-    }
+    const [body, flags] = prepared.deflated && prepared.deflated.length < length ? [prepared.deflated, FLAG_DEFLATE] : [plain, 0];
     const chunk = this.chunkOffsets.length;
     const frameHeader = encodeFrameHeader({ kind, flags, index: chunk, backupId: this.idBytes(), payloadLength: body.length + TAG_SIZE });
     const payload = seal(this.keys.encryption, chunk, chunkAd(frameHeader), body);
