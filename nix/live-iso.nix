@@ -195,6 +195,13 @@ let
     exec ${pkgs.chromium}/bin/chromium --kiosk --no-first-run --ozone-platform=wayland \
       --user-data-dir="''${XDG_RUNTIME_DIR}/chromium" "$(cat "$url_file")"
   '';
+
+  # The boot steps below run once and count as done (active) afterwards.
+  oneshot = script: {
+    Type = "oneshot";
+    RemainAfterExit = true;
+    ExecStart = script;
+  };
 in
 {
   imports = [
@@ -271,11 +278,7 @@ in
       wantedBy = [ "qvmd.service" ];
       before = [ "qvmd.service" ];
       after = [ "${utils.escapeSystemdPath qvmd.dataDir}.mount" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        ExecStart = installKernel;
-      };
+      serviceConfig = oneshot installKernel;
     };
     systemd.services.qvm-live-template = {
       description = "Import the ISO's Nix guest template (qvm template import)";
@@ -283,11 +286,7 @@ in
       after = [ "qvmd.service" ];
       requires = [ "qvmd.service" ];
       environment.QVM_RUNTIME_DIR = qvmd.runtimeDir;
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        ExecStart = importTemplate;
-      };
+      serviceConfig = oneshot importTemplate;
       path = [
         pkgs.gnutar
         pkgs.jq
@@ -304,11 +303,7 @@ in
       after = [ "qvm-apply.service" ];
       requires = [ "qvm-apply.service" ];
       environment.QVM_RUNTIME_DIR = qvmd.runtimeDir;
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        ExecStart = setup;
-      };
+      serviceConfig = oneshot setup;
       path = [ pkgs.jq ];
     };
 

@@ -12,7 +12,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import { fileIdentity as identity, readVerified, rememberVerified, sha256File } from "./digests.js";
-import type { ImageStore, KernelBundle, KernelManifest, TemplateImage } from "./store.js";
+import type { ImageStore, KernelBundle, KernelManifest } from "./store.js";
 
 export { VERIFIED_CACHE_FILE } from "./digests.js";
 
@@ -73,8 +73,6 @@ export class ImageIntegrity {
   }
 
   private kernels(): { dir: string; manifest: KernelManifest }[] {
-    const dir = path.join(this.store.root, "kernels");
-    if (!existsSync(dir)) return [];
     const out: { dir: string; manifest: KernelManifest }[] = [];
     for (const hash of this.store.kernelHashes()) {
       try {
@@ -95,6 +93,7 @@ export class ImageIntegrity {
     onFile: (file: string) => void,
   ): Promise<EntryReport> {
     const out: EntryReport = { kind, name, dir, files: [] };
+    const good: Record<string, string> = {};
     for (const [key, rel] of Object.entries(files)) {
       if (!rel) continue;
       const file = path.join(dir, rel);
@@ -105,14 +104,16 @@ export class ImageIntegrity {
         onFile(file);
         const actual = await sha256File(file);
         out.files.push({ key, path: file, result: actual === expected ? "ok" : "mismatch", expected, actual });
-        if (actual === expected) this.remember(file, actual);
+        if (actual === expected) good[file] = actual;
       }
     }
+    if (Object.keys(good).length) this.remember(good);
     return out;
   }
 
   private async checkFiles(what: string, dir: string, files: Record<string, string | undefined>, digests: Record<string, string>, fix: string): Promise<void> {
     const cache = readVerified(this.store.root);
+    const good: Record<string, string> = {};
     for (const [key, rel] of Object.entries(files)) {
       if (!rel) continue;
       const file = path.join(dir, rel);
@@ -127,18 +128,19 @@ export class ImageIntegrity {
       if (actual !== expected) {
         throw new QvmError("CORRUPT_STATE", `${what}: ${file} does not match its manifest (sha256 ${actual}, recorded ${expected}): it changed after it was made, so nothing boots from it; ${fix}`);
       }
-      this.remember(file, actual);
+      good[file] = actual;
     }
+    if (Object.keys(good).length) this.remember(good);
   }
 
-  private remember(file: string, sha256: string): void {
+  /** Records good checks (file → sha256) in one write. */
+  private remember(files: Record<string, string>): void {
     try {
-      rememberVerified(this.store.root, { [file]: sha256 });
+      rememberVerified(this.store.root, files);
     } catch (err) {
       // A read-only store: every check hashes again, which is slower but as safe.
-      this.log(`cannot record the check of ${file}: ${(err as Error).message}`);
+      this.log(`cannot record the check of ${Object.keys(files).join(", ")}: ${(err as Error).message}`);
     }
   }
 }
 
-export type { TemplateImage };

@@ -8,9 +8,10 @@
 // once, expiring), must send it within a few seconds, and connections awaiting theirs are capped,
 // so a domain flooding the port costs only its own data channels.
 import { randomBytes } from "node:crypto";
-import { chownSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import net, { type Socket } from "node:net";
 import { QvmError } from "@qvm/protocol";
+import { listenForGuest } from "../vsock/guest-port-listener.js";
 
 export const COOKIE_BYTES = 16;
 /** How long a connection may take to send its cookie. */
@@ -48,16 +49,11 @@ export class ExecDataListener {
 
   /** Listens on `socketPath`; `owner` (the jailed VMM's user) must be able to connect to it. */
   static async listen(socketPath: string, owner?: { uid: number; gid: number }): Promise<ExecDataListener> {
-    rmSync(socketPath, { force: true });
     const server = net.createServer({ allowHalfOpen: true });
     const listener = new ExecDataListener(server, socketPath);
     server.on("connection", (s) => listener.accept(s));
     server.on("error", () => {});
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(socketPath, () => resolve());
-    });
-    if (owner) chownSync(socketPath, owner.uid, owner.gid);
+    await listenForGuest(server, socketPath, owner);
     return listener;
   }
 

@@ -33,7 +33,7 @@ export async function openVaultFile(source: VaultSource): Promise<VaultFile> {
     try {
       const st = await handle.stat();
       requireRegular(st.isFile(), source);
-      return new HandleFile(source, st.size, handle);
+      return new PositionalFile(source, st.size, async (buf, at, length, position) => (await handle.read(buf, at, length, position)).bytesRead, () => handle.close());
     } catch (err) {
       await handle.close();
       throw err;
@@ -42,7 +42,8 @@ export async function openVaultFile(source: VaultSource): Promise<VaultFile> {
   if (typeof source === "number") {
     const st = await fstatAsync(source);
     requireRegular(st.isFile(), `fd ${source}`);
-    return new FdFile(`fd ${source}`, st.size, source);
+    // The descriptor is the caller's: never closed here.
+    return new PositionalFile(`fd ${source}`, st.size, async (buf, at, length, position) => (await readAsync(source, buf, at, length, position)).bytesRead, async () => {});
   }
   return new BufferFile(Buffer.from(source.buffer, source.byteOffset, source.byteLength));
 }
@@ -55,18 +56,23 @@ function shortRead(name: string, offset: number, wanted: number, got: number): V
   return new VaultError("truncated", `the file ended at offset ${offset + got} while reading ${wanted} bytes at offset ${offset}; it shrank while being read`, { file: name, offset });
 }
 
-class HandleFile implements VaultFile {
+/** Reads up to `length` bytes into `buf` at `at`, from file offset `position`; 0 at the end. */
+type ReadSome = (buf: Buffer, at: number, length: number, position: number) => Promise<number>;
+
+/** A file read with positional reads: an opened path (closed by close()) or a caller's descriptor. */
+class PositionalFile implements VaultFile {
   constructor(
     readonly name: string,
     readonly size: number,
-    private readonly handle: FileHandle,
+    private readonly readSome: ReadSome,
+    private readonly closeFile: () => Promise<void>,
   ) {}
 
   async read(offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.alloc(length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.handle.read(buf, done, length - done, offset + done);
+      const bytesRead = await this.readSome(buf, done, length - done, offset + done);
       if (bytesRead === 0) throw shortRead(this.name, offset, length, done);
       done += bytesRead;
     }
@@ -74,30 +80,8 @@ class HandleFile implements VaultFile {
   }
 
   close(): Promise<void> {
-    return this.handle.close();
+    return this.closeFile();
   }
-}
-
-class FdFile implements VaultFile {
-  constructor(
-    readonly name: string,
-    readonly size: number,
-    private readonly fd: number,
-  ) {}
-
-  async read(offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await readAsync(this.fd, buf, done, length - done, offset + done);
-      if (bytesRead === 0) throw shortRead(this.name, offset, length, done);
-      done += bytesRead;
-    }
-    return buf;
-  }
-
-  /** The descriptor is the caller's. */
-  async close(): Promise<void> {}
 }
 
 class BufferFile implements VaultFile {

@@ -33,6 +33,26 @@ export function flattenToRaw(overlay: string, out: string): Promise<string> {
   return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "raw", "-S", "4k", overlay, out], `cannot commit ${overlay}`);
 }
 
+/**
+ * A qcow2 volume's content (its current state, or internal snapshot `snapshot`) as a new sparse
+ * raw file. `-U`: the image may be open in a running VMM (a snapshot is immutable, so reading it
+ * then is consistent).
+ */
+export function exportRaw(file: string, out: string, snapshot?: string): Promise<string> {
+  const at = snapshot ? ["-l", `snapshot.name=${snapshot}`] : [];
+  return tool("qemu-img", ["convert", "-U", ...at, "-f", "qcow2", "-O", "raw", "-S", "4k", file, out], `cannot read ${file}${snapshot ? ` at revision ${snapshot}` : ""}`);
+}
+
+/** A raw file converted into a new qcow2 file `out` (only its data is stored). */
+export function rawToQcow2(raw: string, out: string): Promise<string> {
+  return tool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, out], `cannot write ${out}`);
+}
+
+/** `qemu-img map` of a raw file, as JSON text: where it has data and where holes. */
+export function mapRaw(file: string): Promise<string> {
+  return tool("qemu-img", ["map", "--output=json", "-f", "raw", file], `cannot map ${file}`);
+}
+
 export function copyQcow2(src: string, out: string): Promise<string> {
   return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "qcow2", src, out], `cannot copy ${src}`);
 }

@@ -7,10 +7,10 @@
 import { createReadStream, fstatSync, mkdirSync, openSync, closeSync, readdirSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import { z } from "zod";
 import type { ReadBlock } from "../backup/index.js";
+import { exportRaw, mapRaw, rawToQcow2 } from "../storage/qemu-img.js";
 
 /** Bytes per read from a raw volume: the vault's default block size, so the writer gets whole blocks. */
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -37,18 +37,6 @@ function scratchFile(dataDir: string, what: string): string {
   return path.join(scratchDir(dataDir), `${TMP_PREFIX}${process.pid}-${++serial}-${what}`);
 }
 
-async function qemuImg(args: string[], what: string): Promise<void> {
-  try {
-    await execa("qemu-img", args);
-  } catch (err) {
-    const e = err as { code?: string; stderr?: string; message: string };
-    if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", "qemu-img not found: run `bash scripts/install-system-deps.sh`");
-    const detail = (e.stderr || e.message).trim().split("\n").slice(-2).join(" ");
-    if (/No space left on device/i.test(detail)) throw new QvmError("RESOURCE_EXHAUSTED", `${what}: the disk is full (${detail}); free space and try again`);
-    throw new QvmError("STORAGE_FAILED", `${what}: ${detail}`, { cause: err });
-  }
-}
-
 /** An open raw view of a volume: stream it once, then close (the scratch file is already unlinked). */
 export interface RawVolume {
   size: number;
@@ -71,8 +59,7 @@ const extentsSchema = z.array(z.object({ start: z.number().int().nonnegative(), 
  */
 async function dataExtents(file: string, size: number): Promise<Extent[]> {
   try {
-    const { stdout } = await execa("qemu-img", ["map", "--output=json", "-f", "raw", file]);
-    return extentsSchema.parse(JSON.parse(stdout));
+    return extentsSchema.parse(JSON.parse(await mapRaw(file)));
   } catch {
     return [{ start: 0, length: size, data: true }]; // unknown: read all of it
   }
@@ -109,7 +96,7 @@ function rawFromFd(fd: number, size: number, extents: readonly Extent[]): RawVol
 export async function openQcow2(dataDir: string, file: string, snapshot: string | undefined): Promise<RawVolume> {
   const tmp = scratchFile(dataDir, path.basename(file));
   try {
-    await qemuImg(["convert", "-U", ...(snapshot ? ["-l", `snapshot.name=${snapshot}`] : []), "-f", "qcow2", "-O", "raw", "-S", "4k", file, tmp], `cannot read ${file}${snapshot ? ` at revision ${snapshot}` : ""}`);
+    await exportRaw(file, tmp, snapshot);
     const fd = openSync(tmp, "r");
     const size = fstatSync(fd).size; // a revision's size, which may differ from the current one
     return rawFromFd(fd, size, await dataExtents(tmp, size));
@@ -150,7 +137,7 @@ export async function writeQcow2(dataDir: string, file: string, size: number, bl
   const tmp = scratchFile(dataDir, `${path.basename(file)}.raw`);
   try {
     await writeRawSparse(tmp, size, blocks);
-    await qemuImg(["convert", "-q", "-f", "raw", "-O", "qcow2", tmp, file], `cannot write ${file}`);
+    await rawToQcow2(tmp, file);
   } finally {
     rmSync(tmp, { force: true });
   }

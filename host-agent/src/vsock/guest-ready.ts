@@ -11,8 +11,9 @@
 // guest proves that its driver is up, so no dial can fall into that window.
 //
 // Nothing is read from the guest's connection: it is closed at once, and only the first counts.
-import { chownSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import net from "node:net";
+import { listenForGuest } from "./guest-port-listener.js";
 
 export class GuestReadySignal {
   private readonly arrived: Promise<void>;
@@ -33,14 +34,9 @@ export class GuestReadySignal {
 
   /** Listens on `socketPath` (the VMM's `<vsock socket>_<port>`); `owner` is the jailed VMM's user. */
   static async listen(socketPath: string, owner?: { uid: number; gid: number }): Promise<GuestReadySignal> {
-    rmSync(socketPath, { force: true });
     const server = net.createServer();
     server.on("error", () => {});
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(socketPath, () => resolve());
-    });
-    if (owner) chownSync(socketPath, owner.uid, owner.gid);
+    await listenForGuest(server, socketPath, owner);
     return new GuestReadySignal(server, socketPath);
   }
 
