@@ -1,20 +1,103 @@
 // qemu-img and mke2fs, the only tools that touch volume files. Every failure becomes a QvmError
 // naming the file (STORAGE_FAILED); ENOSPC is reported as a full disk (RESOURCE_EXHAUSTED) so the
 // caller can say what to free.
+import { spawn } from "node:child_process";
+import { closeSync } from "node:fs";
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import { z } from "zod";
+import { secretFd, secretObject } from "./secret-fd.js";
+import { LUKS_ITER_TIME_MS, type VolumeKey } from "./volume-key.js";
 
-async function tool(file: string, args: string[], what: string): Promise<string> {
+/** `key`: the secret qemu-img finds at descriptor 3 (KEY_FD), for the encrypted image it opens. */
+async function tool(file: string, args: string[], what: string, key?: VolumeKey): Promise<string> {
+  const fd = key ? secretFd(key.base64()) : undefined;
   try {
-    return (await execa(file, args)).stdout;
+    return fd === undefined ? (await execa(file, args)).stdout : await runWithFd(file, args, fd);
   } catch (err) {
     const e = err as { code?: string; stderr?: string; message: string };
     if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", `${file} not found: run \`bash scripts/install-system-deps.sh\``);
     const detail = (e.stderr || e.message).trim().split("\n").slice(-2).join(" ");
     if (/No space left on device/i.test(detail)) throw new QvmError("RESOURCE_EXHAUSTED", `${what}: the disk is full (${detail}); free space and try again`);
+    if (/Invalid password, cannot unlock any keyslot/.test(detail)) throw new QvmError("PERMISSION_DENIED", `${what}: wrong passphrase`);
+    if (/encrypt\.key-secret' is required/.test(detail)) throw new QvmError("PASSPHRASE_REQUIRED", `${what}: the volume is encrypted and no passphrase was given`);
     throw new QvmError("STORAGE_FAILED", `${what}: ${detail}`, { cause: err });
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
+}
+
+/**
+ * `file args` with descriptor `fd` at 3 (execa takes no descriptor numbers beyond stdio), failing
+ * as execa does: an error with the exit code and stderr.
+ */
+function runWithFd(file: string, args: string[], fd: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe", fd] });
+    let out = "";
+    let err = "";
+    child.stdout!.on("data", (c: Buffer) => (out = (out + c.toString()).slice(-64 * 1024)));
+    child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-64 * 1024)));
+    child.once("error", reject);
+    child.once("close", (code, signal) => {
+      if (code === 0) resolve(out.trimEnd());
+      else reject(Object.assign(new Error(`${file} failed (${signal ?? `exit ${code}`})`), { exitCode: code, stderr: err }));
+    });
+  });
+}
+
+// ---- encrypted qcow2 (QEMU's LUKS; the key: storage/volume-key.ts) --------------------------
+
+/** Where qemu-img finds the key: the first descriptor after stdio. */
+const KEY_FD = 3;
+const KEY_ID = "qvmkey";
+const keyObject = ["--object", secretObject(KEY_ID, KEY_FD)];
+/** `-o` options that make a new qcow2 file encrypted under the key. */
+export const ENCRYPT_OPTIONS = `encrypt.format=luks,encrypt.key-secret=${KEY_ID},encrypt.iter-time=${LUKS_ITER_TIME_MS}`;
+
+/**
+ * Making a LUKS header, qemu-img first times PBKDF2 on this CPU (to meet encrypt.iter-time) by
+ * the thread's CPU time, and fails "Unable to get accurate CPU usage" when a timing reads 0 ms,
+ * which happens on a loaded or virtualized host (seen here: about one create in three under
+ * parallel tests). The create is repeated a few times; nothing was written by the failed one.
+ */
+async function creatingLuks(make: () => Promise<string>): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await make();
+    } catch (err) {
+      if (attempt >= 5 || !/Unable to get accurate CPU usage/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/** An encrypted qcow2 file as qemu-img's `--image-opts` operand (the key object must be given too). */
+function keyedImage(file: string): string[] {
+  return ["--image-opts", `driver=qcow2,file.filename=${file.replaceAll(",", ",,")},encrypt.key-secret=${KEY_ID}`];
+}
+
+/** A new encrypted, empty ext4 volume (the raw scratch holds only a fresh filesystem: no data). */
+export async function createEncryptedExt4Qcow2(file: string, sizeMiB: number, label: string, scratch: string, key: VolumeKey): Promise<void> {
+  await tool("mke2fs", ["-q", "-t", "ext4", "-L", label, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch, `${sizeMiB}M`], `cannot format ${scratch}`);
+  await creatingLuks(() => tool("qemu-img", ["convert", "-q", ...keyObject, "-f", "raw", "-O", "qcow2", "-o", ENCRYPT_OPTIONS, scratch, file], `cannot create ${file}`, key));
+}
+
+/** Fails with PERMISSION_DENIED unless `key` unlocks the encrypted volume (reads its header only). */
+export function checkKey(file: string, key: VolumeKey): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-l", "-U", ...keyObject, ...keyedImage(file)], `cannot unlock ${file}`, key);
+}
+
+/** An encrypted overlay over `backing` (read in clear: a template's root), under `key`. */
+export function createEncryptedOverlay(backing: string, overlay: string, key: VolumeKey): Promise<string> {
+  return creatingLuks(() => tool("qemu-img", ["create", "-q", ...keyObject, "-f", "qcow2", "-o", ENCRYPT_OPTIONS, "-F", "raw", "-b", backing, overlay], `cannot create ${overlay}`, key));
+}
+
+/**
+ * An encrypted volume's revision `snapshot` as a new encrypted qcow2 file under the same key:
+ * ciphertext in, ciphertext out (a backup of a running encrypted domain). `-U`: the VMM has it open.
+ */
+export function copyEncryptedRevision(file: string, snapshot: string, out: string, key: VolumeKey): Promise<string> {
+  return creatingLuks(() => tool("qemu-img", ["convert", "-q", "-U", ...keyObject, "-l", `snapshot.name=${snapshot}`, ...keyedImage(file), "-O", "qcow2", "-o", ENCRYPT_OPTIONS, out], `cannot read ${file} at revision ${snapshot}`, key));
 }
 
 /** A qcow2 file that records changes over `backing`; the backing file is never written. */
@@ -57,8 +140,9 @@ export function copyQcow2(src: string, out: string): Promise<string> {
   return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "qcow2", src, out], `cannot copy ${src}`);
 }
 
-export function resizeImage(file: string, format: "raw" | "qcow2", sizeBytes: number): Promise<string> {
-  return tool("qemu-img", ["resize", "-q", "-f", format, file, String(sizeBytes)], `cannot resize ${file}`);
+export function resizeImage(file: string, format: "raw" | "qcow2", sizeBytes: number, key?: VolumeKey): Promise<string> {
+  const image = key ? [...keyObject, ...keyedImage(file)] : ["-f", format, file];
+  return tool("qemu-img", ["resize", "-q", ...image, String(sizeBytes)], `cannot resize ${file}`, key);
 }
 
 export interface Snapshot {
@@ -71,6 +155,8 @@ export interface ImageInfo {
   actualSize: number;
   /** Internal snapshots (qcow2): the revisions of a volume. */
   snapshots: Snapshot[];
+  /** A qcow2 file with LUKS encryption (its content needs the key). */
+  encrypted: boolean;
 }
 
 /** The part of `qemu-img info --output=json` qvm reads; other fields vary by QEMU version. */
@@ -78,6 +164,7 @@ const imageInfoSchema = z.object({
   "virtual-size": z.number().int().nonnegative(),
   "actual-size": z.number().int().nonnegative(),
   snapshots: z.array(z.object({ name: z.string(), "date-sec": z.number() })).optional(),
+  encrypted: z.boolean().optional(),
 });
 
 export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<ImageInfo> {
@@ -92,6 +179,7 @@ export async function imageInfo(file: string, format: "raw" | "qcow2"): Promise<
     virtualSize: j["virtual-size"],
     actualSize: j["actual-size"],
     snapshots: (j.snapshots ?? []).map((s) => ({ name: s.name, date: new Date(s["date-sec"] * 1000).toISOString() })),
+    encrypted: j.encrypted === true,
   };
 }
 
@@ -101,14 +189,17 @@ export async function listSnapshots(file: string): Promise<Snapshot[]> {
   return (await imageInfo(file, "qcow2")).snapshots;
 }
 
-export function createSnapshot(file: string, name: string): Promise<string> {
-  return tool("qemu-img", ["snapshot", "-q", "-c", name, file], `cannot take revision ${name} of ${file}`);
+/** The operand of a snapshot command: the file, or for an encrypted one its key and image options. */
+const snapshotImage = (file: string, key?: VolumeKey): string[] => (key ? [...keyObject, ...keyedImage(file)] : [file]);
+
+export function createSnapshot(file: string, name: string, key?: VolumeKey): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-c", name, ...snapshotImage(file, key)], `cannot take revision ${name} of ${file}`, key);
 }
 
-export function applySnapshot(file: string, name: string): Promise<string> {
-  return tool("qemu-img", ["snapshot", "-q", "-a", name, file], `cannot revert ${file} to ${name}`);
+export function applySnapshot(file: string, name: string, key?: VolumeKey): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-a", name, ...snapshotImage(file, key)], `cannot revert ${file} to ${name}`, key);
 }
 
-export function deleteSnapshot(file: string, name: string): Promise<string> {
-  return tool("qemu-img", ["snapshot", "-q", "-d", name, file], `cannot delete revision ${name} of ${file}`);
+export function deleteSnapshot(file: string, name: string, key?: VolumeKey): Promise<string> {
+  return tool("qemu-img", ["snapshot", "-q", "-d", name, ...snapshotImage(file, key)], `cannot delete revision ${name} of ${file}`, key);
 }

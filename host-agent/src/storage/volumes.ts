@@ -15,6 +15,11 @@
 //                                      guest writes to / costs disk, which the start admission
 //                                      counts (overlayGrowth), not host memory.
 //   kernel                            the read-only kernel bundle (images/).
+//   DATA/volumes/NAME/private.key.json an encrypted domain's (encrypted=True): the scrypt salt and
+//                                      parameters its key is derived with (volume-key.ts). Its
+//                                      private.qcow2 is LUKS-encrypted, revisions included, and
+//                                      its volatile root overlay is encrypted under a random key
+//                                      made at each start and forgotten at stop.
 //
 // So creating an AppVM writes only a small private volume; its root costs nothing until it runs.
 //
@@ -29,6 +34,8 @@ import { QvmError } from "@qvm/protocol";
 import type { DomainClass } from "../model/domain.js";
 import type { DiskSpec } from "../vmm/driver.js";
 import * as img from "./qemu-img.js";
+import type { ScryptParams } from "../backup/vault-crypto.js";
+import { newKeyFile, readKeyFile, VolumeKey, writeKeyFile } from "./volume-key.js";
 
 export const DEFAULT_PRIVATE_MIB = 2048;
 export const DEFAULT_ROOT_MIB = 10 * 1024;
@@ -92,8 +99,17 @@ export interface OrphanSweep {
   kept: Array<{ name: string; id: string }>;
 }
 
+/** How encrypted volumes' keys are derived; only unit tests change it (cheap scrypt). */
+export interface VolumeKeyOptions {
+  scrypt?: ScryptParams;
+  weakKdfForTests?: boolean;
+}
+
 export class VolumeStore {
-  constructor(readonly dataDir: string) {}
+  constructor(
+    readonly dataDir: string,
+    private readonly keyOptions: VolumeKeyOptions = {},
+  ) {}
 
   dir(name: string): string {
     return path.join(this.dataDir, "volumes", name);
@@ -101,7 +117,35 @@ export class VolumeStore {
 
   files(name: string) {
     const d = this.dir(name);
-    return { private: path.join(d, "private.qcow2"), root: path.join(d, "root.img"), rootDirty: path.join(d, "root-dirty.qcow2") };
+    return { private: path.join(d, "private.qcow2"), root: path.join(d, "root.img"), rootDirty: path.join(d, "root-dirty.qcow2"), key: path.join(d, KEY_FILE) };
+  }
+
+  /** Whether the domain's private volume is encrypted (it has a key file). */
+  isEncrypted(name: string): boolean {
+    return existsSync(this.files(name).key);
+  }
+
+  /**
+   * The key of an encrypted private volume, from its passphrase: derived (scrypt) and checked
+   * against the volume's LUKS header. A wrong passphrase is PERMISSION_DENIED; nothing changes.
+   */
+  async unlock(name: string, passphrase: string): Promise<VolumeKey> {
+    if (!passphrase) throw passphraseRequired(name);
+    const key = await VolumeKey.derive(passphrase, readKeyFile(this.files(name).key, this.keyOptions));
+    try {
+      await img.checkKey(this.files(name).private, key);
+      return key;
+    } catch (err) {
+      key.wipe();
+      if ((err as QvmError).code === "PERMISSION_DENIED") throw new QvmError("PERMISSION_DENIED", `wrong passphrase for ${name}: its private volume did not unlock; try again`);
+      throw err;
+    }
+  }
+
+  /** Refuses an operation on an encrypted private volume that came without its key. */
+  private requireKey(name: string, key: VolumeKey | undefined): VolumeKey | undefined {
+    if (this.isEncrypted(name) && !key) throw passphraseRequired(name);
+    return this.isEncrypted(name) ? key : undefined;
   }
 
   exists(name: string): boolean {
@@ -168,7 +212,7 @@ export class VolumeStore {
    * (a full disk) leaves no half-made domain. `rootFrom` is the raw root a TemplateVM or
    * StandaloneVM starts from: hard-linked when possible (it is never written in place), else copied.
    */
-  async create(name: string, klass: DomainClass, opts: { rootFrom?: string; privateMiB?: number } = {}): Promise<void> {
+  async create(name: string, klass: DomainClass, opts: { rootFrom?: string; privateMiB?: number; passphrase?: string } = {}): Promise<void> {
     if (klass === "DispVM") return; // nothing persistent: every start snapshots its template's volumes
     const final = this.dir(name);
     if (existsSync(final)) throw new QvmError("ALREADY_EXISTS", `${final} already exists; remove it if no domain "${name}" exists`);
@@ -178,7 +222,19 @@ export class VolumeStore {
     try {
       const f = { private: path.join(partial, "private.qcow2"), root: path.join(partial, "root.img") };
       const scratch = path.join(partial, "private.raw");
-      await img.createExt4Qcow2(f.private, opts.privateMiB ?? DEFAULT_PRIVATE_MIB, "qvm-private", scratch);
+      if (opts.passphrase !== undefined) {
+        // Encrypted: the key file first (without it the volume could never be opened again).
+        const params = newKeyFile(this.keyOptions.scrypt);
+        writeKeyFile(path.join(partial, KEY_FILE), params);
+        const key = await VolumeKey.derive(opts.passphrase, params);
+        try {
+          await img.createEncryptedExt4Qcow2(f.private, opts.privateMiB ?? DEFAULT_PRIVATE_MIB, "qvm-private", scratch, key);
+        } finally {
+          key.wipe();
+        }
+      } else {
+        await img.createExt4Qcow2(f.private, opts.privateMiB ?? DEFAULT_PRIVATE_MIB, "qvm-private", scratch);
+      }
       rmSync(scratch, { force: true });
       if (klass !== "AppVM") {
         // Without a source, as in Qubes, the root starts empty (sparse): install into it from elsewhere.
@@ -199,7 +255,14 @@ export class VolumeStore {
     mkdirSync(partial, { recursive: true, mode: 0o700 });
     try {
       const src = this.files(source);
-      await img.copyQcow2(src.private, path.join(partial, "private.qcow2")); // revisions are not copied
+      if (existsSync(src.key)) {
+        // Encrypted: copied as ciphertext, revisions and all (qvmd has no key to re-encode it);
+        // the clone opens with the same passphrase.
+        await copySparse(src.private, path.join(partial, "private.qcow2"));
+        await copySparse(src.key, path.join(partial, KEY_FILE));
+      } else {
+        await img.copyQcow2(src.private, path.join(partial, "private.qcow2")); // revisions are not copied
+      }
       if (existsSync(src.root)) await linkOrCopy(src.root, path.join(partial, "root.img"));
       renameSync(partial, final);
     } catch (err) {
@@ -309,13 +372,18 @@ export class VolumeStore {
    * by class. `templateRoot` is the template's root.img for an AppVM. Each overlay names the
    * files it reads through (backingFiles), for the VMM sandbox's read-only view.
    */
-  async prepareStart(name: string, klass: DomainClass, opts: { templateRoot?: string; templatePrivate?: string; revisionsToKeep: number }): Promise<DiskSpec[]> {
+  /**
+   * `key`: an encrypted domain's (unlock); its AppVM root overlay then gets a key of its own,
+   * random, on the returned disk, which the caller forgets when the domain stops.
+   */
+  async prepareStart(name: string, klass: DomainClass, opts: { templateRoot?: string; templatePrivate?: string; revisionsToKeep: number; key?: VolumeKey }): Promise<DiskSpec[]> {
     const volatile = this.volatileDir(name);
     this.discardVolatile(name);
     if (klass === "DispVM") return this.prepareDisposable(volatile, opts.templateRoot, opts.templatePrivate);
     const f = this.files(name);
     if (!existsSync(f.private)) throw new QvmError("CORRUPT_STATE", `${f.private} is missing: the private volume of ${name} is gone`);
-    await this.takeRevision(f.private, opts.revisionsToKeep);
+    const key = this.requireKey(name, opts.key);
+    await this.takeRevision(f.private, opts.revisionsToKeep, key);
     let root: DiskSpec;
     if (klass === "AppVM") {
       if (!opts.templateRoot || !existsSync(opts.templateRoot)) {
@@ -323,15 +391,18 @@ export class VolumeStore {
       }
       mkdirSync(volatile, { recursive: true, mode: 0o700 });
       const overlay = path.join(volatile, "root.qcow2");
-      await img.createOverlay(opts.templateRoot, overlay);
-      root = { serial: "root", path: overlay, format: "qcow2", readonly: false, backingFiles: [opts.templateRoot] };
+      // What an encrypted domain writes to / (logs, caches, /tmp) is not left in clear either.
+      const volatileKey = key ? VolumeKey.random() : undefined;
+      if (volatileKey) await img.createEncryptedOverlay(opts.templateRoot, overlay, volatileKey);
+      else await img.createOverlay(opts.templateRoot, overlay);
+      root = { serial: "root", path: overlay, format: "qcow2", readonly: false, backingFiles: [opts.templateRoot], ...(volatileKey ? { key: volatileKey } : {}) };
     } else {
       if (!existsSync(f.root)) throw new QvmError("CORRUPT_STATE", `${f.root} is missing: the root volume of ${name} is gone`);
       await this.commitRoot(name); // a crash may have left changes of the last run
       await img.createOverlay(f.root, f.rootDirty);
       root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false, backingFiles: [f.root] };
     }
-    return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false }];
+    return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false, ...(key ? { key } : {}) }];
   }
 
   /**
@@ -382,22 +453,22 @@ export class VolumeStore {
       .sort();
   }
 
-  private async takeRevision(file: string, keep: number): Promise<void> {
+  private async takeRevision(file: string, keep: number, key?: VolumeKey): Promise<void> {
     if (keep <= 0) return;
-    await img.createSnapshot(file, `${REVISION_PREFIX}${Date.now()}`);
+    await img.createSnapshot(file, `${REVISION_PREFIX}${Date.now()}`, key);
     const revs = (await img.listSnapshots(file)).map((s) => s.name).filter((n) => n.startsWith(REVISION_PREFIX)).sort();
-    for (const old of revs.slice(0, Math.max(0, revs.length - keep))) await img.deleteSnapshot(file, old);
+    for (const old of revs.slice(0, Math.max(0, revs.length - keep))) await img.deleteSnapshot(file, old, key);
   }
 
   /** Restores the private volume to a revision (the newest when none is named). The domain must be halted. */
-  async revertPrivate(name: string, revision?: string): Promise<string> {
+  async revertPrivate(name: string, revision?: string, key?: VolumeKey): Promise<string> {
     const file = this.files(name).private;
     const revs = (await img.listSnapshots(file)).map((s) => s.name).sort();
     const target = revision ?? revs.at(-1);
     if (!target || !revs.includes(target)) {
       throw new QvmError("NOT_FOUND", revs.length ? `no revision "${revision}" of ${name}:private; revisions: ${revs.join(", ")}` : `${name}:private has no revisions yet (one is taken before each start)`);
     }
-    await img.applySnapshot(file, target);
+    await img.applySnapshot(file, target, this.requireKey(name, key));
     return target;
   }
 
@@ -408,9 +479,9 @@ export class VolumeStore {
   }
 
   /** Grows the private volume of a halted domain; its filesystem grows at the next start. */
-  async resizePrivate(name: string, sizeBytes: number): Promise<void> {
+  async resizePrivate(name: string, sizeBytes: number, key?: VolumeKey): Promise<void> {
     await this.checkGrow(name, sizeBytes);
-    await img.resizeImage(this.files(name).private, "qcow2", sizeBytes);
+    await img.resizeImage(this.files(name).private, "qcow2", sizeBytes, this.requireKey(name, key));
     writeFileSync(this.growFlag(name), "");
   }
 
@@ -448,12 +519,23 @@ export class VolumeStore {
   }
 }
 
+/** The name of an encrypted volume's key file in its domain's volume directory. */
+export const KEY_FILE = "private.key.json";
+
+function passphraseRequired(name: string): QvmError {
+  return new QvmError("PASSPHRASE_REQUIRED", `${name} is encrypted: its passphrase is needed (\`qvm start ${name}\` asks for it, or give --passphrase-file)`);
+}
+
 async function linkOrCopy(src: string, dst: string): Promise<void> {
   try {
     linkSync(src, dst);
   } catch {
-    await execa("cp", ["--reflink=auto", "--sparse=always", src, dst]).catch((err: Error) => {
-      throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
-    });
+    await copySparse(src, dst);
   }
+}
+
+async function copySparse(src: string, dst: string): Promise<void> {
+  await execa("cp", ["--reflink=auto", "--sparse=always", src, dst]).catch((err: Error) => {
+    throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
+  });
 }

@@ -19,6 +19,16 @@ export interface DiskSpec {
    * disposable's template's private), which a sandboxed VMM must see read-only at the same path.
    */
   backingFiles?: string[];
+  /**
+   * An encrypted qcow2 disk's key (storage/volume-key.ts), handed to the VMM in memory only; a
+   * driver that cannot open encrypted disks refuses the spec at prepare.
+   */
+  key?: DiskKey;
+}
+
+/** A disk key as a driver sees it: the LUKS secret, base64, for QEMU's `-object secret`. */
+export interface DiskKey {
+  base64(): Buffer;
 }
 
 /**

@@ -16,6 +16,7 @@ const GRPC_FAILED_PRECONDITION = 9;
 const GRPC_INTERNAL = 13;
 const GRPC_UNAVAILABLE = 14;
 const GRPC_DATA_LOSS = 15;
+const GRPC_UNAUTHENTICATED = 16;
 
 /** The CLI's exit codes: 2 for a request the caller got wrong (usage), 1 for every other failure. */
 const EXIT_USAGE = 2;
@@ -29,6 +30,9 @@ export const QVM_ERROR_CODES = {
   // The request is valid but the object is in the wrong state (e.g. already running).
   FAILED_PRECONDITION: { grpc: GRPC_FAILED_PRECONDITION, exit: EXIT_FAILURE, http: 409 },
   PERMISSION_DENIED: { grpc: GRPC_PERMISSION_DENIED, exit: EXIT_FAILURE, http: 403 },
+  // The request needs a secret it did not carry: an encrypted domain's passphrase. The CLI and
+  // the web shell ask for it and send the request again; a wrong one is PERMISSION_DENIED.
+  PASSPHRASE_REQUIRED: { grpc: GRPC_UNAUTHENTICATED, exit: EXIT_FAILURE, http: 401 },
   // A limit was reached: the disk is full, too many terminals are open.
   RESOURCE_EXHAUSTED: { grpc: GRPC_RESOURCE_EXHAUSTED, exit: EXIT_FAILURE, http: 429 },
   // Something qvm needs on the host is absent: a package, an image, a kernel bundle, a build.

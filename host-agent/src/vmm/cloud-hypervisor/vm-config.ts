@@ -61,6 +61,8 @@ export function netConfig(domain: string, nic: NicSpec): ChNetConfig {
 export function buildVmConfig(spec: VmSpec, view: ChView): ChVmConfig {
   if (spec.devices?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: PCI and USB devices are not supported by the cloud-hypervisor driver yet; use \`qvm prefs ${spec.name} vmm qemu\``);
   if (spec.channels?.length) throw new QvmError("FAILED_PRECONDITION", `${spec.name}: extra channels are not supported by the cloud-hypervisor driver yet`);
+  // cloud-hypervisor's qcow2 reader has no encryption: an encrypted domain runs under QEMU.
+  if (spec.disks.some((d) => d.key)) throw new QvmError("FAILED_PRECONDITION", `${spec.name} is encrypted, and cloud-hypervisor cannot open encrypted volumes; use \`qvm prefs ${spec.name} vmm qemu\``);
   const files = chFiles(view);
   const nics = (spec.nics ?? []).map((n) => netConfig(spec.name, n));
   return {

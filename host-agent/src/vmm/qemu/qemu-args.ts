@@ -129,6 +129,16 @@ export function usbDiskFds(spec: VmSpec): UsbDiskFd[] {
     .map((d, i) => ({ id: d.id, image: d.image ?? "", readonly: d.readonly ?? false, fd: first + i, fdset: i + 1 }));
 }
 
+/**
+ * Encrypted disks' keys (storage/volume-key.ts): each reaches QEMU as a descriptor after the taps
+ * and sticks, an unlinked memory file QEMU reads once through /proc/self/fd at start
+ * (`-object secret,file=`). No key is ever on the command line or on disk.
+ */
+export function diskKeyFds(spec: VmSpec): { index: number; secretId: string; fd: number }[] {
+  const first = TAP_FD_BASE + tapFds(spec).length + usbDiskFds(spec).length;
+  return spec.disks.flatMap((d, index) => (d.key ? [{ index, secretId: `disk${index}-key` }] : [])).map((k, i) => ({ ...k, fd: first + i }));
+}
+
 /** A stick's block node (QMP `blockdev-add` arguments): raw, over the fd set's descriptor. */
 export function usbBlockdev(id: string, fdset: number, readonly: boolean): Record<string, unknown> {
   return { driver: "raw", "node-name": `${id}-img`, "read-only": readonly, file: { driver: "file", filename: `/dev/fdset/${fdset}` } };
@@ -200,9 +210,12 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, host
           : `tap,id=${nic.id},fd=${fds.get(nic.id)}`;
     args.push("-netdev", netdev, "-device", `virtio-net-device,netdev=${nic.id},mac=${nic.mac}`);
   }
+  const keys = new Map(diskKeyFds(spec).map((k) => [k.index, k]));
   spec.disks.forEach((d, i) => {
+    const key = keys.get(i);
+    if (key) args.push("-object", `secret,id=${key.secretId},file=/proc/self/fd/${key.fd}`);
     args.push(
-      "-drive", `id=disk${i},file=${qemuEscape(d.path)},format=${d.format},if=none,readonly=${d.readonly ? "on" : "off"},cache=writeback,discard=unmap`,
+      "-drive", `id=disk${i},file=${qemuEscape(d.path)},format=${d.format},if=none,readonly=${d.readonly ? "on" : "off"},cache=writeback,discard=unmap${key ? `,encrypt.key-secret=${key.secretId}` : ""}`,
       "-device", `virtio-blk-device,drive=disk${i},serial=${d.serial}`,
     );
   });

@@ -14,7 +14,8 @@ import { chooseAccel, hostTscKhz, type AccelChoice } from "../accel.js";
 import { requireExecutable } from "../host-tools.js";
 import { killAndWait, logTail, processAlive, processStartTime, sleep, spawnDetached, waitGone, type SpawnedProcess } from "../process.js";
 import { writeJsonAtomic, readJson } from "@qvm/images";
-import { buildQemuArgs, tapFds, usbDevices, usbDiskFds, withTapFds } from "./qemu-args.js";
+import { buildQemuArgs, diskKeyFds, tapFds, usbDevices, usbDiskFds, withTapFds } from "./qemu-args.js";
+import { secretFd } from "../../storage/secret-fd.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { checkUsbDevices, closeAll, initialUsbState, openUsbImages, QemuUsb, usbStateSchema } from "./usb.js";
 import { startVhostVsock } from "./vhost-vsock.js";
@@ -188,11 +189,14 @@ export class QemuDriver implements VmmDriver {
 
     let vhostProc: SpawnedProcess | undefined;
     let qemuProc: SpawnedProcess | undefined;
-    // The USB sticks' images, opened by qvmd (root) and inherited by QEMU only (qemu-args.ts).
+    // The USB sticks' images and the encrypted disks' keys, opened by qvmd (root) and inherited by QEMU only (qemu-args.ts).
     const sticks = usbDiskFds(spec);
-    let stickFds: { at: number; fd: number }[] = [];
+    let inheritedFds: { at: number; fd: number }[] = [];
     try {
-      stickFds = openUsbImages(spec.name, sticks);
+      inheritedFds = openUsbImages(spec.name, sticks);
+      // Encrypted disks' keys, as memory files owned by the VMM's user (it re-opens them by /proc).
+      const owner = jailed ? spec.user : undefined;
+      for (const k of diskKeyFds(spec)) inheritedFds.push({ at: k.fd, fd: secretFd(spec.disks[k.index]!.key!.base64(), owner) });
       makeVfioStandIns(this.pci, spec.runtimeDir, vfio);
       vhostProc = await startVhostVsock(vhost, {
         guestCid: spec.guestCid,
@@ -206,8 +210,8 @@ export class QemuDriver implements VmmDriver {
       const qemuCommand = taps.length ? withTapFds(this.tapHelper(), taps, wrap(prepared.command)) : wrap(prepared.command);
       // VFIO pins all guest RAM: QEMU's locked-memory limit is raised (as root, before the jail).
       const [file, ...args] = vfio.length ? withMemlock(vfioMemlockBytes(spec.memoryMiB), qemuCommand) : qemuCommand;
-      qemuProc = await spawnDetached(file!, args, paths.vmmLog, { inherit: stickFds });
-      closeAll(stickFds.splice(0));
+      qemuProc = await spawnDetached(file!, args, paths.vmmLog, { inherit: inheritedFds });
+      closeAll(inheritedFds.splice(0));
       const usb = initialUsbState(usbDevices(spec), sticks);
       const state: VmmState = {
         vmm: "qemu",
@@ -226,7 +230,7 @@ export class QemuDriver implements VmmDriver {
       const vm = new QemuVm(state, qemuProc, this.log, this.pci, this.addFdHelper());
       return vm;
     } catch (err) {
-      closeAll(stickFds);
+      closeAll(inheritedFds);
       if (qemuProc) await killAndWait(qemuProc.pid, spec.runtimeDir, 0);
       if (vhostProc) await killAndWait(vhostProc.pid, spec.runtimeDir, 0);
       rmSync(spec.runtimeDir, { recursive: true, force: true });
