@@ -107,7 +107,7 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     listDomains: unary(() => ({ domains: qvmd.list().map(domainMsg) })),
     getDomain: unary((r: adminV1.GetDomainRequest) => ({ domain: domainMsg(qvmd.get(domainName(r.name))) })),
     createDomain: unary(async (r: adminV1.CreateDomainRequest) => ({
-      domain: domainMsg(await qvmd.create(parseCreateDomain(r))),
+      domain: domainMsg(await qvmd.create(parseCreateDomain(r), r.passphrase)),
     })),
     cloneDomain: unary(async (r: adminV1.CloneDomainRequest) => ({ domain: domainMsg(await qvmd.clone(domainName(r.source), domainName(r.name))) })),
     removeDomain: unary((r: adminV1.RemoveDomainRequest) => empty(qvmd.remove(domainName(r.name)))),
@@ -152,16 +152,16 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     unplugUsbDevice: unary((r: adminV1.UnplugUsbDeviceRequest) => empty(qvmd.unplugUsb(domainName(r.domain), usbPlugId(r.id)))),
     listUsbPlugs: unary((r: adminV1.ListUsbPlugsRequest) => ({ plugs: qvmd.usbPlugs(domainName(r.domain)) })),
 
-    startDomain: unary(async (r: adminV1.StartDomainRequest) => ({ domain: domainMsg(await qvmd.start(domainName(r.name))) })),
+    startDomain: unary(async (r: adminV1.StartDomainRequest) => ({ domain: domainMsg(await qvmd.start(domainName(r.name), r.passphrase)) })),
     shutdownDomain: unary(async (r: adminV1.ShutdownDomainRequest) => ({ reason: await qvmd.shutdown(domainName(r.name), { wait: r.wait, force: r.force }) })),
     killDomain: unary((r: adminV1.KillDomainRequest) => empty(qvmd.kill(domainName(r.name)))),
     pauseDomain: unary((r: adminV1.PauseDomainRequest) => empty(qvmd.pause(domainName(r.name)))),
     unpauseDomain: unary((r: adminV1.UnpauseDomainRequest) => empty(qvmd.unpause(domainName(r.name)))),
 
     listVolumes: unary(async (r: adminV1.ListVolumesRequest) => ({ volumes: (await qvmd.listVolumes(domainName(r.domain))).map(volumeMsg) })),
-    revertVolume: unary(async (r: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(domainName(r.domain), r.volume, r.revision) })),
+    revertVolume: unary(async (r: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(domainName(r.domain), r.volume, r.revision, r.passphrase) })),
     configVolume: unary((r: adminV1.ConfigVolumeRequest) => empty(qvmd.configVolume(domainName(r.domain), r.volume, r.property, r.value))),
-    resizeVolume: unary((r: adminV1.ResizeVolumeRequest) => empty(qvmd.resizeVolume(domainName(r.domain), r.volume, r.sizeBytes))),
+    resizeVolume: unary((r: adminV1.ResizeVolumeRequest) => empty(qvmd.resizeVolume(domainName(r.domain), r.volume, r.sizeBytes, r.passphrase))),
     listOrphanVolumes: unary(() => ({ orphans: qvmd.orphanVolumes().map(orphanMsg) })),
     restoreOrphanVolumes: unary(async (r: adminV1.RestoreOrphanVolumesRequest) => ({ domain: domainMsg(await qvmd.restoreOrphan(parseRestoreOrphan(r))) })),
     purgeOrphanVolumes: unary(async (r: adminV1.PurgeOrphanVolumesRequest) => ({ purged: orphanMsg(await qvmd.purgeOrphan(orphanId(r.id))) })),

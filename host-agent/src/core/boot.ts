@@ -79,6 +79,11 @@ async function createMissingVolumes(p: QvmdParts, rec: DomainRecord): Promise<vo
       }
     }
   }
+  if (rec.props.encrypted === true) {
+    // Its volume cannot be made without its passphrase, and an empty one would hide the loss.
+    p.log(`${rec.name}: its encrypted volumes are missing; restore them (\`qvm volume orphans\`, \`qvm backup restore\`) or remove the domain`);
+    return;
+  }
   try {
     await p.volumes.create(rec.name, rec.class, { rootFrom });
     p.log(`${rec.name}: made the volumes it lacked (stored by an older qvmd)`);

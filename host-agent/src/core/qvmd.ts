@@ -10,7 +10,8 @@ import { formatRuleApi, parseRuleApi, type DomainClassWord, type PowerStateWord 
 import type { PciDeviceInfo } from "../vmm/pci/sysfs.js";
 import type { EventListener } from "../base/events.js";
 import type { DomainRecord } from "../model/domain.js";
-import type { OrphanVolumes, VolumeView } from "../storage/volumes.js";
+import { KEY_FILE, type OrphanVolumes, type VolumeView } from "../storage/volumes.js";
+import type { VolumeKey } from "../storage/volume-key.js";
 import { validateDomainName } from "../model/names.js";
 import type { LaunchTarget } from "../domain/launcher.js";
 import { checkPreloadFeature } from "../domain/preload-marks.js";
@@ -184,13 +185,19 @@ export class Qvmd {
     return this.describe(this.p.registry.get(name));
   }
 
-  /** Validates, makes the volumes, then stores the domain: a failure at any step leaves nothing. */
-  create(input: CreateDomainInput): Promise<DomainView> {
+  /**
+   * Validates, makes the volumes, then stores the domain: a failure at any step leaves nothing.
+   * `passphrase`: what an encrypted domain's (encrypted=True) private volume is encrypted under.
+   */
+  create(input: CreateDomainInput, passphrase?: string): Promise<DomainView> {
     const { locks, registry, volumes } = this.p;
     return locks.run(input.name, async () => {
       const record = registry.prepareCreate(input);
+      const encrypted = record.props.encrypted === true;
+      if (encrypted && !passphrase) throw new QvmError("PASSPHRASE_REQUIRED", `${record.name} is to be encrypted: give the passphrase to encrypt it under (\`qvm create\` asks for it)`);
+      if (!encrypted && passphrase) throw new QvmError("INVALID_ARGUMENT", `a passphrase was given, but ${record.name} is not to be encrypted: add --prop encrypted=True`);
       const rootFrom = record.rootFrom ? volumes.files(record.rootFrom).root : undefined;
-      await volumes.create(record.name, record.class, { rootFrom });
+      await volumes.create(record.name, record.class, { rootFrom, ...(encrypted ? { passphrase } : {}) });
       try {
         return this.describe(registry.add(record));
       } catch (err) {
@@ -436,8 +443,9 @@ export class Qvmd {
 
   // ---- lifecycle (the runner takes the domain's lock) ---------------------------------------
 
-  async start(name: string): Promise<DomainView> {
-    await this.p.runner.start(name);
+  /** `passphrase`: an encrypted domain's (PASSPHRASE_REQUIRED without it). */
+  async start(name: string, passphrase?: string): Promise<DomainView> {
+    await this.p.runner.start(name, passphrase ? { passphrase } : {});
     return this.get(name);
   }
 
@@ -472,13 +480,23 @@ export class Qvmd {
     return this.p.locks.run(domain, () => this.p.registry.configVolume(domain, volume, property, value));
   }
 
-  revertVolume(domain: string, volume: string, revision: string): Promise<string> {
+  /** The key of a halted encrypted domain's private volume for `use`, wiped after; none for others. */
+  private async withVolumeKey<T>(domain: string, passphrase: string | undefined, use: (key: VolumeKey | undefined) => Promise<T>): Promise<T> {
+    const key = this.p.volumes.isEncrypted(domain) ? await this.p.volumes.unlock(domain, passphrase ?? "") : undefined;
+    try {
+      return await use(key);
+    } finally {
+      key?.wipe();
+    }
+  }
+
+  revertVolume(domain: string, volume: string, revision: string, passphrase?: string): Promise<string> {
     const { locks, registry, runner, volumes, events } = this.p;
     return locks.run(domain, async () => {
       const rec = registry.get(domain);
       if (runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before reverting a volume`);
       let done: string;
-      if (volume === "private") done = await volumes.revertPrivate(domain, revision || undefined);
+      if (volume === "private") done = await this.withVolumeKey(domain, passphrase, (key) => volumes.revertPrivate(domain, revision || undefined, key));
       else if (volume === "root" && rec.class !== "AppVM") done = volumes.revertRoot(domain, revision || undefined);
       else if (volume === "root") throw new QvmError("INVALID_ARGUMENT", `${domain}:root is a snapshot of its template's root: revert the template's instead`);
       else throw new QvmError("INVALID_ARGUMENT", `no volume "${volume}"; volumes with revisions: private, root (templates and standalones)`);
@@ -487,13 +505,13 @@ export class Qvmd {
     });
   }
 
-  resizeVolume(domain: string, volume: string, sizeBytes: number): Promise<void> {
+  resizeVolume(domain: string, volume: string, sizeBytes: number, passphrase?: string): Promise<void> {
     const { locks, registry, runner, volumes, events } = this.p;
     return locks.run(domain, async () => {
       registry.get(domain);
       if (volume !== "private") throw new QvmError("INVALID_ARGUMENT", `only the private volume can be resized (not "${volume}")`);
       if (runner.isRunning(domain)) await runner.growPrivateLive(domain, sizeBytes);
-      else await volumes.resizePrivate(domain, sizeBytes);
+      else await this.withVolumeKey(domain, passphrase, (key) => volumes.resizePrivate(domain, sizeBytes, key));
       events.publish("volume-resize", domain, { volume, sizeBytes: String(sizeBytes) });
     });
   }
@@ -596,6 +614,8 @@ export class Qvmd {
         );
       }
       const record = registry.prepareCreate({ name, klass, template: klass === "AppVM" ? input.template : undefined, label: input.label || "red" });
+      // Encrypted volumes (a key file beside them) stay so: their domain asks the passphrase at start.
+      if (o.files.includes(KEY_FILE)) record.props.encrypted = true;
       volumes.restoreOrphan(o.id, name);
       try {
         registry.add(record, { restoredFrom: o.id });

@@ -8,6 +8,7 @@ import { existsSync, lstatSync, statSync } from "node:fs";
 import { QvmError } from "@qvm/protocol";
 import type { ImageStore, KernelBundle } from "@qvm/images";
 import { usbPlugNumber, type DomainRecord, type UsbPlug } from "../model/domain.js";
+import type { VolumeKey } from "../storage/volume-key.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import type { ChannelSpec, DeviceSpec, DiskSpec, NicSpec, UsbDeviceSpec, VmmDriver, VmmKind, VmmUser } from "../vmm/driver.js";
 import type { DriverTable } from "../vmm/drivers.js";
@@ -41,8 +42,13 @@ export interface BootPlan {
    * a template root still the store's own image); throws CORRUPT_STATE naming the file and fix.
    */
   checkIntegrity(): Promise<void>;
-  /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. */
-  prepareDisks(): Promise<DiskSpec[]>;
+  /**
+   * An encrypted domain's (encrypted=True, or a volume with a key file): its private volume's key
+   * from the passphrase, checked against the volume (PERMISSION_DENIED when wrong).
+   */
+  unlock?: (passphrase: string) => Promise<VolumeKey>;
+  /** Makes the disks (revisions, snapshots, overlays) right before the VM starts; root first. `key`: unlock's. */
+  prepareDisks(key?: VolumeKey): Promise<DiskSpec[]>;
   /** How far the overlays prepareDisks makes may grow on the data disk, in bytes (for admission). */
   overlayBytes(): Promise<number>;
   /**
@@ -123,7 +129,8 @@ export class BootPlanner {
         const root = sources.templateRoot ?? ownRoot;
         if (root) await this.deps.integrity.checkTemplateRoot(root);
       },
-      prepareDisks: () => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private") }),
+      ...(rec.props.encrypted === true || volumes.isEncrypted(name) ? { unlock: (passphrase: string) => volumes.unlock(name, passphrase) } : {}),
+      prepareDisks: (key?: VolumeKey) => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private"), ...(key ? { key } : {}) }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
       ...this.snapshotSourceOf(rec, vmm, kernel, sources, { user, nics: links.nics, devices, memoryMiB: int("memory"), vcpus: int("vcpus"), kernelopts: String(registry.resolve(rec, "kernelopts")) }),
     };

@@ -10,6 +10,7 @@ import {
   PROPERTIES,
   checkGlobalSet,
   checkDispvmTemplate,
+  checkChangeable,
   checkPropertySet,
   parsePropertyValue,
   resolveProperty,
@@ -192,6 +193,7 @@ export class DomainRegistry {
     if (name === "template" && this.isRunning(domain)) {
       throw new QvmError("FAILED_PRECONDITION", `cannot change the template of ${domain} while it runs; shut it down first`);
     }
+    checkChangeable(name);
     const value = checkPropertySet(rec, name, raw, this.store);
     const old = resolveProperty(rec, name, this.store).value;
     const updated = this.store.update(domain, (r) => {
@@ -211,6 +213,7 @@ export class DomainRegistry {
     const rec = this.get(domain);
     if (!Object.hasOwn(PROPERTIES, name) || PROPERTIES[name]!.computed) checkPropertySet(rec, name, "", this.store); // throws "unknown property" / "read-only"
     if (name === "provides_network") checkPropertySet(rec, name, "false", this.store); // refused while a client uses it
+    checkChangeable(name);
     if (name === "label") throw new QvmError("INVALID_ARGUMENT", "label has no default; set another label instead");
     if (name === "template" && rec.class === "AppVM") {
       const fallback = String(this.store.globals().default_template ?? "");

@@ -18,7 +18,8 @@ import type { DomainPaths } from "./paths.js";
 import { PRELOAD_MAX, markedAsPreload } from "./preload-marks.js";
 import type { DomainRegistry } from "./registry.js";
 import type { RunningVm, VmFactory } from "./vm-factory.js";
-import type { VmInfo } from "../vmm/driver.js";
+import type { DiskKey, VmInfo } from "../vmm/driver.js";
+import type { VolumeKey } from "../storage/volume-key.js";
 
 /** The private volume's place in the disks a plan prepares (root is 0). */
 const PRIVATE_DISK_INDEX = 1;
@@ -67,6 +68,18 @@ interface Live {
   memoryMiB: number;
   /** What it runs under: "kvm" or "tcg". */
   accel: string;
+  /**
+   * An encrypted domain's keys, held while it runs and wiped when it stops: its private volume's
+   * (a backup of it while it runs reads a revision through it) and its volatile root's. Never
+   * held for a domain re-attached after a qvmd restart (qvmd never stores them).
+   */
+  privateKey?: VolumeKey;
+  diskKeys: DiskKey[];
+}
+
+export interface StartOptions {
+  /** An encrypted domain's passphrase; without it such a start fails with PASSPHRASE_REQUIRED. */
+  passphrase?: string;
 }
 
 /** A start admitted and not yet running: what admission counts for it meanwhile. */
@@ -162,11 +175,26 @@ export class DomainRunner {
     );
   }
 
-  start(name: string): Promise<void> {
-    return this.deps.locks.run(name, () => this.startLocked(name));
+  start(name: string, opts: StartOptions = {}): Promise<void> {
+    return this.deps.locks.run(name, () => this.startLocked(name, opts));
   }
 
-  private async startLocked(name: string): Promise<void> {
+  /** The key of a running encrypted domain's private volume, if qvmd holds it (see Live). */
+  volumeKey(name: string): VolumeKey | undefined {
+    const key = this.live.get(name)?.privateKey;
+    return key && !key.wiped ? key : undefined;
+  }
+
+  /** An encrypted domain's key from its passphrase, before anything of the start is made. */
+  private async unlock(name: string, plan: BootPlan, passphrase: string | undefined): Promise<VolumeKey | undefined> {
+    if (!plan.unlock) return undefined;
+    if (!passphrase) {
+      throw new QvmError("PASSPHRASE_REQUIRED", `${name} is encrypted: its passphrase is needed (\`qvm start ${name}\` asks for it; the web shell's Start too)`);
+    }
+    return plan.unlock(passphrase);
+  }
+
+  private async startLocked(name: string, opts: StartOptions): Promise<void> {
     const { registry, events } = this.deps;
     const rec = registry.get(name);
     const state = this.state(name);
@@ -186,10 +214,20 @@ export class DomainRunner {
     await plan.driver.checkHost();
     // Nothing boots from a kernel bundle or template image that changed behind qvm's back.
     await plan.checkIntegrity();
+    const privateKey = await this.unlock(name, plan, opts.passphrase);
+    let diskKeys: DiskKey[] = [];
+    const forgetKeys = (): void => {
+      privateKey?.wipe();
+      for (const k of diskKeys) k.wipe();
+    };
     // Admitted before its dependencies start, which then count it as running.
-    const unreserve = await this.admit(plan);
+    const unreserve = await this.admit(plan).catch((err: unknown) => {
+      forgetKeys();
+      throw err;
+    });
     let vm: RunningVm;
     let pid: number;
+    let adopted = false;
     try {
       // Qubes starts a domain's netvm first. Each dependency takes its own lock; the netvm loop
       // check at property set keeps this from waiting on itself.
@@ -200,7 +238,8 @@ export class DomainRunner {
       }
       let disks;
       try {
-        disks = await plan.prepareDisks();
+        disks = await plan.prepareDisks(privateKey);
+        diskKeys = disks.flatMap((d) => (d.key ? [d.key] : []));
       } catch (err) {
         this.deps.storage.discardVolatile(name);
         throw err;
@@ -220,9 +259,11 @@ export class DomainRunner {
       }
       const info = await vm.info();
       pid = info.pid;
-      await this.adopt(name, vm, info, false, plan.memoryMiB);
+      adopted = true;
+      await this.adopt(name, vm, info, false, plan.memoryMiB, { privateKey, diskKeys });
     } finally {
       unreserve();
+      if (!adopted) forgetKeys();
     }
     if (this.deps.storage.growPending(name)) {
       await this.growPrivateFs(vm).then(
@@ -284,13 +325,15 @@ export class DomainRunner {
   }
 
   /** Takes a VM on: attaches what every running domain gets, and watches for its end. */
-  private async adopt(name: string, vm: RunningVm, info: VmInfo, reattached: boolean, memoryMiB: number): Promise<void> {
-    const l: Live = { vm, pid: info.pid, paused: info.state === "paused", halting: false, memoryMiB, accel: info.accel };
+  private async adopt(name: string, vm: RunningVm, info: VmInfo, reattached: boolean, memoryMiB: number, keys: { privateKey?: VolumeKey; diskKeys: DiskKey[] } = { diskKeys: [] }): Promise<void> {
+    const l: Live = { vm, pid: info.pid, paused: info.state === "paused", halting: false, memoryMiB, accel: info.accel, ...keys };
     this.live.set(name, l);
     this.lastStop.delete(name);
     void vm.exited.then((exit) => {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
+      l.privateKey?.wipe();
+      for (const k of l.diskKeys) k.wipe();
       this.lastStop.set(name, exit.reason);
       // Under the domain's lock, and only while no new run took its place: the volatile
       // overlays are discarded and a template's root committed. Announced after that, so
@@ -390,7 +433,7 @@ export class DomainRunner {
     if (now && !now.halting) return now.vm;
     if (noAutostart) throw new QvmError("FAILED_PRECONDITION", `${name} is not running (and autostart was turned off with --no-autostart)`);
     await this.deps.locks.run(name, async () => {
-      if (!this.live.has(name)) await this.startLocked(name);
+      if (!this.live.has(name)) await this.startLocked(name, {});
     });
     const l = this.live.get(name);
     if (!l || l.halting) throw new QvmError("FAILED_PRECONDITION", `${name} stopped before the command could run`);

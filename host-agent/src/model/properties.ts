@@ -29,6 +29,8 @@ interface PropertyDef {
   classes?: DomainClass[];
   /** Extra check with access to other domains. */
   check?: (self: DomainRecord, value: PropValue, lookup: DomainLookup) => void;
+  /** Chosen at creation (`qvm create --prop`) and never changed after. */
+  createOnly?: boolean;
   /** Read-only: derived from the domain's identity and its netvm, never stored. */
   computed?: (self: DomainRecord, lookup: DomainLookup) => PropValue;
 }
@@ -55,7 +57,27 @@ export const PROPERTIES: Record<string, PropertyDef> = {
       } else if (t.class !== "TemplateVM") throw new QvmError("INVALID_ARGUMENT", `"${value}" is a ${t.class}, not a TemplateVM`);
     },
   },
-  template_for_dispvms: { type: "bool", doc: "this AppVM can be the template of disposables", fromTemplate: false, default: false, classes: ["AppVM"] },
+  template_for_dispvms: {
+    type: "bool",
+    doc: "this AppVM can be the template of disposables",
+    fromTemplate: false,
+    default: false,
+    classes: ["AppVM"],
+    check: (self, value) => {
+      if (value === true && self.props.encrypted === true) throw new QvmError("INVALID_ARGUMENT", `${self.name} is encrypted: disposables cannot start from a volume only its passphrase opens`);
+    },
+  },
+  encrypted: {
+    type: "bool",
+    doc: "the private volume is encrypted under a passphrase asked at each start (chosen at creation only; docs/security.md)",
+    fromTemplate: false,
+    default: false,
+    classes: ["AppVM"],
+    createOnly: true,
+    check: (self, value) => {
+      if (value === true && self.props.template_for_dispvms === true) throw new QvmError("INVALID_ARGUMENT", `${self.name} is a template for disposables, which cannot be encrypted`);
+    },
+  },
   default_dispvm: {
     type: "domain",
     doc: "template for disposables this domain starts (`qvm run --dispvm`)",
@@ -174,6 +196,13 @@ export function parsePropertyValue(name: string, raw: string | PropValue, def: {
     case "str":
       if (text.length > 1024 || /[\x00-\x1f]/.test(text)) throw new QvmError("INVALID_ARGUMENT", `${name} must be printable text up to 1024 characters`);
       return text;
+  }
+}
+
+/** Refuses to change a property chosen at creation (createOnly) on an existing domain. */
+export function checkChangeable(name: string): void {
+  if (PROPERTIES[name]?.createOnly) {
+    throw new QvmError("INVALID_ARGUMENT", `${name} is chosen when a domain is created (\`qvm create --prop ${name}=…\`) and cannot change: make a new domain and copy the data over`);
   }
 }
 

@@ -29,6 +29,8 @@ export interface DiskSpec {
 /** A disk key as a driver sees it: the LUKS secret, base64, for QEMU's `-object secret`. */
 export interface DiskKey {
   base64(): Buffer;
+  /** Forgets the key (its owner calls it once the domain stopped). */
+  wipe(): void;
 }
 
 /**
