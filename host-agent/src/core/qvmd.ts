@@ -532,6 +532,7 @@ export class Qvmd {
       passphrase: input.passphrase,
       incrementalFrom: input.incrementalFrom ? { file: input.incrementalFrom, chain: input.chain } : undefined,
       isRunning: (name) => runner.isRunning(name),
+      volumeKey: (name) => runner.volumeKey(name),
       withLock: (name, fn) => locks.run(name, fn),
       onProgress: (p) => listener.onProgress(p),
       onNote: (m) => listener.onNote(m),

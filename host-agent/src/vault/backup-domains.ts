@@ -10,8 +10,9 @@ import { createVault, openVault, type OpenedVault, type ScryptParams } from "../
 import type { DomainRecord } from "../model/domain.js";
 import type { VolumeStore } from "../storage/volumes.js";
 import { imageInfo, listSnapshots, type Snapshot } from "../storage/qemu-img.js";
+import { readKeyFile, type VolumeKey } from "../storage/volume-key.js";
 import { INDEX_ENTRY, INDEX_FORMAT, INDEX_VERSION, POLICY_FILE_NAME, SHIPPED_POLICY_FILE, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
-import { openQcow2, openRaw, removeStaleScratch, type RawVolume } from "./volume-io.js";
+import { openEncryptedRevision, openQcow2, openRaw, removeStaleScratch, type RawVolume } from "./volume-io.js";
 
 const REVISION_PREFIX = "rev-";
 
@@ -39,6 +40,8 @@ export interface BackupDomainsOptions {
   /** An earlier backup (and its own chain) this one is incremental on, opened with `passphrase`. */
   incrementalFrom?: { file: string; chain: readonly string[] };
   isRunning: (name: string) => boolean;
+  /** A running encrypted domain's private volume key, which qvmd holds while it runs (none: unknown). */
+  volumeKey?: (name: string) => VolumeKey | undefined;
   /** Runs `fn` holding the domain's lock (qvmd's per-domain mutex); none in unit tests. */
   withLock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
   onProgress?: (p: VaultProgress) => void;
@@ -94,8 +97,37 @@ function lastRevision(name: string, snapshots: readonly Snapshot[]): string {
   return revision;
 }
 
+/**
+ * An encrypted domain's private volume: its qcow2 file as it is, ciphertext (qvmd needs no key
+ * for a halted one). A running one's live file is not consistent: its last revision is copied,
+ * still encrypted under the same key, through the key qvmd holds while it runs.
+ */
+function planEncryptedPrivate(o: BackupDomainsOptions, entry: BackedUpDomain, running: boolean, note: (m: string) => void, lock: <T>(name: string, fn: () => Promise<T>) => Promise<T>): PlannedVolume {
+  const name = entry.record.name;
+  const file = o.volumes.files(name).private;
+  const key = readKeyFile(o.volumes.files(name).key, { weakKdfForTests: o.weakKdfForTests });
+  const cantRead = (): QvmError =>
+    new QvmError("FAILED_PRECONDITION", `${name} is encrypted and running, and qvmd does not hold its key (it was started before qvmd last restarted): shut it down to back it up (\`qvm shutdown --wait ${name}\`)`);
+  if (running && !o.volumeKey?.(name)) throw cantRead();
+  const priv: BackedUpDomain["volumes"]["private"] & object = { size: statSync(file).size, encoding: "qcow2-luks", key };
+  entry.volumes.private = priv;
+  const open = (): Promise<RawVolume> =>
+    lock(name, async () => {
+      const nowRunning = o.isRunning(name);
+      entry.wasRunning = nowRunning;
+      delete priv.revision;
+      if (!nowRunning) return openRaw(file);
+      const held = o.volumeKey?.(name);
+      if (!held) throw cantRead();
+      priv.revision = lastRevision(name, await listSnapshots(file));
+      note(`${name} is running: backed up as of its last start (revision ${priv.revision}), still encrypted under its own passphrase`);
+      return openEncryptedRevision(o.dataDir, file, priv.revision, held);
+    });
+  return { domain: name, volume: "private", size: priv.size, open, listed: priv };
+}
+
 export async function backupDomains(o: BackupDomainsOptions): Promise<BackupDomainsResult> {
-  const lock = o.withLock ?? ((_name: string, fn: () => Promise<RawVolume>) => fn());
+  const lock = o.withLock ?? (<T>(_name: string, fn: () => Promise<T>) => fn());
   if (!path.isAbsolute(o.output)) throw new QvmError("INVALID_ARGUMENT", `the backup file must be an absolute path, not ${JSON.stringify(o.output)}`);
   if (o.names.length === 0) throw new QvmError("INVALID_ARGUMENT", "name at least one domain to back up");
   if (new Set(o.names).size !== o.names.length) throw new QvmError("INVALID_ARGUMENT", "a domain is named twice");
@@ -117,7 +149,9 @@ export async function backupDomains(o: BackupDomainsOptions): Promise<BackupDoma
     const running = o.isRunning(name);
     const entry: BackedUpDomain = { record: structuredClone(record), wasRunning: running, volumes: {} };
     delete entry.record.vmmUid; // this host's uid allocation, meaningless elsewhere
-    if (record.class !== "DispVM") {
+    if (record.class !== "DispVM" && o.volumes.isEncrypted(name)) {
+      planned.push(planEncryptedPrivate(o, entry, running, note, lock));
+    } else if (record.class !== "DispVM") {
       const file = o.volumes.files(name).private;
       const info = await imageInfo(file, "qcow2");
       if (running) lastRevision(name, info.snapshots); // fails early when there is none

@@ -1,10 +1,13 @@
 // What a qvm backup holds, as vault entries (docs/backup-format.md is the container; this is the
 // content): one metadata entry `qvm-backup.json` (the index below: each domain's store record and
 // which volumes came with it), the policy files under `policy/NAME`, and the volumes under
-// `volumes/DOMAIN/private` and `volumes/DOMAIN/root` (raw: what the guest sees). The index is
-// parsed strictly: a vault is authenticated, but only as far as its passphrase is secret.
+// `volumes/DOMAIN/private` and `volumes/DOMAIN/root` (raw: what the guest sees; an encrypted
+// domain's private volume is its qcow2 file as it is, ciphertext, with the key file's parameters
+// in the index: it stays encrypted end to end, under its own passphrase as well as the vault's).
+// The index is parsed strictly: a vault is authenticated, but only as far as its passphrase is secret.
 import { z } from "zod";
 import { domainRecordSchema } from "../model/domain.js";
+import { keyFileSchema } from "../storage/volume-key.js";
 
 export const INDEX_ENTRY = "qvm-backup.json";
 export const INDEX_FORMAT = "qvm-backup";
@@ -24,8 +27,15 @@ const volumeInfoSchema = z
     size: z.number().int().nonnegative(),
     /** The private volume of a running domain: the revision (internal snapshot) it was read from. */
     revision: z.string().max(64).optional(),
+    /**
+     * "qcow2-luks": the entry is an encrypted domain's private.qcow2 file, byte for byte (size:
+     * the file's), restored as is; `key` is its private.key.json. Absent: raw, what the guest sees.
+     */
+    encoding: z.literal("qcow2-luks").optional(),
+    key: keyFileSchema.optional(),
   })
-  .strict();
+  .strict()
+  .refine((v) => (v.encoding === undefined) === (v.key === undefined), { message: "an encrypted volume lists its key parameters, and only it" });
 
 export const backedUpDomainSchema = z
   .object({

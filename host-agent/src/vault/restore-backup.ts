@@ -12,7 +12,8 @@ import { openVault, type OpenedVault } from "../backup/index.js";
 import type { DomainRecord } from "../model/domain.js";
 import { MAX_NAME_LENGTH, validateDomainName } from "../model/names.js";
 import { assignIdentity } from "../model/net-identity.js";
-import type { VolumeStore } from "../storage/volumes.js";
+import { KEY_FILE, type VolumeStore } from "../storage/volumes.js";
+import { parseKeyFile, writeKeyFile } from "../storage/volume-key.js";
 import { INDEX_ENTRY, backupIndexSchema, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
 import type { VaultProgress } from "./backup-domains.js";
 import { removeStaleScratch, writeQcow2, writeRawSparse } from "./volume-io.js";
@@ -198,7 +199,11 @@ async function restoreLocked(o: RestoreBackupOptions, vault: OpenedVault, index:
           },
         });
         const file = path.join(partial, v === "private" ? "private.qcow2" : "root.img");
-        if (v === "private") await writeQcow2(o.dataDir, file, info.size, blocks);
+        if (v === "private" && info.key) {
+          // An encrypted volume: its qcow2 file as it was, and the key file its passphrase needs.
+          writeKeyFile(path.join(partial, KEY_FILE), parseKeyFile(JSON.stringify(info.key), `${item}'s key parameters in ${o.file}`, { weakKdfForTests: o.weakKdfForTests }));
+          await writeRawSparse(file, info.size, blocks);
+        } else if (v === "private") await writeQcow2(o.dataDir, file, info.size, blocks);
         else await writeRawSparse(file, info.size, blocks);
         before += info.size;
       }

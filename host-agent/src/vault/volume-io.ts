@@ -10,7 +10,8 @@ import path from "node:path";
 import { QvmError } from "@qvm/protocol";
 import { z } from "zod";
 import type { ReadBlock } from "../backup/index.js";
-import { exportRaw, mapRaw, rawToQcow2 } from "../storage/qemu-img.js";
+import { copyEncryptedRevision, exportRaw, mapRaw, rawToQcow2 } from "../storage/qemu-img.js";
+import type { VolumeKey } from "../storage/volume-key.js";
 
 /** Bytes per read from a raw volume: the vault's default block size, so the writer gets whole blocks. */
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -102,6 +103,20 @@ export async function openQcow2(dataDir: string, file: string, snapshot: string 
     return rawFromFd(fd, size, await dataExtents(tmp, size));
   } finally {
     rmSync(tmp, { force: true }); // unlinked at once: the open descriptor keeps the data until closed
+  }
+}
+
+/**
+ * A running encrypted domain's volume at revision `snapshot`, as the bytes of a new encrypted
+ * qcow2 file under the same key (scratch in DATA/tmp, unlinked at once; never in clear).
+ */
+export async function openEncryptedRevision(dataDir: string, file: string, snapshot: string, key: VolumeKey): Promise<RawVolume> {
+  const tmp = scratchFile(dataDir, path.basename(file));
+  try {
+    await copyEncryptedRevision(file, snapshot, tmp, key);
+    return await openRaw(tmp);
+  } finally {
+    rmSync(tmp, { force: true });
   }
 }
 
