@@ -1,0 +1,115 @@
+// A domain encrypted at rest, as a user runs it (README, "Encrypted domains"): made under a
+// passphrase, started only with it, what it writes (home and /) never on the host's disk in
+// clear, and a backup of it restored beside it and started under the same passphrase.
+// Two boots. The volume operations, the key file and the vault's handling are unit tests
+// (host-agent/src/storage/encrypted-volumes.test.ts, host-agent/src/vault/vault-encrypted.test.ts).
+import { spawnSync } from "node:child_process";
+import { scryptSync } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withDaemon, type E2eDaemon } from "./qvmd-fixtures.js";
+
+let d: E2eDaemon;
+let pass = "";
+let wrong = "";
+const PASSPHRASE = "an encrypted domain's passphrase";
+const MARKER = `enc-marker-${Date.now()}-q7`;
+
+async function ok(...args: string[]): Promise<string> {
+  const r = await d.qvm(args);
+  expect(r.exitCode, `qvm ${args.join(" ")}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+/** Every regular file under `dir` whose bytes contain `needle` (read whole: test volumes are small or sparse). */
+function filesContaining(dir: string, needle: Buffer): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    const f = path.join(entry.parentPath, entry.name);
+    if (!entry.isFile() || statSync(f).size > 4 * 1024 ** 3) continue;
+    if (readFileSync(f).includes(needle)) found.push(f);
+  }
+  return found;
+}
+
+/**
+ * The private volume in clear, the way docs/security.md tells a user to rescue it with stock
+ * tools: key = scrypt(passphrase, salt) from private.key.json, its base64 as the LUKS secret.
+ */
+function decrypt(volumeDir: string, out: string): void {
+  const k = JSON.parse(readFileSync(path.join(volumeDir, "private.key.json"), "utf8")) as { logN: number; r: number; p: number; salt: string };
+  const key = scryptSync(PASSPHRASE, Buffer.from(k.salt, "base64"), 32, { N: 2 ** k.logN, r: k.r, p: k.p, maxmem: 256 * 1024 ** 2 });
+  const secret = path.join(d.dirs.base, "luks-secret");
+  writeFileSync(secret, key.toString("base64"), { mode: 0o600 });
+  const r = spawnSync("qemu-img", [
+    "convert", "-U", "--object", `secret,id=k,file=${secret}`, "--image-opts",
+    `driver=qcow2,file.filename=${path.join(volumeDir, "private.qcow2")},encrypt.key-secret=k`, "-O", "raw", out,
+  ], { encoding: "utf8" });
+  rmSync(secret);
+  expect(r.status, r.stderr).toBe(0);
+}
+
+beforeAll(async () => {
+  d = await withDaemon("e2e-encrypted");
+  pass = path.join(d.dirs.base, "pass");
+  wrong = path.join(d.dirs.base, "wrong");
+  writeFileSync(pass, `${PASSPHRASE}\n`, { mode: 0o600 });
+  writeFileSync(wrong, "not the passphrase\n", { mode: 0o600 });
+  await ok("create", "--class", "AppVM", "--template", "debian-12", "--label", "black", "--prop", "encrypted=True", "--passphrase-file", pass, "vault");
+});
+
+afterAll(async () => {
+  await d?.[Symbol.asyncDispose]();
+});
+
+describe("a domain encrypted at rest", () => {
+  it("does not start without its passphrase or with a wrong one, and changes nothing trying", async () => {
+    const priv = path.join(d.dirs.dataDir, "volumes", "vault", "private.qcow2");
+    const before = readFileSync(priv);
+    const none = await d.qvm(["start", "vault"]);
+    expect(none.exitCode).toBe(1);
+    expect(none.stderr).toMatch(/vault is encrypted.*passphrase/);
+    const bad = await d.qvm(["start", "vault", "--passphrase-file", wrong]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/wrong passphrase for vault/);
+    expect(await ok("prefs", "vault", "encrypted")).toMatch(/True|true/);
+    expect(readFileSync(priv).equals(before)).toBe(true);
+    expect((JSON.parse(await ok("ls", "--json")) as { name: string; state: string }[]).find((x) => x.name === "vault")?.state).toBe("Halted");
+  });
+
+  it("starts with it; what it writes to its home and to / is nowhere on the host's disk in clear", async () => {
+    await ok("start", "vault", "--passphrase-file", pass);
+    // 64 KiB of the marker in the home (private volume) and in /var/tmp (the volatile root overlay).
+    const write = `for f in ~/marker /var/tmp/marker; do yes ${MARKER} | head -c 65536 > $f; done; sync`;
+    await ok("run", "--pass-io", "vault", "--", "sh", "-c", write);
+    // A backup while it runs reads its last revision through the key qvmd holds.
+    const running = await d.qvm(["backup", "create", path.join(d.dirs.base, "running.vault"), "vault", "--passphrase-file", pass]);
+    expect(running.exitCode, running.stderr).toBe(0);
+    expect(running.stdout + running.stderr).toMatch(/vault is running: backed up as of its last start .*still encrypted/);
+    const needle = Buffer.from(`${MARKER}\n${MARKER}`);
+    expect(filesContaining(d.dirs.dataDir, needle)).toEqual([]);
+    // …and it is there, in the volume, for whoever has the passphrase.
+    const clear = path.join(d.dirs.base, "clear.raw");
+    decrypt(path.join(d.dirs.dataDir, "volumes", "vault"), clear);
+    expect(readFileSync(clear).includes(needle)).toBe(true);
+    rmSync(clear);
+    await ok("shutdown", "--wait", "vault");
+    expect(existsSync(path.join(d.dirs.dataDir, "volatile", "vault"))).toBe(false);
+    await ok("backup", "create", path.join(d.dirs.base, "vault.vault"), "vault", "--passphrase-file", pass);
+  });
+
+  it("restores a backup of it beside itself, still encrypted, opened by the same passphrase", async () => {
+    await ok("backup", "restore", path.join(d.dirs.base, "vault.vault"), "--rename-conflicts", "--passphrase-file", pass);
+    const restored = path.join(d.dirs.dataDir, "volumes", "vault-1");
+    expect(existsSync(path.join(restored, "private.key.json"))).toBe(true);
+    expect(filesContaining(restored, Buffer.from(`${MARKER}\n${MARKER}`))).toEqual([]);
+    const r = await d.qvm(["start", "vault-1", "--passphrase-file", wrong]);
+    expect(r.stderr).toMatch(/wrong passphrase for vault-1/);
+    await ok("start", "vault-1", "--passphrase-file", pass);
+    const home = await ok("run", "--pass-io", "vault-1", "--", "sh", "-c", "head -c 200 ~/marker; test -e /var/tmp/marker && echo root-kept || echo root-fresh");
+    expect(home).toContain(MARKER);
+    expect(home).toContain("root-fresh"); // the volatile root is not backed up: it never outlives a run
+    await ok("kill", "vault-1");
+  });
+});
