@@ -4,7 +4,9 @@
 // qvmd's refusals passed on; the state sent to every page, the content only to the one that
 // asked; text pasted into a terminal without control characters), and a qvmd restart (window
 // streams closed with the reason, and a new ticket sent unasked once qvmd lists the window again;
-// the session's own event feed subscribed again).
+// the session's own event feed subscribed again), and encrypted domains (a start's passphrase
+// passed to qvmd and never sent back or logged; a start qvmd wants one for, or whose one it
+// refused, answered with passphrase-needed).
 import { EventEmitter } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -13,7 +15,7 @@ import { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { QvmError, domainClassFromWord, powerStateFromWord, type AdminClient } from "@qvm/protocol";
-import { MAX_CLIPBOARD_BYTES, serverMessageSchema } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, MAX_SHELL_PASSPHRASE, serverMessageSchema } from "@qvm/protocol/contracts";
 import { SHELL_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from "./access.js";
 import { memoryClipboard, terminalPasteText, type MemoryClipboard } from "./clipboard.js";
 import { startShellServer, type ShellServer } from "./server.js";
@@ -57,8 +59,14 @@ const domain = (name: string, label: string) => ({
 const admin = {
   exec: [] as FakeCall[],
   events: [] as FakeCall[],
+  /** Every StartDomain request, as the session made it. */
+  starts: [] as unknown[],
   client: {} as AdminClient,
 };
+/** vault is encrypted under this passphrase (qvmd's answers to StartDomain, as in host-agent's runner). */
+const VAULT_PASSPHRASE = "correct horse battery staple";
+/** What the server logged. */
+const logged: string[] = [];
 admin.client = {
   listDomains: async () => ({ domains: [domain("work", "blue"), domain("vault", "purple")] }),
   watchEvents: () => {
@@ -73,6 +81,15 @@ admin.client = {
     return c;
   },
   errorOf: (err: unknown) => new QvmError("INTERNAL", (err as Error).message),
+  startDomain: async (req: { name: string; passphrase?: string }) => {
+    admin.starts.push(req);
+    if (req.name === "vault") {
+      if (req.passphrase === undefined) throw new QvmError("PASSPHRASE_REQUIRED", "vault is encrypted: its passphrase is needed");
+      if (req.passphrase !== VAULT_PASSPHRASE) throw new QvmError("PERMISSION_DENIED", "wrong passphrase for vault: its private volume did not unlock; try again");
+    }
+    if (req.name === "sys-usb") throw new QvmError("PERMISSION_DENIED", "denied by policy");
+    return {};
+  },
 } as unknown as AdminClient;
 
 /** Window streams the fake dialer handed out, to end as a qvmd that goes away would. */
@@ -99,7 +116,7 @@ beforeAll(async () => {
     },
   });
   clip = memoryClipboard((s, t) => policy(s, t));
-  shell = await startShellServer({ admin: admin.client, webDir, windows, clipboard: clip, reattachGraceMs: GRACE_MS });
+  shell = await startShellServer({ admin: admin.client, webDir, windows, clipboard: clip, reattachGraceMs: GRACE_MS, log: (m) => logged.push(m) });
 });
 
 afterAll(async () => {
@@ -364,5 +381,67 @@ describe("a qvmd restart", () => {
     await p.next("domains");
     expect(admin.events.at(-1)).not.toBe(feed);
     expect(feed.cancelled).toBe(true);
+  });
+});
+
+describe("starting an encrypted domain", () => {
+  const startsSince = (n: number) => admin.starts.slice(n);
+
+  it("passes the page's passphrase to StartDomain, and none when the page sent none", async () => {
+    const p = await (await page()).ready();
+    const n = admin.starts.length;
+    p.send({ t: "start", domain: "work" });
+    p.send({ t: "start", domain: "vault", passphrase: VAULT_PASSPHRASE });
+    await expect.poll(() => startsSince(n).length).toBe(2);
+    expect(startsSince(n)).toEqual([{ name: "work" }, { name: "vault", passphrase: VAULT_PASSPHRASE }]);
+    // Started: no error, no dialog.
+    p.send({ t: "list" });
+    await p.next("domains");
+    expect(p.got.filter((m) => m.t === "error" || m.t === "passphrase-needed")).toEqual([]);
+  });
+
+  it("answers a start without the passphrase with passphrase-needed, reason required, not an error", async () => {
+    const p = await (await page()).ready();
+    p.send({ t: "start", domain: "vault" });
+    expect(await p.next("passphrase-needed")).toEqual({ t: "passphrase-needed", domain: "vault", reason: "required" });
+    expect(p.got.filter((m) => m.t === "error")).toEqual([]);
+  });
+
+  it("answers a refused passphrase with passphrase-needed, reason wrong, and never sends it back or logs it", async () => {
+    const p = await (await page()).ready();
+    const wrong = "not-the-passphrase-4f1c";
+    p.send({ t: "start", domain: "vault", passphrase: wrong });
+    expect(await p.next("passphrase-needed")).toEqual({ t: "passphrase-needed", domain: "vault", reason: "wrong" });
+    expect(admin.starts.at(-1)).toEqual({ name: "vault", passphrase: wrong });
+    // Then the right one: started.
+    p.send({ t: "start", domain: "vault", passphrase: VAULT_PASSPHRASE });
+    await expect.poll(() => admin.starts.at(-1)).toEqual({ name: "vault", passphrase: VAULT_PASSPHRASE });
+    p.send({ t: "list" });
+    await p.next("domains");
+    expect(p.got.filter((m) => m.t === "error" || m.t === "passphrase-needed")).toEqual([]);
+    for (const secret of [wrong, VAULT_PASSPHRASE]) expect(JSON.stringify(logged)).not.toContain(secret);
+  });
+
+  it("passes on PERMISSION_DENIED to a start without a passphrase as the error it is", async () => {
+    const p = await (await page()).ready();
+    p.send({ t: "start", domain: "sys-usb" });
+    expect(await p.next("error")).toEqual({ t: "error", code: "PERMISSION_DENIED", message: "denied by policy" });
+    expect(p.got.filter((m) => m.t === "passphrase-needed")).toEqual([]);
+  });
+
+  it("refuses an oversize or empty passphrase by the schema, without asking qvmd or echoing it", async () => {
+    const p = await (await page()).ready();
+    const n = admin.starts.length;
+    const huge = `${"p".repeat(MAX_SHELL_PASSPHRASE)}!`;
+    p.send({ t: "start", domain: "vault", passphrase: huge });
+    const err = await p.next("error");
+    expect(err).toMatchObject({ code: "INVALID_ARGUMENT", message: /^invalid message: / });
+    expect(String(err.message)).not.toContain("pppp");
+    p.send({ t: "start", domain: "vault", passphrase: "" });
+    expect(await p.next("error")).toMatchObject({ code: "INVALID_ARGUMENT" });
+    p.send({ t: "shutdown", domain: "vault", passphrase: VAULT_PASSPHRASE });
+    expect(await p.next("error")).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(startsSince(n)).toEqual([]);
+    expect(p.got.filter((m) => m.t === "passphrase-needed")).toEqual([]);
   });
 });

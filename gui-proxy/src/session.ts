@@ -10,6 +10,8 @@
 // The clipboard (docs/web-shell.md): the page's clipboard requests go to the clipboard backend
 // (qvmd's global clipboard); a terminal's text is attributed to the domain this session opened
 // that terminal on, never to a domain the page names. The clipboard's state follows its changes.
+// Encrypted domains: a start carries the passphrase the page's dialog asked for; a start that
+// needs one, or whose one qvmd refused, is answered {t:"passphrase-needed"} so the page asks.
 // A qvmd restart: qvmd's event feed says `lost`, then `back`; the window streams through the old
 // qvmd ended, and each window qvmd lists again gets a new ticket without the page asking (its
 // frame reconnects), while windows qvmd has not re-learned yet stay on the page for a while.
@@ -365,8 +367,7 @@ export class ShellSession {
       case "list":
         return this.sendDomains();
       case "start":
-        await this.admin.startDomain({ name: m.domain });
-        return;
+        return this.start(m.domain, m.passphrase);
       case "shutdown":
         await this.admin.shutdownDomain({ name: m.domain, wait: false, force: false });
         return;
@@ -446,6 +447,22 @@ export class ShellSession {
         this.send({ t: "clipboard-taken", text: ShellSession.bounded(r.data).toString("utf8"), source: r.source });
         return;
       }
+    }
+  }
+
+  /**
+   * Starts a domain, with the passphrase of an encrypted one when the page sent it (never logged,
+   * never sent back). A start that failed for the passphrase is told to the page as
+   * {t:"passphrase-needed"} (the page asks the user) instead of an error: PASSPHRASE_REQUIRED is
+   * "required"; PERMISSION_DENIED to a start that carried one is "wrong".
+   */
+  private async start(domain: string, passphrase: string | undefined): Promise<void> {
+    try {
+      await this.admin.startDomain(passphrase === undefined ? { name: domain } : { name: domain, passphrase });
+    } catch (err) {
+      const reason = isQvmError(err, "PASSPHRASE_REQUIRED") ? "required" : passphrase !== undefined && isQvmError(err, "PERMISSION_DENIED") ? "wrong" : undefined;
+      if (!reason) throw err;
+      this.send({ t: "passphrase-needed", domain, reason });
     }
   }
 

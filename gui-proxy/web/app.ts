@@ -9,9 +9,12 @@
 // window or terminal are kept by the page (never passed to the domain) and become requests to the
 // server, which asks qvmd; a panel shows the clipboard's state (source, size) from the server, and
 // two explicit controls move text between it and the user's own desktop clipboard.
+// Encrypted domains (docs/web-shell.md, "Encrypted domains"): when the server says a start needs
+// the passphrase (or the one given was wrong), the page asks for it in a modal dialog of its own
+// (the page is the trusted side) and sends the start again with it; the input is emptied at once.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-import { MAX_CLIPBOARD_BYTES, serverMessageSchema, type DomainSummary, type PageMessage, type ServerMessage, type TerminalKind } from "@qvm/protocol/contracts";
+import { MAX_CLIPBOARD_BYTES, MAX_SHELL_PASSPHRASE, serverMessageSchema, type DomainSummary, type PageMessage, type ServerMessage, type TerminalKind } from "@qvm/protocol/contracts";
 import { LABELS, isLabel } from "@qvm/protocol/labels";
 import { Displays, type ClipboardChord } from "./windows.js";
 
@@ -261,6 +264,52 @@ function clipboardMessage(msg: Extract<ServerMessage, { t: "clipboard" | "clipbo
   }
 }
 
+// The unlock dialog: one at a time, for the domain the latest passphrase-needed named. The
+// passphrase stays in the input only until it is sent or the dialog is closed.
+const unlock = {
+  dialog: document.getElementById("unlock") as HTMLDialogElement,
+  form: document.getElementById("unlock-form") as HTMLFormElement,
+  title: document.getElementById("unlock-title")!,
+  wrong: document.getElementById("unlock-wrong")!,
+  input: document.getElementById("unlock-passphrase") as HTMLInputElement,
+  domain: "",
+};
+unlock.input.maxLength = MAX_SHELL_PASSPHRASE;
+
+function askPassphrase(domain: string, reason: "required" | "wrong"): void {
+  unlock.domain = domain;
+  unlock.title.textContent = `Unlock ${domain}`;
+  unlock.dialog.style.borderLeftColor = colorOfDomain(domain);
+  unlock.wrong.hidden = reason !== "wrong";
+  unlock.input.value = "";
+  if (!unlock.dialog.open) unlock.dialog.showModal();
+  unlock.input.focus();
+}
+
+function closeUnlock(): void {
+  unlock.input.value = "";
+  unlock.domain = "";
+  if (unlock.dialog.open) unlock.dialog.close();
+}
+
+// Enter in the input submits the form; the Unlock button too.
+unlock.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const passphrase = unlock.input.value;
+  const domain = unlock.domain;
+  unlock.input.value = "";
+  if (!passphrase || !domain) return unlock.input.focus();
+  closeUnlock();
+  send({ t: "start", domain, passphrase });
+});
+document.getElementById("unlock-cancel")!.addEventListener("click", closeUnlock);
+// Escape: the browser closes a modal dialog by itself (its `cancel`, then `close`); however it
+// closed, the input is emptied as with Cancel.
+unlock.dialog.addEventListener("close", () => {
+  unlock.input.value = "";
+  unlock.domain = "";
+});
+
 function closeWindow(id: number, reason: string): void {
   const w = windows.get(id);
   if (!w) return;
@@ -301,6 +350,8 @@ ws.addEventListener("message", (ev) => {
     case "terminal-paste-text":
     case "clipboard-taken":
       return clipboardMessage(msg);
+    case "passphrase-needed":
+      return askPassphrase(msg.domain, msg.reason);
     case "error":
       notice(`error: ${msg.message}`, "#cc0000");
       if (msg.id !== undefined) closeWindow(msg.id, msg.message);

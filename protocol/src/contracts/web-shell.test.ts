@@ -1,11 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { MAX_SHELL_TEXT, MAX_WINDOW_PROGRAM, clipShellText, pageMessageSchema, serverMessageSchema, utf8Length } from "./web-shell.js";
+import { MAX_SHELL_PASSPHRASE, MAX_SHELL_TEXT, MAX_WINDOW_PROGRAM, clipShellText, pageMessageSchema, serverMessageSchema, utf8Length } from "./web-shell.js";
 import { MAX_CLIPBOARD_BYTES, WINDOW_MAX_WIDTH, WINDOW_MIN_HEIGHT } from "./windows.js";
 
 describe("web shell messages from the page", () => {
   it.each([
     { t: "list" },
     { t: "start", domain: "work" },
+    { t: "start", domain: "vault", passphrase: "correct horse battery staple" },
+    { t: "start", domain: "vault", passphrase: "x" },
+    { t: "start", domain: "vault", passphrase: "é".repeat(MAX_SHELL_PASSPHRASE) },
     { t: "kill", domain: "sys-net" },
     { t: "open", id: 1, domain: "work", kind: "shell", rows: 24, cols: 80 },
     { t: "resize", id: 7, rows: 50, cols: 200 },
@@ -30,6 +33,11 @@ describe("web shell messages from the page", () => {
     ["an extra field", { t: "list", admin: true }],
     ["a bad domain name", { t: "start", domain: "../etc" }],
     ["an oversized domain name", { t: "start", domain: "x".repeat(100_000) }],
+    ["a passphrase over the bound", { t: "start", domain: "vault", passphrase: "x".repeat(MAX_SHELL_PASSPHRASE + 1) }],
+    ["an empty passphrase", { t: "start", domain: "vault", passphrase: "" }],
+    ["a passphrase that is not text", { t: "start", domain: "vault", passphrase: 1234 }],
+    ["a passphrase on another lifecycle request", { t: "shutdown", domain: "vault", passphrase: "x" }],
+    ["a passphrase-needed sent by the page", { t: "passphrase-needed", domain: "vault", reason: "required" }],
     ["a window too large", { t: "open", id: 1, domain: "work", kind: "shell", rows: 24, cols: 100_000 }],
     ["a window too small", { t: "resize", id: 1, rows: 1, cols: 80 }],
     ["an unknown terminal kind", { t: "open", id: 1, domain: "work", kind: "x11", rows: 24, cols: 80 }],
@@ -85,6 +93,8 @@ describe("web shell messages from the server", () => {
     { t: "terminal-paste-text", id: 3, text: "ls\n", source: "work" },
     { t: "terminal-paste-text", id: 3, text: "", source: "work" },
     { t: "clipboard-taken", text: "x".repeat(MAX_CLIPBOARD_BYTES), source: "dom0" },
+    { t: "passphrase-needed", domain: "vault", reason: "required" },
+    { t: "passphrase-needed", domain: "vault", reason: "wrong" },
   ])("accepts %j", (m) => expect(serverMessageSchema.parse(m)).toEqual(m));
 
   it.each([
@@ -109,6 +119,9 @@ describe("web shell messages from the server", () => {
     ["terminal paste text over the bound", { t: "terminal-paste-text", id: 3, text: "x".repeat(MAX_CLIPBOARD_BYTES + 1), source: "work" }],
     ["terminal paste text without its terminal", { t: "terminal-paste-text", text: "x", source: "work" }],
     ["taken text over the bound", { t: "clipboard-taken", text: "x".repeat(MAX_CLIPBOARD_BYTES + 1), source: "work" }],
+    ["passphrase-needed with an unknown reason", { t: "passphrase-needed", domain: "vault", reason: "expired" }],
+    ["passphrase-needed without a domain", { t: "passphrase-needed", reason: "required" }],
+    ["passphrase-needed echoing the passphrase", { t: "passphrase-needed", domain: "vault", reason: "wrong", passphrase: "x" }],
   ])("refuses %s", (_why, m) => expect(serverMessageSchema.safeParse(m).success).toBe(false));
 
   it("clips long text to what a message may carry", () => {

@@ -70,10 +70,19 @@ const clipboardTextOut = z.string().max(MAX_CLIPBOARD_BYTES);
 const clipboardSource = z.union([domain, z.literal("")]);
 const clipboardSize = z.number().int().min(0).max(MAX_CLIPBOARD_BYTES);
 
+// Encrypted domains (docs/web-shell.md, "Encrypted domains"): a start may carry the domain's
+// passphrase, which the server passes to StartDomain and never logs or sends back. When qvmd
+// wants one (PASSPHRASE_REQUIRED) or refuses the one given (PERMISSION_DENIED), the server says
+// so with {t:"passphrase-needed"} and the page asks the user in a dialog of its own.
+/** Longest passphrase a start may carry (characters), as `qvm start` bounds it. */
+export const MAX_SHELL_PASSPHRASE = 1024;
+const passphrase = z.string().min(1).max(MAX_SHELL_PASSPHRASE);
+
 /** What the page asks of the server. */
 export const pageMessageSchema = z.discriminatedUnion("t", [
   z.object({ t: z.literal("list") }).strict(),
-  z.object({ t: z.enum(["start", "shutdown", "kill", "pause", "unpause"]), domain }).strict(),
+  z.object({ t: z.literal("start"), domain, passphrase: passphrase.optional() }).strict(),
+  z.object({ t: z.enum(["shutdown", "kill", "pause", "unpause"]), domain }).strict(),
   z.object({ t: z.literal("open"), id: terminalId, domain, kind: terminalKind, ...terminalSize }).strict(),
   z.object({ t: z.literal("resize"), id: terminalId, ...terminalSize }).strict(),
   z.object({ t: z.literal("close"), id: terminalId }).strict(),
@@ -142,6 +151,9 @@ export const serverMessageSchema = z.discriminatedUnion("t", [
   // control characters but tab and newlines are already taken out.
   z.object({ t: z.literal("terminal-paste-text"), id: terminalId, text: clipboardTextOut, source: domain }).strict(),
   z.object({ t: z.literal("clipboard-taken"), text: clipboardTextOut, source: domain }).strict(),
+  // A start of this page's failed for the passphrase: none was given ("required") or qvmd refused
+  // the one given ("wrong"). Sent instead of an {t:"error"}; the passphrase itself never comes back.
+  z.object({ t: z.literal("passphrase-needed"), domain, reason: z.enum(["required", "wrong"]) }).strict(),
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 
