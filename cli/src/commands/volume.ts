@@ -2,8 +2,10 @@ import { Args, Flags } from "@oclif/core";
 import type { adminV1 } from "@qvm/protocol";
 import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
+import { passphraseFromFile } from "../lib/passphrase.js";
 import { formatSize, parseSize } from "../lib/sizes.js";
 import { formatTable } from "../lib/table.js";
+import { withPassphrase } from "../lib/unlock.js";
 
 /** "VM:VOLUME" as Qubes' qvm-volume takes it. */
 function splitVolume(text: string): { domain: string; volume: string } {
@@ -44,6 +46,10 @@ export default class Volume extends QvmCommand {
 A revision of the private volume is taken before every start; a template's or standalone's root
 keeps its previous version at every stop. Volumes only grow.
 
+An encrypted domain's (--prop encrypted=True) private volume, halted, is reverted or resized
+through its passphrase: qvm asks "Passphrase for VM: " on the terminal without echo (up to 3
+times), or reads the first line of --passphrase-file FILE.
+
 qvmd never deletes a volume directory because its domain is missing from qvm.json (a store
 restored from qvm.json.prev or a backup does not know domains made since): it moves it to
 DATA/volumes/.orphans/NAME-TIME and logs it. What the store knew of the domain is gone, so a
@@ -53,8 +59,8 @@ not recorded. The label defaults to red; properties are the defaults.`;
   static override usage = [
     "list [VM...] [--json]",
     "info VM:VOLUME [--json]",
-    "revert VM:VOLUME [REVISION]",
-    "resize VM:VOLUME SIZE",
+    "revert VM:VOLUME [REVISION] [--passphrase-file FILE]",
+    "resize VM:VOLUME SIZE [--passphrase-file FILE]",
     "config VM:VOLUME revisions_to_keep N",
     "orphans [--json]",
     "orphans restore ORPHAN [--as NAME] [--class CLASS] [--template TEMPLATE] [--label LABEL]",
@@ -79,11 +85,15 @@ not recorded. The label defaults to red; properties are the defaults.`;
     class: Flags.string({ description: "orphans restore: StandaloneVM or TemplateVM for volumes with a root (default StandaloneVM), AppVM for a private alone.", options: ["AppVM", "TemplateVM", "StandaloneVM"], helpValue: "CLASS" }),
     template: Flags.string({ description: "orphans restore: an AppVM's template (required for volumes without a root).", helpValue: "TEMPLATE" }),
     label: Flags.string({ description: "orphans restore: the label (default red).", helpValue: "LABEL" }),
+    "passphrase-file": Flags.string({ description: "revert, resize: an encrypted domain's passphrase, from the first line of this file instead of asking.", helpValue: "FILE" }),
   };
 
   async run(): Promise<void> {
     const { args, argv, flags } = await this.parse(Volume);
     const rest = (argv as string[]).slice(1);
+    const file = flags["passphrase-file"];
+    if (file !== undefined && args.action !== "revert" && args.action !== "resize") throw new QvmError("INVALID_ARGUMENT", "--passphrase-file is for revert and resize");
+    const unlock = { passphrase: file !== undefined ? passphraseFromFile(file) : undefined };
     const admin = await this.admin();
     switch (args.action) {
       case "list":
@@ -113,14 +123,15 @@ not recorded. The label defaults to red; properties are the defaults.`;
       case "revert": {
         if (!args.target) throw new QvmError("INVALID_ARGUMENT", "revert needs VM:VOLUME");
         const { domain, volume } = splitVolume(args.target);
-        const { revision } = await admin.revertVolume({ domain, volume, revision: args.value ?? "" });
+        const { revision } = await withPassphrase(domain, (passphrase) => admin.revertVolume({ domain, volume, revision: args.value ?? "", passphrase }), unlock);
         this.note(`${domain}:${volume} reverted to ${revision}`);
         return;
       }
       case "resize": {
         if (!args.target || !args.value) throw new QvmError("INVALID_ARGUMENT", "resize needs VM:VOLUME SIZE");
         const { domain, volume } = splitVolume(args.target);
-        await admin.resizeVolume({ domain, volume, sizeBytes: parseSize(args.value) });
+        const sizeBytes = parseSize(args.value);
+        await withPassphrase(domain, (passphrase) => admin.resizeVolume({ domain, volume, sizeBytes, passphrase }), unlock);
         return;
       }
       case "config": {

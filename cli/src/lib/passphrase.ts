@@ -1,6 +1,7 @@
-// The backup passphrase: from a file (--passphrase-file: its first line), or asked on the terminal
-// without echo (twice for a new backup: a typo there would make the backup unreadable). Never
-// from the command line, where other users could see it in the process list.
+// Passphrases (a backup's, an encrypted domain's): from a file (--passphrase-file: its first
+// line), or asked on the terminal without echo (twice for a new backup or domain: a typo there
+// would make it unreadable). Never from the command line, where other users could see it in the
+// process list.
 import { readFileSync } from "node:fs";
 import { QvmError } from "@qvm/protocol/contracts";
 
@@ -33,7 +34,7 @@ export interface SecretTerminal {
 /** Reads one line without echo. Ctrl-C or Ctrl-D on an empty line cancels. */
 export function readSecret(prompt: string, term: SecretTerminal): Promise<string> {
   const { stdin, stderr } = term;
-  if (!stdin.isTTY || !stdin.setRawMode) {
+  if (!canAsk(term) || !stdin.setRawMode) {
     return Promise.reject(new QvmError("INVALID_ARGUMENT", "no terminal to ask the passphrase on: give it in a file with --passphrase-file FILE"));
   }
   stderr.write(prompt);
@@ -63,11 +64,19 @@ export function readSecret(prompt: string, term: SecretTerminal): Promise<string
   });
 }
 
-/** Asks for a passphrase; `confirm` asks twice and refuses two different answers. */
-export async function askPassphrase(term: SecretTerminal, confirm: boolean): Promise<string> {
-  const first = checked(await readSecret("Backup passphrase: ", term), "the terminal");
+/** Whether `term` can ask a secret: a terminal that raw mode (no echo) works on. */
+export function canAsk(term: SecretTerminal): boolean {
+  return Boolean(term.stdin.isTTY && term.stdin.setRawMode);
+}
+
+/**
+ * Asks for a passphrase; `confirm` asks twice and refuses two different answers. `words`: the
+ * prompt, and what the refusal says was not done (the backup's by default).
+ */
+export async function askPassphrase(term: SecretTerminal, confirm: boolean, words: { prompt: string; notDone: string } = { prompt: "Backup passphrase: ", notDone: "nothing was backed up" }): Promise<string> {
+  const first = checked(await readSecret(words.prompt, term), "the terminal");
   if (!confirm) return first;
   const second = await readSecret("The same passphrase again: ", term);
-  if (second !== first) throw new QvmError("INVALID_ARGUMENT", "the two passphrases differ: nothing was backed up; run the command again");
+  if (second !== first) throw new QvmError("INVALID_ARGUMENT", `the two passphrases differ: ${words.notDone}; run the command again`);
   return first;
 }

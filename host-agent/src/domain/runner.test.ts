@@ -12,6 +12,7 @@ import { KeyedMutex } from "../base/keyed-mutex.js";
 import { toDisposable } from "../base/disposables.js";
 import type { Clock } from "../base/clock.js";
 import { DomainStore } from "../store/domain-store.js";
+import { VolumeKey } from "../storage/volume-key.js";
 import { FakeVm, FakeVmFactory, fakeDriver } from "../testing/fake-vms.js";
 import { defaultLimits, type ResourceLimits } from "./admission.js";
 import type { Attacher } from "./attachments.js";
@@ -56,6 +57,7 @@ let disk: { freeBytes: number; growth: number };
 let limits: ResourceLimits;
 
 const GIB = 1024 ** 3;
+let unlockedKeys: VolumeKey[] = [];
 /** What the plan's driver says of this host (a missing VMM throws its install step). */
 let hostCheck: () => Promise<void> = async () => {};
 let integrityCheck: () => Promise<void> = async () => {};
@@ -80,7 +82,18 @@ function makeRunner(): DomainRunner {
     devices: [],
     channels: [],
     checkIntegrity: () => integrityCheck(),
-    prepareDisks: async () => [],
+    // "vault…" domains are encrypted: unlocked by "s3cret" only, and their disks carry the key.
+    ...(rec.name.startsWith("vault")
+      ? {
+          unlock: async (passphrase: string) => {
+            if (passphrase !== "s3cret") throw new QvmError("PERMISSION_DENIED", `wrong passphrase for ${rec.name}`);
+            const key = VolumeKey.random();
+            unlockedKeys.push(key);
+            return key;
+          },
+        }
+      : {}),
+    prepareDisks: async (key?: VolumeKey) => (key ? [{ serial: "private", path: "/x", format: "qcow2" as const, readonly: false, key }] : []),
     overlayBytes: async () => disk.growth,
   });
   return new DomainRunner({
@@ -453,3 +466,43 @@ describe("DomainRunner admission", () => {
     await run("start", "third");
   });
 });
+
+describe("encrypted domains", () => {
+  beforeEach(() => {
+    unlockedKeys = [];
+    define("vault", "AppVM");
+  });
+
+  it("start only with their passphrase: none is PASSPHRASE_REQUIRED, a wrong one PERMISSION_DENIED, and nothing starts", async () => {
+    await expect(runner.start("vault")).rejects.toMatchObject({ code: "PASSPHRASE_REQUIRED", message: expect.stringMatching(/vault is encrypted.*qvm start vault/) });
+    await expect(runner.start("vault", { passphrase: "nope" })).rejects.toMatchObject({ code: "PERMISSION_DENIED" });
+    expect(runner.state("vault")).toBe("Halted");
+    expect(factory.started).not.toContain("vault");
+  });
+
+  it("hold the key only while they run: wiped when the VM ends", async () => {
+    await runner.start("vault", { passphrase: "s3cret" });
+    const key = runner.volumeKey("vault");
+    expect(key).toBe(unlockedKeys[0]);
+    expect(key!.wiped).toBe(false);
+    await runner.kill("vault");
+    await settle();
+    expect(runner.volumeKey("vault")).toBeUndefined();
+    expect(unlockedKeys[0]!.wiped).toBe(true);
+  });
+
+  it("forget the key when the start fails after unlocking", async () => {
+    limits = { ...limits, maxRunning: 0 };
+    runner = makeRunner();
+    await expect(runner.start("vault", { passphrase: "s3cret" })).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    expect(unlockedKeys[0]!.wiped).toBe(true);
+  });
+
+  it("are not started as a dependency without the passphrase", async () => {
+    define("client", "AppVM");
+    registry.setProperty("vault", "provides_network", "true");
+    registry.setProperty("client", "netvm", "vault");
+    await expect(runner.start("client")).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/needs vault running.*passphrase/) });
+  });
+});
+

@@ -1,7 +1,7 @@
 // Fakes behind the core's seams, for unit tests of the core and the runner without VMs: a VM
 // factory whose VMs run "programs" that echo, and the volume store and image store as far as
 // starting needs them. Nothing here touches QEMU, disks or the network.
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { ImageStore } from "@qvm/images";
@@ -15,6 +15,7 @@ import { DomainAttachments } from "../domain/attachments.js";
 import type { BootPlan } from "../domain/boot-plan.js";
 import type { GuestAgent, RunningVm, VmFactory } from "../domain/vm-factory.js";
 import type { VolumeStore } from "../storage/volumes.js";
+import { VolumeKey } from "../storage/volume-key.js";
 import { systemClock, type Clock } from "../base/clock.js";
 import type { VmExit, VmInfo, VmmDriver } from "../vmm/driver.js";
 
@@ -382,8 +383,19 @@ export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, ove
     mkdirSync(path.join(dir, name), { recursive: true });
     for (const f of [files(name).root, files(name).private]) writeFileSync(f, "");
   };
+  // An encrypted domain's fake key file holds its passphrase (a test double: the real one holds salt and parameters).
+  const keyFile = (name: string) => path.join(dir, name, "private.key.json");
   const fake: Partial<Record<keyof VolumeStore, unknown>> = {
-    create: async (name: string) => make(name),
+    create: async (name: string, _klass: string, opts: { passphrase?: string } = {}) => {
+      make(name);
+      if (opts.passphrase !== undefined) writeFileSync(keyFile(name), opts.passphrase);
+    },
+    isEncrypted: (name: string) => existsSync(keyFile(name)),
+    unlock: async (name: string, passphrase: string) => {
+      if (!passphrase) throw new QvmError("PASSPHRASE_REQUIRED", `${name} is encrypted: its passphrase is needed`);
+      if (readFileSync(keyFile(name), "utf8") !== passphrase) throw new QvmError("PERMISSION_DENIED", `wrong passphrase for ${name}`);
+      return VolumeKey.random();
+    },
     clone: async (_src: string, name: string) => make(name),
     remove: (name: string) => {
       rmSync(path.join(dir, name), { recursive: true, force: true });
