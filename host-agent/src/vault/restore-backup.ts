@@ -170,6 +170,31 @@ async function restoreLocked(o: RestoreBackupOptions, vault: OpenedVault, index:
   removeStaleScratch(o.dataDir);
   const chosen = choose(index, o.names, note);
   const rename = planNames(chosen, o, vault.info.backupId);
+  // Names chosen by --rename-conflicts are locked too, then checked again: a create of one of
+  // them may have run between the plan and the lock (the backup's own names were locked first).
+  const renamed = [...rename].filter(([from, to]) => from !== to).map(([, to]) => to);
+  const named = { o, vault, index, contents, chosen, rename, note, notes };
+  if (renamed.length === 0 || !o.withLocks) return restoreNamed(named);
+  return o.withLocks(renamed, async () => {
+    for (const n of renamed) {
+      if (o.store.get(n) || existsSync(o.volumes.dir(n))) throw new QvmError("ALREADY_EXISTS", `${n}, the name chosen for a renamed domain, was taken meanwhile: run the restore again`);
+    }
+    return restoreNamed(named);
+  });
+}
+
+interface NamedRestore {
+  o: RestoreBackupOptions;
+  vault: OpenedVault;
+  index: BackupIndex;
+  contents: BackupContents;
+  chosen: BackedUpDomain[];
+  rename: Map<string, string>;
+  note: (m: string) => void;
+  notes: string[];
+}
+
+async function restoreNamed({ o, vault, index, contents, chosen, rename, note, notes }: NamedRestore): Promise<RestoreBackupResult> {
   const records = chosen.map((d) => rewrite(d, rename, o, note));
   checkTemplates(records, rename, o);
 

@@ -169,6 +169,24 @@ describe("backupDomains / restoreBackup", { timeout: 60_000 }, () => {
     expect(r.policyFiles.unchanged).toEqual(["30-user.policy"]);
   });
 
+  it("locks the names --rename-conflicts chose, and refuses one taken between the plan and the lock", async () => {
+    const file = path.join(base, "work.vault");
+    await backupDomains(backupOpts(file, ["work"]));
+    const locked: string[][] = [];
+    const h = host(data);
+    const r = await restoreBackup(restoreOpts(h, file, { renameConflicts: true, withLocks: (names, fn) => (locked.push([...names]), fn()) }));
+    expect(r.domains.map((d) => d.name)).toEqual(["work-1"]);
+    expect(locked).toEqual([["work"], ["work-1"]]);
+    // A create of work-2 that wins the race for its lock: the restore stops and writes nothing.
+    const before = volumeDirs(data);
+    const racing = (names: string[], fn: () => Promise<unknown>) => {
+      if (names.includes("work-2")) h.store.create({ ...record("work-2", "AppVM", { template: "tmpl" }), qid: 12 });
+      return fn();
+    };
+    await expectCode(restoreBackup(restoreOpts(h, file, { renameConflicts: true, withLocks: racing as RestoreBackupOptions["withLocks"] })), "ALREADY_EXISTS", /work-2, the name chosen for a renamed domain, was taken meanwhile/);
+    expect(volumeDirs(data)).toEqual(before);
+  });
+
   it("restores a subset; an AppVM's template must be on the host or restored with it", async () => {
     const file = path.join(base, "all.vault");
     await backupDomains(backupOpts(file, ["tmpl", "work", "bank"]));
