@@ -71,8 +71,19 @@ describe("encrypted domains through qvm", { timeout: 60_000 }, () => {
     expect(revert).toMatchObject({ code: 1, stderr: "qvm: vault:private has no revisions yet (one is taken before each start)\n" });
   });
 
+  it("passphrase: a new one from files; the old one then fails, the new one opens", async () => {
+    const next = path.join(d.dirs.base, "next");
+    writeFileSync(next, "battery staple\n");
+    const bad = await qvm(["volume", "passphrase", "vault", "--passphrase-file", wrong, "--new-passphrase-file", next]);
+    expect(bad).toMatchObject({ code: 1, stderr: expect.stringMatching(/^qvm: wrong passphrase for vault: /) });
+    const ok = await qvm(["volume", "passphrase", "vault", "--passphrase-file", right, "--new-passphrase-file", next]);
+    expect(ok).toMatchObject({ code: 0, stderr: expect.stringContaining("vault: passphrase changed (backups made before keep the old one)") });
+    expect(await qvm(["volume", "resize", "vault:private", "5G", "--passphrase-file", right])).toMatchObject({ code: 1, stderr: expect.stringMatching(/wrong passphrase for vault/) });
+    expect(await qvm(["volume", "resize", "vault:private", "5G", "--passphrase-file", next])).toMatchObject({ code: 0 });
+  });
+
   it("--passphrase-file is refused where no passphrase goes", async () => {
     const r = await qvm(["volume", "list", "vault", "--passphrase-file", right]);
-    expect(r).toMatchObject({ code: 2, stderr: "qvm: --passphrase-file is for revert and resize\n" });
+    expect(r).toMatchObject({ code: 2, stderr: "qvm: --passphrase-file is for revert, resize and passphrase\n" });
   });
 });

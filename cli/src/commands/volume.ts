@@ -2,7 +2,7 @@ import { Args, Flags } from "@oclif/core";
 import type { adminV1 } from "@qvm/protocol";
 import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
-import { passphraseFromFile } from "../lib/passphrase.js";
+import { askPassphrase, passphraseFromFile, readSecret } from "../lib/passphrase.js";
 import { formatSize, parseSize } from "../lib/sizes.js";
 import { formatTable } from "../lib/table.js";
 import { withPassphrase } from "../lib/unlock.js";
@@ -38,6 +38,7 @@ export default class Volume extends QvmCommand {
   qvm volume revert VM:VOLUME [REV]   restore a revision (default: the newest); the domain must be halted
   qvm volume resize VM:VOLUME SIZE    grow private (4G, 512M, bytes), running or halted; the filesystem grows too
   qvm volume config VM:VOLUME revisions_to_keep N   how many revisions to keep (default 1, 0: none)
+  qvm volume passphrase VM            a new passphrase for a halted encrypted domain
   qvm volume orphans [--json]         volumes qvmd found without a domain and kept aside
   qvm volume orphans restore ORPHAN [--as NAME] [--class CLASS] [--template T] [--label L]
                                       register them as a domain again, root and private as they are
@@ -48,7 +49,9 @@ keeps its previous version at every stop. Volumes only grow.
 
 An encrypted domain's (--prop encrypted=True) private volume, halted, is reverted or resized
 through its passphrase: qvm asks "Passphrase for VM: " on the terminal without echo (up to 3
-times), or reads the first line of --passphrase-file FILE.
+times), or reads the first line of --passphrase-file FILE. \`passphrase\` changes it: the current
+one (asked, or --passphrase-file), then the new one twice (or --new-passphrase-file). Backups made
+before keep the passphrase the domain had then.
 
 qvmd never deletes a volume directory because its domain is missing from qvm.json (a store
 restored from qvm.json.prev or a backup does not know domains made since): it moves it to
@@ -62,6 +65,7 @@ not recorded. The label defaults to red; properties are the defaults.`;
     "revert VM:VOLUME [REVISION] [--passphrase-file FILE]",
     "resize VM:VOLUME SIZE [--passphrase-file FILE]",
     "config VM:VOLUME revisions_to_keep N",
+    "passphrase VM [--passphrase-file FILE] [--new-passphrase-file FILE]",
     "orphans [--json]",
     "orphans restore ORPHAN [--as NAME] [--class CLASS] [--template TEMPLATE] [--label LABEL]",
     "orphans purge ORPHAN",
@@ -85,14 +89,16 @@ not recorded. The label defaults to red; properties are the defaults.`;
     class: Flags.string({ description: "orphans restore: StandaloneVM or TemplateVM for volumes with a root (default StandaloneVM), AppVM for a private alone.", options: ["AppVM", "TemplateVM", "StandaloneVM"], helpValue: "CLASS" }),
     template: Flags.string({ description: "orphans restore: an AppVM's template (required for volumes without a root).", helpValue: "TEMPLATE" }),
     label: Flags.string({ description: "orphans restore: the label (default red).", helpValue: "LABEL" }),
-    "passphrase-file": Flags.string({ description: "revert, resize: an encrypted domain's passphrase, from the first line of this file instead of asking.", helpValue: "FILE" }),
+    "passphrase-file": Flags.string({ description: "revert, resize, passphrase: an encrypted domain's (current) passphrase, from the first line of this file instead of asking.", helpValue: "FILE" }),
+    "new-passphrase-file": Flags.string({ description: "passphrase: the new passphrase, from the first line of this file instead of asking twice.", helpValue: "FILE" }),
   };
 
   async run(): Promise<void> {
     const { args, argv, flags } = await this.parse(Volume);
     const rest = (argv as string[]).slice(1);
     const file = flags["passphrase-file"];
-    if (file !== undefined && args.action !== "revert" && args.action !== "resize") throw new QvmError("INVALID_ARGUMENT", "--passphrase-file is for revert and resize");
+    if (file !== undefined && !["revert", "resize", "passphrase"].includes(args.action)) throw new QvmError("INVALID_ARGUMENT", "--passphrase-file is for revert, resize and passphrase");
+    if (flags["new-passphrase-file"] !== undefined && args.action !== "passphrase") throw new QvmError("INVALID_ARGUMENT", "--new-passphrase-file is for passphrase");
     const unlock = { passphrase: file !== undefined ? passphraseFromFile(file) : undefined };
     const admin = await this.admin();
     switch (args.action) {
@@ -134,6 +140,16 @@ not recorded. The label defaults to red; properties are the defaults.`;
         await withPassphrase(domain, (passphrase) => admin.resizeVolume({ domain, volume, sizeBytes, passphrase }), unlock);
         return;
       }
+      case "passphrase": {
+        const domain = args.target;
+        if (!domain) throw new QvmError("INVALID_ARGUMENT", "passphrase needs VM");
+        const term = { stdin: process.stdin, stderr: process.stderr };
+        const current = unlock.passphrase ?? (await readSecret(`Current passphrase for ${domain}: `, term));
+        const next = flags["new-passphrase-file"] !== undefined ? passphraseFromFile(flags["new-passphrase-file"]) : await askPassphrase(term, true, { prompt: `New passphrase for ${domain}: `, notDone: "the passphrase was not changed" });
+        await admin.changePassphrase({ domain, oldPassphrase: current, newPassphrase: next });
+        this.note(`${domain}: passphrase changed (backups made before keep the old one)`);
+        return;
+      }
       case "config": {
         const [, property, value] = rest;
         if (!args.target || !property || value === undefined) throw new QvmError("INVALID_ARGUMENT", "config needs VM:VOLUME PROPERTY VALUE (revisions_to_keep N)");
@@ -171,7 +187,7 @@ not recorded. The label defaults to red; properties are the defaults.`;
         throw new QvmError("INVALID_ARGUMENT", `unknown orphans action ${JSON.stringify(args.target)}: use list, restore or purge`);
       }
       default:
-        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize, config or orphans`);
+        throw new QvmError("INVALID_ARGUMENT", `unknown action ${JSON.stringify(args.action)}: use list, info, revert, resize, passphrase, config or orphans`);
     }
   }
 }

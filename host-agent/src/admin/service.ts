@@ -161,6 +161,7 @@ export function adminService(qvmd: Qvmd): UntypedServiceImplementation {
     listVolumes: unary(async (r: adminV1.ListVolumesRequest) => ({ volumes: (await qvmd.listVolumes(domainName(r.domain))).map(volumeMsg) })),
     revertVolume: unary(async (r: adminV1.RevertVolumeRequest) => ({ revision: await qvmd.revertVolume(domainName(r.domain), r.volume, r.revision, r.passphrase) })),
     configVolume: unary((r: adminV1.ConfigVolumeRequest) => empty(qvmd.configVolume(domainName(r.domain), r.volume, r.property, r.value))),
+    changePassphrase: unary((r: adminV1.ChangePassphraseRequest) => empty(qvmd.changePassphrase(domainName(r.domain), r.oldPassphrase, r.newPassphrase))),
     resizeVolume: unary((r: adminV1.ResizeVolumeRequest) => empty(qvmd.resizeVolume(domainName(r.domain), r.volume, r.sizeBytes, r.passphrase))),
     listOrphanVolumes: unary(() => ({ orphans: qvmd.orphanVolumes().map(orphanMsg) })),
     restoreOrphanVolumes: unary(async (r: adminV1.RestoreOrphanVolumesRequest) => ({ domain: domainMsg(await qvmd.restoreOrphan(parseRestoreOrphan(r))) })),

@@ -505,6 +505,18 @@ export class Qvmd {
     });
   }
 
+  /** A new passphrase for a halted encrypted domain (VolumeStore.changePassphrase). */
+  changePassphrase(domain: string, oldPassphrase: string, newPassphrase: string): Promise<void> {
+    const { locks, registry, runner, volumes, log } = this.p;
+    return locks.run(domain, async () => {
+      registry.get(domain);
+      if (runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before changing its passphrase`);
+      if (!newPassphrase) throw new QvmError("INVALID_ARGUMENT", "the new passphrase is empty");
+      await volumes.changePassphrase(domain, oldPassphrase, newPassphrase);
+      log(`${domain}: passphrase changed`);
+    });
+  }
+
   resizeVolume(domain: string, volume: string, sizeBytes: number, passphrase?: string): Promise<void> {
     const { locks, registry, runner, volumes, events } = this.p;
     return locks.run(domain, async () => {

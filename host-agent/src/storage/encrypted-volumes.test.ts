@@ -7,9 +7,9 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isQvmError } from "@qvm/protocol";
-import { imageInfo, listSnapshots } from "./qemu-img.js";
+import { checkKey, imageInfo, listSnapshots } from "./qemu-img.js";
 import { secretFd } from "./secret-fd.js";
-import { VolumeKey, keyFileSchema } from "./volume-key.js";
+import { VolumeKey, keyFileSchema, parseKeyFile } from "./volume-key.js";
 import { KEY_FILE, VolumeStore } from "./volumes.js";
 
 const WEAK = { scrypt: { logN: 10, r: 8, p: 1 }, weakKdfForTests: true };
@@ -115,5 +115,25 @@ describe("encrypted private volumes", () => {
     writeFileSync(store.files("vault").key, '{"format":"qvm-volume-key","version":1,"kdf":"scrypt","logN":40,"r":8,"p":1,"salt":"x"}');
     const err = await rejection(store.unlock("vault", "pw"));
     expect(isQvmError(err, "CORRUPT_STATE") && err.message).toContain(KEY_FILE);
+  });
+});
+
+describe("changing an encrypted volume's passphrase", () => {
+  it("opens with the new one only, keeps the data, and refuses a wrong old one changing nothing", async () => {
+    await store.create("vault", "AppVM", { passphrase: "old" });
+    const key = await store.unlock("vault", "old");
+    qemuIo(store.files("vault").private, key, "write -P 0x33 0 64k");
+    key.wipe();
+    const keyFile = readFileSync(store.files("vault").key, "utf8");
+    expect(isQvmError(await rejection(store.changePassphrase("vault", "not it", "new")), "PERMISSION_DENIED")).toBe(true);
+    expect(readFileSync(store.files("vault").key, "utf8")).toBe(keyFile);
+    await store.changePassphrase("vault", "old", "new");
+    expect(isQvmError(await rejection(store.unlock("vault", "old")), "PERMISSION_DENIED")).toBe(true);
+    const back = await store.unlock("vault", "new");
+    expect(qemuIo(store.files("vault").private, back, "read -P 0x33 0 64k")).toMatch(/read 65536\/65536/);
+    back.wipe();
+    // The old key itself (old passphrase, old salt) no longer opens any slot.
+    const oldKey = await VolumeKey.derive("old", parseKeyFile(keyFile, "old", WEAK));
+    expect(isQvmError(await rejection(checkKey(store.files("vault").private, oldKey)), "PERMISSION_DENIED")).toBe(true);
   });
 });

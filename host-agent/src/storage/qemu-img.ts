@@ -9,11 +9,14 @@ import { z } from "zod";
 import { secretFd, secretObject } from "./secret-fd.js";
 import { LUKS_ITER_TIME_MS, type VolumeKey } from "./volume-key.js";
 
-/** `key`: the secret qemu-img finds at descriptor 3 (KEY_FD), for the encrypted image it opens. */
-async function tool(file: string, args: string[], what: string, key?: VolumeKey): Promise<string> {
-  const fd = key ? secretFd(key.base64()) : undefined;
+/**
+ * `key`: the secret qemu-img finds at descriptor 3 (KEY_FD), for the encrypted image it opens;
+ * a second one (changing a passphrase) at 4.
+ */
+async function tool(file: string, args: string[], what: string, key?: VolumeKey, second?: VolumeKey): Promise<string> {
+  const fds = [key, second].flatMap((k) => (k ? [secretFd(k.base64())] : []));
   try {
-    return fd === undefined ? (await execa(file, args)).stdout : await runWithFd(file, args, fd);
+    return fds.length === 0 ? (await execa(file, args)).stdout : await runWithFds(file, args, fds);
   } catch (err) {
     const e = err as { code?: string; stderr?: string; message: string };
     if (e.code === "ENOENT") throw new QvmError("MISSING_DEPENDENCY", `${file} not found: run \`bash scripts/install-system-deps.sh\``);
@@ -23,17 +26,17 @@ async function tool(file: string, args: string[], what: string, key?: VolumeKey)
     if (/encrypt\.key-secret' is required/.test(detail)) throw new QvmError("PASSPHRASE_REQUIRED", `${what}: the volume is encrypted and no passphrase was given`);
     throw new QvmError("STORAGE_FAILED", `${what}: ${detail}`, { cause: err });
   } finally {
-    if (fd !== undefined) closeSync(fd);
+    for (const fd of fds) closeSync(fd);
   }
 }
 
 /**
- * `file args` with descriptor `fd` at 3 (execa takes no descriptor numbers beyond stdio), failing
- * as execa does: an error with the exit code and stderr.
+ * `file args` with descriptors `fds` at 3, 4… (execa takes no descriptor numbers beyond stdio),
+ * failing as execa does: an error with the exit code and stderr.
  */
-function runWithFd(file: string, args: string[], fd: number): Promise<string> {
+function runWithFds(file: string, args: string[], fds: number[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe", fd] });
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe", ...fds] });
     let out = "";
     let err = "";
     child.stdout!.on("data", (c: Buffer) => (out = (out + c.toString()).slice(-64 * 1024)));
@@ -85,6 +88,20 @@ export async function createEncryptedExt4Qcow2(file: string, sizeMiB: number, la
 /** Fails with PERMISSION_DENIED unless `key` unlocks the encrypted volume (reads its header only). */
 export function checkKey(file: string, key: VolumeKey): Promise<string> {
   return tool("qemu-img", ["snapshot", "-l", "-U", ...keyObject, ...keyedImage(file)], `cannot unlock ${file}`, key);
+}
+
+/** The second key's descriptor and id (changing a passphrase: the old key opens, the new one is added). */
+const NEW_KEY_ID = "qvmnewkey";
+const newKeyObject = ["--object", secretObject(NEW_KEY_ID, KEY_FD + 1)];
+
+/** Adds a LUKS key slot for `newKey` to a volume `key` opens (both then open it). */
+export function addKeySlot(file: string, key: VolumeKey, newKey: VolumeKey): Promise<string> {
+  return creatingLuks(() => tool("qemu-img", ["amend", "-q", ...keyObject, ...newKeyObject, "-o", `encrypt.state=active,encrypt.new-secret=${NEW_KEY_ID},encrypt.iter-time=${LUKS_ITER_TIME_MS}`, ...keyedImage(file)], `cannot add a key to ${file}`, key, newKey));
+}
+
+/** Removes every LUKS key slot `oldKey` opens, from a volume `key` opens (another slot). */
+export function removeKeySlots(file: string, key: VolumeKey, oldKey: VolumeKey): Promise<string> {
+  return tool("qemu-img", ["amend", "-q", ...keyObject, ...newKeyObject, "-o", `encrypt.state=inactive,encrypt.old-secret=${NEW_KEY_ID}`, ...keyedImage(file)], `cannot remove the old key of ${file}`, key, oldKey);
 }
 
 /** An encrypted overlay over `backing` (read in clear: a template's root), under `key`. */

@@ -142,6 +142,29 @@ export class VolumeStore {
     }
   }
 
+  /**
+   * A new passphrase for a halted encrypted domain: a key slot for the new key is added, the key
+   * file then names the new salt (one atomic write), and the old key's slots are removed. A crash
+   * before the key file's write leaves the old passphrase working, after it the new one.
+   * Backups made before keep the old passphrase.
+   */
+  async changePassphrase(name: string, oldPassphrase: string, newPassphrase: string): Promise<void> {
+    const f = this.files(name);
+    if (!this.isEncrypted(name)) throw new QvmError("FAILED_PRECONDITION", `${name} is not encrypted: it has no passphrase to change`);
+    const oldKey = await this.unlock(name, oldPassphrase);
+    const params = newKeyFile(this.keyOptions.scrypt);
+    let newKey: VolumeKey | undefined;
+    try {
+      newKey = await VolumeKey.derive(newPassphrase, params);
+      await img.addKeySlot(f.private, oldKey, newKey);
+      writeKeyFile(f.key, params);
+      await img.removeKeySlots(f.private, newKey, oldKey);
+    } finally {
+      oldKey.wipe();
+      newKey?.wipe();
+    }
+  }
+
   /** Refuses an operation on an encrypted private volume that came without its key. */
   private requireKey(name: string, key: VolumeKey | undefined): VolumeKey | undefined {
     if (this.isEncrypted(name) && !key) throw passphraseRequired(name);
