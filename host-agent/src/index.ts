@@ -27,3 +27,5 @@ export { DisposableStore, toDisposable, type Disposable } from "./base/disposabl
 export { QrexecRouter, DEFAULT_ROUTER_LIMITS, type QrexecHost, type ServiceProcess, type OpenedService, type AskQuestionInput, type RouterLimits } from "./qrexec/router.js";
 export { parsePolicy } from "./qrexec/policy/parser.js";
 export type { SystemFacts, DomainFacts } from "./qrexec/policy/evaluate.js";
+export { VolumeStore } from "./storage/volumes.js";
+export { VolumeKey } from "./storage/volume-key.js";

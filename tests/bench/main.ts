@@ -34,6 +34,8 @@
 //   usb 1MiB    one 1 MiB direct read, the same two places (tests/bench/usb.ts)
 //   backup      qvm backup create / restore of 256 MiB of data vs qemu-img reading it out raw /
 //               writing it back; an incremental after 1 MiB changed vs the full (tests/bench/backup.ts)
+//   encrypted   a start's volume work for an encrypted AppVM vs a plain one; 64 KiB writes into
+//               an encrypted qcow2 vs a plain one (tests/bench/encrypted.ts)
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -43,6 +45,7 @@ import { adminFigures, type Figure } from "./admin.js";
 import { disposableFigure, storageFigures } from "./storage.js";
 import { qrexecFigures } from "./qrexec.js";
 import { backupFigures } from "./backup.js";
+import { encryptedFigures } from "./encrypted.js";
 import { shellFigures } from "./shell.js";
 import { networkFigures } from "./network.js";
 import { guiFigures } from "./gui.js";
@@ -182,6 +185,7 @@ async function main(): Promise<void> {
     Object.assign(out, await disposableFigure(log));
   });
   await section("backup", () => backupFigures(log));
+  await section("encrypted", () => encryptedFigures(log));
   await section("memory", (out) => memoryFigures(log, out));
   await section("qrexec", () => qrexecFigures(log));
   await section("shell", () => shellFigures(log));
