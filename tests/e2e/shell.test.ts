@@ -2,14 +2,16 @@
 // The web shell in a real browser (Debian's chromium driven by playwright-core) against a real
 // qvmd and real VMs: the page with its token, domains with their label colors, start, a terminal,
 // `echo $((6*7))` → 42, resize, stop → the window closes with a notice; refused without the token,
-// which comes in the URL's fragment, moves to sessionStorage and is never a cookie.
+// which comes in the URL's fragment, moves to sessionStorage and is never a cookie; an encrypted
+// domain's Start asks for its passphrase in the page's own dialog (not booted: a wrong one only).
 // Leaves a screenshot of the shell with two domains in .qvm/artifacts/web-shell.png.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { repoRoot } from "@qvm/images";
-import { withDaemon, withDomain, withService, type E2eDaemon } from "./qvmd-fixtures.js";
+import { adminV1 } from "@qvm/protocol";
+import { E2eDomain, withDaemon, withDomain, withService, type E2eDaemon } from "./qvmd-fixtures.js";
 
 let d: E2eDaemon;
 let url = "";
@@ -147,5 +149,43 @@ describe("the web shell in a browser", () => {
     // Under 60 s: an open terminal must not hold up the guest's power-off (its shell ends on SIGHUP).
     await page.locator('li.domain[data-domain="work"][data-state="Halted"]').waitFor({ timeout: 60_000 });
     console.log(`work shown Halted ${Date.now() - t0} ms after its window closed`);
+  });
+
+  it("asks an encrypted domain's passphrase in a dialog, again when it was wrong, and never shows it", async () => {
+    const RIGHT = "right passphrase";
+    const WRONG = "not the vault passphrase 9c2e";
+    await d.client.createDomain(
+      adminV1.CreateDomainRequest.fromPartial({ name: "vault", template: "debian-12", label: "black", class: adminV1.DomainClass.DOMAIN_CLASS_APP_VM, properties: { encrypted: "true" }, passphrase: RIGHT }),
+    );
+    // Killed (were it started) and removed at the end of this test, with the fixture's leak checks.
+    await using _vault = d.own(new E2eDomain(d, "vault"));
+    const vault = page.locator('li.domain[data-domain="vault"]');
+    await vault.waitFor({ timeout: 10_000 });
+    expect(await vault.getAttribute("data-state")).toBe("Halted");
+    const dialog = page.locator("dialog#unlock");
+    const wrongLine = page.locator("#unlock-wrong");
+    const input = page.locator("#unlock-passphrase");
+    await vault.getByRole("button", { name: "Start" }).click();
+    await dialog.waitFor({ state: "visible", timeout: 10_000 });
+    expect(await page.locator("#unlock-title").textContent()).toBe("Unlock vault");
+    expect(await wrongLine.isVisible()).toBe(false);
+    expect(await input.inputValue()).toBe("");
+    await input.fill(WRONG);
+    await page.locator("#unlock-submit").click();
+    // The dialog closes as it sends, and opens again when qvmd has refused the passphrase.
+    await wrongLine.waitFor({ state: "visible", timeout: 10_000 });
+    expect(await wrongLine.textContent()).toBe("Wrong passphrase, try again");
+    expect(await dialog.evaluate((e) => (e as HTMLDialogElement).open)).toBe(true);
+    expect(await page.locator("#unlock-title").textContent()).toBe("Unlock vault");
+    expect(await input.inputValue()).toBe("");
+    await page.locator("#unlock-cancel").click();
+    await dialog.waitFor({ state: "hidden", timeout: 5_000 });
+    expect(await dialog.evaluate((e) => (e as HTMLDialogElement).open)).toBe(false);
+    expect(await input.inputValue()).toBe("");
+    expect(await vault.getAttribute("data-state")).toBe("Halted");
+    const text = await page.evaluate(() => document.body.innerText);
+    expect(text).not.toContain(WRONG);
+    expect(text).not.toContain(RIGHT);
+    expect(await page.locator("#notices").textContent()).not.toMatch(/error:.*vault/);
   });
 });

@@ -15,6 +15,7 @@ export async function bootCore(p: QvmdParts, importTemplates: () => Promise<stri
   await importTemplates();
   await runner.reattachAll();
   await p.network.afterReattach();
+  volumes.removeStaleSpareOverlays();
   for (const name of volumes.volatileNames()) {
     if (runner.isRunning(name)) continue;
     try {

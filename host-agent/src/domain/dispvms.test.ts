@@ -42,7 +42,7 @@ function setup(limits: Partial<ResourceLimits> = {}): void {
     registry,
     planner,
     vms: factory,
-    storage: { commitRoot: async () => {}, discardVolatile: (n) => volumes.discardVolatile(n), overlayGrowth: async () => 0, freeBytes: () => 1e15, checkGrow: async () => {}, growPending: () => false, growDone: () => {} },
+    storage: { commitRoot: async () => {}, discardVolatile: (n) => volumes.discardVolatile(n), overlayGrowth: async () => 0, freeBytes: () => 1e15, checkGrow: async () => {}, growPending: () => false, growDone: () => {}, prepareNextStart: () => {} },
     attachers: [],
     events,
     locks,

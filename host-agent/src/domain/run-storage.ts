@@ -24,6 +24,13 @@ export function volumeRunStorage(volumes: VolumeStore, registry: DomainRegistry,
         log(`${name}: cannot remove its volatile overlays (removed at its next start): ${(err as Error).message}`);
       }
     },
+    prepareNextStart(name) {
+      const rec = registry.store.get(name);
+      if (!rec || rec.class !== "AppVM" || !volumes.isEncrypted(name)) return;
+      const template = String(registry.resolve(rec, "template"));
+      if (!template) return;
+      void volumes.makeSpareOverlay(name, volumes.files(template).root).catch((err: Error) => log(`${name}: cannot make its next root overlay ahead (its next start makes one): ${err.message}`));
+    },
     overlayGrowth: (name) => volumes.overlayGrowth(name),
     freeBytes: () => volumes.freeBytes(),
     checkGrow: (name, sizeBytes) => volumes.checkGrow(name, sizeBytes),

@@ -108,6 +108,7 @@ function makeRunner(): DomainRunner {
       checkGrow: async () => {},
       growPending: () => false,
       growDone: () => {},
+      prepareNextStart: () => {},
     },
     attachers: recordingAttachers(attached, attachLog),
     events: bus,

@@ -33,6 +33,8 @@ export interface RunStorage {
   commitRoot(name: string): Promise<void>;
   /** A stopped domain's volatile overlays are removed; failures are logged. */
   discardVolatile(name: string): void;
+  /** Work for a halted domain's next start, in the background (an encrypted AppVM's root overlay); failures are logged. */
+  prepareNextStart(name: string): void;
   /** How far a running domain's overlays may still grow, in bytes. */
   overlayGrowth(name: string): Promise<number>;
   /** Free bytes on the data disk. */
@@ -344,6 +346,7 @@ export class DomainRunner {
           this.deps.storage.discardVolatile(name);
           const rec = this.deps.registry.store.get(name);
           if (rec && rec.class !== "AppVM") await this.deps.storage.commitRoot(name);
+          this.deps.storage.prepareNextStart(name);
         })
         .then(() => this.deps.events.publish("domain-shutdown", name, { reason: exit.reason, clean: String(exit.clean) }));
     });

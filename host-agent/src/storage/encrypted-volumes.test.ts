@@ -2,7 +2,7 @@
 // made under a passphrase, unlocked only by it, never holding the guest's data in clear, and the
 // volume operations (revisions, revert, resize, clone) done through the key.
 import { execFileSync, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -135,5 +135,34 @@ describe("changing an encrypted volume's passphrase", () => {
     // The old key itself (old passphrase, old salt) no longer opens any slot.
     const oldKey = await VolumeKey.derive("old", parseKeyFile(keyFile, "old", WEAK));
     expect(isQvmError(await rejection(checkKey(store.files("vault").private, oldKey)), "PERMISSION_DENIED")).toBe(true);
+  });
+});
+
+describe("encrypted root overlays made ahead", () => {
+  it("a start takes the spare (no new LUKS header), under its own key; a changed template root or a remove discards it", async () => {
+    await store.create("vault", "AppVM", { passphrase: "pw" });
+    await store.makeSpareOverlay("vault", image);
+    const spares = () => readdirSync(path.join(store.dataDir, "volatile", ".spare"));
+    expect(spares()).toHaveLength(1);
+    const key = await store.unlock("vault", "pw");
+    const t0 = performance.now();
+    const [root] = await store.prepareStart("vault", "AppVM", { templateRoot: image, revisionsToKeep: 0, key });
+    expect(performance.now() - t0).toBeLessThan(900); // no header made: creating one takes qemu-img 2 s here
+    expect(spares()).toEqual([]);
+    expect((await imageInfo(root!.path, "qcow2")).encrypted).toBe(true);
+    expect(qemuIo(root!.path, root!.key as VolumeKey, "write -P 0x44 0 4k")).toMatch(/wrote 4096/);
+    expect(store.volatileNames()).toEqual(["vault"]);
+
+    // A template root of another size: the spare is not used (a fresh overlay is made).
+    await store.makeSpareOverlay("vault", image);
+    execFileSync("truncate", ["-s", "65M", image]);
+    const [again] = await store.prepareStart("vault", "AppVM", { templateRoot: image, revisionsToKeep: 0, key });
+    expect(spares()).toEqual([]);
+    expect((await imageInfo(again!.path, "qcow2")).virtualSize).toBe(65 * 1024 ** 2);
+    await store.makeSpareOverlay("vault", image);
+    store.remove("vault");
+    expect(spares()).toEqual([]);
+    store.removeStaleSpareOverlays();
+    expect(existsSync(path.join(store.dataDir, "volatile", ".spare"))).toBe(false);
   });
 });

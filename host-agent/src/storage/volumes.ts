@@ -105,7 +105,17 @@ export interface VolumeKeyOptions {
   weakKdfForTests?: boolean;
 }
 
+/** An encrypted root overlay made ahead for a domain's next start (see makeSpareOverlay). */
+interface SpareOverlay {
+  file: string;
+  backing: string;
+  backingSize: number;
+  key: VolumeKey;
+}
+
 export class VolumeStore {
+  private readonly spares = new Map<string, SpareOverlay>();
+
   constructor(
     readonly dataDir: string,
     private readonly keyOptions: VolumeKeyOptions = {},
@@ -188,7 +198,7 @@ export class VolumeStore {
   /** Names with a volatile directory (not validated: they come from the disk). */
   volatileNames(): string[] {
     const dir = path.join(this.dataDir, "volatile");
-    return existsSync(dir) ? readdirSync(dir) : [];
+    return existsSync(dir) ? readdirSync(dir).filter((n) => n !== SPARE_DIR) : [];
   }
 
   /** Free bytes on the data directory's filesystem, as an unprivileged writer sees them. */
@@ -297,6 +307,7 @@ export class VolumeStore {
   remove(name: string): void {
     rmSync(this.dir(name), { recursive: true, force: true });
     this.discardVolatile(name);
+    this.discardSpareOverlay(name);
   }
 
   // ---- volumes without a domain ------------------------------------------------------------
@@ -415,9 +426,11 @@ export class VolumeStore {
       mkdirSync(volatile, { recursive: true, mode: 0o700 });
       const overlay = path.join(volatile, "root.qcow2");
       // What an encrypted domain writes to / (logs, caches, /tmp) is not left in clear either.
-      const volatileKey = key ? VolumeKey.random() : undefined;
-      if (volatileKey) await img.createEncryptedOverlay(opts.templateRoot, overlay, volatileKey);
-      else await img.createOverlay(opts.templateRoot, overlay);
+      let volatileKey = key ? this.takeSpareOverlay(name, opts.templateRoot, overlay) : undefined;
+      if (key && !volatileKey) {
+        volatileKey = VolumeKey.random();
+        await img.createEncryptedOverlay(opts.templateRoot, overlay, volatileKey);
+      } else if (!key) await img.createOverlay(opts.templateRoot, overlay);
       root = { serial: "root", path: overlay, format: "qcow2", readonly: false, backingFiles: [opts.templateRoot], ...(volatileKey ? { key: volatileKey } : {}) };
     } else {
       if (!existsSync(f.root)) throw new QvmError("CORRUPT_STATE", `${f.root} is missing: the root volume of ${name} is gone`);
@@ -426,6 +439,67 @@ export class VolumeStore {
       root = { serial: "root", path: f.rootDirty, format: "qcow2", readonly: false, backingFiles: [f.root] };
     }
     return [root, { serial: "private", path: f.private, format: "qcow2", readonly: false, ...(key ? { key } : {}) }];
+  }
+
+  // ---- encrypted root overlays made ahead ----------------------------------------------------
+  //
+  // Making a LUKS header costs qemu-img about 2 s (it times PBKDF2 on this CPU, however short
+  // the iteration time asked), which an encrypted AppVM's start would pay for its root overlay.
+  // So when such a domain stops, its next overlay is made: empty, under a new random key that
+  // qvmd keeps in memory only, in DATA/volatile/.spare. A start takes it if it is over the same
+  // template root of the same size (an empty overlay reads its backing file through, so a
+  // template root replaced meanwhile is fine); otherwise, or after a qvmd restart (the key is
+  // gone, the file is removed at start), it makes one as before. The key protects a file with
+  // no data yet; the guest's writes start when the domain runs, under that key alone.
+
+  private spareDir(): string {
+    return path.join(this.dataDir, "volatile", SPARE_DIR);
+  }
+
+  /** Makes `name`'s next encrypted root overlay over `templateRoot` (replacing an older spare). */
+  async makeSpareOverlay(name: string, templateRoot: string): Promise<void> {
+    mkdirSync(this.spareDir(), { recursive: true, mode: 0o700 });
+    const file = path.join(this.spareDir(), `${name}.${process.pid}-${++spareSerial}.qcow2`);
+    const key = VolumeKey.random();
+    try {
+      const backingSize = statSync(templateRoot).size;
+      await img.createEncryptedOverlay(templateRoot, file, key);
+      this.discardSpareOverlay(name);
+      this.spares.set(name, { file, backing: templateRoot, backingSize, key });
+    } catch (err) {
+      key.wipe();
+      rmSync(file, { force: true });
+      throw err;
+    }
+  }
+
+  /** The spare overlay moved to `dest` and its key, when it fits this start; else nothing. */
+  private takeSpareOverlay(name: string, templateRoot: string, dest: string): VolumeKey | undefined {
+    const spare = this.spares.get(name);
+    if (!spare) return undefined;
+    this.spares.delete(name);
+    const fits = spare.backing === templateRoot && existsSync(spare.file) && existsSync(templateRoot) && statSync(templateRoot).size === spare.backingSize;
+    if (!fits) {
+      spare.key.wipe();
+      rmSync(spare.file, { force: true });
+      return undefined;
+    }
+    renameSync(spare.file, dest);
+    return spare.key;
+  }
+
+  /** Forgets `name`'s spare overlay (removed, renamed, or its template changed). */
+  discardSpareOverlay(name: string): void {
+    const spare = this.spares.get(name);
+    if (!spare) return;
+    this.spares.delete(name);
+    spare.key.wipe();
+    rmSync(spare.file, { force: true });
+  }
+
+  /** At qvmd start: spares of an earlier qvmd, whose keys died with it. */
+  removeStaleSpareOverlays(): void {
+    rmSync(this.spareDir(), { recursive: true, force: true });
   }
 
   /**
@@ -541,6 +615,10 @@ export class VolumeStore {
     return out;
   }
 }
+
+/** Where encrypted root overlays made ahead wait, in DATA/volatile (not a valid domain name). */
+const SPARE_DIR = ".spare";
+let spareSerial = 0;
 
 /** The name of an encrypted volume's key file in its domain's volume directory. */
 export const KEY_FILE = "private.key.json";

@@ -391,6 +391,9 @@ export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, ove
       if (opts.passphrase !== undefined) writeFileSync(keyFile(name), opts.passphrase);
     },
     isEncrypted: (name: string) => existsSync(keyFile(name)),
+    makeSpareOverlay: async () => {},
+    discardSpareOverlay: () => {},
+    removeStaleSpareOverlays: () => {},
     unlock: async (name: string, passphrase: string) => {
       if (!passphrase) throw new QvmError("PASSPHRASE_REQUIRED", `${name} is encrypted: its passphrase is needed`);
       if (readFileSync(keyFile(name), "utf8") !== passphrase) throw new QvmError("PERMISSION_DENIED", `wrong passphrase for ${name}`);
