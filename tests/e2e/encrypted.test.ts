@@ -1,11 +1,11 @@
 // A domain encrypted at rest, as a user runs it (README, "Encrypted domains"): made under a
 // passphrase, started only with it, what it writes (home and /) never on the host's disk in
 // clear, and a backup of it restored beside it and started under the same passphrase.
-// Two boots. The volume operations, the key file and the vault's handling are unit tests
+// Three boots. The volume operations, the key file and the vault's handling are unit tests
 // (host-agent/src/storage/encrypted-volumes.test.ts, host-agent/src/vault/vault-encrypted.test.ts).
 import { spawnSync } from "node:child_process";
 import { scryptSync } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withDaemon, type E2eDaemon } from "./qvmd-fixtures.js";
@@ -100,6 +100,20 @@ describe("a domain encrypted at rest", () => {
     await ok("shutdown", "--wait", "vault");
     expect(existsSync(path.join(d.dirs.dataDir, "volatile", "vault"))).toBe(false);
     await ok("backup", "create", path.join(d.dirs.base, "vault.vault"), "vault", "--passphrase-file", pass);
+  });
+
+  it("starts again on the root overlay made when it stopped: its home kept, its / fresh", async () => {
+    // The stop made the next run's encrypted overlay in the background; wait for it (at most a few seconds).
+    const spare = path.join(d.dirs.dataDir, "volatile", ".spare");
+    const ready = () => (existsSync(spare) ? readdirSync(spare).filter((f) => f.startsWith("vault.") && f.endsWith(".qcow2")) : []);
+    for (let i = 0; i < 150 && ready().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(ready()).toHaveLength(1);
+    await ok("start", "vault", "--passphrase-file", pass);
+    expect(readdirSync(spare)).toEqual([]);
+    const out = await ok("run", "--pass-io", "vault", "--", "sh", "-c", "head -c 200 ~/marker; test -e /var/tmp/marker && echo root-kept || echo root-fresh");
+    expect(out).toContain(MARKER);
+    expect(out).toContain("root-fresh");
+    await ok("shutdown", "--wait", "vault");
   });
 
   it("restores a backup of it beside itself, still encrypted, opened by the same passphrase", async () => {

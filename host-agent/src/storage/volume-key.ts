@@ -95,6 +95,12 @@ export class VolumeKey {
     return Buffer.from(this.#bytes.toString("base64"));
   }
 
+  /** An independent copy, for work that may outlive this key's owner (wipe it after). */
+  copy(): VolumeKey {
+    if (this.#bytes.length === 0) throw new Error("a wiped volume key was copied");
+    return new VolumeKey(Buffer.from(this.#bytes));
+  }
+
   get wiped(): boolean {
     return this.#bytes.length === 0;
   }

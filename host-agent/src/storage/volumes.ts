@@ -428,8 +428,12 @@ export class VolumeStore {
       // What an encrypted domain writes to / (logs, caches, /tmp) is not left in clear either.
       let volatileKey = key ? this.takeSpareOverlay(name, opts.templateRoot, overlay) : undefined;
       if (key && !volatileKey) {
-        volatileKey = VolumeKey.random();
-        await img.createEncryptedOverlay(opts.templateRoot, overlay, volatileKey);
+        const fresh = VolumeKey.random();
+        await img.createEncryptedOverlay(opts.templateRoot, overlay, fresh).catch((err: unknown) => {
+          fresh.wipe();
+          throw err;
+        });
+        volatileKey = fresh;
       } else if (!key) await img.createOverlay(opts.templateRoot, overlay);
       root = { serial: "root", path: overlay, format: "qcow2", readonly: false, backingFiles: [opts.templateRoot], ...(volatileKey ? { key: volatileKey } : {}) };
     } else {
@@ -460,15 +464,19 @@ export class VolumeStore {
   async makeSpareOverlay(name: string, templateRoot: string): Promise<void> {
     mkdirSync(this.spareDir(), { recursive: true, mode: 0o700 });
     const file = path.join(this.spareDir(), `${name}.${process.pid}-${++spareSerial}.qcow2`);
+    const part = `${file}.part`;
     const key = VolumeKey.random();
     try {
       const backingSize = statSync(templateRoot).size;
-      await img.createEncryptedOverlay(templateRoot, file, key);
+      await img.createEncryptedOverlay(templateRoot, part, key);
+      // Removed (or no longer encrypted) while it was made: not wanted any more.
+      if (!this.isEncrypted(name)) throw new QvmError("NOT_FOUND", `${name} is gone`);
+      renameSync(part, file); // its final name only once whole
       this.discardSpareOverlay(name);
       this.spares.set(name, { file, backing: templateRoot, backingSize, key });
     } catch (err) {
       key.wipe();
-      rmSync(file, { force: true });
+      rmSync(part, { force: true });
       throw err;
     }
   }

@@ -12,7 +12,7 @@ import type { VolumeStore } from "../storage/volumes.js";
 import { imageInfo, listSnapshots, type Snapshot } from "../storage/qemu-img.js";
 import { readKeyFile, type VolumeKey } from "../storage/volume-key.js";
 import { INDEX_ENTRY, INDEX_FORMAT, INDEX_VERSION, POLICY_FILE_NAME, SHIPPED_POLICY_FILE, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
-import { openEncryptedRevision, openQcow2, openRaw, removeStaleScratch, type RawVolume } from "./volume-io.js";
+import { openEncryptedRevision, openFileCopy, openQcow2, openRaw, removeStaleScratch, type RawVolume } from "./volume-io.js";
 
 const REVISION_PREFIX = "rev-";
 
@@ -111,17 +111,25 @@ function planEncryptedPrivate(o: BackupDomainsOptions, entry: BackedUpDomain, ru
   if (running && !o.volumeKey?.(name)) throw cantRead();
   const priv: BackedUpDomain["volumes"]["private"] & object = { size: statSync(file).size, encoding: "qcow2-luks", key };
   entry.volumes.private = priv;
+  // Under the domain's lock, the volume and its key file are read as one state (a start, revert,
+  // resize or passphrase change would otherwise rewrite the file, or its key slots, meanwhile):
+  // a halted one's file is copied out to scratch, a running one's revision re-encrypted there.
   const open = (): Promise<RawVolume> =>
     lock(name, async () => {
       const nowRunning = o.isRunning(name);
       entry.wasRunning = nowRunning;
       delete priv.revision;
-      if (!nowRunning) return openRaw(file);
-      const held = o.volumeKey?.(name);
+      priv.key = readKeyFile(o.volumes.files(name).key, { weakKdfForTests: o.weakKdfForTests });
+      if (!nowRunning) return openFileCopy(o.dataDir, file);
+      const held = o.volumeKey?.(name)?.copy(); // the domain may stop meanwhile, wiping its own
       if (!held) throw cantRead();
-      priv.revision = lastRevision(name, await listSnapshots(file));
-      note(`${name} is running: backed up as of its last start (revision ${priv.revision}), still encrypted under its own passphrase`);
-      return openEncryptedRevision(o.dataDir, file, priv.revision, held);
+      try {
+        priv.revision = lastRevision(name, await listSnapshots(file));
+        note(`${name} is running: backed up as of its last start (revision ${priv.revision}), still encrypted under its own passphrase`);
+        return await openEncryptedRevision(o.dataDir, file, priv.revision, held);
+      } finally {
+        held.wipe();
+      }
     });
   return { domain: name, volume: "private", size: priv.size, open, listed: priv };
 }

@@ -14,6 +14,7 @@ import { MAX_NAME_LENGTH, validateDomainName } from "../model/names.js";
 import { assignIdentity } from "../model/net-identity.js";
 import { KEY_FILE, type VolumeStore } from "../storage/volumes.js";
 import { parseKeyFile, writeKeyFile } from "../storage/volume-key.js";
+import { encryptedQcow2Problem } from "../storage/qcow2-header.js";
 import { INDEX_ENTRY, backupIndexSchema, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
 import type { VaultProgress } from "./backup-domains.js";
 import { removeStaleScratch, writeQcow2, writeRawSparse } from "./volume-io.js";
@@ -228,6 +229,9 @@ async function restoreNamed({ o, vault, index, contents, chosen, rename, note, n
           // An encrypted volume: its qcow2 file as it was, and the key file its passphrase needs.
           writeKeyFile(path.join(partial, KEY_FILE), parseKeyFile(JSON.stringify(info.key), `${item}'s key parameters in ${o.file}`, { weakKdfForTests: o.weakKdfForTests }));
           await writeRawSparse(file, info.size, blocks);
+          // Written byte for byte: before anything opens it as root, it must open nothing else.
+          const problem = encryptedQcow2Problem(file);
+          if (problem) throw new QvmError("CORRUPT_STATE", `${o.file}: ${item}'s encrypted volume is refused: ${problem}; nothing was restored`);
         } else if (v === "private") await writeQcow2(o.dataDir, file, info.size, blocks);
         else await writeRawSparse(file, info.size, blocks);
         before += info.size;

@@ -2,7 +2,7 @@
 // the private volume travels as its qcow2 ciphertext with its key parameters, comes back byte for
 // byte under the same passphrase, and a running one is read from its last revision through the
 // key qvmd holds while it runs (still encrypted), or refused when qvmd holds none.
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -108,6 +108,33 @@ describe("backups of encrypted domains", () => {
     expect(io(h.volumes.files("vault").private, back, "read -P 0x11 1M 64k")).toMatch(/read 65536\/65536/);
     back.wipe();
     key.wipe();
+  });
+
+  it("read the volume and its key file as one state, under the domain's lock (a passphrase changed after planning is the one restored)", async () => {
+    const file = path.join(base, "changed.vault");
+    const withLock = async <T>(_name: string, fn: () => Promise<T>): Promise<T> => {
+      await volumes.changePassphrase("vault", DOMAIN_PASS, "changed meanwhile"); // before the lock is ours
+      return fn();
+    };
+    await backupDomains(backupOpts(file, { withLock }));
+    const h = await restoreFresh(file);
+    expect(isQvmError(await h.volumes.unlock("vault", DOMAIN_PASS).catch((e: unknown) => e), "PERMISSION_DENIED")).toBe(true);
+    (await h.volumes.unlock("vault", "changed meanwhile")).wipe();
+  });
+
+  it("restore nothing from an 'encrypted' volume whose header would open another file", async () => {
+    // A crafted source: a plain qcow2 over a host file, with a key file beside it.
+    const f = volumes.files("vault").private;
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname", f, "1M"]);
+    const file = path.join(base, "crafted.vault");
+    await backupDomains(backupOpts(file));
+    const dir = path.join(base, "victim");
+    const h = { store: DomainStore.open(dir), volumes: new VolumeStore(dir, WEAK) };
+    h.store.create({ name: "tmpl", class: "TemplateVM", props: { label: "black" }, features: {}, tags: [], createdAt: "2026-01-01T00:00:00.000Z" });
+    const err = await restoreBackup({ dataDir: dir, store: h.store, volumes: h.volumes, policyDir: path.join(dir, "policy.d"), file, passphrase: PASS, names: [], renameConflicts: false, weakKdfForTests: true }).catch((e: unknown) => e);
+    expect(isQvmError(err, "CORRUPT_STATE") && err.message).toMatch(/vault:private's encrypted volume is refused: it names a backing file; nothing was restored/);
+    expect(h.store.get("vault")).toBeUndefined();
+    expect(existsSync(h.volumes.dir("vault"))).toBe(false);
   });
 
   it("refuse a running one whose key qvmd does not hold, before writing anything", async () => {

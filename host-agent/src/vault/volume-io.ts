@@ -7,6 +7,7 @@
 import { createReadStream, fstatSync, mkdirSync, openSync, closeSync, readdirSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
+import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import { z } from "zod";
 import type { ReadBlock } from "../backup/index.js";
@@ -59,11 +60,14 @@ const extentsSchema = z.array(z.object({ start: z.number().int().nonnegative(), 
  * offer): reading only those ranges makes a mostly empty 1 GiB volume cost what its data costs.
  */
 async function dataExtents(file: string, size: number): Promise<Extent[]> {
+  let extents: Extent[];
   try {
-    return extentsSchema.parse(JSON.parse(await mapRaw(file)));
+    extents = extentsSchema.parse(JSON.parse(await mapRaw(file)));
   } catch {
     return [{ start: 0, length: size, data: true }]; // unknown: read all of it
   }
+  // qemu-img's raw driver rounds a file's size up to whole 512-byte sectors: keep to the file.
+  return extents.filter((x) => x.start < size).map((x) => ({ ...x, length: Math.min(x.length, size - x.start) }));
 }
 
 function rawFromFd(fd: number, size: number, extents: readonly Extent[]): RawVolume {
@@ -114,6 +118,23 @@ export async function openEncryptedRevision(dataDir: string, file: string, snaps
   const tmp = scratchFile(dataDir, path.basename(file));
   try {
     await copyEncryptedRevision(file, snapshot, tmp, key);
+    return await openRaw(tmp);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * A file's bytes as they are now (an encrypted volume's qcow2 file: ciphertext), from a copy in
+ * DATA/tmp (reflinked where the filesystem can), unlinked at once: the original may change as
+ * soon as the caller's lock is released, the copy does not.
+ */
+export async function openFileCopy(dataDir: string, file: string): Promise<RawVolume> {
+  const tmp = scratchFile(dataDir, path.basename(file));
+  try {
+    await execa("cp", ["--reflink=auto", "--sparse=always", file, tmp]).catch((err: { stderr?: string; message: string }) => {
+      throw new QvmError(/No space/.test(err.stderr ?? "") ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${file} for the backup: ${(err.stderr || err.message).trim()}`);
+    });
     return await openRaw(tmp);
   } finally {
     rmSync(tmp, { force: true });
