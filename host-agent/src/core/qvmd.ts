@@ -194,6 +194,7 @@ export class Qvmd {
     return locks.run(input.name, async () => {
       const record = registry.prepareCreate(input);
       const encrypted = record.props.encrypted === true;
+      if (passphrase) checkPassphrase(passphrase);
       if (encrypted && !passphrase) throw new QvmError("PASSPHRASE_REQUIRED", `${record.name} is to be encrypted: give the passphrase to encrypt it under (\`qvm create\` asks for it)`);
       if (!encrypted && passphrase) throw new QvmError("INVALID_ARGUMENT", `a passphrase was given, but ${record.name} is not to be encrypted: add --prop encrypted=True`);
       const rootFrom = record.rootFrom ? volumes.files(record.rootFrom).root : undefined;
@@ -445,7 +446,7 @@ export class Qvmd {
 
   /** `passphrase`: an encrypted domain's (PASSPHRASE_REQUIRED without it). */
   async start(name: string, passphrase?: string): Promise<DomainView> {
-    await this.p.runner.start(name, passphrase ? { passphrase } : {});
+    await this.p.runner.start(name, passphrase ? { passphrase: checkPassphrase(passphrase) } : {});
     return this.get(name);
   }
 
@@ -482,7 +483,9 @@ export class Qvmd {
 
   /** The key of a halted encrypted domain's private volume for `use`, wiped after; none for others. */
   private async withVolumeKey<T>(domain: string, passphrase: string | undefined, use: (key: VolumeKey | undefined) => Promise<T>): Promise<T> {
-    const key = this.p.volumes.isEncrypted(domain) ? await this.p.volumes.unlock(domain, passphrase ?? "") : undefined;
+    // Encrypted by its record or by its volume: a record whose key file is gone fails CORRUPT_STATE here.
+    const encrypted = this.p.registry.get(domain).props.encrypted === true || this.p.volumes.isEncrypted(domain);
+    const key = encrypted ? await this.p.volumes.unlock(domain, checkPassphrase(passphrase ?? "", true)) : undefined;
     try {
       return await use(key);
     } finally {
@@ -512,8 +515,8 @@ export class Qvmd {
       registry.get(domain);
       if (runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before changing its passphrase`);
       if (!newPassphrase) throw new QvmError("INVALID_ARGUMENT", "the new passphrase is empty");
-      await volumes.changePassphrase(domain, oldPassphrase, newPassphrase);
-      log(`${domain}: passphrase changed`);
+      const { oldSlotsRemoved } = await volumes.changePassphrase(domain, checkPassphrase(oldPassphrase), checkPassphrase(newPassphrase));
+      log(`${domain}: passphrase changed${oldSlotsRemoved ? "" : "; its old key slot could not be removed (a copy of the old key file would still open it)"}`);
     });
   }
 
@@ -783,4 +786,14 @@ export class Qvmd {
 /** The fields of a device the host does not have: its BDF alone. */
 function absentDevice(bdf: string): PciDeviceInfo {
   return { bdf, classCode: 0, className: "", vendorId: "", deviceId: "", vendorName: "", deviceName: "", driver: "", iommuGroup: -1 };
+}
+
+/** The longest passphrase qvmd takes (the CLI's and the web shell's bound too). */
+export const MAX_PASSPHRASE_LENGTH = 1024;
+
+/** A passphrase from a request, bounded ("" passes only where `emptyOk`: unlock then asks for one). */
+function checkPassphrase(p: string, emptyOk = false): string {
+  if (p.length > MAX_PASSPHRASE_LENGTH) throw new QvmError("INVALID_ARGUMENT", `a passphrase is at most ${MAX_PASSPHRASE_LENGTH} characters`);
+  if (!p && !emptyOk) throw new QvmError("INVALID_ARGUMENT", "the passphrase is empty");
+  return p;
 }

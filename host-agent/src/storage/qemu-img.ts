@@ -14,8 +14,9 @@ import { LUKS_ITER_TIME_MS, type VolumeKey } from "./volume-key.js";
  * a second one (changing a passphrase) at 4.
  */
 async function tool(file: string, args: string[], what: string, key?: VolumeKey, second?: VolumeKey): Promise<string> {
-  const fds = [key, second].flatMap((k) => (k ? [secretFd(k.base64())] : []));
+  const fds: number[] = [];
   try {
+    for (const k of [key, second]) if (k) fds.push(secretFd(k.base64()));
     return fds.length === 0 ? (await execa(file, args)).stdout : await runWithFds(file, args, fds);
   } catch (err) {
     const e = err as { code?: string; stderr?: string; message: string };

@@ -8,18 +8,19 @@
 // (the secret is written after): a crash there leaves an empty `qvm-secret-*` file in memory.
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, fchownSync, openSync, unlinkSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
+import { QvmError } from "@qvm/protocol";
 
-/** Memory-backed on every Linux; the runtime tmpdir otherwise (tests on other systems). */
+/** Memory-backed on every Linux; without it no secret is handed over (a disk must never see one). */
 function secretDir(): string {
-  return existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
+  if (!existsSync("/dev/shm")) throw new QvmError("MISSING_DEPENDENCY", "/dev/shm (a memory file system) is missing: qvm hands encryption keys to QEMU through it; mount it (tmpfs)");
+  return "/dev/shm";
 }
 
 /**
- * An open read-only descriptor of an unlinked memory file holding `secret`. `owner`: the uid and
- * gid the child runs as (a jailed VMM re-opens the file through /proc, which checks its owner).
- * The caller closes it once the child has started.
+ * An open read-only descriptor of an unlinked memory file holding `secret`, which is zeroed once
+ * written. `owner`: the uid and gid the child runs as (a jailed VMM re-opens the file through
+ * /proc, which checks its owner). The caller closes it once the child has started.
  */
 export function secretFd(secret: Uint8Array, owner?: { uid: number; gid: number }): number {
   const file = path.join(secretDir(), `qvm-secret-${process.pid}-${randomBytes(8).toString("hex")}`);
@@ -30,6 +31,7 @@ export function secretFd(secret: Uint8Array, owner?: { uid: number; gid: number 
     unlinkSync(file);
     if (owner) fchownSync(w, owner.uid, owner.gid);
     writeSync(w, secret);
+    secret.fill(0);
     return r;
   } catch (err) {
     if (r !== undefined) closeSync(r);

@@ -25,6 +25,8 @@ import { DEFAULT_SCRYPT, deriveMasterKey, scryptParamsProblem, type ScryptParams
 export const KEY_FILE_FORMAT = "qvm-volume-key";
 export const KEY_FILE_VERSION = 1;
 const SALT_BYTES = 32;
+/** The most a key file may ask: N=2^20, r=8 is 1 GiB and a few seconds per unlock. */
+const MAX_KEY_LOG_N = 20;
 /** The LUKS key slot's PBKDF2 time: the passphrase was stretched by scrypt already. */
 export const LUKS_ITER_TIME_MS = 10;
 
@@ -55,7 +57,14 @@ export function parseKeyFile(text: string, where: string, options: { weakKdfForT
   } catch (err) {
     throw new QvmError("CORRUPT_STATE", `${where} is not a qvm volume key file (${(err as Error).message.slice(0, 160)}); restore it from a backup: without it the volume cannot be unlocked`);
   }
-  const problem = scryptParamsProblem(parsed, options);
+  // Only what qvm writes: the file is on the data disk or in a backup, and each unlock runs
+  // scrypt with it (the vault's wider bounds would let it ask 2 GiB and minutes per try).
+  const minLogN = options.weakKdfForTests === true ? 10 : DEFAULT_SCRYPT.logN - 3;
+  const problem =
+    scryptParamsProblem(parsed, options) ??
+    (parsed.logN < minLogN || parsed.logN > MAX_KEY_LOG_N || parsed.r !== DEFAULT_SCRYPT.r || parsed.p !== DEFAULT_SCRYPT.p
+      ? `scrypt N=2^${parsed.logN} r=${parsed.r} p=${parsed.p} is not what qvm makes (N=2^${minLogN}…2^${MAX_KEY_LOG_N}, r=${DEFAULT_SCRYPT.r}, p=${DEFAULT_SCRYPT.p})`
+      : undefined);
   if (problem) throw new QvmError("CORRUPT_STATE", `${where}: ${problem}`);
   return parsed;
 }
@@ -89,10 +98,14 @@ export class VolumeKey {
     return new VolumeKey(randomBytes(32));
   }
 
-  /** The LUKS passphrase QEMU is given (`-object secret,file=`): the key in base64, as text. */
+  /**
+   * The LUKS passphrase QEMU is given (`-object secret,file=`): the key in base64, as text, in a
+   * new buffer the caller zeroes once written (encoded here without a JS string, which could not
+   * be wiped).
+   */
   base64(): Buffer {
     if (this.#bytes.length === 0) throw new Error("a wiped volume key was used");
-    return Buffer.from(this.#bytes.toString("base64"));
+    return base64Bytes(this.#bytes);
   }
 
   /** An independent copy, for work that may outlive this key's owner (wipe it after). */
@@ -121,4 +134,20 @@ export class VolumeKey {
   [inspect.custom](): string {
     return "[volume key]";
   }
+}
+
+const BASE64_ALPHABET = Buffer.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+
+/** Standard base64 (with padding) of `bytes`, into a fresh buffer. */
+export function base64Bytes(bytes: Uint8Array): Buffer {
+  const out = Buffer.alloc(Math.ceil(bytes.length / 3) * 4);
+  let o = 0;
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    out[o++] = BASE64_ALPHABET[(n >> 18) & 63]!;
+    out[o++] = BASE64_ALPHABET[(n >> 12) & 63]!;
+    out[o++] = i + 1 < bytes.length ? BASE64_ALPHABET[(n >> 6) & 63]! : 0x3d;
+    out[o++] = i + 2 < bytes.length ? BASE64_ALPHABET[n & 63]! : 0x3d;
+  }
+  return out;
 }

@@ -158,7 +158,7 @@ export class VolumeStore {
    * before the key file's write leaves the old passphrase working, after it the new one.
    * Backups made before keep the old passphrase.
    */
-  async changePassphrase(name: string, oldPassphrase: string, newPassphrase: string): Promise<void> {
+  async changePassphrase(name: string, oldPassphrase: string, newPassphrase: string): Promise<{ oldSlotsRemoved: boolean }> {
     const f = this.files(name);
     if (!this.isEncrypted(name)) throw new QvmError("FAILED_PRECONDITION", `${name} is not encrypted: it has no passphrase to change`);
     const oldKey = await this.unlock(name, oldPassphrase);
@@ -168,7 +168,13 @@ export class VolumeStore {
       newKey = await VolumeKey.derive(newPassphrase, params);
       await img.addKeySlot(f.private, oldKey, newKey);
       writeKeyFile(f.key, params);
-      await img.removeKeySlots(f.private, newKey, oldKey);
+      // From here the new passphrase is the one: a failure to remove the old slots is reported,
+      // not thrown (the old key alone, with the old key file's salt, still opens the volume).
+      const removed = await img.removeKeySlots(f.private, newKey, oldKey).then(
+        () => true,
+        () => false,
+      );
+      return { oldSlotsRemoved: removed };
     } finally {
       oldKey.wipe();
       newKey?.wipe();
