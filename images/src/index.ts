@@ -16,6 +16,6 @@ export {
   type TemplateArchiveOptions,
 } from "./template-archive.js";
 export { terminalProgress, silentProgress, type Progress } from "./progress.js";
-export { writeJsonAtomic, writeFileAtomic, readJson } from "./json-file.js";
+export { writeJsonAtomic, writeFileAtomic, readJson, fsyncDir } from "./json-file.js";
 export { repoRoot, repoPath } from "./repo.js";
 export { loadOrder, parseModulesDep } from "./modules.js";

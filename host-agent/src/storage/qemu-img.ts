@@ -1,4 +1,6 @@
-// qemu-img and mke2fs, the only tools that touch volume files. Every failure becomes a QvmError
+// qemu-img and mke2fs, the only tools that touch volume files. Converts that make a volume to
+// keep run with `-t writeback`: qemu-img's default for convert ("unsafe") never flushes, so a
+// power cut after qvm stored the domain could lose the file's data. Every failure becomes a QvmError
 // naming the file (STORAGE_FAILED); ENOSPC is reported as a full disk (RESOURCE_EXHAUSTED) so the
 // caller can say what to free.
 import { spawn } from "node:child_process";
@@ -83,7 +85,7 @@ function keyedImage(file: string): string[] {
 /** A new encrypted, empty ext4 volume (the raw scratch holds only a fresh filesystem: no data). */
 export async function createEncryptedExt4Qcow2(file: string, sizeMiB: number, label: string, scratch: string, key: VolumeKey): Promise<void> {
   await tool("mke2fs", ["-q", "-t", "ext4", "-L", label, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch, `${sizeMiB}M`], `cannot format ${scratch}`);
-  await creatingLuks(() => tool("qemu-img", ["convert", "-q", ...keyObject, "-f", "raw", "-O", "qcow2", "-o", ENCRYPT_OPTIONS, scratch, file], `cannot create ${file}`, key));
+  await creatingLuks(() => tool("qemu-img", ["convert", "-q", "-t", "writeback", ...keyObject, "-f", "raw", "-O", "qcow2", "-o", ENCRYPT_OPTIONS, scratch, file], `cannot create ${file}`, key));
 }
 
 /** Fails with PERMISSION_DENIED unless `key` unlocks the encrypted volume (reads its header only). */
@@ -126,7 +128,7 @@ export function createOverlay(backing: string, overlay: string, backingFormat: "
 /** A fresh ext4 filesystem of `sizeMiB` in a qcow2 file (formatted raw, then converted: only used blocks are stored). */
 export async function createExt4Qcow2(file: string, sizeMiB: number, label: string, scratch: string): Promise<void> {
   await tool("mke2fs", ["-q", "-t", "ext4", "-L", label, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch, `${sizeMiB}M`], `cannot format ${scratch}`);
-  await tool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", scratch, file], `cannot create ${file}`);
+  await tool("qemu-img", ["convert", "-q", "-t", "writeback", "-f", "raw", "-O", "qcow2", scratch, file], `cannot create ${file}`);
 }
 
 /** Writes overlay+backing as one new sparse raw file (a template's root committed at stop). */
@@ -146,7 +148,7 @@ export function exportRaw(file: string, out: string, snapshot?: string): Promise
 
 /** A raw file converted into a new qcow2 file `out` (only its data is stored). */
 export function rawToQcow2(raw: string, out: string): Promise<string> {
-  return tool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, out], `cannot write ${out}`);
+  return tool("qemu-img", ["convert", "-q", "-t", "writeback", "-f", "raw", "-O", "qcow2", raw, out], `cannot write ${out}`);
 }
 
 /** `qemu-img map` of a raw file, as JSON text: where it has data and where holes. */
@@ -155,7 +157,7 @@ export function mapRaw(file: string): Promise<string> {
 }
 
 export function copyQcow2(src: string, out: string): Promise<string> {
-  return tool("qemu-img", ["convert", "-q", "-f", "qcow2", "-O", "qcow2", src, out], `cannot copy ${src}`);
+  return tool("qemu-img", ["convert", "-q", "-t", "writeback", "-f", "qcow2", "-O", "qcow2", src, out], `cannot copy ${src}`);
 }
 
 export function resizeImage(file: string, format: "raw" | "qcow2", sizeBytes: number, key?: VolumeKey): Promise<string> {

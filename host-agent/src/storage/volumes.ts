@@ -27,7 +27,8 @@
 // `NAME.partial-PID` is, anything else is moved to DATA/volumes/.orphans/NAME-TIME, where `qvm
 // volume orphans` lists, restores or purges it (a store restored from an older generation must
 // not cost a domain its data).
-import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
+import { fsyncDir } from "@qvm/images";
 import path from "node:path";
 import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
@@ -280,7 +281,9 @@ export class VolumeStore {
         if (opts.rootFrom) await linkOrCopy(opts.rootFrom, f.root);
         else await execa("truncate", ["-s", `${DEFAULT_ROOT_MIB}M`, f.root]);
       }
+      syncTree(partial);
       renameSync(partial, final);
+      fsyncDir(path.dirname(final));
     } catch (err) {
       rmSync(partial, { recursive: true, force: true });
       throw err;
@@ -303,7 +306,9 @@ export class VolumeStore {
         await img.copyQcow2(src.private, path.join(partial, "private.qcow2")); // revisions are not copied
       }
       if (existsSync(src.root)) await linkOrCopy(src.root, path.join(partial, "root.img"));
+      syncTree(partial);
       renameSync(partial, final);
+      fsyncDir(path.dirname(final));
     } catch (err) {
       rmSync(partial, { recursive: true, force: true });
       throw err;
@@ -647,6 +652,19 @@ async function linkOrCopy(src: string, dst: string): Promise<void> {
   } catch {
     await copySparse(src, dst);
   }
+}
+
+/** fsyncs every file of a new volume directory and the directory (cp and mke2fs leave data in the page cache). */
+export function syncTree(dir: string): void {
+  for (const f of readdirSync(dir)) {
+    const fd = openSync(path.join(dir, f), "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  fsyncDir(dir);
 }
 
 async function copySparse(src: string, dst: string): Promise<void> {

@@ -12,7 +12,8 @@ import { openVault, type OpenedVault } from "../backup/index.js";
 import type { DomainRecord } from "../model/domain.js";
 import { MAX_NAME_LENGTH, validateDomainName } from "../model/names.js";
 import { assignIdentity } from "../model/net-identity.js";
-import { KEY_FILE, type VolumeStore } from "../storage/volumes.js";
+import { KEY_FILE, syncTree, type VolumeStore } from "../storage/volumes.js";
+import { fsyncDir } from "@qvm/images";
 import { parseKeyFile, writeKeyFile } from "../storage/volume-key.js";
 import { encryptedQcow2Problem } from "../storage/qcow2-header.js";
 import { INDEX_ENTRY, backupIndexSchema, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
@@ -242,7 +243,10 @@ async function restoreNamed({ o, vault, index, contents, chosen, rename, note, n
     for (const p of partials) rmSync(p.partial, { recursive: true, force: true });
     throw err;
   }
+  // On disk before the store names them: a power cut must not leave a stored domain without data.
+  for (const p of partials) syncTree(p.partial);
   for (const p of partials) renameSync(p.partial, p.final);
+  if (partials.length) fsyncDir(path.dirname(partials[0]!.final));
   try {
     const all = o.store.list();
     for (const r of records) {
