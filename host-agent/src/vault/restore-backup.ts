@@ -81,6 +81,10 @@ async function readIndex(vault: OpenedVault): Promise<BackupIndex> {
   const names = r.data.domains.map((d) => d.record.name);
   if (new Set(names).size !== names.length) throw new QvmError("CORRUPT_STATE", `${vault.fileName}: a domain is listed twice`);
   for (const d of r.data.domains) {
+    // An encrypted domain comes with its ciphertext and key parameters, and only it does.
+    if (d.volumes.private && (d.record.props.encrypted === true) !== (d.volumes.private.key !== undefined)) {
+      throw new QvmError("CORRUPT_STATE", `${vault.fileName}: ${d.record.name} is ${d.record.props.encrypted === true ? "" : "not "}encrypted, but its private volume is listed ${d.volumes.private.key ? "with" : "without"} key parameters`);
+    }
     for (const v of ["private", "root"] as const) {
       const want = d.volumes[v];
       if (!want) continue;
