@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildQemuArgs, hasUsbController, kernelCommandLine, optionString, qemuEscape, usbBlockdev, usbDeviceProps, usbDiskFds } from "./qemu-args.js";
+import { buildQemuArgs, diskKeyFds, hasUsbController, kernelCommandLine, optionString, qemuEscape, usbBlockdev, usbDeviceProps, usbDiskFds } from "./qemu-args.js";
 import type { DeviceSpec, VmSpec } from "../driver.js";
 
 const spec: VmSpec = {
@@ -159,6 +159,22 @@ describe("emulated USB devices on the QEMU command line", () => {
     const args = buildQemuArgs(withTaps, "kvm", paths);
     expect(value(args, "-netdev").filter((n) => n.startsWith("tap"))).toEqual(["tap,id=vif0,fd=3", "tap,id=vif1,fd=4"]);
     expect(value(args, "-add-fd")).toEqual(["fd=5,set=1", "fd=6,set=2"]);
+  });
+
+  it("gives encrypted disks their keys as secrets read from inherited descriptors after the taps and sticks, never inline", () => {
+    const key = { base64: () => Buffer.from("c2VjcmV0"), wipe: () => {} };
+    const keyed: VmSpec = { ...spec, nics: taps, devices: usb, disks: [{ ...spec.disks[0]!, key }, spec.disks[1]!, { serial: "private", path: "/d/private.qcow2", format: "qcow2", readonly: false, key }] };
+    expect(diskKeyFds(keyed)).toEqual([
+      { index: 0, secretId: "disk0-key", fd: 7 },
+      { index: 2, secretId: "disk2-key", fd: 8 },
+    ]);
+    const args = buildQemuArgs(keyed, "kvm", paths);
+    expect(value(args, "-object").filter((o) => o.startsWith("secret"))).toEqual(["secret,id=disk0-key,file=/proc/self/fd/7", "secret,id=disk2-key,file=/proc/self/fd/8"]);
+    const drives = value(args, "-drive");
+    expect(drives[0]).toMatch(/,encrypt\.key-secret=disk0-key$/);
+    expect(drives[1]).not.toMatch(/key-secret/);
+    expect(drives[2]).toMatch(/,encrypt\.key-secret=disk2-key$/);
+    expect(args.join(" ")).not.toContain("c2VjcmV0");
   });
 
   it("writes a read-only stick's node read-only (QEMU then dups the set's O_RDONLY descriptor)", () => {
