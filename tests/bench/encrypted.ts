@@ -30,7 +30,7 @@ function writeRate(source: string, out: string, keyFile?: string): number {
       return WRITE_MIB / ((performance.now() - t0) / 1000);
     } catch (err) {
       // qemu-img's PBKDF2 timing for a new LUKS header fails now and then here (storage/qemu-img.ts, creatingLuks).
-      if (attempt >= 5 || !/Unable to get accurate CPU usage/.test(String((err as { stderr?: Buffer }).stderr))) throw err;
+      if (attempt >= 30 || !/Unable to get accurate CPU usage/.test(String((err as { stderr?: Buffer }).stderr))) throw err;
       rmSync(out, { force: true });
     }
   }

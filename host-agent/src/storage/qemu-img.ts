@@ -63,19 +63,24 @@ export const ENCRYPT_OPTIONS = `encrypt.format=luks,encrypt.key-secret=${KEY_ID}
 
 /**
  * Making a LUKS header, qemu-img first times PBKDF2 on this CPU (to meet encrypt.iter-time) by
- * the thread's CPU time, and fails "Unable to get accurate CPU usage" when a timing reads 0 ms,
- * which happens on a loaded or virtualized host (seen here: about one create in three under
- * parallel tests). The create is repeated a few times; nothing was written by the failed one.
+ * the thread's CPU time (getrusage), and fails "Unable to get accurate CPU usage" when a timing
+ * reads 0 ms, which happens on a loaded or virtualized host: here about one create in three under
+ * parallel tests, and once five in a row. Each failure comes within a few milliseconds and writes
+ * nothing, so the create is repeated, after a short pause, up to LUKS_CREATE_ATTEMPTS times.
  */
-async function creatingLuks(make: () => Promise<string>): Promise<string> {
+export async function creatingLuks<T>(make: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await make();
     } catch (err) {
-      if (attempt >= 5 || !/Unable to get accurate CPU usage/.test((err as Error).message)) throw err;
+      const e = err as { message?: string; stderr?: unknown };
+      const timing = /Unable to get accurate CPU usage/.test(`${e.message ?? ""} ${String(e.stderr ?? "")}`);
+      if (attempt >= LUKS_CREATE_ATTEMPTS || !timing) throw err;
+      await new Promise((r) => setTimeout(r, 20 * attempt));
     }
   }
 }
+const LUKS_CREATE_ATTEMPTS = 30;
 
 /** An encrypted qcow2 file as qemu-img's `--image-opts` operand (the key object must be given too). */
 function keyedImage(file: string): string[] {
