@@ -458,7 +458,7 @@ export class ShellSession {
    */
   private async start(domain: string, passphrase: string | undefined): Promise<void> {
     try {
-      await this.admin.startDomain(passphrase === undefined ? { name: domain } : { name: domain, passphrase });
+      await this.admin.startDomain({ name: domain, passphrase });
     } catch (err) {
       const reason = isQvmError(err, "PASSPHRASE_REQUIRED") ? "required" : passphrase !== undefined && isQvmError(err, "PERMISSION_DENIED") ? "wrong" : undefined;
       if (!reason) throw err;

@@ -1,15 +1,9 @@
 // SHA-256 of image files, streamed (a template's root is gigabytes, mostly holes).
-import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
-import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
+import { sha256File } from "./hash.js";
 import { writeJsonAtomic } from "./json-file.js";
-
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  return hash.digest("hex");
-}
 
 /** `manifest` with `sha256` set to the digest of every file its `files` names (paths in `dir`). */
 export async function withFileDigests<M>(dir: string, manifest: M): Promise<M> {

@@ -17,7 +17,8 @@ export function inputsHash(inputs: unknown): string {
 export function sha256File(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(file)
+    // 1 MiB reads: a template's root is gigabytes, mostly holes.
+    createReadStream(file, { highWaterMark: 1024 * 1024 })
       .on("data", (d) => h.update(d))
       .on("end", () => resolve(h.digest("hex")))
       .on("error", reject);

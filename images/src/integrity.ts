@@ -11,7 +11,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
-import { fileIdentity as identity, readVerified, rememberVerified, sha256File } from "./digests.js";
+import { fileIdentity as identity, readVerified, rememberVerified } from "./digests.js";
+import { sha256File } from "./hash.js";
 import type { ImageStore, KernelBundle, KernelManifest } from "./store.js";
 
 export { VERIFIED_CACHE_FILE } from "./digests.js";

@@ -19,12 +19,12 @@ function atomicTempName(file: string): string {
  * the whole new one: the data is fsynced before the rename, and the directory after it (until
  * then the rename itself may be lost with the power, rolling back an acknowledged change).
  */
-export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
+export function writeFileAtomic(file: string, text: string | Uint8Array, mode = 0o644): void {
   const tmp = atomicTempName(file);
   const fd = openSync(tmp, "w", mode);
   try {
     try {
-      writeSync(fd, text);
+      writeSync(fd, typeof text === "string" ? Buffer.from(text) : text);
       fsyncSync(fd);
     } finally {
       closeSync(fd);

@@ -3,22 +3,21 @@
 // terminal or file the error names the flag), progress goes to stderr as plain lines, results to
 // stdout (or JSON), and errors are one line with the mapped exit code. Then the pure parts: the
 // progress bar's estimate and the no-echo prompt.
-import { spawn, execFileSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
+import { buildCli, runQvm } from "../test-support/run-qvm.js";
 import { BackupProgressBar, formatDuration } from "../lib/backup-progress.js";
 import { askPassphrase, passphraseFromFile } from "../lib/passphrase.js";
 
-const repo = path.resolve(import.meta.dirname, "../../..");
 let d: TestDaemon;
 let passFile: string;
 
 beforeAll(async () => {
-  execFileSync(process.execPath, ["scripts/build.mjs", "cli"], { cwd: repo, stdio: "ignore" });
+  buildCli();
   d = await startTestDaemon(testDaemonDirs("cli-backup"));
   await d.client.createDomain({ name: "tmpl", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} });
   await d.client.createDomain({ name: "work", class: domainClassFromWord("AppVM"), template: "tmpl", label: "red", properties: {} });
@@ -29,17 +28,8 @@ afterAll(async () => {
   expect(await d?.stop()).toBe(0);
   if (d) removeTestDaemonDirs(d.dirs);
 });
+const qvm = (args: string[]) => runQvm(args, { runtimeDir: d.dirs.runtimeDir, cwd: d.dirs.base });
 
-function qvm(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, QVM_RUNTIME_DIR: d.dirs.runtimeDir };
-  delete env.NODE_ENV;
-  const child = spawn(path.join(repo, "qvm"), args, { env, cwd: d.dirs.base, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-  child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-  return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
-}
 
 describe("qvm backup", { timeout: 60_000 }, () => {
   it("creates, verifies and restores with a passphrase file; a relative FILE is resolved here", async () => {

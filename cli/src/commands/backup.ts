@@ -4,7 +4,7 @@ import type { adminV1 } from "@qvm/protocol";
 import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
 import { BackupProgressBar } from "../lib/backup-progress.js";
-import { askPassphrase, passphraseFromFile } from "../lib/passphrase.js";
+import { askPassphrase, passphraseFromFile, processTerminal } from "../lib/passphrase.js";
 import { formatSize } from "../lib/sizes.js";
 
 export default class Backup extends QvmCommand {
@@ -66,7 +66,7 @@ The passphrase is asked on the terminal without echo (twice for create), or read
 
     // Connect first: no passphrase is asked for only to learn that qvmd is not there.
     const admin = await this.connected();
-    const passphrase = flags["passphrase-file"] ? passphraseFromFile(flags["passphrase-file"]) : await askPassphrase({ stdin: process.stdin, stderr: process.stderr }, action === "create" && !flags["incremental-from"]);
+    const passphrase = flags["passphrase-file"] ? passphraseFromFile(flags["passphrase-file"]) : await askPassphrase(processTerminal(), action === "create" && !flags["incremental-from"]);
     const bar = new BackupProgressBar(process.stderr);
     const stream =
       action === "create"

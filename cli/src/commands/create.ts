@@ -1,7 +1,7 @@
 import { Args, Flags } from "@oclif/core";
 import { QvmError } from "@qvm/protocol/contracts";
 import { QvmCommand, example, loadProtocol } from "../base.js";
-import { askPassphrase, passphraseFromFile } from "../lib/passphrase.js";
+import { askPassphrase, passphraseFromFile, processTerminal } from "../lib/passphrase.js";
 import { parseAssignments } from "../lib/run-args.js";
 
 /** qvmd's words for a true bool property. */
@@ -43,7 +43,7 @@ Names: up to 31 characters, a letter first, then letters, digits, "_", "." or "-
       ? undefined
       : file !== undefined
         ? passphraseFromFile(file)
-        : await askPassphrase({ stdin: process.stdin, stderr: process.stderr }, true, { prompt: `New passphrase for ${args.name}: `, notDone: `${args.name} was not created` });
+        : await askPassphrase(processTerminal(), true, { prompt: `New passphrase for ${args.name}: `, notDone: `${args.name} was not created` });
     const p = await loadProtocol();
     await admin.createDomain({ name: args.name, class: p.domainClassFromWord(flags.class), template: flags.template ?? "", label: flags.label, properties, passphrase });
   }

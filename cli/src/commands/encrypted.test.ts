@@ -3,20 +3,19 @@
 // (and without a terminal or file says how to give one); a halted encrypted domain's private
 // volume is resized or reverted only through it: none is PASSPHRASE_REQUIRED with the hint, a
 // wrong one PERMISSION_DENIED. (Starts need a VM; lib/unlock.test.ts covers the asking.)
-import { spawn, execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { domainClassFromWord } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "@qvm/host-agent/testing";
+import { buildCli, runQvm } from "../test-support/run-qvm.js";
 
-const repo = path.resolve(import.meta.dirname, "../../..");
 let d: TestDaemon;
 let right: string;
 let wrong: string;
 
 beforeAll(async () => {
-  execFileSync(process.execPath, ["scripts/build.mjs", "cli"], { cwd: repo, stdio: "ignore" });
+  buildCli();
   d = await startTestDaemon(testDaemonDirs("cli-encrypted"));
   await d.client.createDomain({ name: "tmpl", class: domainClassFromWord("TemplateVM"), template: "", label: "black", properties: {} });
   right = path.join(d.dirs.base, "right");
@@ -28,18 +27,8 @@ afterAll(async () => {
   expect(await d?.stop()).toBe(0);
   if (d) removeTestDaemonDirs(d.dirs);
 });
+const qvm = (args: string[]) => runQvm(args, { runtimeDir: d.dirs.runtimeDir, cwd: d.dirs.base });
 
-/** ./qvm `args` without a terminal (stdin is /dev/null). */
-function qvm(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, QVM_RUNTIME_DIR: d.dirs.runtimeDir };
-  delete env.NODE_ENV;
-  const child = spawn(path.join(repo, "qvm"), args, { env, cwd: d.dirs.base, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-  child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-  return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
-}
 
 describe("encrypted domains through qvm", { timeout: 60_000 }, () => {
   it("create: --passphrase-file only with encrypted=True; without a terminal or file, the hint", async () => {

@@ -25,6 +25,9 @@ function checked(p: string, where: string): string {
   return p;
 }
 
+/** This process's terminal: stdin for the answer, stderr for the prompt. */
+export const processTerminal = (): SecretTerminal => ({ stdin: process.stdin, stderr: process.stderr });
+
 /** A terminal: stdin in raw mode (no echo), the prompt on stderr. */
 export interface SecretTerminal {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean; isRaw?: boolean; setRawMode?(mode: boolean): unknown };

@@ -5,7 +5,7 @@
 // A passphrase from --passphrase-file goes with the first call (qvmd ignores it for a domain that
 // is not encrypted) and is tried once. The passphrase is never printed, logged or put in argv.
 import { QvmError, isQvmError } from "@qvm/protocol/contracts";
-import { canAsk, readSecret, type SecretTerminal } from "./passphrase.js";
+import { canAsk, processTerminal, readSecret, type SecretTerminal } from "./passphrase.js";
 
 /** How many passphrases the terminal is asked for, per call, before the last refusal is final. */
 export const MAX_TRIES = 3;
@@ -20,7 +20,7 @@ export interface UnlockOptions {
 /** `call`'s result, with `name`'s passphrase when qvmd wants one (see above). */
 export async function withPassphrase<T>(name: string, call: (passphrase: string | undefined) => Promise<T>, opts: UnlockOptions = {}): Promise<T> {
   if (opts.passphrase !== undefined) return call(opts.passphrase);
-  const term = opts.term ?? { stdin: process.stdin, stderr: process.stderr };
+  const term = opts.term ?? processTerminal();
   try {
     return await call(undefined);
   } catch (err) {

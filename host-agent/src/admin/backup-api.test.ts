@@ -7,6 +7,7 @@ import type { ClientReadableStream } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminV1, domainClassFromWord, type QvmError } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "../testing/test-daemon.js";
+import { collectStream } from "../testing/streams.js";
 
 const PASS = "a passphrase that is never logged";
 let d: TestDaemon;
@@ -24,14 +25,7 @@ afterAll(async () => {
   removeTestDaemonDirs(d.dirs);
 });
 
-function collect(stream: ClientReadableStream<adminV1.BackupProgress>): Promise<adminV1.BackupProgress[]> {
-  return new Promise((resolve, reject) => {
-    const out: adminV1.BackupProgress[] = [];
-    stream.on("data", (m: adminV1.BackupProgress) => out.push(m));
-    stream.on("error", (e) => reject(d.client.errorOf(e)));
-    stream.on("end", () => resolve(out));
-  });
-}
+const collect = (stream: ClientReadableStream<adminV1.BackupProgress>): Promise<adminV1.BackupProgress[]> => collectStream(stream, (e) => d.client.errorOf(e));
 
 async function refused(p: Promise<unknown>): Promise<QvmError> {
   return p.then(

@@ -14,6 +14,7 @@ import type { ClientReadableStream } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminV1, domainClassFromWord, type QvmError } from "@qvm/protocol";
 import { removeTestDaemonDirs, startTestDaemon, testDaemonDirs, type TestDaemon } from "../testing/test-daemon.js";
+import { collectStream } from "../testing/streams.js";
 
 const PASS = "backup crash test passphrase";
 /** Domains in the backup, each with its own data; "keep" is never backed up, "tmpl" is their template. */
@@ -55,14 +56,7 @@ function sameGuestView(a: string, b: string): boolean {
   throw new Error(`qemu-img compare ${a} ${b}: ${r.stderr}`);
 }
 
-function collect(stream: ClientReadableStream<adminV1.BackupProgress>): Promise<adminV1.BackupProgress[]> {
-  return new Promise((resolve, reject) => {
-    const out: adminV1.BackupProgress[] = [];
-    stream.on("data", (m: adminV1.BackupProgress) => out.push(m));
-    stream.on("error", (e) => reject(d.client.errorOf(e)));
-    stream.on("end", () => resolve(out));
-  });
-}
+const collect = (stream: ClientReadableStream<adminV1.BackupProgress>): Promise<adminV1.BackupProgress[]> => collectStream(stream, (e) => d.client.errorOf(e));
 
 /** When a call's phases begin: its first progress message (the key is derived: scrypt), its first volume write, its end. */
 interface Timing {

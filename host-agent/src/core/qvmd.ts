@@ -483,9 +483,7 @@ export class Qvmd {
 
   /** The key of a halted encrypted domain's private volume for `use`, wiped after; none for others. */
   private async withVolumeKey<T>(domain: string, passphrase: string | undefined, use: (key: VolumeKey | undefined) => Promise<T>): Promise<T> {
-    // Encrypted by its record or by its volume: a record whose key file is gone fails CORRUPT_STATE here.
-    const encrypted = this.p.registry.get(domain).props.encrypted === true || this.p.volumes.isEncrypted(domain);
-    const key = encrypted ? await this.p.volumes.unlock(domain, checkPassphrase(passphrase ?? "", true)) : undefined;
+    const key = this.p.volumes.needsPassphrase(this.p.registry.get(domain)) ? await this.p.volumes.unlock(domain, checkPassphrase(passphrase ?? "", true)) : undefined;
     try {
       return await use(key);
     } finally {
@@ -514,7 +512,6 @@ export class Qvmd {
     return locks.run(domain, async () => {
       registry.get(domain);
       if (runner.isRunning(domain)) throw new QvmError("FAILED_PRECONDITION", `${domain} is running: shut it down before changing its passphrase`);
-      if (!newPassphrase) throw new QvmError("INVALID_ARGUMENT", "the new passphrase is empty");
       const { oldSlotsRemoved } = await volumes.changePassphrase(domain, checkPassphrase(oldPassphrase), checkPassphrase(newPassphrase));
       log(`${domain}: passphrase changed${oldSlotsRemoved ? "" : "; its old key slot could not be removed (a copy of the old key file would still open it)"}`);
     });

@@ -129,7 +129,7 @@ export class BootPlanner {
         const root = sources.templateRoot ?? ownRoot;
         if (root) await this.deps.integrity.checkTemplateRoot(root);
       },
-      ...(rec.props.encrypted === true || volumes.isEncrypted(name) ? { unlock: (passphrase: string) => volumes.unlock(name, passphrase) } : {}),
+      ...(volumes.needsPassphrase(rec) ? { unlock: (passphrase: string) => volumes.unlock(name, passphrase) } : {}),
       prepareDisks: (key?: VolumeKey) => volumes.prepareStart(name, rec.class, { ...sources, revisionsToKeep: registry.revisionsToKeep(rec, "private"), ...(key ? { key } : {}) }),
       overlayBytes: () => volumes.plannedGrowth(name, rec.class, sources),
       ...this.snapshotSourceOf(rec, vmm, kernel, sources, { user, nics: links.nics, devices, memoryMiB: int("memory"), vcpus: int("vcpus"), kernelopts: String(registry.resolve(rec, "kernelopts")) }),

@@ -183,8 +183,7 @@ export class DomainRunner {
 
   /** The key of a running encrypted domain's private volume, if qvmd holds it (see Live). */
   volumeKey(name: string): VolumeKey | undefined {
-    const key = this.live.get(name)?.privateKey;
-    return key && !key.wiped ? key : undefined;
+    return this.live.get(name)?.privateKey; // wiped only once the domain left `live`
   }
 
   /** An encrypted domain's key from its passphrase, before anything of the start is made. */
@@ -218,10 +217,7 @@ export class DomainRunner {
     await plan.checkIntegrity();
     const privateKey = await this.unlock(name, plan, opts.passphrase);
     let diskKeys: DiskKey[] = [];
-    const forgetKeys = (): void => {
-      privateKey?.wipe();
-      for (const k of diskKeys) k.wipe();
-    };
+    const forgetKeys = (): void => wipeKeys({ privateKey, diskKeys });
     // Admitted before its dependencies start, which then count it as running.
     const unreserve = await this.admit(plan).catch((err: unknown) => {
       forgetKeys();
@@ -334,8 +330,7 @@ export class DomainRunner {
     void vm.exited.then((exit) => {
       if (this.live.get(name) !== l) return;
       this.live.delete(name);
-      l.privateKey?.wipe();
-      for (const k of l.diskKeys) k.wipe();
+      wipeKeys(l);
       this.lastStop.set(name, exit.reason);
       // Under the domain's lock, and only while no new run took its place: the volatile
       // overlays are discarded and a template's root committed. Announced after that, so
@@ -453,4 +448,10 @@ export class DomainRunner {
     this.live.clear();
     await Promise.all(all.map((l) => l.vm.detach().catch(() => {})));
   }
+}
+
+/** Forgets a run's keys (its private volume's and its disks'). */
+function wipeKeys(keys: { privateKey?: VolumeKey | undefined; diskKeys: readonly DiskKey[] }): void {
+  keys.privateKey?.wipe();
+  for (const k of keys.diskKeys) k.wipe();
 }

@@ -41,7 +41,8 @@ import { newKeyFile, readKeyFile, VolumeKey, writeKeyFile } from "./volume-key.j
 export const DEFAULT_PRIVATE_MIB = 2048;
 export const DEFAULT_ROOT_MIB = 10 * 1024;
 export const DEFAULT_REVISIONS_TO_KEEP = 1;
-const REVISION_PREFIX = "rev-";
+/** Names of the private volume's revisions (internal snapshots): rev-TIME. */
+export const REVISION_PREFIX = "rev-";
 /** Where volume directories without a domain are kept, inside DATA/volumes (not a valid domain name). */
 export const ORPHANS_DIR = ".orphans";
 const ORPHAN_ID = /^(.+)-(\d{8}T\d{6}Z)(?:\.(\d+))?$/;
@@ -137,6 +138,14 @@ export class VolumeStore {
   }
 
   /**
+   * Whether a domain needs its passphrase: encrypted by its record, or by its volume (a key
+   * file). A record whose key file is gone then fails at unlock, CORRUPT_STATE naming the file.
+   */
+  needsPassphrase(rec: { name: string; props: Record<string, unknown> }): boolean {
+    return rec.props.encrypted === true || this.isEncrypted(rec.name);
+  }
+
+  /**
    * The key of an encrypted private volume, from its passphrase: derived (scrypt) and checked
    * against the volume's LUKS header. A wrong passphrase is PERMISSION_DENIED; nothing changes.
    */
@@ -184,8 +193,9 @@ export class VolumeStore {
 
   /** Refuses an operation on an encrypted private volume that came without its key. */
   private requireKey(name: string, key: VolumeKey | undefined): VolumeKey | undefined {
-    if (this.isEncrypted(name) && !key) throw passphraseRequired(name);
-    return this.isEncrypted(name) ? key : undefined;
+    const encrypted = this.isEncrypted(name);
+    if (encrypted && !key) throw passphraseRequired(name);
+    return encrypted ? key : undefined;
   }
 
   exists(name: string): boolean {
@@ -667,7 +677,8 @@ export function syncTree(dir: string): void {
   fsyncDir(dir);
 }
 
-async function copySparse(src: string, dst: string): Promise<void> {
+/** A copy of `src` at `dst`, reflinked where the filesystem can, holes kept. */
+export async function copySparse(src: string, dst: string): Promise<void> {
   await execa("cp", ["--reflink=auto", "--sparse=always", src, dst]).catch((err: Error) => {
     throw new QvmError(/No space/.test(String((err as { stderr?: string }).stderr)) ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${src} to ${dst}: ${(err as { stderr?: string }).stderr ?? err.message}`);
   });

@@ -391,6 +391,7 @@ export function fakeVolumes(dir: string, disk: FakeDisk = { freeBytes: 1e15, ove
       if (opts.passphrase !== undefined) writeFileSync(keyFile(name), opts.passphrase);
     },
     isEncrypted: (name: string) => existsSync(keyFile(name)),
+    needsPassphrase: (rec: { name: string; props: Record<string, unknown> }) => rec.props.encrypted === true || existsSync(keyFile(rec.name)),
     makeSpareOverlay: async () => {},
     discardSpareOverlay: () => {},
     removeStaleSpareOverlays: () => {},

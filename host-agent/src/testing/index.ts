@@ -7,3 +7,4 @@ export { ExecDataListener } from "../agent/data-channel.js";
 export { runtimePaths } from "../vmm/qemu/qemu-driver.js";
 export { buildQemuArgs, kernelCommandLine } from "../vmm/qemu/qemu-args.js";
 export { chooseAccel, hostTscKhz } from "../vmm/accel.js";
+export { collectStream } from "./streams.js";

@@ -6,15 +6,15 @@
 import { closeSync, createWriteStream, existsSync, fsyncSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { QvmError } from "@qvm/protocol";
+import { fsyncDir } from "@qvm/images";
 import { createVault, openVault, type OpenedVault, type ScryptParams } from "../backup/index.js";
 import type { DomainRecord } from "../model/domain.js";
-import type { VolumeStore } from "../storage/volumes.js";
+import { REVISION_PREFIX, type VolumeStore } from "../storage/volumes.js";
 import { imageInfo, listSnapshots, type Snapshot } from "../storage/qemu-img.js";
 import { readKeyFile, type VolumeKey } from "../storage/volume-key.js";
 import { INDEX_ENTRY, INDEX_FORMAT, INDEX_VERSION, POLICY_FILE_NAME, SHIPPED_POLICY_FILE, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
 import { openEncryptedRevision, openFileCopy, openQcow2, openRaw, removeStaleScratch, type RawVolume } from "./volume-io.js";
 
-const REVISION_PREFIX = "rev-";
 
 /** Where a backup or restore is, for a progress bar: bytes of volume data (plaintext) done of the total. */
 export interface VaultProgress {
@@ -78,14 +78,13 @@ interface PlannedVolume {
 
 /** fsync of the file and of its directory entry. */
 function syncToDisk(file: string): void {
-  for (const f of [file, path.dirname(file)]) {
-    const fd = openSync(f, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+  const fd = openSync(file, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
+  fsyncDir(path.dirname(file));
 }
 
 /** The newest revision of a running domain's private volume: the state it started from. */

@@ -13,7 +13,7 @@ import type { DomainRecord } from "../model/domain.js";
 import { MAX_NAME_LENGTH, validateDomainName } from "../model/names.js";
 import { assignIdentity } from "../model/net-identity.js";
 import { KEY_FILE, syncTree, type VolumeStore } from "../storage/volumes.js";
-import { fsyncDir } from "@qvm/images";
+import { fsyncDir, writeFileAtomic } from "@qvm/images";
 import { parseKeyFile, writeKeyFile } from "../storage/volume-key.js";
 import { encryptedQcow2Problem } from "../storage/qcow2-header.js";
 import { INDEX_ENTRY, backupIndexSchema, policyEntry, volumeEntry, type BackedUpDomain, type BackupIndex } from "./contents.js";
@@ -392,19 +392,14 @@ async function restorePolicy(vault: OpenedVault, index: BackupIndex, dir: string
         continue;
       }
       const beside = `${dest}.restored`;
-      writeAtomic(beside, bytes);
+      writeFileAtomic(beside, bytes);
       out.kept.push(f);
       note(`policy ${f} differs from the backup's: kept as it is, the backup's copy is ${beside} (not read by qvmd; merge it by hand)`);
       continue;
     }
-    writeAtomic(dest, bytes);
+    writeFileAtomic(dest, bytes);
     out.restored.push(f);
   }
   return out;
 }
 
-function writeAtomic(file: string, bytes: Buffer): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  writeFileSync(tmp, bytes, { mode: 0o644 });
-  renameSync(tmp, file);
-}

@@ -7,12 +7,13 @@
 import { createReadStream, fstatSync, mkdirSync, openSync, closeSync, readdirSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
 import { QvmError } from "@qvm/protocol";
 import { z } from "zod";
 import type { ReadBlock } from "../backup/index.js";
 import { copyEncryptedRevision, exportRaw, mapRaw, rawToQcow2 } from "../storage/qemu-img.js";
 import type { VolumeKey } from "../storage/volume-key.js";
+import { copySparse } from "../storage/volumes.js";
+import { processAlive } from "../vmm/process.js";
 
 /** Bytes per read from a raw volume: the vault's default block size, so the writer gets whole blocks. */
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -30,7 +31,7 @@ export function removeStaleScratch(dataDir: string): void {
   const dir = scratchDir(dataDir);
   for (const name of readdirSync(dir)) {
     const m = new RegExp(`^${TMP_PREFIX}(\\d+)-`).exec(name);
-    if (m && Number(m[1]) !== process.pid && !processExists(Number(m[1]))) rmSync(path.join(dir, name), { force: true });
+    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) rmSync(path.join(dir, name), { force: true });
   }
 }
 
@@ -102,9 +103,7 @@ export async function openQcow2(dataDir: string, file: string, snapshot: string 
   const tmp = scratchFile(dataDir, path.basename(file));
   try {
     await exportRaw(file, tmp, snapshot);
-    const fd = openSync(tmp, "r");
-    const size = fstatSync(fd).size; // a revision's size, which may differ from the current one
-    return rawFromFd(fd, size, await dataExtents(tmp, size));
+    return await openRaw(tmp); // its size is the revision's, which may differ from the current one
   } finally {
     rmSync(tmp, { force: true }); // unlinked at once: the open descriptor keeps the data until closed
   }
@@ -132,9 +131,7 @@ export async function openEncryptedRevision(dataDir: string, file: string, snaps
 export async function openFileCopy(dataDir: string, file: string): Promise<RawVolume> {
   const tmp = scratchFile(dataDir, path.basename(file));
   try {
-    await execa("cp", ["--reflink=auto", "--sparse=always", file, tmp]).catch((err: { stderr?: string; message: string }) => {
-      throw new QvmError(/No space/.test(err.stderr ?? "") ? "RESOURCE_EXHAUSTED" : "STORAGE_FAILED", `cannot copy ${file} for the backup: ${(err.stderr || err.message).trim()}`);
-    });
+    await copySparse(file, tmp);
     return await openRaw(tmp);
   } finally {
     rmSync(tmp, { force: true });
@@ -179,11 +176,3 @@ export async function writeQcow2(dataDir: string, file: string, size: number, bl
   }
 }
 
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
